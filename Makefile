@@ -1,0 +1,58 @@
+# skd-book: two commands do everything on a fresh machine with Python 3.11.
+#   make book   create .venv if missing, install, run the main job, render _build/html/index.html
+#   make test   create .venv if missing, install, run every test (library, notebooks under nbval)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Chapters that are notebooks: MyST markdown files with a jupytext header.
+NOTEBOOK_SOURCES := $(shell grep -l '^jupytext:' book/*.md 2>/dev/null)
+NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
+
+.PHONY: book test test-lib test-notebooks notebooks bench install clean help
+help:
+	@echo "make book   run the main job and render the book to _build/html/index.html"
+	@echo "make test   run every test (library and notebooks)"
+	@echo "make bench  run the benchmarks in bench/ and save their outputs in bench/results/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The .ipynb twins are generated from the MyST sources (and git-ignored).
+book/%.ipynb: book/%.md $(STAMP)
+	$(BIN)/jupytext --quiet --to ipynb --output $@ $<
+
+notebooks: $(NOTEBOOKS)
+
+test: test-lib test-notebooks
+
+# pytest exits 5 when it collects no test: that is a failure here, said clearly.
+test-lib: $(STAMP)
+	$(BIN)/python -m pytest tests -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
+
+# Every chapter notebook runs under nbval in the smoke size (SKD_SMOKE=1 is read in each parameters cell).
+test-notebooks: $(NOTEBOOKS)
+	SKD_SMOKE=1 $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider $(NOTEBOOKS) || { rc=$$?; [ $$rc -eq 5 ] && echo "nbval collected no notebooks"; exit $$rc; }
+
+bench: $(STAMP)
+	mkdir -p bench/results
+	for f in bench/*.py; do n=$$(basename $$f .py); echo "== $$f"; $(BIN)/python $$f | tee bench/results/$$n.txt; done
+
+# The main job, then the rendered book. Execution is forced (no stale cache: the cache ignores library changes).
+book: $(STAMP)
+	rm -rf _build/.jupyter_cache
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+clean:
+	rm -rf _build book/*.ipynb
