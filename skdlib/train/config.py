@@ -358,7 +358,7 @@ class DistillConfig(_Section):
     holistic: bool = _doc(True, "holistic conditional-GAN term (Eq. 4)")
     mimic: bool = _doc(False, "variant: 1x1-conv feature regression (MIMIC)")
     attention: bool = _doc(False, "variant: attention transfer")
-    local_pairwise: bool = _doc(False, "variant: pair-wise similarity to local neighbours only")
+    local_pairwise: bool = _doc(False, "variant: pair-wise similarity to the 8 neighbours only")
     # Weights.
     lambda_pi: float = _doc(10.0, "weight of the pixel-wise term; paper: lambda1 = 10")
     lambda_pa: float = _doc(10.0, "weight of the pair-wise term; paper: lambda1 = 10 (authors' code: 0.5)")
@@ -374,14 +374,15 @@ class DistillConfig(_Section):
     node_size: int = _doc(2, "beta: node = beta x beta patch; extended paper's best 2 (CVPR text: 1)")
     pool: Literal["avg", "max"] = _doc("avg", "pooling of features into nodes; authors' code: max")
     node_fraction: float | None = _doc(
-        None, "pool kernel as a fraction of the map side (overrides node_size); authors' code: 0.5"
+        None, "pool kernel as a fraction of the map side (needs node_size 1); authors' code: 0.5"
     )
     detach_norm: bool = _doc(False, "stop the gradient through the feature norms of the cosine similarity")
-    local_window: int = _doc(3, "local pair-wise window side (odd); 3 = the 8 neighbours of the paper")
     # Holistic term: discriminator (embedding network) and its training.
     gan_kind: Literal["wgan", "hinge"] = _doc("wgan", "adversarial loss: WGAN-GP (paper, master) or hinge (cvpr_19)")
     gp_weight: float = _doc(10.0, "gradient-penalty weight (WGAN-GP); authors' code: 10")
-    disc_widths: tuple[int, ...] = _doc((64, 128, 256, 512), "channels of the strided discriminator convs")
+    disc_widths: tuple[int, int, int, int] = _doc(
+        (64, 128, 256, 512), "channels of D's four strided convs; authors' code: 64-128-256-512"
+    )
     disc_use_image: bool = _doc(True, "condition D on the RGB image (paper; authors' master: no)")
     disc_input: Literal["softmax", "logits"] = _doc("softmax", "map fed to D (paper: softmax; master: logits)")
     disc_input_batchnorm: bool = _doc(False, "batch-norm on D's input (authors' master: yes)")
@@ -411,13 +412,18 @@ class DistillConfig(_Section):
         if not self.pair_feature:
             self._fail("pair_feature", "must not be empty")
         self._at_least("node_size", 1)
-        if self.node_fraction is not None and not 0.0 < self.node_fraction <= 1.0:
-            self._fail("node_fraction", "must lie in (0, 1] or be null")
-        if self.local_window < 3 or self.local_window % 2 == 0:
-            self._fail("local_window", "must be an odd int >= 3")
+        if self.node_fraction is not None:
+            if not 0.0 < self.node_fraction <= 1.0:
+                self._fail("node_fraction", "must lie in (0, 1] or be null")
+            if self.node_size != 1:
+                raise ValueError(
+                    "distill.node_size: must be 1 when distill.node_fraction is set (the kernel then "
+                    f"comes from node_fraction), got node_size={self.node_size}, "
+                    f"node_fraction={self.node_fraction}"
+                )
         self._at_least("gp_weight", 0.0)
-        if not self.disc_widths or any(width < 1 for width in self.disc_widths):
-            self._fail("disc_widths", "must be a non-empty list of positive ints")
+        if any(width < 1 for width in self.disc_widths):
+            self._fail("disc_widths", "must be positive ints")
         self._positive("disc_lr")
         self._unit_interval("disc_momentum", closed_right=False)
         if not all(0.0 <= beta < 1.0 for beta in self.disc_betas):
