@@ -64,12 +64,14 @@ def mimic_loss(
             f"adapter output {tuple(mapped.shape)} does not match teacher_feat "
             f"{tuple(teacher_feat.shape)}"
         )
-    return F.mse_loss(mapped.float(), teacher_feat.detach().float(), reduction="mean")
+    dtype = _compute_dtype(mapped, None)
+    return F.mse_loss(mapped.to(dtype), teacher_feat.detach().to(dtype), reduction="mean")
 
 
 def _attention_map(feat: torch.Tensor, p: float) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N, H*W)``: ``sum_c |f|^p``, flattened, unit L2 norm per image."""
-    att = feat.float().abs().pow(p).sum(dim=1).flatten(1)  # (N, C, H, W) -> (N, H, W) -> (N, H*W)
+    x = feat.to(_compute_dtype(feat, None))
+    att = x.abs().pow(p).sum(dim=1).flatten(1)  # (N, C, H, W) -> (N, H, W) -> (N, H*W)
     return F.normalize(att, p=2.0, dim=1, eps=1e-12)  # (N, H*W)
 
 
