@@ -62,6 +62,11 @@ def test_predicted_but_absent_class_counts_as_zero() -> None:
     assert s["class_acc"][0] == 0.5 and math.isnan(s["class_acc"][2]) and s["mean_acc"] == 0.5
 
 
+def test_without_ignored_pixels_and_few_target_classes() -> None:
+    m = confusion_matrix(torch.tensor([[1, 2, 0]]), torch.tensor([[0, 0, 0]]), 3)
+    assert m.tolist() == [[1, 1, 1], [0, 0, 0], [0, 0, 0]]
+
+
 def test_batched_and_unbatched_shapes() -> None:
     pred, target = _random_maps(0, (3, 5, 7), 4)
     whole = confusion_matrix(pred, target, 4)
@@ -84,9 +89,9 @@ def test_empty_and_all_ignored() -> None:
 def _plain_scores(pred: torch.Tensor, target: torch.Tensor, k: int, ignore: int) -> dict:
     valid = target != ignore
     ious, accs, matrix = [], [], [[0] * k for _ in range(k)]
-    for t in range(k):
-        for p in range(k):
-            matrix[t][p] = int(((target == t) & (pred == p) & valid).sum())
+    for t, p in zip(target.reshape(-1).tolist(), pred.reshape(-1).tolist()):  # one pixel at a time
+        if t != ignore:
+            matrix[t][p] += 1
     for c in range(k):
         tp = int(((pred == c) & (target == c) & valid).sum())
         fp = int(((pred == c) & (target != c) & valid).sum())
