@@ -289,7 +289,7 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["distill.pool=mean"], r"distill.pool: expected one of 'avg', 'max', got str 'mean'"),
         (["distill.gan_kind=wgan_gp"], r"distill.gan_kind: .*\(did you mean 'wgan'\?\)"),
         (["model.student=resnet18"], r"model.student: expected one of 'pspnet_resnet101', .*'resnet18'"),
-        (["model.teacher=pspnet_resnet50"], r"model.teacher: expected one of"),
+        (["model.teacher=pspnet_resnet152"], r"model.teacher: expected one of"),
         (["eval.mode=tiles"], r"eval.mode: expected one of 'whole', 'sliding'"),
         # impossible values
         (["distill.lambda_pa=-1"], r"distill.lambda_pa: must be >= 0.0, got -1.0"),
@@ -431,6 +431,16 @@ class _FakeModel:
         self.feature_channels = channels
         if num_classes is not None:
             self.num_classes = num_classes
+
+
+def test_known_models_match_the_model_registry_and_real_models_validate() -> None:
+    models = pytest.importorskip("skdlib.models")
+    assert set(KNOWN_MODELS) == set(models.available_models())
+    cfg = load_config(CONFIG_DIR / "smoke.yaml")
+    student = models.build_model(cfg.model.student, 8, **cfg.model.student_options)
+    validate_with_model(cfg, student)
+    with pytest.raises(ValueError, match=r"distill.pair_feature: 'nowhere' is not a feature of model.student"):
+        validate_with_model(apply_overrides(cfg, ["distill.pair_feature=nowhere"]), student)
 
 
 def test_validate_with_model() -> None:

@@ -68,7 +68,9 @@ __all__ = [
     "validate_with_model",
 ]
 
-ModelName = Literal["pspnet_resnet101", "pspnet_resnet18", "mobilenetv2plus", "espnet_c", "espnet"]
+ModelName = Literal[
+    "pspnet_resnet101", "pspnet_resnet50", "pspnet_resnet34", "pspnet_resnet18", "mobilenetv2plus", "espnet_c", "espnet"
+]
 #: Architectures ``skdlib.models.build_model`` is expected to know (checked early, before building).
 KNOWN_MODELS: tuple[str, ...] = get_args(ModelName)
 
