@@ -83,9 +83,8 @@ def confusion_matrix(
 
     Raises:
         ValueError: non-tensor or floating inputs, mismatched shapes or devices, ``num_classes < 1``,
-            ``ignore_index`` inside ``[0, K)``,
-            prediction values outside ``[0, K)``, target values outside ``[0, K)`` other than
-            ``ignore_index``.
+            ``ignore_index`` inside ``[0, K)``, prediction values outside ``[0, K)``, target values
+            outside ``[0, K)`` other than ``ignore_index``.
 
     One bincount of ``target * K + pred`` over all pixels, no Python loop over pixels and no boolean
     gather: ignored pixels land in bins beyond ``K * K`` that are dropped, and any other bin beyond
@@ -103,6 +102,11 @@ def confusion_matrix(
     if pred.device != target.device:
         raise ValueError(f"pred and target must be on the same device, got {pred.device} and {target.device}")
     k = num_classes
+    if 0 <= ignore_index < k:
+        raise ValueError(
+            f"ignore_index={ignore_index} is a class index for num_classes={k}; "
+            "use a value outside [0, num_classes), e.g. 255"
+        )
     if pred.numel() == 0:
         return torch.zeros((k, k), dtype=torch.int64, device=pred.device)
 
@@ -110,11 +114,6 @@ def confusion_matrix(
     if int(pred_min) < 0 or int(pred_max) >= k:
         bad = pred[(pred < 0) | (pred >= k)]
         raise ValueError(f"pred values must lie in [0, num_classes={k}), found {_quote_values(bad)}")
-    if 0 <= ignore_index < k:
-        raise ValueError(
-            f"ignore_index={ignore_index} is a class index for num_classes={k}; "
-            "use a value outside [0, num_classes), e.g. 255"
-        )
 
     # The ignore value as seen by the counting below: any value >= K works, because the bins of
     # ignored pixels, [u*K, u*K + K), then lie beyond the K*K class bins and are dropped. A negative
