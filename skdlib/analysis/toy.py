@@ -107,3 +107,18 @@ def toy_image(labels: torch.Tensor, *, num_classes: int, noise: float = 0.05, se
     image = colours[labels.clamp(0, num_classes - 1)].permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
     image = image + noise * torch.randn(image.shape, generator=gen)
     return image.clamp(0.0, 1.0)
+
+
+class ConstantCritic(torch.nn.Module):
+    """A critic whose score ignores the map: ``D(Q | I) = b`` for every image.
+
+    Its gradient with respect to the map is exactly 0, the case where a square root without an
+    epsilon in the gradient penalty gives NaN. Called as ``critic(seg_map, image)`` -> ``(N,)``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, seg_map: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        return self.bias.expand(seg_map.shape[0])  # () -> (N,)

@@ -1,0 +1,355 @@
+"""One iteration of structured knowledge distillation, as two pure-ish steps.
+
+The paper's objective (Sec. 3.4) is
+
+    l(S, D) = l_mc(S) + lambda1 (l_pi(S) + l_pa(S)) - lambda2 l_ho(S, D),
+    l_ho = E_{Q_s}[D(Q_s | I)] - E_{Q_t}[D(Q_t | I)],
+
+minimised over the student S and maximised over the critic D, alternately:
+
+1. :func:`student_step`: the teacher runs in eval mode without gradients; the student is updated
+   on ``task + lambda_pi * pixel + lambda_pa * pair + lambda_ho * gen (+ variants)`` with the
+   critic fixed. ``gen = -E[D(Q_s | I)]``: the teacher half of ``-l_ho`` is constant for S.
+2. :func:`critic_step`: the critic is updated on ``critic + gp_weight * gp`` (times
+   ``disc_loss_scale``) with the student fixed (its maps detached).
+
+:func:`distill_step` runs both and returns one dict of every term. Nothing is stored on objects
+between calls: the caller owns the networks, optimisers and the batch. A step whose loss is not
+finite is skipped (no parameter changes) and reported with ``skipped_student`` /
+``skipped_critic`` = 1; the training loop decides when too many in a row stop the run.
+
+The returned dicts hold Python floats (``.item()``), ready for ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from skdlib.losses import (
+    attention_transfer_loss,
+    gradient_penalty,
+    holistic_critic_loss,
+    holistic_generator_loss,
+    local_pairwise_loss,
+    mimic_loss,
+    pairwise_similarity_loss,
+    pixelwise_kd_loss,
+    segmentation_task_loss,
+)
+from skdlib.train.config import DistillConfig
+
+__all__ = [
+    "StepContext",
+    "critic_step",
+    "distill_step",
+    "frozen",
+    "needs_critic",
+    "needs_teacher",
+    "student_losses",
+    "student_step",
+    "teacher_forward",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step needs besides the tensors: the distillation settings and numerics.
+
+    Attributes:
+        distill: the ``distill`` section of the experiment configuration.
+        aux_weight: weight of the auxiliary head's cross-entropy (PSPNet: 0.4).
+        ignore_index: label ignored by the task loss.
+        autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` to run the forward passes under
+            autocast (CUDA), or ``None`` for full precision.
+        grad_scaler: a ``torch.amp.GradScaler`` for fp16, else ``None``.
+        critic_generator: random generator for the gradient penalty's interpolation weights.
+    """
+
+    distill: DistillConfig
+    aux_weight: float = 0.4
+    ignore_index: int = 255
+    autocast_dtype: torch.dtype | None = None
+    grad_scaler: torch.amp.GradScaler | None = None
+    critic_generator: torch.Generator | None = None
+
+
+def needs_teacher(distill: DistillConfig) -> bool:
+    """Whether any enabled term needs the teacher's outputs."""
+    return any(
+        (distill.pixelwise, distill.pairwise, distill.holistic, distill.mimic, distill.attention,
+         distill.local_pairwise)
+    )
+
+
+def needs_critic(distill: DistillConfig) -> bool:
+    """Whether the holistic term (and so a critic and its optimiser) is enabled."""
+    return distill.holistic
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module | None) -> Iterator[None]:
+    """Temporarily stop gradients into ``module``'s parameters (the critic during the student step)."""
+    if module is None:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _autocast(ctx: StepContext, device: torch.device) -> contextlib.AbstractContextManager:
+    if ctx.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=ctx.autocast_dtype)
+
+
+def teacher_forward(teacher: nn.Module, image: torch.Tensor, ctx: StepContext):
+    """The teacher's outputs for ``image`` ``(N, 3, H, W)``: eval mode, no gradient."""
+    if teacher.training:
+        raise ValueError("the teacher must be in eval mode (call teacher.eval()) before a step")
+    with torch.no_grad(), _autocast(ctx, image.device):
+        return teacher(image)
+
+
+def _critic_map(critic: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Logits ``(N, K, h, w)`` -> the map the critic scores (probabilities or logits), in float32."""
+    inner = critic.module if hasattr(critic, "module") else critic
+    return inner.prepare_input(logits.float())
+
+
+def student_losses(
+    student_out,
+    teacher_out,
+    label: torch.Tensor,
+    image: torch.Tensor,
+    ctx: StepContext,
+    *,
+    critic: nn.Module | None = None,
+    adapter: nn.Module | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every term of the student's objective for one batch, and their weighted sum ``total``.
+
+    Args:
+        student_out: the student's ``SegmentationOutput`` (training mode, with gradients).
+        teacher_out: the teacher's ``SegmentationOutput`` (no gradients), or ``None`` when no
+            term needs it.
+        label: ``(N, H, W)`` int64 targets, ``ctx.ignore_index`` ignored.
+        image: ``(N, 3, H, W)`` the network input (the critic's condition).
+        ctx: settings.
+        critic: the discriminator (required when ``distill.holistic``).
+        adapter: the MIMIC 1x1 adapter (required when ``distill.mimic``).
+
+    Returns:
+        ``task``, the enabled terms among ``pixel``, ``pair``, ``gen``, ``mimic``, ``attention``,
+        ``local_pair``, and ``total`` = task + sum of weight * term. Scalar tensors.
+    """
+    d = ctx.distill
+    losses: dict[str, torch.Tensor] = {
+        "task": segmentation_task_loss(
+            student_out.logits.float(),
+            label,
+            aux_logits=None if student_out.aux_logits is None else student_out.aux_logits.float(),
+            aux_weight=ctx.aux_weight,
+            ignore_index=ctx.ignore_index,
+        )
+    }
+    weights: dict[str, float] = {"task": 1.0}
+    if needs_teacher(d) and teacher_out is None:
+        raise ValueError("a distillation term is enabled but teacher_out is None")
+    if d.pixelwise:
+        losses["pixel"] = pixelwise_kd_loss(
+            student_out.logits.float(), teacher_out.logits.float(), temperature=d.temperature
+        )
+        weights["pixel"] = d.lambda_pi
+    feature_terms = d.pairwise or d.mimic or d.attention or d.local_pairwise
+    if feature_terms:
+        name = d.pair_feature
+        if name not in student_out.features or name not in teacher_out.features:
+            raise ValueError(
+                f"distill.pair_feature {name!r} is missing: the student has "
+                f"{sorted(student_out.features)}, the teacher {sorted(teacher_out.features)}"
+            )
+        f_s = student_out.features[name].float()
+        f_t = teacher_out.features[name].float()
+    if d.pairwise:
+        losses["pair"] = pairwise_similarity_loss(
+            f_s, f_t, node_size=d.node_size, pool=d.pool, node_fraction=d.node_fraction,
+            detach_norm=d.detach_norm,
+        )
+        weights["pair"] = d.lambda_pa
+    if d.mimic:
+        if adapter is None:
+            raise ValueError("distill.mimic needs the 1x1 adapter module")
+        losses["mimic"] = mimic_loss(f_s, f_t, adapter=adapter)
+        weights["mimic"] = d.lambda_mimic
+    if d.attention:
+        losses["attention"] = attention_transfer_loss(f_s, f_t)
+        weights["attention"] = d.lambda_at
+    if d.local_pairwise:
+        losses["local_pair"] = local_pairwise_loss(f_s, f_t, node_size=d.node_size, pool=d.pool)
+        weights["local_pair"] = d.lambda_local
+    if d.holistic:
+        if critic is None:
+            raise ValueError("distill.holistic needs the critic")
+        with frozen(critic):
+            score_s = critic(_critic_map(critic, student_out.logits), image)
+        losses["gen"] = holistic_generator_loss(score_s, kind=d.gan_kind)
+        weights["gen"] = d.lambda_ho
+    losses["total"] = sum(weights[k] * losses[k] for k in weights)
+    return losses
+
+
+def _finite(value: torch.Tensor) -> bool:
+    return bool(torch.isfinite(value).all())
+
+
+def student_step(
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    ctx: StepContext,
+    *,
+    teacher_out=None,
+    critic: nn.Module | None = None,
+    adapter: nn.Module | None = None,
+):
+    """Update the student once with the critic fixed.
+
+    Returns:
+        ``(terms, student_out)``: floats of every term (plus ``skipped_student``), and the
+        student's output (its logits feed the critic step).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(ctx, image.device):
+        student_out = student(image)
+    losses = student_losses(
+        student_out, teacher_out, label, image, ctx, critic=critic, adapter=adapter
+    )
+    terms = {k: float(v.detach()) for k, v in losses.items()}
+    if not _finite(losses["total"]):
+        logger.warning("non-finite student loss %s: step skipped", terms)
+        optimizer.zero_grad(set_to_none=True)
+        terms["skipped_student"] = 1.0
+        return terms, student_out
+    if ctx.grad_scaler is not None:
+        ctx.grad_scaler.scale(losses["total"]).backward()
+        ctx.grad_scaler.step(optimizer)
+        ctx.grad_scaler.update()
+    else:
+        losses["total"].backward()
+        optimizer.step()
+    terms["skipped_student"] = 0.0
+    return terms, student_out
+
+
+def critic_step(
+    critic: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    image: torch.Tensor,
+    ctx: StepContext,
+) -> dict[str, float]:
+    """Update the critic once with the student fixed: ``scale * (critic + gp_weight * gp)``.
+
+    ``critic`` is the holistic critic loss (:func:`skdlib.losses.holistic_critic_loss`, which
+    for WGAN equals ``-l_ho``: the critic maximises ``l_ho``), ``gp`` the gradient penalty between
+    the teacher's and the student's maps (computed for both GAN kinds when ``gp_weight > 0``).
+    Both maps are detached: no gradient reaches the student.
+
+    Returns:
+        floats ``critic``, ``gp``, ``d_total``, ``score_teacher``, ``score_student`` (mean
+        embedding scores), ``skipped_critic``.
+    """
+    d = ctx.distill
+    real = _critic_map(critic, teacher_logits.detach())
+    fake = _critic_map(critic, student_logits.detach())
+    image = image.detach()
+    optimizer.zero_grad(set_to_none=True)
+    score_t = critic(real, image)
+    score_s = critic(fake, image)
+    critic_loss = holistic_critic_loss(score_t, score_s, kind=d.gan_kind)
+    gp = (
+        gradient_penalty(critic, real, fake, image, generator=ctx.critic_generator)
+        if d.gp_weight > 0
+        else torch.zeros((), device=real.device)
+    )
+    total = d.disc_loss_scale * (critic_loss + d.gp_weight * gp)
+    terms = {
+        "critic": float(critic_loss.detach()),
+        "gp": float(gp.detach()),
+        "d_total": float(total.detach()),
+        "score_teacher": float(score_t.detach().float().mean()),
+        "score_student": float(score_s.detach().float().mean()),
+    }
+    if not _finite(total):
+        logger.warning("non-finite critic loss %s: step skipped", terms)
+        optimizer.zero_grad(set_to_none=True)
+        terms["skipped_critic"] = 1.0
+        return terms
+    total.backward()
+    optimizer.step()
+    terms["skipped_critic"] = 0.0
+    return terms
+
+
+def distill_step(
+    *,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    ctx: StepContext,
+    critic: nn.Module | None = None,
+    critic_optimizer: torch.optim.Optimizer | None = None,
+    adapter: nn.Module | None = None,
+) -> dict[str, float]:
+    """One full iteration: teacher forward, student update, then critic update.
+
+    Args:
+        student: the network being trained, in training mode.
+        teacher: the fixed teacher in eval mode, or ``None`` when no term needs it.
+        optimizer: the student's optimiser (and the MIMIC adapter's parameters, if any).
+        image: ``(N, 3, H, W)`` augmented, normalised batch.
+        label: ``(N, H, W)`` int64 targets.
+        ctx: settings.
+        critic, critic_optimizer: the discriminator and its optimiser (holistic term only).
+        adapter: the MIMIC adapter (MIMIC only).
+
+    Returns:
+        A flat dict of floats: every student term, ``total``, the critic's terms when the
+        holistic term is on, and ``skipped_student`` / ``skipped_critic``.
+    """
+    d = ctx.distill
+    teacher_out = None
+    if needs_teacher(d):
+        if teacher is None:
+            raise ValueError("distillation terms are enabled but no teacher was given")
+        teacher_out = teacher_forward(teacher, image, ctx)
+    terms, student_out = student_step(
+        student, optimizer, image, label, ctx, teacher_out=teacher_out, critic=critic,
+        adapter=adapter,
+    )
+    if needs_critic(d):
+        if critic is None or critic_optimizer is None:
+            raise ValueError("distill.holistic needs a critic and its optimiser")
+        terms.update(
+            critic_step(critic, critic_optimizer, teacher_out.logits, student_out.logits, image, ctx)
+        )
+    return terms
+
