@@ -72,7 +72,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tupl
     model.eval()
     try:
         program = torch.onnx.export(
-            LogitsOnly(model), (example,), dynamo=True, opset_version=opset,
+            LogitsOnly(model).eval(), (example,), dynamo=True, opset_version=opset,
             input_names=["image"], output_names=["logits"],
             dynamic_shapes={"image": {0: batch}}, verbose=False,
         )
@@ -84,15 +84,20 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tupl
 
 
 def check_onnx(model: nn.Module, path: str | os.PathLike[str], image: torch.Tensor, *,
-               atol: float = 1e-4) -> float:
+               atol: float = 1e-4, rtol: float = 1e-5) -> float:
     """Run the ONNX file with onnxruntime and PyTorch (eval mode) on ``image``; compare logits.
+
+    Tolerance: the largest absolute difference must not exceed ``atol + rtol * max|logits|``.
+    Float32 rounding grows with the scale of the activations, not with each logit: a
+    PSPNet-ResNet18(0.5) with logits up to 30 is itself 1.3e-4 away from its float64 result,
+    so a pure 1e-4 bound would fail on rounding alone; pass ``rtol=0`` for a pure absolute bound.
 
     Returns:
         the largest absolute difference between the two ``logits``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the shapes differ or the difference exceeds ``atol``.
+        ValueError: the shapes differ or the difference exceeds the tolerance.
     """
     import onnxruntime  # optional dependency (extra "onnx"): imported only when checking
 
@@ -114,6 +119,10 @@ def check_onnx(model: nn.Module, path: str | os.PathLike[str], image: torch.Tens
             f"for image of shape {tuple(image.shape)}"
         )
     diff = float(np.abs(onnx_logits - torch_logits).max())
-    if diff > atol:
-        raise ValueError(f"ONNX and PyTorch logits differ by {diff:.3g} > atol={atol:g}")
+    scale = float(np.abs(torch_logits).max())
+    if diff > atol + rtol * scale:
+        raise ValueError(
+            f"ONNX and PyTorch logits differ by up to {diff:.3g}, beyond atol={atol:g} + "
+            f"rtol={rtol:g} * max|logits| ({scale:.3g})"
+        )
     return diff
