@@ -1,0 +1,224 @@
+"""Does a data set need context? A per-pixel classifier against a small network with context.
+
+This is a measurement tool, not a student: it trains, on the train split of a data set,
+
+(a) a per-pixel 1x1 classifier: logistic regression on the RGB of each pixel (and a tiny MLP on
+    the same three numbers, the best any per-pixel colour rule can do in practice);
+(b) :class:`ContextProbeNet`, a few dilated 3x3 convolutions (receptive field about 120 pixels),
+
+and reports the val mIoU of each. If colour alone gave the labels, (a) would match (b); the
+embedded data set is built so that it does not (see :mod:`skdlib.data.generate`).
+The mIoU here comes from a private confusion matrix (:func:`_confusion`), kept local on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skdlib.data.base import IGNORE_INDEX
+from skdlib.data.embedded import EmbeddedDataset
+
+logger = logging.getLogger(__name__)
+
+
+class ContextProbeNet(nn.Module):
+    """A small fully convolutional network with context (measurement probe, not a student).
+
+    Input ``(N, 3, H, W)`` standardised RGB; it works at ``1/downsample`` resolution (average
+    pooling), applies 3x3 convolutions with dilations ``dilations`` (``width`` channels, batch
+    norm, ReLU), a 1x1 classifier and bilinear upsampling back to ``(N, K, H, W)``. With the
+    defaults its receptive field is about 125 input pixels.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        width: int = 32,
+        dilations: tuple[int, ...] = (1, 2, 4, 8),
+        downsample: int = 4,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for dilation in dilations:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        h = F.avg_pool2d(x, self.downsample, ceil_mode=True)  # (N, 3, H, W) -> (N, 3, H/d, W/d)
+        h = self.classifier(self.body(h))  # (N, K, H/d, W/d)
+        return F.interpolate(h, size=size, mode="bilinear", align_corners=False)  # (N, K, H, W)
+
+
+class _PerPixel(nn.Module):
+    """Applies a model on RGB vectors ``(P, 3) -> (P, K)`` to every pixel of ``(N, 3, H, W)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x.permute(0, 2, 3, 1))  # (N, 3, H, W) -> (N, H, W, 3) -> (N, H, W, K)
+        return out.permute(0, 3, 1, 2)  # (N, H, W, K) -> (N, K, H, W)
+
+
+def _pixel_linear(num_classes: int) -> nn.Module:
+    """Logistic regression on a pixel's RGB."""
+    return nn.Linear(3, num_classes)
+
+
+def _pixel_mlp(num_classes: int, hidden: int = 64) -> nn.Module:
+    """A tiny MLP on a pixel's RGB."""
+    return nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+def _confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Confusion matrix ``(K, K)`` int64, rows = target, columns = prediction; ignore pixels dropped."""
+    keep = target != IGNORE_INDEX
+    index = target[keep] * num_classes + pred[keep]  # (P,) flat cell ids
+    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)  # (K*K,) -> (K, K)
+
+
+def _iou(confusion: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU ``(K,)`` float64 (NaN for a class absent from both target and prediction)."""
+    conf = confusion.to(torch.float64)
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def _load(dataset: EmbeddedDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """All items stacked: images ``(N, 3, H, W)`` uint8 and labels ``(N, H, W)`` int64."""
+    images, labels = [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        images.append((item["image"] * 255).round().to(torch.uint8))
+        labels.append(item["label"])
+    return torch.stack(images), torch.stack(labels)
+
+
+def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
+              std: torch.Tensor, num_classes: int, device: torch.device, batch: int = 16) -> torch.Tensor:
+    """Per-class val IoU ``(K,)`` of ``model``."""
+    model.eval()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = (images[start:start + batch].to(device).float() / 255 - mean) / std
+            pred = model(x).argmax(1).cpu()  # (B, H, W)
+            conf += _confusion(pred, labels[start:start + batch], num_classes)
+    return _iou(conf)
+
+
+def _fit(model: nn.Module, sample: Any, *, iters: int, lr: float, generator: torch.Generator) -> None:
+    """Adam with cosine learning-rate decay; ``sample(generator) -> (inputs, targets)`` draws a batch."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1))
+    for _ in range(iters):
+        x, y = sample(generator)
+        loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def pixel_vs_context_probe(
+    root: str | os.PathLike[str],
+    *,
+    iters: int = 300,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    pixel_iters: int | None = None,
+    batch_size: int = 8,
+    pixel_batch_size: int = 4096,
+    mlp: bool = True,
+) -> dict[str, Any]:
+    """Train the per-pixel classifiers and the context probe on ``root``'s train split; val mIoU of each.
+
+    Args:
+        root: an embedded data set (complete manifest; generated if missing, default options).
+        iters: training iterations of the context network (batches of ``batch_size`` images).
+        seed: seeds the weights and the batch order.
+        device: where to train.
+        pixel_iters: iterations of the per-pixel models (default ``iters``).
+        batch_size: images per iteration of the context network.
+        pixel_batch_size: random train pixels per iteration of the per-pixel models.
+        mlp: also train the per-pixel MLP.
+
+    Returns:
+        ``{"pixel_linear_miou", "pixel_mlp_miou" (or None), "context_miou", "gap"}`` in percent
+        (``gap`` = context minus the best per-pixel model), ``"class_names"``, ``"class_iou"``
+        (per model, percent per class), ``"seconds"`` (training time per model), ``"iters"``,
+        ``"num_train"``, ``"num_val"``.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    device = torch.device(device)
+    train_set, val_set = EmbeddedDataset(root, "train"), EmbeddedDataset(root, "val")
+    k = train_set.num_classes
+    train_x, train_y = _load(train_set)
+    val_x, val_y = _load(val_set)
+    pixels = train_x.permute(1, 0, 2, 3).reshape(3, -1).float() / 255  # (N, 3, H, W) -> (3, N*H*W)
+    mean = pixels.mean(1).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
+    std = pixels.std(1).clamp(min=1e-3).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
+
+    with torch.random.fork_rng(devices=[]):  # seeded weight initialisation, global RNG left untouched
+        torch.manual_seed(seed)
+        models: dict[str, nn.Module] = {"pixel_linear": _PerPixel(_pixel_linear(k))}
+        if mlp:
+            models["pixel_mlp"] = _PerPixel(_pixel_mlp(k))
+        models["context"] = ContextProbeNet(k)
+
+    flat_x = train_x.permute(0, 2, 3, 1).reshape(-1, 3)  # (N, 3, H, W) -> (N*H*W, 3) uint8
+    flat_y = train_y.reshape(-1)  # (N, H, W) -> (N*H*W,)
+
+    def pixel_batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(flat_x), (pixel_batch_size,), generator=generator)
+        x = (flat_x[pick].to(device).float() / 255 - mean.view(1, 3)) / std.view(1, 3)  # (P, 3)
+        return x[:, :, None, None], flat_y[pick].to(device)[:, None, None]  # (P, 3, 1, 1), (P, 1, 1)
+
+    def image_batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(train_x), (batch_size,), generator=generator)
+        return (train_x[pick].to(device).float() / 255 - mean) / std, train_y[pick].to(device)
+
+    settings = {
+        "pixel_linear": (pixel_iters or iters, 0.05, pixel_batch),
+        "pixel_mlp": (pixel_iters or iters, 0.01, pixel_batch),
+        "context": (iters, 0.01, image_batch),
+    }
+    result: dict[str, Any] = {"class_names": train_set.class_names, "class_iou": {}, "seconds": {}, "iters": iters,
+                              "num_train": len(train_set), "num_val": len(val_set)}
+    for name, model in models.items():
+        model.to(device)
+        generator = torch.Generator().manual_seed(seed)
+        steps, lr, sample = settings[name]
+        start = time.perf_counter()
+        _fit(model, sample, iters=steps, lr=lr, generator=generator)
+        result["seconds"][name] = time.perf_counter() - start
+        iou = _evaluate(model, val_x, val_y, mean, std, k, device)
+        result["class_iou"][name] = [float(v) * 100 for v in iou]
+        result[f"{name}_miou"] = float(torch.nanmean(iou)) * 100
+        logger.info("%s: val mIoU %.1f (%.1f s)", name, result[f"{name}_miou"], result["seconds"][name])
+    result.setdefault("pixel_mlp_miou", None)
+    best_pixel = max(v for v in (result["pixel_linear_miou"], result["pixel_mlp_miou"]) if v is not None)
+    result["gap"] = result["context_miou"] - best_pixel
+    return result

@@ -1,0 +1,225 @@
+"""The shared data-set class: a list of (image file, label file, name) read with Pillow.
+
+Every data set in :mod:`skdlib.data` is a :class:`SegmentationDataset`; the per-data-set modules
+only find the files and say how raw label values map to class ids (a 256-entry lookup table).
+Items are dicts::
+
+    {"image": float32 (3, H, W) in [0, 1], "label": int64 (H, W) with 255 = ignore, "name": str}
+
+Normalisation is a transform (:mod:`skdlib.data.transforms`), never done here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+INVALID = -1  # lookup-table entry of a raw label value that is neither a class nor ignore
+LUT_SIZE = 256
+
+Item = dict[str, Any]
+Transform = Callable[[Item], Item]
+
+
+class DataError(ValueError):
+    """A data file or layout problem; the message names the file or the expected layout."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One entry of a data set: where its image and label live, and its name."""
+
+    image: Path
+    label: Path
+    name: str
+
+
+def identity_lut(num_classes: int) -> np.ndarray:
+    """Lookup table ``(256,)`` int16: ``k -> k`` for ``k < num_classes``, 255 -> 255, anything else invalid."""
+    if not 0 < num_classes < IGNORE_INDEX:
+        raise ValueError(f"num_classes must be in 1..254, got {num_classes}")
+    lut = np.full(LUT_SIZE, INVALID, dtype=np.int16)
+    lut[:num_classes] = np.arange(num_classes)
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    return lut
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8; ``FileNotFoundError`` / ``DataError`` name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image file {path}: {exc}") from exc
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Read a single-channel label PNG (mode ``L`` or palette ``P``) as ``(H, W)`` uint8 raw values."""
+    if not path.is_file():
+        raise FileNotFoundError(f"label file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P"):
+                raise DataError(
+                    f"label file {path} has mode {img.mode!r}; expected a single-channel PNG "
+                    "(mode 'L' with class ids or palette mode 'P')"
+                )
+            return np.array(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"cannot decode label file {path}: {exc}") from exc
+
+
+class SegmentationDataset(Dataset):
+    """A list of samples plus the class set; ``__getitem__`` reads, checks and maps one item.
+
+    Args:
+        samples: the files, in a fixed order.
+        class_names: one name per class id ``0..K-1``.
+        palette: one RGB colour per class.
+        label_lut: ``(256,)`` integer table from raw label value to class id (255 = ignore,
+            -1 = a value that must not occur; reading it raises ``DataError``).
+        transform: callable on the item dict (after reading), e.g. a per-item augmentation.
+        skip_bad: when reading an item fails (missing or corrupt file, size mismatch, label values
+            outside the class set), log a warning and return the next readable item instead of
+            raising.
+        description: the layout, for error messages (``"<root>/train/images/*.png"``).
+    """
+
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        class_names: Sequence[str],
+        palette: Sequence[tuple[int, int, int]],
+        label_lut: np.ndarray,
+        transform: Transform | None = None,
+        skip_bad: bool = False,
+        description: str = "",
+    ) -> None:
+        if len(samples) == 0:
+            raise DataError(f"empty split: no samples found; expected {description or 'at least one image'}")
+        if len(palette) != len(class_names):
+            raise ValueError(f"palette has {len(palette)} colours for {len(class_names)} classes")
+        if label_lut.shape != (LUT_SIZE,):
+            raise ValueError(f"label_lut must have shape (256,), got {tuple(label_lut.shape)}")
+        self.samples = list(samples)
+        self.class_names = list(class_names)
+        self.palette = [tuple(int(v) for v in colour) for colour in palette]
+        self.label_lut = label_lut.astype(np.int16)
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.description = description
+        self._bad: set[int] = set()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> Item:
+        """Read item ``index`` without the transform; raises on a bad file."""
+        sample = self.samples[index]
+        image = read_rgb(sample.image)
+        raw = read_label(sample.label)
+        if image.shape[:2] != raw.shape:
+            raise DataError(
+                f"image {sample.image} is {image.shape[0]}x{image.shape[1]} (HxW) but label "
+                f"{sample.label} is {raw.shape[0]}x{raw.shape[1]}"
+            )
+        label = self.label_lut[raw]  # (H, W) int16
+        if (label == INVALID).any():
+            bad = np.unique(raw[label == INVALID])
+            raise DataError(
+                f"label file {sample.label} has values {bad.tolist()[:10]} outside the class set "
+                f"({self.num_classes} classes, 255 = ignore)"
+            )
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        return {
+            "image": image_t.to(torch.float32).div_(255.0),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "name": sample.name,
+        }
+
+    def __getitem__(self, index: int) -> Item:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a data set of {len(self)} items")
+        index %= len(self)
+        for attempt in range(len(self)):
+            current = (index + attempt) % len(self)
+            if current in self._bad:
+                continue
+            try:
+                item = self.load(current)
+            except (DataError, FileNotFoundError) as exc:
+                if not self.skip_bad:
+                    raise
+                self._bad.add(current)
+                logger.warning("skipping bad item %d (%s): %s", current, self.samples[current].name, exc)
+                continue
+            return self.transform(item) if self.transform is not None else item
+        raise DataError(f"every item of this data set is unreadable ({len(self)} items; {self.description})")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} items, {self.num_classes} classes, {self.description})"
+
+
+def pair_by_stem(
+    image_dir: Path,
+    label_dir: Path,
+    *,
+    image_suffixes: Sequence[str],
+    label_suffix: str,
+    skip_bad: bool,
+    expected: str,
+) -> list[Sample]:
+    """Samples for every image in ``image_dir`` with a label ``<stem><label_suffix>`` in ``label_dir``.
+
+    A missing label raises ``DataError`` (or is skipped with a warning when ``skip_bad``).
+    """
+    if not image_dir.is_dir():
+        raise DataError(f"directory not found: {image_dir}; expected {expected}")
+    if not label_dir.is_dir():
+        raise DataError(f"directory not found: {label_dir}; expected {expected}")
+    suffixes = {s.lower() for s in image_suffixes}
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+    samples = []
+    for image in images:
+        label = label_dir / (image.stem + label_suffix)
+        if not label.is_file():
+            message = f"no label {label} for image {image}"
+            if not skip_bad:
+                raise DataError(message)
+            logger.warning("skipping: %s", message)
+            continue
+        samples.append(Sample(image=image, label=label, name=image.stem))
+    if not samples:
+        raise DataError(f"empty split: no image/label pairs in {image_dir}; expected {expected}")
+    return samples
+
+
+def as_path(root: str | os.PathLike[str], *, what: str = "root") -> Path:
+    """``root`` as a ``Path`` that must be an existing directory."""
+    path = Path(root)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} directory not found: {path}")
+    return path
