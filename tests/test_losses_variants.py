@@ -92,6 +92,13 @@ def test_mimic_hand_case_and_gradients() -> None:
     assert ft.grad is None and fs.grad is not None and adapter.weight.grad is not None
 
 
+def test_mimic_zero_features_finite() -> None:
+    fs = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    loss = mimic_loss(fs, torch.zeros(1, 2, 2, 2), adapter=make_mimic_adapter(3, 2))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(fs.grad).all()
+
+
 def test_mimic_errors() -> None:
     with pytest.raises(ValueError, match=r"adapter output \(1, 2, 4, 4\).*\(1, 5, 4, 4\)"):
         mimic_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4), adapter=make_mimic_adapter(3, 2))
