@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from skdlib.models import build_model, complexity, count_parameters
+from skdlib.models import build_model, complexity, count_parameters, measure_latency
 
 
 def _conv_macs(c_out: int, c_in: int, k: int, h_out: int, w_out: int, groups: int = 1) -> int:
@@ -95,3 +95,22 @@ def test_model_input_checks_propagate() -> None:
         model = build_model("espnet_c", 3)
     with pytest.raises(ValueError, match=r"too small"):
         complexity(model, (4, 64))
+
+
+def test_measure_latency_counts_repeats_and_restores_mode() -> None:
+    calls = []
+
+    class _Counting(_SmallNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append((x.shape, self.training, torch.is_grad_enabled()))
+            return super().forward(x)
+
+    net = _Counting().train()
+    latency = measure_latency(net, (16, 16), batch_size=2, repeats=3, warmup=2)
+    assert len(calls) == 5 and len(latency.times_s) == 3
+    assert all(shape == (2, 3, 16, 16) and not training and not grad for shape, training, grad in calls)
+    assert net.training
+    assert latency.per_image_s == pytest.approx(latency.median_s / 2)
+    assert min(latency.times_s) > 0
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(net, (16, 16), repeats=0)

@@ -5,7 +5,7 @@ Every network's ``forward(image)`` returns :class:`SegmentationOutput`; build th
 """
 
 from skdlib.models.build import available_models, build_model, model_options
-from skdlib.models.complexity import Complexity, complexity, count_parameters
+from skdlib.models.complexity import Complexity, Latency, complexity, count_parameters, measure_latency
 from skdlib.models.espnet import ESPNet, ESPNetC
 from skdlib.models.export import check_onnx, export_onnx
 from skdlib.models.mobilenetv2 import MobileNetV2Backbone, MobileNetV2Plus
@@ -18,6 +18,7 @@ __all__ = [
     "Complexity",
     "ESPNet",
     "ESPNetC",
+    "Latency",
     "LoadReport",
     "MobileNetV2Backbone",
     "MobileNetV2Plus",
@@ -31,6 +32,7 @@ __all__ = [
     "count_parameters",
     "export_onnx",
     "load_pretrained",
+    "measure_latency",
     "model_options",
     "read_state_dict",
     "resnet_backbone",

@@ -16,13 +16,15 @@ deployed network); ``params_total`` counts every parameter.
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Complexity", "complexity", "count_parameters"]
+__all__ = ["Complexity", "Latency", "complexity", "count_parameters", "measure_latency"]
 
 _FLOPS_PER_MAC = 2  # FlopCounterMode's convention
 
@@ -114,3 +116,70 @@ def complexity(model: nn.Module, input_size: tuple[int, int], *, batch_size: int
         input_size=(height, width),
         batch_size=batch_size,
     )
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall-clock seconds of ``repeats`` timed eval-mode forward passes (after warm-up)."""
+
+    times_s: tuple[float, ...]
+    input_size: tuple[int, int]
+    batch_size: int
+    threads: int
+
+    @property
+    def median_s(self) -> float:
+        """Median seconds per forward pass."""
+        return statistics.median(self.times_s)
+
+    @property
+    def per_image_s(self) -> float:
+        """Median seconds per image."""
+        return self.median_s / self.batch_size
+
+
+def measure_latency(model: nn.Module, input_size: tuple[int, int], *, batch_size: int = 1,
+                    repeats: int = 5, warmup: int = 1, in_channels: int = 3,
+                    seed: int = 0) -> Latency:
+    """Time eval-mode, no-grad forward passes of ``model`` on a random image (model's device).
+
+    The model's training flag is restored afterwards. On a GPU the device is synchronised
+    around each pass. The numbers depend on the machine and on ``torch.get_num_threads()``,
+    which is recorded.
+
+    Raises:
+        ValueError: bad ``input_size``, ``batch_size``, ``repeats`` or ``warmup``.
+    """
+    if (
+        not isinstance(input_size, (tuple, list)) or len(input_size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_size)
+    ):
+        raise ValueError(f"input_size must be (H, W) with positive ints, got {input_size!r}")
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(
+            f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}"
+        )
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch_size, in_channels, *input_size, generator=generator).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    try:
+        with torch.no_grad():
+            for index in range(warmup + repeats):
+                sync()
+                start = time.perf_counter()
+                model(image)
+                sync()
+                if index >= warmup:
+                    times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return Latency(times_s=tuple(times), input_size=(int(input_size[0]), int(input_size[1])),
+                   batch_size=batch_size, threads=torch.get_num_threads())
