@@ -1,0 +1,247 @@
+"""The run folder: file names, atomic writes, ``env.json``, checkpoints and the state checks.
+
+Layout of a run folder::
+
+    config.yaml          the resolved configuration (skdlib.train.config.save_config)
+    env.json             versions, device, threads, git commit
+    metrics.jsonl        one JSON object per logged iteration / evaluation
+    summary.json         final scores and costs; ``finished: true`` marks a complete run
+    checkpoints/last.pt  everything needed to resume (written atomically)
+    checkpoints/final.pt the trained network's state dict only (a teacher for the next run)
+
+Every file that a crash could leave half-written is written to a temporary file in the same
+folder, flushed, ``fsync``-ed and moved into place with ``os.replace`` (atomic on POSIX).
+Checkpoints hold tensors, numbers, strings, lists and dicts only, so they load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "RunFolder",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "environment_info",
+    "git_commit",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+_GIT_TIMEOUT_S = 5.0
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable where the platform allows opening a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON (NaN refused: use ``None``) atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """``torch.save`` ``state`` into ``path`` atomically (serialised in memory first)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; ``FileNotFoundError`` names the file."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {source}")
+    state = torch.load(source, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {source} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+def git_commit(folder: str | os.PathLike[str] | None = None) -> str | None:
+    """The commit checked out in the git repository holding ``folder`` (default: this package), or ``None``."""
+    where = Path(folder) if folder is not None else Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=_GIT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_info(device: torch.device, *, world_size: int = 1) -> dict[str, Any]:
+    """What ``env.json`` records: versions, device, CPU/GPU name, threads, git commit."""
+    import numpy
+
+    gpu = None
+    if device.type == "cuda" and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(device)
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "world_size": world_size,
+        "git_commit": git_commit(),
+        "argv": list(sys.argv),
+    }
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of one run folder and the checks on what it already holds."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.checkpoints / "final.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def _owned(self) -> list[Path]:
+        return [self.config, self.env, self.metrics, self.summary, self.checkpoints, self.tensorboard]
+
+    def is_finished(self) -> bool:
+        """True when ``summary.json`` exists and says ``finished: true``."""
+        if not self.summary.is_file():
+            return False
+        try:
+            return bool(json.loads(self.summary.read_text()).get("finished", False))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def has_partial_run(self) -> bool:
+        """True when any file a run writes is present (finished or not)."""
+        return any(path.exists() for path in self._owned())
+
+    def clear(self) -> None:
+        """Remove the files a run writes (other files in the folder, e.g. notebooks, stay)."""
+        for path in self._owned():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (flushed; a crash loses at most that line)."""
+        with self.metrics.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record, allow_nan=False) + "\n")
+            stream.flush()
+
+    def truncate_metrics(self, iteration: int) -> int:
+        """Keep only records with ``iter <= iteration`` (and well-formed lines); returns the number dropped.
+
+        A run killed after its last checkpoint logged iterations that the resumed run repeats.
+        """
+        if not self.metrics.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            if isinstance(record, dict) and int(record.get("iter", 0)) <= iteration:
+                kept.append(line)
+            else:
+                dropped += 1
+        atomic_write_text(self.metrics, "".join(f"{line}\n" for line in kept))
+        return dropped
