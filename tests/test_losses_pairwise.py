@@ -232,3 +232,18 @@ def test_golden_values() -> None:
             ).item(),
         }
     )
+
+
+def test_autocast_region_does_not_lower_precision() -> None:
+    fs = rand(2, 64, 16, 16, seed=21, dtype=torch.float32).requires_grad_(True)
+    ft = rand(2, 64, 16, 16, seed=22, dtype=torch.float32)
+    want = naive_pairwise(fs.double(), ft.double())
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = pairwise_similarity_loss(fs, ft)
+        amap = pairwise_similarity_map(fs)
+    assert got.dtype == torch.float32 and amap.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    got.backward()
+    ref = fs.detach().double().requires_grad_(True)
+    naive_pairwise(ref, ft.double()).backward()
+    torch.testing.assert_close(fs.grad.double(), ref.grad, rtol=1e-4, atol=1e-9)

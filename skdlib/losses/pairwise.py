@@ -11,6 +11,7 @@ gives the same number with ``C x C`` memory (``C_s x C_t`` for the cross term).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -103,6 +104,14 @@ def pool_nodes(
     return F.max_pool2d(feat, kernel, stride=kernel, ceil_mode=True)
 
 
+def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device``: the Gram identity cancels large terms, bf16/fp16 would ruin it."""
+    is_available = getattr(torch.amp, "is_autocast_available", None)
+    if is_available is not None and not is_available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def _compute_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
     """float32 at least; float64 when asked for or when the input already is float64."""
     if dtype is not None:
@@ -166,10 +175,11 @@ class _GramDistance(torch.autograd.Function):
         fs, ft, g_ss, g_st = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        grad = torch.bmm(g_ss, fs)  # (N, C_s, C_s) x (N, C_s, n) -> (N, C_s, n)
-        grad.baddbmm_(g_st, ft, alpha=-1.0)  # -= (N, C_s, C_t) x (N, C_t, n)
-        scale = (4.0 * grad_total).to(grad.dtype).reshape(-1, 1, 1)  # (N,) -> (N, 1, 1)
-        return grad.mul_(scale), None
+        with _full_precision(fs.device):
+            grad = torch.bmm(g_ss, fs)  # (N, C_s, C_s) x (N, C_s, n) -> (N, C_s, n)
+            grad.baddbmm_(g_st, ft, alpha=-1.0)  # -= (N, C_s, C_t) x (N, C_t, n)
+            scale = (4.0 * grad_total).to(grad.dtype).reshape(-1, 1, 1)  # (N,) -> (N, 1, 1)
+            return grad.mul_(scale), None
 
 
 def pairwise_similarity_loss(
@@ -198,7 +208,8 @@ def pairwise_similarity_loss(
     magnitude below ``mean(a^2)`` (student almost equal to the teacher). A slightly negative
     result of the cancellation is clamped at 0.
 
-    Gradients: the Gram step has a hand-written backward (one fused pair of products; not
+    Autocast is switched off inside (the products always run in ``dtype``), so the loss can be
+    called from an autocast region. Gradients: the Gram step has a hand-written backward (one fused pair of products; not
     twice differentiable). By default they flow through the norms, the true gradient of Eq. 2 (what the
     naive ``n x n`` formulation gives under autograd). ``detach_norm=True`` divides by detached
     norms, as the authors' code does. Zero feature vectors are safe: ``f / sqrt(|f|^2 + eps^2)``.
@@ -228,15 +239,15 @@ def pairwise_similarity_loss(
     _check_feature_pair(student_feat, teacher_feat)
     compute = _compute_dtype(student_feat, dtype)
     opts = {"node_size": node_size, "pool": pool, "node_fraction": node_fraction}
-    fs = pool_nodes(student_feat, **opts)  # (N, C_s, h, w)
-    ft = pool_nodes(teacher_feat.detach(), **opts)  # (N, C_t, h, w)
-    n = fs.shape[-2] * fs.shape[-1]
-    fs = _normalised_nodes(fs, eps=eps, detach_norm=detach_norm, dtype=compute)  # (N, C_s, n)
-    ft = _normalised_nodes(ft, eps=eps, detach_norm=True, dtype=compute)  # (N, C_t, n)
-
-    total = _GramDistance.apply(fs, ft)  # (N,) float64: ||A_s - A_t||_F^2 per image
-    per_image = total.clamp_min(0.0) / float(n * n)  # (N,)
-    return per_image.mean().to(compute)
+    with _full_precision(student_feat.device):
+        fs = pool_nodes(student_feat, **opts)  # (N, C_s, h, w)
+        ft = pool_nodes(teacher_feat.detach(), **opts)  # (N, C_t, h, w)
+        n = fs.shape[-2] * fs.shape[-1]
+        fs = _normalised_nodes(fs, eps=eps, detach_norm=detach_norm, dtype=compute)  # (N, C_s, n)
+        ft = _normalised_nodes(ft, eps=eps, detach_norm=True, dtype=compute)  # (N, C_t, n)
+        total = _GramDistance.apply(fs, ft)  # (N,) float64: ||A_s - A_t||_F^2 per image
+        per_image = total.clamp_min(0.0) / float(n * n)  # (N,)
+        return per_image.mean().to(compute)
 
 
 def pairwise_similarity_map(
@@ -261,8 +272,9 @@ def pairwise_similarity_map(
     Returns:
         ``(N, n, n)`` with ``n = h * w`` nodes after pooling, float32 (float64 for float64 input).
     """
-    nodes = pool_nodes(feat, node_size=node_size, pool=pool, node_fraction=node_fraction)
-    f = _normalised_nodes(
-        nodes, eps=eps, detach_norm=False, dtype=_compute_dtype(feat, None)
-    )  # (N, C, n)
-    return torch.einsum("bci,bcj->bij", f, f)  # (N, C, n) x (N, C, n) -> (N, n, n)
+    with _full_precision(feat.device):
+        nodes = pool_nodes(feat, node_size=node_size, pool=pool, node_fraction=node_fraction)
+        f = _normalised_nodes(
+            nodes, eps=eps, detach_norm=False, dtype=_compute_dtype(feat, None)
+        )  # (N, C, n)
+        return torch.einsum("bci,bcj->bij", f, f)  # (N, C, n) x (N, C, n) -> (N, n, n)
