@@ -223,3 +223,18 @@ def as_path(root: str | os.PathLike[str], *, what: str = "root") -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what} directory not found: {path}")
     return path
+
+
+def bit_palette(num_colours: int) -> list[tuple[int, int, int]]:
+    """The Pascal VOC colour map: colour ``k`` spreads the bits of ``k`` over the high bits of R, G, B."""
+    colours = []
+    for k in range(num_colours):
+        r = g = b = 0
+        code = k
+        for shift in range(7, -1, -1):
+            r |= (code & 1) << shift
+            g |= ((code >> 1) & 1) << shift
+            b |= ((code >> 2) & 1) << shift
+            code >>= 3
+        colours.append((r, g, b))
+    return colours
