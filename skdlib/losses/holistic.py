@@ -138,7 +138,8 @@ def gradient_penalty(
         eps = torch.rand(n, generator=generator, device=real.device, dtype=real.dtype)
     elif eps.numel() != n:
         raise ValueError(f"eps must hold one weight per image ({n}), got shape {tuple(eps.shape)}")
-    w = eps.detach().to(device=real.device, dtype=real.dtype).reshape(n, 1, 1, 1)  # (N,) -> (N,1,1,1)
+    w = eps.detach().to(device=real.device, dtype=real.dtype)
+    w = w.reshape(n, 1, 1, 1)  # (N,) -> (N, 1, 1, 1)
     with torch.enable_grad():
         x = (w * real + (1.0 - w) * fake).requires_grad_(True)  # (N, K, H, W)
         score = _scores(critic(x, image), "critic output")

@@ -1,7 +1,7 @@
 """Pair-wise distillation (Eq. 2-3 of the paper): match the cosine-similarity graphs of two maps.
 
-``l_pa = 1/|R|^2 * sum_i sum_j (a_ij^s - a_ij^t)^2`` with ``a_ij = f_i . f_j / (|f_i| |f_j|)`` over a
-fully connected graph of spatial nodes. The loss never materialises the ``n x n`` similarity
+``l_pa = 1/|R|^2 * sum_i sum_j (a_ij^s - a_ij^t)^2`` with ``a_ij = f_i . f_j / (|f_i| |f_j|)``
+over a fully connected graph of spatial nodes. The loss never materialises the ``n x n`` similarity
 matrices: with column-normalised features ``F`` (``C x n``) the Gram identity
 
     ||F_s^T F_s - F_t^T F_t||_F^2 = ||F_s F_s^T||_F^2 - 2 ||F_s F_t^T||_F^2 + ||F_t F_t^T||_F^2
@@ -105,7 +105,7 @@ def pool_nodes(
 
 
 def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast off on ``device``: the Gram identity cancels large terms, bf16/fp16 would ruin it."""
+    """Autocast off on ``device``: the Gram identity cancels large terms; bf16/fp16 ruin it."""
     is_available = getattr(torch.amp, "is_autocast_available", None)
     if is_available is not None and not is_available(device.type):
         return contextlib.nullcontext()
@@ -171,7 +171,9 @@ class _GramDistance(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor | None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx, grad_total: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None]:
         fs, ft, g_ss, g_st = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
@@ -209,8 +211,10 @@ def pairwise_similarity_loss(
     result of the cancellation is clamped at 0.
 
     Autocast is switched off inside (the products always run in ``dtype``), so the loss can be
-    called from an autocast region. Gradients: the Gram step has a hand-written backward (one fused pair of products; not
-    twice differentiable). By default they flow through the norms, the true gradient of Eq. 2 (what the
+    called from an autocast region.
+
+    Gradients: the Gram step has a hand-written backward (one fused pair of products; not twice
+    differentiable). By default they flow through the norms, the true gradient of Eq. 2 (what the
     naive ``n x n`` formulation gives under autograd). ``detach_norm=True`` divides by detached
     norms, as the authors' code does. Zero feature vectors are safe: ``f / sqrt(|f|^2 + eps^2)``.
     The teacher's features are detached inside.

@@ -49,7 +49,8 @@ def pixelwise_kl_map(
 
     Args:
         student_logits: ``(N, K, H, W)`` student class scores.
-        teacher_logits: ``(N, K, H, W)``, same shape; detached inside (the teacher gets no gradient).
+        teacher_logits: ``(N, K, H, W)``, same shape; detached inside (the teacher gets no
+            gradient).
         temperature: softening temperature ``T > 0``.
 
     Returns:

@@ -12,7 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from skdlib.losses.pairwise import _check_feature_pair, _compute_dtype, _normalised_nodes, pool_nodes
+from skdlib.losses.pairwise import (
+    _check_feature_pair,
+    _compute_dtype,
+    _normalised_nodes,
+    pool_nodes,
+)
 
 __all__ = [
     "attention_transfer_loss",
@@ -110,8 +115,8 @@ def local_pairwise_loss(
 ) -> torch.Tensor:
     """Pair-wise loss on the 8-neighbour graph: ``mean over pairs of (a_ij^s - a_ij^t)^2``.
 
-    Nodes are pooled as in :func:`skdlib.losses.pool_nodes`; ``a_ij`` is the cosine similarity (same normalisation as the global loss, gradient through
-    the norms). Each node is paired with its (up to) 8 neighbours; neighbours outside the map
+    Nodes are pooled as in :func:`skdlib.losses.pool_nodes`; ``a_ij`` is the cosine similarity
+    (same normalisation as the global loss, gradient through the norms). Each node is paired with its (up to) 8 neighbours; neighbours outside the map
     do not exist (no padding): border nodes simply have fewer pairs, and the mean is over the
     valid ordered pairs of all images, i.e. ``sum / (N * #pairs)``. Since ``a_ij = a_ji`` the
     sum over the 4 forward offsets counts each unordered pair once, and its mean equals the
