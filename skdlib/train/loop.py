@@ -428,6 +428,8 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
     train_set = build_dataset_for(cfg, cfg.data.train_split)
     val_set = build_dataset_for(cfg, cfg.data.val_split)
     num_classes = cfg.model.num_classes or train_set.num_classes
+    # Initial weights are a function of the seed alone (the same on every rank, whatever ran before).
+    torch.manual_seed(derive_seed(t_cfg.seed, "init"))
     student, teacher, critic, adapter = build_models(cfg, num_classes)
     cost = complexity(student, tuple(cfg.data.crop_size)) if main else None
 
@@ -599,7 +601,8 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
                             "pixel_acc": _json_float(scores["pixel_acc"])})
                 if main:
                     logger.info("iter %d val miou %.4f pixel_acc %.4f", done, scores["miou"], scores["pixel_acc"])
-            if t_cfg.checkpoint_every and done % t_cfg.checkpoint_every == 0 and done < t_cfg.max_iters:
+            if (t_cfg.checkpoint_every and done % t_cfg.checkpoint_every == 0 and done < t_cfg.max_iters
+                    and not skipped):
                 checkpoint(done)
     finally:
         bar.close()
