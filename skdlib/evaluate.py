@@ -168,6 +168,11 @@ def evaluate(
         raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
     if len(dataset) == 0:
         raise ValueError("dataset is empty: nothing to evaluate")
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise ValueError(f"world_size={world_size} needs an initialised torch.distributed process group")
     device = torch.device(device)
     meter = ConfusionMeter(num_classes, ignore_index=ignore_index)
     meter.matrix = meter.matrix.to(device)
@@ -194,10 +199,6 @@ def evaluate(
     finally:
         model.train(was_training)
     if world_size > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            raise ValueError("world_size > 1 needs an initialised torch.distributed process group")
         dist.all_reduce(meter.matrix)
         count = torch.tensor([len(indices)], device=device)
         dist.all_reduce(count)

@@ -270,8 +270,8 @@ def _nan_task_loss_from(monkeypatch, first_bad_call: int, last_bad_call: int = 1
 
 
 def test_consecutive_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(assets, tmp_path, monkeypatch):
-    cfg = _smoke(assets, "train.max_iters=6", "train.checkpoint_every=1", "train.max_nonfinite=2", "data.crop_size=[64,64]",
-                 "distill.holistic=false")
+    cfg = _smoke(assets, "train.max_iters=6", "train.checkpoint_every=1", "train.max_nonfinite=2",
+                 "distill.holistic=false", "data.crop_size=[64,64]")
     _nan_task_loss_from(monkeypatch, first_bad_call=3)
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"iteration 4: 2 consecutive non-finite.*'task'"):
