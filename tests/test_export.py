@@ -58,7 +58,7 @@ def test_onnx_logits_match_pytorch_with_dynamic_batch(exported, name: str, batch
     with torch.no_grad():
         scale = model(image).logits.abs().max().item()
     diff = check_onnx(model, path, image)
-    assert diff <= 1e-4 + 1e-5 * scale
+    assert diff <= 1e-4 + 1e-4 * scale
     if name == "espnet":  # logits of order 1: a pure 1e-4 bound holds
         assert diff < 1e-4
         assert check_onnx(model, path, image, rtol=0.0) == diff

@@ -84,13 +84,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tupl
 
 
 def check_onnx(model: nn.Module, path: str | os.PathLike[str], image: torch.Tensor, *,
-               atol: float = 1e-4, rtol: float = 1e-5) -> float:
+               atol: float = 1e-4, rtol: float = 1e-4) -> float:
     """Run the ONNX file with onnxruntime and PyTorch (eval mode) on ``image``; compare logits.
 
     Tolerance: the largest absolute difference must not exceed ``atol + rtol * max|logits|``.
-    Float32 rounding grows with the scale of the activations, not with each logit: a
-    PSPNet-ResNet18(0.5) with logits up to 30 is itself 1.3e-4 away from its float64 result,
-    so a pure 1e-4 bound would fail on rounding alone; pass ``rtol=0`` for a pure absolute bound.
+    Float32 rounding grows with the scale of the activations, not with each logit: with logits
+    up to about 30, PyTorch's own float32 result is 1.3e-4 (PSPNet-ResNet18(0.5), 64x64) and
+    5e-4 (MobileNetV2Plus, 128x256) away from its float64 result, and onnxruntime's is as close
+    to float64 as PyTorch's; a pure 1e-4 bound would fail on rounding alone. Pass ``rtol=0`` for
+    a pure absolute bound.
 
     Returns:
         the largest absolute difference between the two ``logits``.
