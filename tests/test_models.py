@@ -13,8 +13,6 @@ from skdlib.models import SegmentationOutput, available_models, build_model, cou
 from skdlib.models.espnet import ESP_DILATIONS, ESPModule
 from skdlib.models.psp import PyramidPooling
 
-torch.set_num_threads(1)
-
 STUDENTS = ["pspnet_resnet18", "mobilenetv2plus", "espnet_c", "espnet"]
 FULL_RESOLUTION = {"espnet"}
 

@@ -75,7 +75,12 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carries the stride: v1.5), 1x1 expand by 4, with a shortcut."""
+    """1x1 reduce, 3x3 (carries the stride: v1.5), 1x1 expand by 4, with a shortcut.
+
+    The 3x3 convolution is the only spatial one: it uses ``first_dilation`` (the stage builder
+    passes the stage's dilation there for every block but a dilated stage's first);
+    ``dilation`` is accepted for a signature shared with :class:`BasicBlock`.
+    """
 
     expansion = 4
 
@@ -98,7 +103,6 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        del dilation  # the 3x3 is the only spatial conv; later blocks get it via first_dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
