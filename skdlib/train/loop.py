@@ -40,7 +40,14 @@ import torch
 from torch import nn
 
 from skdlib.train.config import ExperimentConfig, config_hash, save_config, validate_with_model
-from skdlib.train.distributed import AllReduceOptimizer, DistInfo, cleanup, dist_info, init_distributed
+from skdlib.train.distributed import (
+    AllReduceOptimizer,
+    DistInfo,
+    cleanup,
+    convert_sync_batchnorm,
+    dist_info,
+    init_distributed,
+)
 from skdlib.train.runfolder import (
     RunFolder,
     atomic_write_json,
@@ -478,7 +485,7 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
 
     core_student = student
     if info.enabled:
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        student = convert_sync_batchnorm(student, device)
         core_student = student
         student = nn.parallel.DistributedDataParallel(
             student, device_ids=[device.index] if device.type == "cuda" else None
