@@ -13,9 +13,11 @@ The mIoU here comes from a private confusion matrix (:func:`_confusion`), kept l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -127,6 +129,22 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean
     return _iou(conf)
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` intra-op threads (``None``: unchanged), restoring the setting after.
+
+    The per-pixel models do tiny matrix products, for which extra threads only add synchronisation
+    (ten times slower on a busy 2-core machine).
+    """
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _fit(model: nn.Module, sample: Any, *, iters: int, lr: float, generator: torch.Generator) -> None:
     """Adam with cosine learning-rate decay; ``sample(generator) -> (inputs, targets)`` draws a batch."""
     model.train()
@@ -194,7 +212,7 @@ def pixel_vs_context_probe(
     def pixel_batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(len(flat_x), (pixel_batch_size,), generator=generator)
         x = (flat_x[pick].to(device).float() / 255 - mean.view(1, 3)) / std.view(1, 3)  # (P, 3)
-        return x[:, :, None, None], flat_y[pick].to(device)[:, None, None]  # (P, 3, 1, 1), (P, 1, 1)
+        return x, flat_y[pick].to(device)  # (P, 3), (P,)
 
     def image_batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(len(train_x), (batch_size,), generator=generator)
@@ -212,7 +230,9 @@ def pixel_vs_context_probe(
         generator = torch.Generator().manual_seed(seed)
         steps, lr, sample = settings[name]
         start = time.perf_counter()
-        _fit(model, sample, iters=steps, lr=lr, generator=generator)
+        per_pixel = isinstance(model, _PerPixel)
+        with _torch_threads(1 if per_pixel else None):
+            _fit(model.net if per_pixel else model, sample, iters=steps, lr=lr, generator=generator)  # pixels: (P, 3)
         result["seconds"][name] = time.perf_counter() - start
         iou = _evaluate(model, val_x, val_y, mean, std, k, device)
         result["class_iou"][name] = [float(v) * 100 for v in iou]
