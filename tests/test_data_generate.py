@@ -205,14 +205,18 @@ def test_dataset_generates_on_first_use(tmp_path: Path) -> None:
 def test_probe_runs_and_reports(tiny_set: Path) -> None:
     from skdlib.analysis.context import pixel_vs_context_probe
 
+    import torch
+
+    threads = torch.get_num_threads()
     result = pixel_vs_context_probe(tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256)
+    assert torch.get_num_threads() == threads  # the probe restores the thread setting
     for key in ("pixel_linear_miou", "pixel_mlp_miou", "context_miou"):
         assert 0.0 <= result[key] <= 100.0
     assert result["gap"] == pytest.approx(
         result["context_miou"] - max(result["pixel_linear_miou"], result["pixel_mlp_miou"])
     )
     assert len(result["class_iou"]["context"]) == 8
-    again = pixel_vs_context_probe(tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256)
+    again = pixel_vs_context_probe(tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256, mlp=False)
     assert again["context_miou"] == result["context_miou"]  # seeded
 
 
