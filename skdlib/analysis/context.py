@@ -199,12 +199,15 @@ def pixel_vs_context_probe(
     mean = pixels.mean(1).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
     std = pixels.std(1).clamp(min=1e-3).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
 
-    with torch.random.fork_rng(devices=[]):  # seeded weight initialisation, global RNG left untouched
-        torch.manual_seed(seed)
-        models: dict[str, nn.Module] = {"pixel_linear": _PerPixel(_pixel_linear(k))}
-        if mlp:
-            models["pixel_mlp"] = _PerPixel(_pixel_mlp(k))
-        models["context"] = ContextProbeNet(k)
+    builders = {"pixel_linear": lambda: _PerPixel(_pixel_linear(k)), "pixel_mlp": lambda: _PerPixel(_pixel_mlp(k)),
+                "context": lambda: ContextProbeNet(k)}
+    models: dict[str, nn.Module] = {}
+    for name, build in builders.items():
+        if name == "pixel_mlp" and not mlp:
+            continue
+        with torch.random.fork_rng(devices=[]):  # each model seeded alone; the global RNG is left untouched
+            torch.manual_seed(seed)
+            models[name] = build()
 
     flat_x = train_x.permute(0, 2, 3, 1).reshape(-1, 3)  # (N, 3, H, W) -> (N*H*W, 3) uint8
     flat_y = train_y.reshape(-1)  # (N, H, W) -> (N*H*W,)
