@@ -235,3 +235,14 @@ def test_probe_confusion_matches_plain_count() -> None:
     assert torch.equal(conf, expected)
     # class 0: tp 2, fp 1, fn 1 -> 2/4; class 1: tp 2, fp 1, fn 1 -> 2/4; class 2: tp 1 -> 1/1
     assert torch.allclose(_iou(conf), torch.tensor([0.5, 0.5, 1.0], dtype=torch.float64))
+
+
+def test_concurrent_callers_agree(tmp_path: Path, tiny_set: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "shared"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: ensure_embedded(out, **TINY), range(2)))
+    assert results == [out.absolute(), out.absolute()]
+    assert _tree_digest(out) == _tree_digest(tiny_set)
+    assert not list(tmp_path.glob(".tmp-*"))
