@@ -583,7 +583,8 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
                 bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
                 logger.warning("iteration %d: non-finite loss (terms %s), step skipped (%d in a row)", done, bad,
                                streak)
-                log.record({"iter": done, "lr": lr, **terms, "nonfinite": bad, "time": time.perf_counter() - t0})
+                log.record({"iter": done, "lr": lr, **terms, "nonfinite": bad,
+                            "time": time.perf_counter() - t0 + elapsed_before})
                 if streak >= t_cfg.max_nonfinite:
                     raise NonFiniteLossError(
                         f"iteration {done}: {streak} consecutive non-finite losses (train.max_nonfinite="
