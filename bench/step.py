@@ -49,7 +49,8 @@ def _variants(distill) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (after one warm-up)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (CPU kernels and allocator warm up)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed rounds first (CPU kernels and allocator warm up)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(128, 256))

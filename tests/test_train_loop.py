@@ -159,7 +159,7 @@ def test_run_folder_contents(assets, tmp_path, caplog):
     with pytest.raises(RunFolderError, match="--resume.*--force"):
         train(cfg, run, progress=False)
     # Resuming with another config is refused.
-    other = _smoke(assets, "train.max_iters=2", "train.checkpoint_every=1", "train.lr=0.02")
+    other = _smoke(assets, "train.max_iters=1", "train.checkpoint_every=1", "train.lr=0.02")
     with pytest.raises(ValueError, match="config differs"):
         train(other, run, resume=True, progress=False)
     # --force starts over.

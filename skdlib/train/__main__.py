@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, load the config, train, print the summary as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m skdlib.train", description="Train one experiment into a run folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m skdlib.train", description="Train one experiment into a run folder."
+    )
     parser.add_argument("--config", required=True, help="YAML preset, e.g. configs/quick.yaml")
     parser.add_argument("--run-dir", required=True, help="run folder, e.g. runs/quick")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
