@@ -179,17 +179,9 @@ def resolve_device(name: str) -> torch.device:
 
 def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
     """The data set of ``split`` from ``cfg.data`` via :func:`skdlib.data.build_dataset`."""
-    import skdlib.data as data
+    from skdlib.data import build_dataset
 
-    options = dict(cfg.data.options)
-    builder = getattr(data, "build_dataset", None)
-    if builder is not None:
-        return builder(cfg.data.name, cfg.data.root, split, **options)
-    if cfg.data.name != "embedded":
-        raise ValueError(f"data.name: {cfg.data.name!r} needs skdlib.data.build_dataset, which is not available")
-    from skdlib.data.embedded import EmbeddedDataset
-
-    return EmbeddedDataset(cfg.data.root, split, **options)
+    return build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
 
 
 def _teacher_hint(path: str) -> str:
