@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from skdlib.metrics import ConfusionMeter, segmentation_scores
+from skdlib.train.runfolder import cpu_name
 
 NUM_CLASSES = 19
 IGNORE = 255
@@ -96,16 +97,6 @@ def best_of(repeats: int, fn: Callable[[], object]) -> tuple[tuple[float, float]
         walls.append(time.perf_counter() - start)
         cpus.append(time.process_time() - start_cpu)
     return (min(walls), min(cpus)), result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -180,7 +171,7 @@ def main() -> None:
         abs(a - b) for a, b in zip(ours["class_iou"], official_iou) if not (np.isnan(a) and np.isnan(b))
     )
     n = opts.num_images
-    print(f"machine   : {cpu_model()}, {os.cpu_count()} logical CPUs (load average "
+    print(f"machine   : {cpu_name()}, {os.cpu_count()} logical CPUs (load average "
           f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} "
           f"with {torch.get_num_threads()} threads, numpy {np.__version__}, Python {platform.python_version()}")
     print(f"official  : cityscapesscripts evalPixelLevelSemanticLabeling, Cython extension "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from skdlib.losses import pairwise_similarity_loss
+from skdlib.train.runfolder import cpu_name
 
 BATCH, CHANNELS, HEIGHT, WIDTH = 2, 512, 64, 128
 BUDGET_BYTES = 8 * 1024**3  # 8 GiB
@@ -109,16 +109,6 @@ def run_worker(form: str, repeats: int, device: str, grad_path: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def largest_nodes(quadratic: float, linear: float) -> int:
     """Largest node count ``n`` with ``quadratic * n^2 + linear * n <= BUDGET_BYTES``."""
     if quadratic == 0:
@@ -139,7 +129,7 @@ def main() -> None:
         return
 
     n = HEIGHT * WIDTH
-    print(f"machine: {cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}")
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}")
     print(f"setting: batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = {n} nodes, float32, forward + backward")
     with tempfile.TemporaryDirectory() as tmp:
         results = {}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from golden_values import check_golden
 from skdlib.losses import (
     attention_transfer_loss,
     local_pairwise_loss,
@@ -17,20 +15,6 @@ from skdlib.losses import (
     mimic_loss,
     pool_nodes,
 )
-
-GOLDEN = Path(__file__).parent / "golden" / "losses.json"
-
-
-def check_golden(values: dict[str, float]) -> None:
-    """Compare with the stored values; ``SKD_UPDATE_GOLDEN=1`` rewrites them instead."""
-    if os.environ.get("SKD_UPDATE_GOLDEN") == "1":
-        data = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-        data.update(values)
-        GOLDEN.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        pytest.skip("golden values regenerated")
-    data = json.loads(GOLDEN.read_text())
-    for key, value in values.items():
-        assert math.isclose(value, data[key], rel_tol=1e-6, abs_tol=1e-12), (key, value, data[key])
 
 
 def rand(*shape: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "cpu_name",
     "RunFolder",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -123,7 +124,8 @@ def git_commit(folder: str | os.PathLike[str] | None = None) -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what the platform module knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -146,7 +148,7 @@ def environment_info(device: torch.device, *, world_size: int = 1) -> dict[str, 
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": str(device),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "cuda": torch.version.cuda,
