@@ -105,7 +105,7 @@ def test_quick_teacher_is_wider_than_the_student_and_smoke_is_tiny() -> None:
     assert quick.model.teacher == teacher.model.student
     assert quick.model.student_options["width"] < teacher.model.student_options["width"]
     smoke = load_config(CONFIG_DIR / "smoke.yaml")
-    assert smoke.train.max_iters <= 5 and smoke.data.crop_size[0] * smoke.data.crop_size[1] <= 64 * 128
+    assert smoke.train.max_iters <= 5 and smoke.data.crop_size[0] * smoke.data.crop_size[1] <= 128 * 128
     assert smoke.data.name == quick.data.name  # inherited from quick.yaml
 
 
