@@ -1,0 +1,443 @@
+"""What the explorer chapter computes: predictions, affinity maps, KL maps and critic scores.
+
+:class:`ExplorerModels` holds the teacher, the students, the critic of the holistic run and the
+validation set. :func:`load_explorer_models` reads them from a runs tree (``runs/<profile>/``:
+``index.json``, ``teacher/``, ``<experiment>/seed<k>/``); :func:`random_explorer_models` builds
+small random-weight networks on a freshly generated embedded data set (smoke mode, or when no
+runs exist). :func:`explore` answers one (image, pixel) query as a flat dict of numpy arrays and
+floats. Everything that depends on the image only (network outputs, the ``n x n`` similarity
+matrices of the ``"head"`` features, KL maps, critic scores) is computed once per image and
+cached, so moving the pixel only slices cached arrays.
+
+The affinity map of a pixel is the row of :func:`skdlib.losses.pairwise_similarity_map` (cosine
+similarity of the pooled ``"head"`` features) of the node that holds the pixel, reshaped to the
+node grid, as in the pair-wise chapter. Nodes are ``beta x beta`` average-pooled patches with
+the smallest ``beta`` that keeps the node count at most ``max_nodes`` (``beta = 1`` on the
+quick profile's 16 x 32 maps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+TEACHER = "teacher"
+#: Display name -> run folder (relative to the runs root) of the students the chapter compares.
+DEFAULT_STUDENTS: Mapping[str, str] = {
+    "student w/o HO": "pi_pa/seed0",
+    "student w/ HO": "pi_pa_ho/seed0",
+}
+#: The run whose ``last.pt`` holds the critic (the discriminator of the holistic term).
+DEFAULT_CRITIC_RUN = "pi_pa_ho/seed0"
+#: The feature map the pair-wise term runs on (the PSP-module output).
+FEATURE = "head"
+
+
+@dataclass
+class ImageOutputs:
+    """Everything about one validation image that does not depend on the chosen pixel.
+
+    Attributes:
+        image: ``(H, W, 3)`` RGB in ``[0, 1]``.
+        label: ``(H, W)`` ground truth (255 = ignore).
+        probabilities: name -> ``(K, H, W)`` softmax of the logits upsampled to the image.
+        predictions: name -> ``(H, W)`` arg-max class.
+        similarity: name -> ``(n, n)`` cosine similarities of the nodes of ``features["head"]``.
+        grid: name -> ``(h, w)`` node grid of ``similarity`` (``n = h * w``, row-major).
+        kl: student name -> ``(h', w')`` per-pixel ``KL(q^t || q^s)`` at the logits' resolution.
+        scores: name -> the critic's embedding score ``D(Q | I)`` (empty without a critic).
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    probabilities: dict[str, np.ndarray]
+    predictions: dict[str, np.ndarray]
+    similarity: dict[str, np.ndarray]
+    grid: dict[str, tuple[int, int]]
+    kl: dict[str, np.ndarray]
+    scores: dict[str, float]
+
+
+@dataclass
+class ExplorerModels:
+    """The networks and data the explorer queries, plus a small per-image cache.
+
+    Attributes:
+        teacher: the teacher network (eval mode).
+        students: display name -> student network (eval mode), in display order.
+        critic: the holistic term's discriminator, or ``None`` (no scores then).
+        dataset: validation items ``{"image": (3, H, W) in [0, 1], "label": (H, W)}`` with
+            ``class_names`` and ``palette``.
+        source: where the models come from, for the chapter's caption.
+        max_nodes: the largest node count of an affinity graph (sets the pooling ``beta``).
+        cache_size: how many images' outputs are kept.
+    """
+
+    teacher: nn.Module
+    students: dict[str, nn.Module]
+    critic: nn.Module | None
+    dataset: Any
+    source: str = ""
+    max_nodes: int = 4096
+    cache_size: int = 8
+    _cache: OrderedDict[int, ImageOutputs] = field(default_factory=OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.students:
+            raise ValueError("students must name at least one student network, got none")
+        if TEACHER in self.students:
+            raise ValueError(f"students: the name {TEACHER!r} is reserved for the teacher")
+        if self.max_nodes < 1:
+            raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
+        if self.cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {self.cache_size}")
+        for net in (self.teacher, *self.students.values(), *([self.critic] if self.critic is not None else [])):
+            net.eval()
+
+    @property
+    def names(self) -> list[str]:
+        """``"teacher"`` then the students' display names."""
+        return [TEACHER, *self.students]
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        return {TEACHER: self.teacher, **self.students}
+
+    @property
+    def num_images(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset.class_names)
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return [tuple(int(v) for v in colour) for colour in self.dataset.palette]
+
+    def image_outputs(self, image_index: int) -> ImageOutputs:
+        """The cached per-image outputs of ``image_index`` (computed on first use)."""
+        if not isinstance(image_index, (int, np.integer)) or not 0 <= int(image_index) < self.num_images:
+            raise ValueError(
+                f"image_index must be an int in [0, {self.num_images}), got {image_index!r}"
+            )
+        index = int(image_index)
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        outputs = _compute_image_outputs(self, index)
+        self._cache[index] = outputs
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return outputs
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-image computation
+# --------------------------------------------------------------------------------------------------
+def node_size_for(height: int, width: int, max_nodes: int) -> int:
+    """The smallest pooling size ``beta`` with ``ceil(H / beta) * ceil(W / beta) <= max_nodes``.
+
+    Raises:
+        ValueError: a non-positive size or ``max_nodes``.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height} x {width}")
+    if max_nodes < 1:
+        raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
+    beta = 1
+    while -(-height // beta) * -(-width // beta) > max_nodes:
+        beta += 1
+    return beta
+
+
+def _device_of(net: nn.Module) -> torch.device:
+    for p in net.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
+    from skdlib.data.transforms import normalize
+    from skdlib.losses import pairwise_similarity_map, pixelwise_kl_map
+    from skdlib.losses.pairwise import pool_nodes
+
+    item = models.dataset[index]
+    image = item["image"]  # (3, H, W) in [0, 1]
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"dataset item {index}: image must be (3, H, W), got shape {tuple(image.shape)}")
+    height, width = image.shape[-2:]
+    logits: dict[str, torch.Tensor] = {}
+    probabilities: dict[str, np.ndarray] = {}
+    predictions: dict[str, np.ndarray] = {}
+    similarity: dict[str, np.ndarray] = {}
+    grid: dict[str, tuple[int, int]] = {}
+    batch: torch.Tensor | None = None
+    with torch.no_grad():
+        for name, net in models.networks.items():
+            device = _device_of(net)
+            batch = normalize(image.unsqueeze(0).to(device))  # (3, H, W) -> (1, 3, H, W)
+            out = net(batch)
+            if FEATURE not in out.features:
+                raise ValueError(f"network {name!r} returns no features[{FEATURE!r}] (has {sorted(out.features)})")
+            logits[name] = out.logits.float()  # (1, K, h', w')
+            up = F.interpolate(logits[name], size=(height, width), mode="bilinear", align_corners=False)  # (1, K, H, W)
+            probs = torch.softmax(up, dim=1)[0]  # (1, K, H, W) -> (K, H, W)
+            probabilities[name] = probs.cpu().numpy()
+            predictions[name] = probs.argmax(dim=0).cpu().numpy()  # (K, H, W) -> (H, W)
+            feat = out.features[FEATURE].float()  # (1, C, h, w)
+            beta = node_size_for(feat.shape[-2], feat.shape[-1], models.max_nodes)
+            gh, gw = pool_nodes(feat, node_size=beta).shape[-2:]  # (1, C, h, w) -> (1, C, gh, gw)
+            grid[name] = (int(gh), int(gw))
+            similarity[name] = pairwise_similarity_map(feat, node_size=beta)[0].cpu().numpy()  # (1, n, n) -> (n, n)
+        teacher_logits = logits[TEACHER]
+        kl = {
+            name: pixelwise_kl_map(logits[name], teacher_logits.to(logits[name].device))[0].cpu().numpy()  # (h', w')
+            for name in models.students
+        }
+        scores: dict[str, float] = {}
+        if models.critic is not None:
+            device = _device_of(models.critic)
+            condition = normalize(image.unsqueeze(0).to(device))  # (3, H, W) -> (1, 3, H, W)
+            for name, value in logits.items():
+                seg_map = models.critic.prepare_input(value.to(device))  # (1, K, h', w')
+                scores[name] = float(models.critic(seg_map, condition)[0])
+    label = item["label"].cpu().numpy() if isinstance(item["label"], torch.Tensor) else np.asarray(item["label"])
+    return ImageOutputs(
+        image=image.permute(1, 2, 0).cpu().numpy(),  # (3, H, W) -> (H, W, 3)
+        label=label,
+        probabilities=probabilities,
+        predictions=predictions,
+        similarity=similarity,
+        grid=grid,
+        kl=kl,
+        scores=scores,
+    )
+
+
+def _scale_index(position: int, size: int, new_size: int) -> int:
+    """The cell of a ``new_size`` grid that holds pixel ``position`` of a ``size``-pixel axis."""
+    return min(position * new_size // size, new_size - 1)
+
+
+def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) -> dict[str, Any]:
+    """Everything the explorer shows for one validation image and one pixel.
+
+    Args:
+        models: the networks, critic and data (:func:`load_explorer_models`).
+        image_index: index into ``models.dataset``.
+        pixel: ``(row, col)`` in image coordinates.
+
+    Returns:
+        A flat dict (names from ``models.names``; ``student`` ranges over the students):
+
+        - ``"image"`` ``(H, W, 3)`` in [0, 1], ``"label"`` ``(H, W)``, ``"pixel"`` ``(2,)``.
+        - ``"prediction/<name>"`` ``(H, W)`` int, ``"probabilities/<name>"`` ``(K,)`` at the pixel.
+        - ``"affinity/<name>"`` ``(h, w)``: the pixel's node's row of the similarity matrix;
+          ``"node/<name>"`` ``(2,)`` that node's (row, col) in the grid.
+        - ``"affinity_mse/<student>"`` float: mean squared difference of the student's and the
+          teacher's affinity maps (this row's share of ``l_pa``).
+        - ``"kl/<student>"`` ``(h', w')``: per-pixel KL(teacher || student) at the logits'
+          resolution; ``"kl_at_pixel/<student>"`` and ``"kl_mean/<student>"`` floats.
+        - ``"score/<name>"`` float: the critic's embedding score; ``"score_gap/<student>"`` float:
+          student minus teacher (present only with a critic).
+
+    Raises:
+        ValueError: ``image_index`` out of range, or ``pixel`` not two ints inside the image.
+    """
+    outputs = models.image_outputs(image_index)
+    height, width = outputs.label.shape
+    if (
+        len(pixel) != 2
+        or not all(isinstance(v, (int, np.integer)) for v in pixel)
+        or not (0 <= int(pixel[0]) < height and 0 <= int(pixel[1]) < width)
+    ):
+        raise ValueError(f"pixel must be (row, col) ints inside the {height} x {width} image, got {pixel!r}")
+    row, col = int(pixel[0]), int(pixel[1])
+    result: dict[str, Any] = {
+        "image": outputs.image,
+        "label": outputs.label,
+        "pixel": np.array([row, col]),
+    }
+    affinity: dict[str, np.ndarray] = {}
+    for name in models.names:
+        result[f"prediction/{name}"] = outputs.predictions[name]
+        result[f"probabilities/{name}"] = outputs.probabilities[name][:, row, col]  # (K, H, W) -> (K,)
+        gh, gw = outputs.grid[name]
+        node = (_scale_index(row, height, gh), _scale_index(col, width, gw))
+        affinity[name] = outputs.similarity[name][node[0] * gw + node[1]].reshape(gh, gw)  # (n,) -> (gh, gw)
+        result[f"affinity/{name}"] = affinity[name]
+        result[f"node/{name}"] = np.array(node)
+    for name in models.students:
+        if affinity[name].shape == affinity[TEACHER].shape:
+            result[f"affinity_mse/{name}"] = float(np.mean((affinity[name] - affinity[TEACHER]) ** 2))
+        kl = outputs.kl[name]
+        result[f"kl/{name}"] = kl
+        result[f"kl_at_pixel/{name}"] = float(kl[_scale_index(row, height, kl.shape[0]), _scale_index(col, width, kl.shape[1])])
+        result[f"kl_mean/{name}"] = float(kl.mean())
+    if outputs.scores:
+        for name in models.names:
+            result[f"score/{name}"] = outputs.scores[name]
+        for name in models.students:
+            result[f"score_gap/{name}"] = outputs.scores[name] - outputs.scores[TEACHER]
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+def _teacher_dir(runs_root: Path) -> str:
+    """The teacher's run folder from ``index.json`` (``"teacher"`` without an index)."""
+    index_path = runs_root / "index.json"
+    if not index_path.is_file():
+        return "teacher"
+    index = json.loads(index_path.read_text())
+    teacher = index.get("teacher") or {}
+    return str(teacher.get("run_dir", "teacher"))
+
+
+def _load_network(run_dir: Path, num_classes: int, device: torch.device) -> nn.Module:
+    """The network a run trained (``model.student`` of its config) with its ``final.pt``."""
+    from skdlib.models import build_model
+    from skdlib.train.config import load_config
+
+    cfg = load_config(run_dir / "config.yaml")
+    final = run_dir / "checkpoints" / "final.pt"
+    if not final.is_file():
+        raise FileNotFoundError(f"run {run_dir}: no checkpoints/final.pt (has the run finished?)")
+    net = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
+    net.load_state_dict(torch.load(final, map_location="cpu", weights_only=True), strict=True)
+    return net.to(device).eval()
+
+
+def _load_critic(run_dir: Path, num_classes: int, device: torch.device) -> nn.Module:
+    """The discriminator saved in ``last.pt["critic"]``, built from the run's ``distill`` config."""
+    from skdlib.models.discriminator import Discriminator
+    from skdlib.train.config import load_config
+    from skdlib.train.runfolder import load_checkpoint
+
+    cfg = load_config(run_dir / "config.yaml")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    if state.get("critic") is None:
+        raise ValueError(f"run {run_dir}: last.pt has no critic (was distill.holistic on?)")
+    d = cfg.distill
+    critic = Discriminator(
+        num_classes, widths=tuple(d.disc_widths), use_image=d.disc_use_image, input=d.disc_input,
+        input_batchnorm=d.disc_input_batchnorm,
+    )
+    critic.load_state_dict(state["critic"], strict=True)
+    return critic.to(device).eval()
+
+
+def load_explorer_models(
+    runs_root: str | os.PathLike[str],
+    *,
+    students: Mapping[str, str] = DEFAULT_STUDENTS,
+    critic_run: str | None = DEFAULT_CRITIC_RUN,
+    project_root: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    max_nodes: int = 4096,
+) -> ExplorerModels:
+    """Teacher, students, critic and validation set from a runs tree ``runs/<profile>/``.
+
+    The teacher's folder comes from ``index.json`` (``"teacher"`` without one); students and
+    critic are run folders relative to ``runs_root``. The validation set is the first student's
+    ``data`` section; a relative ``data.root`` is taken relative to ``project_root`` (default:
+    two levels above ``runs_root``, i.e. the folder holding ``runs/``).
+
+    Raises:
+        FileNotFoundError: ``runs_root`` or a run folder, its ``config.yaml`` or a checkpoint is
+            missing. ``ValueError``: no students, or the critic's run saved no critic.
+    """
+    from skdlib.data import build_dataset
+    from skdlib.train.config import load_config
+
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs_root: no runs tree at {root}")
+    if not students:
+        raise ValueError("students must name at least one run folder, got none")
+    runs = {TEACHER: root / _teacher_dir(root), **{name: root / rel for name, rel in students.items()}}
+    for name, run in runs.items():
+        if not (run / "config.yaml").is_file():
+            raise FileNotFoundError(f"{name}: no run folder with a config.yaml at {run}")
+    cfg = load_config(runs[next(iter(students))] / "config.yaml")
+    data_root = Path(cfg.data.root)
+    if not data_root.is_absolute():
+        base = Path(project_root) if project_root is not None else root.resolve().parents[1]
+        data_root = base / data_root
+    dataset = build_dataset(cfg.data.name, data_root, "val", **dict(cfg.data.options))
+    torch_device = torch.device(device)
+    networks = {name: _load_network(run, dataset.num_classes, torch_device) for name, run in runs.items()}
+    critic = _load_critic(root / critic_run, dataset.num_classes, torch_device) if critic_run else None
+    logger.info("explorer models loaded from %s", root)
+    return ExplorerModels(
+        teacher=networks.pop(TEACHER),
+        students=networks,
+        critic=critic,
+        dataset=dataset,
+        source=f"runs tree {root}",
+        max_nodes=max_nodes,
+    )
+
+
+def random_explorer_models(
+    data_root: str | os.PathLike[str] | None = None,
+    *,
+    student_names: Sequence[str] = tuple(DEFAULT_STUDENTS),
+    num_images: int = 3,
+    height: int = 128,
+    width: int = 256,
+    seed: int = 0,
+    max_nodes: int = 4096,
+) -> ExplorerModels:
+    """Random-weight stand-ins (smoke mode, or no runs yet) on a generated embedded val set.
+
+    Teacher ``pspnet_resnet18`` width 0.5, students width 0.25, a small image-conditioned critic
+    (widths 16-32-64-64); weights drawn from ``seed`` without touching the global RNG. The data
+    set (``num_images`` val images of ``height x width``) is generated under ``data_root``
+    (default: a new temporary folder).
+
+    Raises:
+        ValueError: ``num_images < 1`` or image sides that are not multiples of 8 of at least 128
+            (the critic needs 16 x 16 logit maps).
+    """
+    from skdlib.data import build_dataset, ensure_embedded
+    from skdlib.models import build_model
+    from skdlib.models.discriminator import Discriminator
+
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if min(height, width) < 128 or height % 8 or width % 8:
+        raise ValueError(f"height and width must be multiples of 8 and >= 128, got {height} x {width}")
+    root = Path(data_root) if data_root is not None else Path(tempfile.mkdtemp(prefix="skd-explorer-")) / "embedded"
+    data = ensure_embedded(root, height=height, width=width, num_train=1, num_val=num_images)
+    dataset = build_dataset("embedded", data, "val")
+    k = dataset.num_classes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        teacher = build_model("pspnet_resnet18", k, width=0.5)
+        students = {name: build_model("pspnet_resnet18", k, width=0.25) for name in student_names}
+        critic = Discriminator(k, widths=(16, 32, 64, 64), use_image=True)
+    return ExplorerModels(
+        teacher=teacher,
+        students=students,
+        critic=critic,
+        dataset=dataset,
+        source=f"random weights (seed {seed}) on a generated embedded val set in {data}",
+        max_nodes=max_nodes,
+    )
