@@ -1,0 +1,242 @@
+"""Fig. 3 of the paper: the embedding network's scores of teacher and student segmentation maps.
+
+The critic ``D(Q | I)`` trained by the holistic term scores a segmentation map given its image;
+higher means "more teacher-like". :func:`embedding_scores` scores, for every validation image,
+the teacher's map and each student's map with one trained critic, preparing the inputs exactly as
+training does: the image normalised with the ImageNet statistics
+(:func:`skdlib.data.transforms.normalize`, as the training transform and the validation pass),
+the network's 1/8 logits turned into the critic's input by ``critic.prepare_input`` (softmax, or
+raw logits for the authors' ``master`` critic), and the normalised image as the condition. Every
+network runs in eval mode (the critic's spectral norms and input batch-norm use their stored
+statistics), so the scores are deterministic.
+
+:func:`load_fig3_models` builds the teacher, the two students (without and with the holistic
+term) and the critic from a runs tree written by the pipeline (see
+:mod:`skdlib.analysis.runs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = ["Fig3Models", "embedding_scores", "load_fig3_models", "predict_logits", "val_dataset_for"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def _logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The network's logits ``(N, K, H/8, W/8)`` (float32) for a normalised batch ``(N, 3, H, W)``."""
+    return model(image).logits.float()
+
+
+@torch.no_grad()
+def predict_logits(models: Mapping[str, nn.Module], image: torch.Tensor, *,
+                   device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Logits of each model for one data-set image ``(3, H, W)`` in [0, 1]: ``{name: (K, h, w)}`` on the CPU.
+
+    The image is normalised as in training; every model runs in eval mode (its mode is restored).
+    """
+    from skdlib.data.transforms import normalize
+
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be (3, H, W), got shape {tuple(image.shape)}")
+    batch = normalize(image[None].float().to(device))  # (3, H, W) -> (1, 3, H, W)
+    out = {}
+    for name, model in models.items():
+        was_training = model.training
+        model.eval()
+        try:
+            out[name] = _logits(model, batch)[0].cpu()  # (1, K, h, w) -> (K, h, w)
+        finally:
+            model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def embedding_scores(critic: nn.Module, teacher: nn.Module, students: Mapping[str, nn.Module], dataset: Any, *,
+                     device: str | torch.device = "cpu", batch_size: int = 8) -> pd.DataFrame:
+    """The critic's score of the teacher's and each student's map, per image of ``dataset``.
+
+    Args:
+        critic: a trained :class:`skdlib.models.discriminator.Discriminator` (or any module with
+            ``prepare_input(logits)`` and ``forward(seg_map, image) -> (N,)``).
+        teacher: the teacher network (returns a ``SegmentationOutput``).
+        students: ``{label: network}``; labels become column names (not ``"teacher"``).
+        dataset: items ``{"image": (3, H, W) in [0, 1], "name": str, ...}`` (e.g. the val split).
+        device: where the networks run (they are moved there and their modes restored).
+        batch_size: images per forward pass (consecutive images of one size are stacked).
+
+    Returns:
+        One row per image (data-set order): ``index``, ``name``, ``teacher`` (score of the
+        teacher's map), one column per student with its score, and ``diff/<student>`` = student
+        score minus teacher score (Fig. 3a's quantity).
+
+    Raises:
+        ValueError: empty ``students`` or dataset, a student named ``"teacher"``, ``batch_size < 1``,
+            or a critic without ``prepare_input``.
+    """
+    from skdlib.data.transforms import normalize
+
+    if not students:
+        raise ValueError("students: give at least one {label: network}")
+    if "teacher" in students:
+        raise ValueError("students: the label 'teacher' is reserved for the teacher's column")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: nothing to score")
+    if not hasattr(critic, "prepare_input"):
+        raise ValueError(f"critic: {type(critic).__name__} has no prepare_input(logits) method")
+    device = torch.device(device)
+    networks: dict[str, nn.Module] = {"teacher": teacher, **students}
+    modules = [critic, *networks.values()]
+    modes = [m.training for m in modules]
+    for module in modules:
+        module.to(device).eval()
+    rows: list[dict[str, Any]] = []
+    try:
+        start = 0
+        while start < len(dataset):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            chunks: list[list[tuple[int, dict[str, Any]]]] = []
+            for offset, item in enumerate(items):  # consecutive images of one size share a forward pass
+                if chunks and chunks[-1][0][1]["image"].shape == item["image"].shape:
+                    chunks[-1].append((start + offset, item))
+                else:
+                    chunks.append([(start + offset, item)])
+            for chunk in chunks:
+                image = torch.stack([item["image"] for _, item in chunk]).float().to(device)  # (B, 3, H, W)
+                image = normalize(image)  # (B, 3, H, W), ImageNet statistics as in training
+                scores = {
+                    name: critic(critic.prepare_input(_logits(net, image)), image).float().cpu()  # (B,)
+                    for name, net in networks.items()
+                }
+                for j, (index, item) in enumerate(chunk):
+                    row: dict[str, Any] = {"index": index, "name": str(item.get("name", index))}
+                    row.update({name: float(values[j]) for name, values in scores.items()})
+                    rows.append(row)
+            start += len(items)
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+    table = pd.DataFrame(rows)
+    for name in students:
+        table[f"diff/{name}"] = table[name] - table["teacher"]
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Models from a runs tree
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Fig3Models:
+    """The networks of Fig. 3, in eval mode on the CPU, and where each came from."""
+
+    teacher: nn.Module
+    students: dict[str, nn.Module]
+    critic: nn.Module
+    critic_config: Any
+    num_classes: int
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _resolve(path: str, bases: tuple[Path, ...]) -> Path:
+    """``path`` if absolute, else the first existing ``base / path`` (or the first candidate)."""
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    options = [base / candidate for base in bases]
+    return next((p for p in options if p.exists()), options[0])
+
+
+def val_dataset_for(cfg: Any, *, base_dir: PathLike) -> Any:
+    """The validation split of a run config's data set, a relative ``data.root`` resolved against ``base_dir``."""
+    from skdlib.data import build_dataset
+
+    root = _resolve(cfg.data.root, (Path(base_dir),))
+    return build_dataset(cfg.data.name, str(root), cfg.data.val_split, **dict(cfg.data.options))
+
+
+def _num_classes(index: Mapping[str, Any], summary: Mapping[str, Any] | None, cfg: Any) -> int:
+    for value in (index.get("num_classes"), cfg.model.num_classes, len((summary or {}).get("class_names") or [])):
+        if value:
+            return int(value)
+    raise ValueError("index: num_classes is missing and the run's config and summary do not give it either")
+
+
+def _run_dir(profile_dir: Path, index: Mapping[str, Any], experiment: str, seed: int) -> Path:
+    for exp in index["experiments"]:
+        if exp["name"] == experiment:
+            for run in exp.get("runs", []):
+                if int(run["seed"]) == seed:
+                    return profile_dir / run["run_dir"]
+            raise ValueError(f"seed: experiment {experiment!r} lists no run with seed {seed}")
+    raise ValueError(f"experiment: {experiment!r} is not in the index ({[e['name'] for e in index['experiments']]})")
+
+
+def load_fig3_models(profile_dir: PathLike, index: Mapping[str, Any], *, with_ho: str = "pi_pa_ho",
+                     without_ho: str = "pi_pa", seed: int = 0) -> Fig3Models:
+    """Teacher, students ``{"w/o HO": ..., "w/ HO": ...}`` and the critic of the ``with_ho`` run.
+
+    * teacher: the architecture of the teacher run's config (its ``model.student``, the network it
+      trained) loaded strictly from ``<teacher run>/checkpoints/final.pt``;
+    * students: each run's ``model.student`` with its ``student_options``, loaded strictly from
+      ``checkpoints/final.pt``;
+    * critic: :class:`~skdlib.models.discriminator.Discriminator` with the ``with_ho`` run's
+      ``distill.disc_*`` options, loaded from ``checkpoints/last.pt["critic"]``.
+
+    Raises:
+        FileNotFoundError: a run folder lacks a checkpoint or config.
+        ValueError: an experiment or seed not in the index, a run without a critic, a teacher entry missing.
+    """
+    from skdlib.analysis.runs import load_run_config, load_summary
+    from skdlib.models import build_model, load_pretrained
+    from skdlib.models.discriminator import Discriminator
+    from skdlib.train.runfolder import load_checkpoint
+
+    profile_dir = Path(profile_dir)
+    teacher_entry = index.get("teacher") or {}
+    if "run_dir" not in teacher_entry:
+        raise ValueError("index: no teacher run_dir: Fig. 3 needs the teacher's run folder")
+    teacher_dir = profile_dir / teacher_entry["run_dir"]
+    ho_dir = _run_dir(profile_dir, index, with_ho, seed)
+    plain_dir = _run_dir(profile_dir, index, without_ho, seed)
+    ho_cfg = load_run_config(ho_dir)
+    num_classes = _num_classes(index, load_summary(ho_dir), ho_cfg)
+
+    def network(run_dir: Path) -> nn.Module:
+        cfg = load_run_config(run_dir)
+        model = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
+        final = run_dir / "checkpoints" / "final.pt"
+        if not final.is_file():
+            raise FileNotFoundError(f"run_dir: no checkpoints/final.pt in {run_dir} (the run did not finish)")
+        load_pretrained(model, final, strict=True)
+        return model.eval()
+
+    teacher = network(teacher_dir)
+    students = {"w/o HO": network(plain_dir), "w/ HO": network(ho_dir)}
+    state = load_checkpoint(ho_dir / "checkpoints" / "last.pt")
+    if state.get("critic") is None:
+        raise ValueError(f"with_ho: {ho_dir} has no critic in last.pt (is the holistic term on in that run?)")
+    d = ho_cfg.distill
+    critic = Discriminator(num_classes, widths=tuple(d.disc_widths), use_image=d.disc_use_image, input=d.disc_input,
+                           input_batchnorm=d.disc_input_batchnorm)
+    critic.load_state_dict(state["critic"])
+    critic.eval()
+    sources = {"teacher": str(teacher_dir), "w/o HO": str(plain_dir), "w/ HO": str(ho_dir),
+               "critic": f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {state.get('iteration', math.nan)})"}
+    logger.info("Fig. 3 models: %s", sources)
+    return Fig3Models(teacher=teacher, students=students, critic=critic, critic_config=ho_cfg,
+                      num_classes=num_classes, sources=sources)

@@ -1,0 +1,490 @@
+"""Reading experiment runs: the pipeline's ``index.json``, run folders, seed aggregation, a noise test.
+
+Layout (the pipeline's contract)::
+
+    runs/<profile>/index.json              # profile, data, num_classes, teacher, experiments[...]
+    runs/<profile>/teacher/                # the teacher's run folder
+    runs/<profile>/<experiment>/seed<k>/   # one run folder per experiment and seed
+
+Every ``run_dir`` in the index is relative to the profile folder. A run counts as **finished** only
+when its folder holds a ``summary.json`` with ``"finished": true``; an index entry marked ``failed``
+stays failed; anything else (pending, interrupted, summary missing) is **unfinished**. Missing and
+failed runs are reported in the tables (counts per experiment), never raised.
+
+Aggregation over seeds: mean, sample standard deviation (``ddof=1``; NaN with fewer than two
+finished seeds), min and max of the finished seeds' values.
+
+Noise test (:func:`noise_comparison`): no SciPy is installed, so the test is written out here.
+For two experiments with means ``m``, sample standard deviations ``s`` and ``n`` finished seeds,
+Welch's statistic ``t = (m_a - m_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)``; a difference is called
+*larger than the seed noise* when ``|t| > threshold`` (default 2, about a two-sided 5 % level for a
+normal statistic). With three seeds per experiment Welch's degrees of freedom (returned as ``df``)
+are about 2-4, whose two-sided 5 % critical values are 4.3-2.8, so ``|t| > 2`` is a lenient rule:
+a difference it flags is worth a look, not a proof.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "DEMO_EXPERIMENTS",
+    "FINISHED",
+    "FAILED",
+    "UNFINISHED",
+    "collect_runs",
+    "curve_summary",
+    "experiment_table",
+    "find_repo_root",
+    "load_index",
+    "load_metrics",
+    "load_run_config",
+    "load_summary",
+    "make_demo_runs",
+    "noise_comparison",
+    "run_status",
+    "teacher_summary",
+    "val_curves",
+    "welch_t",
+]
+
+logger = logging.getLogger(__name__)
+
+FINISHED = "finished"
+FAILED = "failed"
+UNFINISHED = "unfinished"
+
+_INDEX_KEYS = ("profile", "experiments")
+_RUN_KEYS = ("seed", "run_dir")
+
+PathLike = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------
+def find_repo_root(start: PathLike) -> Path:
+    """The nearest folder at or above ``start`` holding ``pyproject.toml``.
+
+    Raises:
+        FileNotFoundError: no such folder above ``start``.
+    """
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    raise FileNotFoundError(f"start: no pyproject.toml in {here} or any folder above it")
+
+
+def load_index(profile_dir: PathLike) -> dict[str, Any]:
+    """Read ``<profile_dir>/index.json`` and check its top-level shape.
+
+    Raises:
+        FileNotFoundError: no index (the message says how the pipeline writes one).
+        ValueError: not JSON, or missing ``profile`` / ``experiments``, or a run without
+            ``seed`` / ``run_dir``.
+    """
+    path = Path(profile_dir) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"profile_dir: no index.json in {Path(profile_dir)}; the pipeline writes it "
+            "(`make experiments PROFILE=<profile>`)"
+        )
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"profile_dir: {path} is not valid JSON ({exc})") from exc
+    if not isinstance(index, dict):
+        raise ValueError(f"profile_dir: {path} holds a {type(index).__name__}, expected an object")
+    missing = [key for key in _INDEX_KEYS if key not in index]
+    if missing:
+        raise ValueError(f"profile_dir: {path} lacks the keys {missing}")
+    for exp in index["experiments"]:
+        if "name" not in exp:
+            raise ValueError(f"profile_dir: {path} has an experiment without a name: {exp!r}")
+        for run in exp.get("runs", []):
+            lacking = [key for key in _RUN_KEYS if key not in run]
+            if lacking:
+                raise ValueError(f"profile_dir: {path}, experiment {exp['name']!r}: a run lacks {lacking}: {run!r}")
+    return index
+
+
+def load_summary(run_dir: PathLike) -> dict[str, Any] | None:
+    """The run's ``summary.json`` as a dict, or ``None`` when the folder has none (or it is unreadable)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        logger.warning("unreadable summary %s: counted as unfinished", path)
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def load_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` in file order (``[]`` without the file).
+
+    A line that is not a JSON object (e.g. the torn last line of an interrupted run) is skipped
+    with a warning.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s line %d is not JSON: skipped", path, number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def load_run_config(run_dir: PathLike) -> Any:
+    """The run's ``config.yaml`` as an :class:`skdlib.train.config.ExperimentConfig`.
+
+    Raises:
+        FileNotFoundError: the folder has no config.yaml.
+    """
+    from skdlib.train.config import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dir: no config.yaml in {Path(run_dir)}")
+    return load_config(path)
+
+
+def run_status(run_dir: PathLike, listed: str | None = None) -> str:
+    """``finished`` when ``summary.json`` says so; else ``failed`` if the index lists it failed; else ``unfinished``."""
+    summary = load_summary(run_dir)
+    if summary is not None and summary.get("finished") is True:
+        return FINISHED
+    if listed == FAILED:
+        return FAILED
+    if listed == FINISHED:
+        logger.warning("%s is listed finished but has no finished summary.json: counted as unfinished", run_dir)
+    return UNFINISHED
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+def _experiments(index: Mapping[str, Any], group: str | None) -> list[dict[str, Any]]:
+    return [exp for exp in index["experiments"] if group is None or group in exp.get("groups", [])]
+
+
+def _class_ious(summary: Mapping[str, Any]) -> dict[str, float]:
+    """``{class name: IoU}`` from a summary (``None`` entries -> NaN)."""
+    values = summary.get("class_iou") or []
+    if isinstance(values, Mapping):
+        items = list(values.items())
+    else:
+        names = summary.get("class_names") or [f"class{k}" for k in range(len(values))]
+        items = list(zip(names, values))
+    return {str(name): (math.nan if v is None else float(v)) for name, v in items}
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def collect_runs(index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike) -> pd.DataFrame:
+    """One row per listed run: ``experiment, label, seed, run_dir, status, miou, pixel_acc, iterations,
+    wall_time_s`` and ``iou/<class>`` columns (NaN where the run is not finished).
+
+    ``group`` keeps the experiments whose ``groups`` contain it (``None``: all).
+    """
+    rows = []
+    for exp in _experiments(index, group):
+        for run in exp.get("runs", []):
+            folder = Path(profile_dir) / run["run_dir"]
+            status = run_status(folder, run.get("status"))
+            row: dict[str, Any] = {
+                "experiment": exp["name"], "label": exp.get("label", exp["name"]), "seed": int(run["seed"]),
+                "run_dir": str(folder), "status": status, "miou": math.nan, "pixel_acc": math.nan,
+                "iterations": math.nan, "wall_time_s": math.nan,
+            }
+            if status == FINISHED:
+                summary = load_summary(folder) or {}
+                row.update(miou=_number(summary.get("miou")), pixel_acc=_number(summary.get("pixel_acc")),
+                           iterations=_number(summary.get("iterations")),
+                           wall_time_s=_number(summary.get("wall_time_s")))
+                row.update({f"iou/{name}": v for name, v in _class_ious(summary).items()})
+            rows.append(row)
+    columns = ["experiment", "label", "seed", "run_dir", "status", "miou", "pixel_acc", "iterations", "wall_time_s"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+def _spread(values: pd.Series) -> dict[str, float]:
+    """mean, sample std (ddof=1, NaN below two values), min, max of the non-NaN values."""
+    finite = values.dropna()
+    n = len(finite)
+    return {
+        "mean": float(finite.mean()) if n else math.nan,
+        "std": float(finite.std(ddof=1)) if n >= 2 else math.nan,
+        "min": float(finite.min()) if n else math.nan,
+        "max": float(finite.max()) if n else math.nan,
+    }
+
+
+def experiment_table(index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike) -> pd.DataFrame:
+    """Per experiment of ``group`` (index order), aggregated over its finished seeds.
+
+    Columns: ``label``, ``n_runs`` (listed), ``n_finished``, ``n_failed``, ``n_unfinished``,
+    ``miou_mean/std/min/max``, ``pixel_acc_mean/std``, ``iou/<class>`` (means over seeds), and
+    ``missing`` (a short text naming the seeds not finished, ``""`` when none). The index of the
+    frame is the experiment name. Values are fractions in [0, 1] as the summaries store them.
+    """
+    runs = collect_runs(index, group, profile_dir=profile_dir)
+    rows = []
+    for exp in _experiments(index, group):
+        mine = runs[runs["experiment"] == exp["name"]] if len(runs) else runs
+        done = mine[mine["status"] == FINISHED] if len(mine) else mine
+        miou = _spread(done["miou"]) if len(done) else _spread(pd.Series(dtype=float))
+        acc = _spread(done["pixel_acc"]) if len(done) else _spread(pd.Series(dtype=float))
+        not_done = [f"seed{int(r.seed)} {r.status}" for r in mine.itertuples() if r.status != FINISHED]
+        row: dict[str, Any] = {
+            "experiment": exp["name"], "label": exp.get("label", exp["name"]),
+            "n_runs": len(mine), "n_finished": len(done),
+            "n_failed": int((mine["status"] == FAILED).sum()) if len(mine) else 0,
+            "n_unfinished": int((mine["status"] == UNFINISHED).sum()) if len(mine) else 0,
+            "miou_mean": miou["mean"], "miou_std": miou["std"], "miou_min": miou["min"], "miou_max": miou["max"],
+            "pixel_acc_mean": acc["mean"], "pixel_acc_std": acc["std"],
+            "missing": ", ".join(not_done),
+        }
+        for column in [c for c in runs.columns if str(c).startswith("iou/")]:
+            row[column] = float(done[column].mean()) if len(done) and done[column].notna().any() else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.set_index("experiment")
+    return table
+
+
+def teacher_summary(index: Mapping[str, Any], *, profile_dir: PathLike) -> dict[str, Any] | None:
+    """The teacher run's summary (with ``status`` and ``run_dir`` added), or ``None`` without a teacher entry."""
+    entry = index.get("teacher")
+    if not entry or "run_dir" not in entry:
+        return None
+    folder = Path(profile_dir) / entry["run_dir"]
+    status = run_status(folder, entry.get("status"))
+    summary = load_summary(folder) if status == FINISHED else None
+    return {**(summary or {}), "status": status, "run_dir": str(folder)}
+
+
+def val_curves(index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike) -> pd.DataFrame:
+    """Validation records of every listed run (finished or not), long format.
+
+    Columns: ``experiment, label, seed, status, iter, miou, pixel_acc``; one row per ``"split": "val"``
+    record of ``metrics.jsonl`` (a run without records contributes nothing).
+    """
+    rows = []
+    for exp in _experiments(index, group):
+        for run in exp.get("runs", []):
+            folder = Path(profile_dir) / run["run_dir"]
+            status = run_status(folder, run.get("status"))
+            for record in load_metrics(folder):
+                if record.get("split") != "val":
+                    continue
+                rows.append({
+                    "experiment": exp["name"], "label": exp.get("label", exp["name"]), "seed": int(run["seed"]),
+                    "status": status, "iter": int(record["iter"]), "miou": _number(record.get("miou")),
+                    "pixel_acc": _number(record.get("pixel_acc")),
+                })
+    return pd.DataFrame(rows, columns=["experiment", "label", "seed", "status", "iter", "miou", "pixel_acc"])
+
+
+def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
+    """Per ``(experiment, iter)``: ``mean``, ``min``, ``max`` and ``n`` (seeds) of ``metric`` from :func:`val_curves`."""
+    if metric not in curves.columns:
+        raise ValueError(f"metric: {metric!r} is not a column of curves ({list(curves.columns)})")
+    if not len(curves):
+        return pd.DataFrame(columns=["experiment", "label", "iter", "mean", "min", "max", "n"])
+    grouped = curves.groupby(["experiment", "label", "iter"], sort=False)[metric]
+    out = grouped.agg(mean="mean", min="min", max="max", n="count").reset_index()
+    return out.sort_values(["experiment", "iter"], kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise test
+# --------------------------------------------------------------------------------------------------
+def welch_t(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int) -> tuple[float, float]:
+    """Welch's ``(t, df)`` for ``a - b`` from summary statistics (sample standard deviations).
+
+    ``t = (mean_a - mean_b) / sqrt(std_a^2 / n_a + std_b^2 / n_b)`` and the Welch-Satterthwaite
+    ``df = (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1))`` with ``v = std^2 / n``.
+    Returns ``(nan, nan)`` when either side has fewer than two values or a NaN statistic; with
+    both standard deviations zero, ``t`` is ``±inf`` (or NaN for equal means) and ``df`` NaN.
+    """
+    values = (mean_a, std_a, mean_b, std_b)
+    if n_a < 2 or n_b < 2 or any(v is None or math.isnan(v) for v in values):
+        return math.nan, math.nan
+    if std_a < 0 or std_b < 0:
+        raise ValueError(f"std_a, std_b must be >= 0, got {std_a}, {std_b}")
+    var_a, var_b = std_a**2 / n_a, std_b**2 / n_b
+    diff = mean_a - mean_b
+    if var_a + var_b == 0:
+        return (math.copysign(math.inf, diff) if diff else math.nan), math.nan
+    t = diff / math.sqrt(var_a + var_b)
+    df = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
+    return t, df
+
+
+def noise_comparison(table: pd.DataFrame, reference: str, *, metric: str = "miou",
+                     threshold: float = 2.0) -> pd.DataFrame:
+    """Which experiments differ from ``reference`` by more than the seed noise (module docstring).
+
+    Args:
+        table: :func:`experiment_table`'s frame (needs ``<metric>_mean``, ``<metric>_std``, ``n_finished``).
+        reference: the experiment (row) to compare against.
+        metric: ``"miou"`` or ``"pixel_acc"``.
+        threshold: ``|t|`` above which a difference is called larger than the noise.
+
+    Returns:
+        One row per other experiment: ``label``, ``diff`` (mean minus the reference's mean),
+        ``se`` (``sqrt(s_a^2/n_a + s_b^2/n_b)``), ``t``, ``df``, ``exceeds`` (bool) and ``verdict``
+        (``"larger than seed noise"``, ``"within seed noise"``, or ``"not testable: ..."``).
+
+    Raises:
+        ValueError: ``reference`` not in the table, a missing column, or ``threshold <= 0``.
+    """
+    needed = [f"{metric}_mean", f"{metric}_std", "n_finished"]
+    lacking = [c for c in needed if c not in table.columns]
+    if lacking:
+        raise ValueError(f"table: lacks the columns {lacking} for metric {metric!r}")
+    if reference not in table.index:
+        raise ValueError(f"reference: {reference!r} is not an experiment of the table ({list(table.index)})")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    ref = table.loc[reference]
+    rows = []
+    for name, row in table.iterrows():
+        if name == reference:
+            continue
+        n_a, n_b = int(row["n_finished"]), int(ref["n_finished"])
+        mean_a, std_a = float(row[f"{metric}_mean"]), float(row[f"{metric}_std"])
+        mean_b, std_b = float(ref[f"{metric}_mean"]), float(ref[f"{metric}_std"])
+        diff = mean_a - mean_b
+        t, df = welch_t(mean_a, std_a, n_a, mean_b, std_b, n_b)
+        se = math.sqrt(std_a**2 / n_a + std_b**2 / n_b) if n_a >= 2 and n_b >= 2 else math.nan
+        if min(n_a, n_b) < 2:
+            verdict, exceeds = f"not testable: {min(n_a, n_b)} finished seed(s) on one side (needs 2)", False
+        elif math.isnan(t):
+            verdict, exceeds = "within seed noise", False
+        else:
+            exceeds = abs(t) > threshold
+            verdict = "larger than seed noise" if exceeds else "within seed noise"
+        rows.append({"experiment": name, "label": row.get("label", name), "diff": diff, "se": se, "t": t,
+                     "df": df, "exceeds": exceeds, "verdict": verdict})
+    columns = ["experiment", "label", "diff", "se", "t", "df", "exceeds", "verdict"]
+    return pd.DataFrame(rows, columns=columns).set_index("experiment")
+
+
+# --------------------------------------------------------------------------------------------------
+# A tiny runs tree for smoke checks and tests
+# --------------------------------------------------------------------------------------------------
+#: The pipeline's experiments (names, groups, labels, distill overrides on the base preset) as the
+#: shared contract lists them; used only to build demo trees. The real tree's index is the source
+#: the chapters read.
+_OFFICIAL = (
+    "distill.lambda_pa=0.5", "distill.pool=max", "distill.node_size=1", "distill.node_fraction=0.5",
+    "distill.disc_use_image=false", "distill.disc_input=logits", "distill.disc_input_batchnorm=true",
+    "distill.disc_loss_scale=0.1", "data.scale_range=[0.7,2.1]",
+)
+_OFF = ("distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false")
+DEMO_EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "baseline": {"groups": ["ablation"], "label": "baseline", "overrides": list(_OFF)},
+    "pi": {"groups": ["ablation", "variants"], "label": "+PI",
+           "overrides": ["distill.pairwise=false", "distill.holistic=false"]},
+    "pi_pa": {"groups": ["ablation", "variants"], "label": "+PI+PA", "overrides": ["distill.holistic=false"]},
+    "pi_pa_ho": {"groups": ["ablation"], "label": "+PI+PA+HO", "overrides": []},
+    "pi_mimic": {"groups": ["variants"], "label": "+PI+MIMIC",
+                 "overrides": ["distill.pairwise=false", "distill.holistic=false", "distill.mimic=true"]},
+    "pi_at": {"groups": ["variants"], "label": "+PI+AT",
+              "overrides": ["distill.pairwise=false", "distill.holistic=false", "distill.attention=true"]},
+    "pi_local": {"groups": ["variants"], "label": "+PI+local PA",
+                 "overrides": ["distill.pairwise=false", "distill.holistic=false", "distill.local_pairwise=true"]},
+    "pi_pa_node1": {"groups": ["variants"], "label": "+PI+PA (1x1 nodes)",
+                    "overrides": ["distill.holistic=false", "distill.node_size=1"]},
+    "pi_pa_maxhalf": {"groups": ["variants"], "label": "+PI+PA (authors' max, half-map nodes)",
+                      "overrides": ["distill.holistic=false", "distill.pool=max", "distill.node_size=1",
+                                    "distill.node_fraction=0.5"]},
+    "official_pi": {"groups": ["official"], "label": "+PI (authors' code)",
+                    "overrides": [*_OFFICIAL, "distill.pairwise=false", "distill.holistic=false"]},
+    "official_pi_pa": {"groups": ["official"], "label": "+PI+PA (authors' code)",
+                       "overrides": [*_OFFICIAL, "distill.holistic=false"]},
+    "official_pi_pa_ho": {"groups": ["official"], "label": "+PI+PA+HO (authors' code)", "overrides": list(_OFFICIAL)},
+}
+
+
+def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequence[int] = (0,), iters: int = 1,
+                   repo: PathLike | None = None, num_train: int = 4, num_val: int = 2) -> Path:
+    """Train a tiny runs tree under ``root`` in the pipeline's layout and return ``root``.
+
+    A generated 128x128 embedded data set (``num_train`` / ``num_val`` images), a teacher run and
+    one run per listed experiment and seed, each ``iters`` iterations of ``configs/smoke.yaml``
+    (student width 0.25, teacher width 0.5 as in the quick profile), and an ``index.json`` in the
+    contract's format (profile ``demo``). Meant for smoke checks and tests: about a second per run
+    on a CPU; the numbers mean nothing. Existing run folders are trained again from scratch.
+
+    Raises:
+        ValueError: an unknown experiment name (see :data:`DEMO_EXPERIMENTS`) or ``iters < 1``.
+    """
+    from skdlib.data.generate import ensure_embedded
+    from skdlib.train.loop import train
+    from skdlib.train.runfolder import atomic_write_json
+
+    names = list(experiments)
+    unknown = [n for n in names if n not in DEMO_EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"experiments: unknown names {unknown}; known: {list(DEMO_EXPERIMENTS)}")
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    root = Path(root)
+    preset = find_repo_root(repo if repo is not None else Path(__file__)) / "configs" / "smoke.yaml"
+    data = ensure_embedded(root / "data", height=128, width=128, num_train=num_train, num_val=num_val)
+    common = [
+        "data.name=embedded", f"data.root={data}", "data.num_workers=0", "train.device=cpu",
+        f"train.max_iters={iters}", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+        "model.student_options.width=0.25", "model.teacher_options.width=0.5",
+    ]
+    teacher_overrides = ["model.student_options.width=0.5", "model.teacher=null", "model.teacher_checkpoint=null",
+                         *_OFF]
+    from skdlib.train.config import load_config
+
+    train(load_config(preset, [*common, *teacher_overrides]), root / "teacher", force=True, progress=False)
+    teacher_ckpt = root / "teacher" / "checkpoints" / "final.pt"
+    entries = []
+    for name in names:
+        spec = DEMO_EXPERIMENTS[name]
+        runs = []
+        for seed in seeds:
+            overrides = [*spec["overrides"], f"model.teacher_checkpoint={teacher_ckpt}", f"train.seed={seed}"]
+            run_dir = f"{name}/seed{seed}"
+            summary = train(load_config(preset, [*common, *overrides]), root / run_dir, force=True, progress=False)
+            runs.append({"seed": seed, "run_dir": run_dir, "config_hash": summary.get("config_hash"),
+                         "status": FINISHED})
+        entries.append({"name": name, "groups": list(spec["groups"]), "label": spec["label"],
+                        "description": f"demo run of {name}", "config": str(preset),
+                        "overrides": list(spec["overrides"]), "runs": runs})
+    index = {
+        "profile": "demo", "data": {"name": "embedded", "root": str(data)}, "num_classes": 8,
+        "teacher": {"run_dir": "teacher", "config": str(preset), "overrides": teacher_overrides,
+                    "status": FINISHED},
+        "experiments": entries,
+    }
+    atomic_write_json(root / "index.json", index)
+    return root
