@@ -1,0 +1,120 @@
+"""skdlib.analysis.embedding: Fig. 3 scores on a tiny real runs tree (1-iteration runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from skdlib.analysis.embedding import embedding_scores, load_fig3_models, predict_logits, val_dataset_for
+from skdlib.analysis.runs import experiment_table, load_index, make_demo_runs
+from skdlib.data.transforms import normalize
+from skdlib.models.discriminator import Discriminator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """Teacher, pi_pa/seed0 and pi_pa_ho/seed0, one iteration each, on 4 train / 3 val 128x128 images."""
+    torch_threads = torch.get_num_threads()
+    try:
+        return make_demo_runs(tmp_path_factory.mktemp("fig3"), ["pi_pa", "pi_pa_ho"], iters=1, repo=REPO,
+                              num_train=4, num_val=3)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+@pytest.fixture(scope="module")
+def models(demo):
+    return load_fig3_models(demo, load_index(demo))
+
+
+@pytest.fixture(scope="module")
+def val_set(models):
+    return val_dataset_for(models.critic_config, base_dir=REPO)
+
+
+def test_demo_tree_follows_the_contract(demo):
+    index = load_index(demo)
+    assert index["teacher"]["run_dir"] == "teacher" and index["num_classes"] == 8
+    assert [e["name"] for e in index["experiments"]] == ["pi_pa", "pi_pa_ho"]
+    table = experiment_table(index, "ablation", profile_dir=demo)
+    assert table["n_finished"].tolist() == [1, 1]
+    for run in ("teacher", "pi_pa/seed0", "pi_pa_ho/seed0"):
+        assert (demo / run / "summary.json").is_file() and (demo / run / "checkpoints" / "final.pt").is_file()
+
+
+def test_models_are_built_from_the_run_folders(models, demo):
+    assert set(models.students) == {"w/o HO", "w/ HO"}
+    assert models.num_classes == 8 and models.critic_config.distill.holistic
+    assert models.sources["critic"].startswith(str(demo / "pi_pa_ho" / "seed0"))
+    weights = torch.load(demo / "pi_pa_ho/seed0/checkpoints/final.pt", weights_only=True)
+    for key, value in models.students["w/ HO"].state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    # The two students differ (different losses), the critic is the trained one, not a fresh one.
+    a, b = (models.students[k].state_dict() for k in ("w/o HO", "w/ HO"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    last = torch.load(demo / "pi_pa_ho/seed0/checkpoints/last.pt", weights_only=True)
+    for key, value in models.critic.state_dict().items():
+        assert torch.equal(value, last["critic"][key]), key
+
+
+def test_scores_one_row_per_image_and_deterministic(models, val_set):
+    table = embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=2)
+    assert len(table) == len(val_set) == 3
+    assert list(table.columns) == ["index", "name", "teacher", "w/o HO", "w/ HO", "diff/w/o HO", "diff/w/ HO"]
+    assert table["index"].tolist() == [0, 1, 2]
+    assert (table["diff/w/ HO"] == table["w/ HO"] - table["teacher"]).all()
+    again = embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=1)
+    for column in ("teacher", "w/o HO", "w/ HO"):
+        assert again[column].tolist() == pytest.approx(table[column].tolist(), abs=1e-5)
+    # Modes restored (the loaded models are in eval mode; a training module stays training).
+    models.critic.train()
+    embedding_scores(models.critic, models.teacher, {"s": models.students["w/ HO"]}, val_set)
+    assert models.critic.training and not models.teacher.training
+    models.critic.eval()
+
+
+def test_scores_parity_with_a_plain_rederivation(models, val_set):
+    table = embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=3)
+    image = normalize(torch.stack([val_set[i]["image"] for i in range(len(val_set))]))  # (3, 3, H, W)
+    with torch.no_grad():
+        for column, net in (("teacher", models.teacher), ("w/ HO", models.students["w/ HO"])):
+            probs = torch.softmax(net(image).logits, dim=1)  # (3, K, H/8, W/8): the paper's critic input
+            expected = models.critic(probs, image)  # (3,)
+            assert table[column].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_logits_critic_takes_raw_logits(models, val_set):
+    torch.manual_seed(0)
+    critic = Discriminator(8, widths=(4, 4, 4, 4), use_image=False, input="logits", input_batchnorm=True).eval()
+    table = embedding_scores(critic, models.teacher, {"s": models.students["w/o HO"]}, val_set)
+    image = normalize(val_set[0]["image"][None])  # (1, 3, H, W)
+    with torch.no_grad():
+        expected = critic(models.teacher(image).logits, None)
+    assert table.loc[0, "teacher"] == pytest.approx(float(expected[0]), abs=1e-5)
+
+
+def test_predict_logits_shapes(models, val_set):
+    out = predict_logits({"teacher": models.teacher}, val_set[0]["image"])
+    assert out["teacher"].shape == (8, 16, 16)
+    with pytest.raises(ValueError, match="image"):
+        predict_logits({"teacher": models.teacher}, val_set[0]["image"][None])
+
+
+def test_refusals(models, val_set, demo):
+    with pytest.raises(ValueError, match="students"):
+        embedding_scores(models.critic, models.teacher, {}, val_set)
+    with pytest.raises(ValueError, match="teacher"):
+        embedding_scores(models.critic, models.teacher, {"teacher": models.teacher}, val_set)
+    with pytest.raises(ValueError, match="batch_size"):
+        embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=0)
+    index = load_index(demo)
+    with pytest.raises(ValueError, match="critic"):
+        load_fig3_models(demo, index, with_ho="pi_pa")  # no holistic term: no critic in last.pt
+    with pytest.raises(ValueError, match="experiment"):
+        load_fig3_models(demo, index, without_ho="nope")
+    with pytest.raises(ValueError, match="seed"):
+        load_fig3_models(demo, index, seed=7)

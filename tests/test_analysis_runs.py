@@ -1,0 +1,231 @@
+"""skdlib.analysis.runs: index reading, seed aggregation by hand, missing/failed runs, the noise test."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skdlib.analysis.runs import (
+    DEMO_EXPERIMENTS,
+    collect_runs,
+    curve_summary,
+    experiment_table,
+    find_repo_root,
+    load_index,
+    load_metrics,
+    noise_comparison,
+    run_status,
+    teacher_summary,
+    val_curves,
+    welch_t,
+)
+
+CLASSES = ["road", "car"]
+
+
+def _run(profile: Path, run_dir: str, *, miou: float | None, acc: float = 0.9, ious=(0.5, 0.25),
+         finished: bool = True, val: tuple[tuple[int, float], ...] = ()) -> None:
+    """A run folder with a summary (``miou=None``: no summary at all) and optional val records."""
+    folder = profile / run_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    if miou is not None:
+        summary = {"miou": miou, "pixel_acc": acc, "class_iou": list(ious), "class_names": CLASSES,
+                   "iterations": 10, "wall_time_s": 1.0, "finished": finished}
+        (folder / "summary.json").write_text(json.dumps(summary))
+    lines = [json.dumps({"iter": 5, "lr": 0.01, "total": 1.0})]
+    lines += [json.dumps({"iter": it, "split": "val", "miou": m, "pixel_acc": 0.5}) for it, m in val]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _entry(name: str, groups: list[str], seeds_status: list[tuple[int, str]]) -> dict:
+    return {"name": name, "groups": groups, "label": name.upper(), "description": "", "config": "c.yaml",
+            "overrides": [], "runs": [{"seed": s, "run_dir": f"{name}/seed{s}", "config_hash": "h", "status": st}
+                                      for s, st in seeds_status]}
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    """Fabricated profile: A (3 finished seeds), B (1 finished, 1 without summary, 1 failed),
+    C (listed, nothing on disk), D (2 finished, other group), teacher finished."""
+    p = tmp_path / "quick"
+    _run(p, "teacher", miou=0.8, acc=0.95)
+    _run(p, "a/seed0", miou=0.5, acc=0.80, ious=(0.6, 0.4), val=((5, 0.2), (10, 0.5)))
+    _run(p, "a/seed1", miou=0.6, acc=0.84, ious=(0.7, None), val=((5, 0.4), (10, 0.6)))
+    _run(p, "a/seed2", miou=0.7, acc=0.88, ious=(0.8, 0.6), val=((5, 0.3), (10, 0.7)))
+    _run(p, "b/seed0", miou=0.4, acc=0.7, ious=(0.5, 0.3))
+    _run(p, "b/seed1", miou=None)  # listed finished, but no summary: unfinished
+    _run(p, "b/seed2", miou=0.9, finished=False)  # a summary saying finished: false, listed failed
+    _run(p, "d/seed0", miou=0.2)
+    _run(p, "d/seed1", miou=0.4)
+    index = {
+        "profile": "quick", "data": {"name": "embedded", "root": "data/embedded"}, "num_classes": 2,
+        "teacher": {"run_dir": "teacher", "config": "t.yaml", "overrides": [], "status": "finished"},
+        "experiments": [
+            _entry("a", ["ablation"], [(0, "finished"), (1, "finished"), (2, "finished")]),
+            _entry("b", ["ablation", "variants"], [(0, "finished"), (1, "finished"), (2, "failed")]),
+            _entry("c", ["ablation"], [(0, "pending")]),
+            _entry("d", ["variants"], [(0, "finished"), (1, "finished")]),
+        ],
+    }
+    (p / "index.json").write_text(json.dumps(index))
+    return p
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------
+def test_load_index_refuses_missing_and_malformed(tmp_path):
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        load_index(tmp_path)
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_index(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"profile": "quick"}))
+    with pytest.raises(ValueError, match="experiments"):
+        load_index(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"profile": "q", "experiments": [{"name": "x", "runs": [{}]}]}))
+    with pytest.raises(ValueError, match="seed"):
+        load_index(tmp_path)
+
+
+def test_run_status_rules(tree):
+    assert run_status(tree / "a/seed0", "finished") == "finished"
+    assert run_status(tree / "a/seed0", "pending") == "finished"  # the summary decides
+    assert run_status(tree / "b/seed1", "finished") == "unfinished"  # no summary
+    assert run_status(tree / "b/seed2", "failed") == "failed"  # summary says finished: false
+    assert run_status(tree / "b/seed2", None) == "unfinished"
+    assert run_status(tree / "nowhere", "pending") == "unfinished"
+
+
+def test_load_metrics_skips_a_torn_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"iter": 1, "total": 2.0}\n\n{"iter": 2, "spl')
+    assert load_metrics(tmp_path) == [{"iter": 1, "total": 2.0}]
+    assert load_metrics(tmp_path / "absent") == []
+
+
+def test_find_repo_root(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "book").mkdir()
+    assert find_repo_root(tmp_path / "book") == tmp_path.resolve()
+    with pytest.raises(FileNotFoundError, match="pyproject"):
+        find_repo_root(Path("/"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation by hand
+# --------------------------------------------------------------------------------------------------
+def test_experiment_table_by_hand(tree):
+    table = experiment_table(load_index(tree), "ablation", profile_dir=tree)
+    assert list(table.index) == ["a", "b", "c"]  # index order, group filter drops d
+    a = table.loc["a"]
+    assert a["label"] == "A" and a["n_runs"] == 3 and a["n_finished"] == 3 and a["missing"] == ""
+    assert a["miou_mean"] == pytest.approx(0.6)
+    assert a["miou_std"] == pytest.approx(0.1)  # sqrt(((-.1)^2 + 0 + .1^2) / (3 - 1))
+    assert (a["miou_min"], a["miou_max"]) == pytest.approx((0.5, 0.7))
+    assert a["pixel_acc_mean"] == pytest.approx(0.84) and a["pixel_acc_std"] == pytest.approx(0.04)
+    assert a["iou/road"] == pytest.approx(0.7)
+    assert a["iou/car"] == pytest.approx(0.5)  # the None (absent class) of seed 1 is left out
+    b = table.loc["b"]
+    assert (b["n_runs"], b["n_finished"], b["n_failed"], b["n_unfinished"]) == (3, 1, 1, 1)
+    assert b["miou_mean"] == pytest.approx(0.4) and math.isnan(b["miou_std"])  # one seed: no spread
+    assert b["missing"] == "seed1 unfinished, seed2 failed"
+    c = table.loc["c"]
+    assert (c["n_runs"], c["n_finished"]) == (1, 0) and math.isnan(c["miou_mean"]) and math.isnan(c["iou/road"])
+
+
+def test_table_parity_with_a_plain_rederivation(tree):
+    runs = collect_runs(load_index(tree), profile_dir=tree)
+    table = experiment_table(load_index(tree), profile_dir=tree)
+    for name in ("a", "d"):
+        values = runs[(runs.experiment == name) & (runs.status == "finished")]["miou"].to_numpy()
+        assert table.loc[name, "miou_mean"] == pytest.approx(np.mean(values))
+        assert table.loc[name, "miou_std"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_collect_runs_rows_and_teacher(tree):
+    runs = collect_runs(load_index(tree), "variants", profile_dir=tree)
+    assert list(zip(runs.experiment, runs.seed, runs.status)) == [
+        ("b", 0, "finished"), ("b", 1, "unfinished"), ("b", 2, "failed"), ("d", 0, "finished"), ("d", 1, "finished")]
+    assert runs["miou"].isna().tolist() == [False, True, True, False, False]
+    teacher = teacher_summary(load_index(tree), profile_dir=tree)
+    assert teacher["status"] == "finished" and teacher["miou"] == pytest.approx(0.8)
+    assert teacher_summary({"experiments": []}, profile_dir=tree) is None
+
+
+def test_val_curves_and_their_band(tree):
+    curves = val_curves(load_index(tree), "ablation", profile_dir=tree)
+    assert len(curves) == 6 and set(curves.experiment) == {"a"}  # only a has val records
+    band = curve_summary(curves)
+    assert band["iter"].tolist() == [5, 10]
+    assert band["mean"].tolist() == pytest.approx([0.3, 0.6])
+    assert band["min"].tolist() == pytest.approx([0.2, 0.5]) and band["max"].tolist() == pytest.approx([0.4, 0.7])
+    assert band["n"].tolist() == [3, 3]
+    with pytest.raises(ValueError, match="metric"):
+        curve_summary(curves, "loss")
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise test
+# --------------------------------------------------------------------------------------------------
+def test_welch_t_by_hand():
+    # Equal spreads, n = 3: se = sqrt(2 * 0.01 / 3), df = 4 exactly.
+    t, df = welch_t(0.9, 0.1, 3, 0.6, 0.1, 3)
+    assert t == pytest.approx(0.3 / math.sqrt(0.02 / 3)) and df == pytest.approx(4.0)
+    assert all(math.isnan(v) for v in welch_t(0.9, 0.1, 1, 0.6, 0.1, 3))
+    assert welch_t(0.7, 0.0, 3, 0.6, 0.0, 3)[0] == math.inf
+    assert math.isnan(welch_t(0.6, 0.0, 3, 0.6, 0.0, 3)[0])
+
+
+def test_welch_t_parity_with_numpy_samples():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.5, 0.05, 4), rng.normal(0.55, 0.02, 3)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t, df = welch_t(a.mean(), a.std(ddof=1), len(a), b.mean(), b.std(ddof=1), len(b))
+    assert t == pytest.approx((a.mean() - b.mean()) / np.sqrt(va + vb))
+    assert df == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 2))
+
+
+def test_noise_comparison_hand_cases():
+    table = pd.DataFrame(
+        {"label": ["ref", "close", "far", "lonely"], "miou_mean": [0.6, 0.7, 0.9, 0.99],
+         "miou_std": [0.1, 0.1, 0.1, math.nan], "n_finished": [3, 3, 3, 1]},
+        index=["ref", "close", "far", "lonely"])
+    out = noise_comparison(table, "ref")
+    assert list(out.index) == ["close", "far", "lonely"]
+    assert out.loc["close", "t"] == pytest.approx(0.1 / math.sqrt(0.02 / 3))  # 1.22: within the noise
+    assert out.loc["close", "verdict"] == "within seed noise" and not out.loc["close", "exceeds"]
+    assert out.loc["far", "t"] == pytest.approx(3.674, abs=1e-3) and out.loc["far", "exceeds"]
+    assert out.loc["far", "diff"] == pytest.approx(0.3) and out.loc["far", "se"] == pytest.approx(0.08165, abs=1e-5)
+    assert out.loc["lonely", "verdict"].startswith("not testable") and not out.loc["lonely", "exceeds"]
+    # A stricter threshold changes the verdict, not the statistic.
+    strict = noise_comparison(table, "ref", threshold=4.0)
+    assert not strict.loc["far", "exceeds"] and strict.loc["far", "t"] == out.loc["far", "t"]
+    # The sign follows "experiment minus reference".
+    assert noise_comparison(table, "far").loc["ref", "t"] == pytest.approx(-out.loc["far", "t"])
+
+
+def test_noise_comparison_refusals(tree):
+    table = experiment_table(load_index(tree), "ablation", profile_dir=tree)
+    with pytest.raises(ValueError, match="reference"):
+        noise_comparison(table, "zzz")
+    with pytest.raises(ValueError, match="threshold"):
+        noise_comparison(table, "a", threshold=0)
+    with pytest.raises(ValueError, match="columns"):
+        noise_comparison(table[["label"]], "a")
+    # b and c have < 2 finished seeds: reported as not testable, no crash.
+    out = noise_comparison(table, "a")
+    assert out["verdict"].str.startswith("not testable").all()
+
+
+def test_demo_experiments_follow_the_contract():
+    assert list(DEMO_EXPERIMENTS) == [
+        "baseline", "pi", "pi_pa", "pi_pa_ho", "pi_mimic", "pi_at", "pi_local", "pi_pa_node1", "pi_pa_maxhalf",
+        "official_pi", "official_pi_pa", "official_pi_pa_ho"]
+    groups = {g for spec in DEMO_EXPERIMENTS.values() for g in spec["groups"]}
+    assert groups == {"ablation", "variants", "official"}
+    assert "distill.disc_input=logits" in DEMO_EXPERIMENTS["official_pi_pa_ho"]["overrides"]
