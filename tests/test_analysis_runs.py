@@ -113,7 +113,9 @@ def test_find_repo_root(tmp_path):
     (tmp_path / "book").mkdir()
     assert find_repo_root(tmp_path / "book") == tmp_path.resolve()
     with pytest.raises(FileNotFoundError, match="pyproject"):
-        find_repo_root(Path("/"))
+        find_repo_root(Path("/"), fallback_to_package=False)
+    # Outside any repository: the installed package's repository (this one, an editable install).
+    assert find_repo_root(Path("/")) == Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ __all__ = [
     "load_summary",
     "make_demo_runs",
     "noise_comparison",
+    "open_profile",
     "run_status",
     "teacher_summary",
     "val_curves",
@@ -71,16 +72,22 @@ PathLike = str | os.PathLike[str]
 # --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
-def find_repo_root(start: PathLike) -> Path:
+def find_repo_root(start: PathLike, *, fallback_to_package: bool = True) -> Path:
     """The nearest folder at or above ``start`` holding ``pyproject.toml``.
 
+    With ``fallback_to_package`` (default) a ``start`` outside the repository (e.g. a chapter's
+    notebook copied to a temporary folder) falls back to the repository of the installed
+    ``skdlib`` package (an editable install lives in it).
+
     Raises:
-        FileNotFoundError: no such folder above ``start``.
+        FileNotFoundError: no such folder above ``start`` (nor above the package, with the fallback).
     """
     here = Path(start).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
+    starts = (here, Path(__file__).resolve().parent) if fallback_to_package else (here,)
+    for origin in starts:
+        for folder in (origin, *origin.parents):
+            if (folder / "pyproject.toml").is_file():
+                return folder
     raise FileNotFoundError(f"start: no pyproject.toml in {here} or any folder above it")
 
 
@@ -488,3 +495,32 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
     }
     atomic_write_json(root / "index.json", index)
     return root
+
+
+def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, demo_experiments: Sequence[str],
+                 demo_dir: PathLike | None = None) -> tuple[Path, dict[str, Any], str]:
+    """The runs tree a chapter reads: ``(profile_dir, index, note)``.
+
+    * normal mode: ``<repo>/<runs_root>/<profile>`` when its ``index.json`` exists;
+    * smoke mode (``smoke=True``): ``<repo>/<runs_root>/smoke`` when its ``index.json`` exists;
+    * otherwise a demo tree of ``demo_experiments`` (one seed, one iteration, :func:`make_demo_runs`)
+      in ``demo_dir`` (a new temporary folder when ``None``).
+
+    ``note`` is one Markdown sentence saying which tree was read (for the chapter to display).
+    """
+    import tempfile
+
+    repo = Path(repo)
+    wanted = "smoke" if smoke else profile
+    profile_dir = repo / runs_root / wanted
+    if (profile_dir / "index.json").is_file():
+        index = load_index(profile_dir)
+        return profile_dir, index, f"Runs read from `{runs_root}/{wanted}/` (profile `{index['profile']}`)."
+    folder = Path(demo_dir) if demo_dir is not None else Path(tempfile.mkdtemp(prefix="skd-demo-runs-"))
+    logger.warning("no index.json in %s: building a one-iteration demo tree in %s", profile_dir, folder)
+    make_demo_runs(folder, demo_experiments, iters=1, repo=repo)
+    note = (f"**No runs found under `{runs_root}/{wanted}/`**: everything below comes from a demo tree "
+            "(one seed, one training iteration per run, four 128x128 training images) built on the spot. "
+            "Its numbers only show that the chapter's code runs; they say nothing about the method. "
+            f"Run `make experiments PROFILE={profile}` for real results.")
+    return folder, load_index(folder), note
