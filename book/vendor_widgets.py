@@ -1,4 +1,4 @@
-"""Copy the widget JavaScript the rendered book needs into a static folder, from pinned npm packages.
+"""Copy the JavaScript the rendered book needs (widgets, MathJax) into a static folder, from pinned npm packages.
 
 The rendered chapters embed the saved ipywidgets state; to draw it, a page needs RequireJS and
 ``@jupyter-widgets/html-manager``'s ``embed-amd.js`` (which bundles the base, controls and output
@@ -7,6 +7,9 @@ CDN by default. This script installs the versions pinned in ``package.json`` /
 ``package-lock.json`` with ``npm ci`` into an ignored folder and copies the needed files into
 ``<dest>/widgets/``; Sphinx's ``html_static_path`` then copies them to
 ``_build/html/_static/widgets/`` and ``nb_ipywidgets_js`` points at them, so pages work offline.
+The same holds for MathJax (Sphinx loads it from a CDN by default): its combined
+``tex-mml-chtml.js`` and the folders it loads lazily (fonts, TeX extensions, menu) go to
+``<dest>/mathjax/``, and ``mathjax_path`` points at it.
 
     python book/vendor_widgets.py [--dest _build/widgets_static] [--npm-dir _build/widgets_npm]
 
@@ -26,8 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HTML_MANAGER_DIST = Path("node_modules/@jupyter-widgets/html-manager/dist")
 REQUIREJS = Path("node_modules/requirejs/require.js")
-# Files of the html-manager's dist folder that pages never load (the non-AMD bundle and source maps).
-SKIPPED = ("embed.js", "embed.js.map")
+# Files of the html-manager's dist folder that pages never load (the non-AMD bundles, the source map).
+SKIPPED = ("embed.js", "embed.js.map", "libembed-amd.js")
+MATHJAX = Path("node_modules/mathjax/es5")
+# The combined component the pages load, and what it fetches on demand (relative to MATHJAX).
+MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "ui", "a11y")
 STAMP = ".package-lock.sha256"
 
 
@@ -73,7 +79,29 @@ def copy_assets(npm_dir: Path, dest: Path) -> list[Path]:
         licence = npm_dir / "node_modules" / package / "LICENSE"
         if licence.is_file():
             copied.append(Path(shutil.copy2(licence, target / f"LICENSE.{package.replace('/', '_')}")))
+    copied += copy_mathjax(npm_dir, dest)
     return copied
+
+
+def copy_mathjax(npm_dir: Path, dest: Path) -> list[Path]:
+    """Copy MathJax's ``tex-mml-chtml.js`` and the folders it loads lazily into ``dest/mathjax/``."""
+    source = npm_dir / MATHJAX
+    target = dest / "mathjax"
+    if target.exists():
+        shutil.rmtree(target)
+    for part in MATHJAX_PARTS:
+        path = source / part
+        if path.is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / part)
+        elif path.is_dir():
+            shutil.copytree(path, target / part)
+        else:
+            raise FileNotFoundError(f"{path} missing: the pinned npm packages did not install it")
+    licence = npm_dir / "node_modules" / "mathjax" / "LICENSE"
+    if licence.is_file():
+        shutil.copy2(licence, target / "LICENSE")
+    return [p for p in target.rglob("*") if p.is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vendor_widgets: {exc}", file=sys.stderr)
         return 1
     size = sum(p.stat().st_size for p in copied) / 2**20
-    print(f"vendor_widgets: {len(copied)} files ({size:.1f} MiB) in {args.dest / 'widgets'}")
+    print(f"vendor_widgets: {len(copied)} files ({size:.1f} MiB) in {args.dest}/widgets and {args.dest}/mathjax")
     return 0
 
 
