@@ -1,0 +1,306 @@
+"""Tests of skdlib.experiments: the plan, the runs it makes, reuse/resume decisions, the smoke pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import skdlib.experiments as ex
+from skdlib.train.config import config_hash, load_config, save_config
+from skdlib.train.runfolder import load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The experiment table of the pipeline's contract: name -> (groups, label).
+TABLE = {
+    "baseline": (("ablation",), "baseline"),
+    "pi": (("ablation", "variants"), "+PI"),
+    "pi_pa": (("ablation", "variants"), "+PI+PA"),
+    "pi_pa_ho": (("ablation",), "+PI+PA+HO"),
+    "pi_mimic": (("variants",), "+PI+MIMIC"),
+    "pi_at": (("variants",), "+PI+AT"),
+    "pi_local": (("variants",), "+PI+local PA"),
+    "pi_pa_node1": (("variants",), "+PI+PA (1x1 nodes)"),
+    "pi_pa_maxhalf": (("variants",), "+PI+PA (authors' max, half-map nodes)"),
+    "official_pi": (("official",), "+PI (authors' code)"),
+    "official_pi_pa": (("official",), "+PI+PA (authors' code)"),
+    "official_pi_pa_ho": (("official",), "+PI+PA+HO (authors' code)"),
+}
+SWITCHES = ("pixelwise", "pairwise", "holistic", "mimic", "attention", "local_pairwise")
+# Which switches each experiment turns on.
+TERMS = {
+    "baseline": set(),
+    "pi": {"pixelwise"},
+    "pi_pa": {"pixelwise", "pairwise"},
+    "pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
+    "pi_mimic": {"pixelwise", "mimic"},
+    "pi_at": {"pixelwise", "attention"},
+    "pi_local": {"pixelwise", "local_pairwise"},
+    "pi_pa_node1": {"pixelwise", "pairwise"},
+    "pi_pa_maxhalf": {"pixelwise", "pairwise"},
+    "official_pi": {"pixelwise"},
+    "official_pi_pa": {"pixelwise", "pairwise"},
+    "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------------
+def test_plan_has_the_contracts_profiles_and_experiments() -> None:
+    plan = ex.load_plan()
+    assert set(plan.profiles) == {"quick", "smoke", "paper"}
+    assert plan.profile("quick").seeds == (0, 1, 2) == plan.profile("paper").seeds
+    assert plan.profile("smoke").seeds == (0,)
+    assert [e.name for e in plan.experiments] == list(TABLE)
+    for exp in plan.experiments:
+        assert (exp.groups, exp.label) == TABLE[exp.name]
+        assert exp.description
+
+
+@pytest.mark.parametrize("profile", ["quick", "smoke", "paper"])
+def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> None:
+    plan = ex.load_plan()
+    runs = ex.build_runs(plan, profile, runs_root=tmp_path)
+    seeds = plan.profile(profile).seeds
+    assert len(runs) == 1 + len(TABLE) * len(seeds)
+    teacher, students = runs[0], runs[1:]
+    assert teacher.key == "teacher" and teacher.run_dir == tmp_path / profile / "teacher"
+    assert not teacher.config.distill.enabled and teacher.config.model.teacher is None
+    checkpoint = str(teacher.run_dir / "checkpoints" / "final.pt")
+    for spec in students:
+        cfg = spec.config
+        assert spec.key == f"{spec.experiment}/seed{spec.seed}"
+        assert spec.run_dir == tmp_path / profile / spec.experiment / f"seed{spec.seed}"
+        assert cfg.model.teacher_checkpoint == checkpoint
+        assert cfg.train.seed == spec.seed
+        # The teacher run trains the architecture the students load as their teacher.
+        assert cfg.model.teacher == teacher.config.model.student
+        assert dict(cfg.model.teacher_options) == dict(teacher.config.model.student_options)
+        assert {s for s in SWITCHES if getattr(cfg.distill, s)} == TERMS[spec.experiment], spec.key
+        # Every path the notebook gets is absolute (it runs with the repository root as cwd).
+        assert Path(cfg.data.root).is_absolute() and spec.config_path.is_absolute()
+    assert len({s.hash for s in students}) == len(students)  # no two runs share a config
+
+
+def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
+    runs = {s.key: s.config for s in ex.build_runs(ex.load_plan(), "quick", runs_root=tmp_path)}
+    base = load_config(REPO / "configs" / "quick.yaml")
+    assert runs["pi_pa/seed0"].distill.node_size == base.distill.node_size == 2
+    assert runs["pi_pa_node1/seed0"].distill.node_size == 1
+    maxhalf = runs["pi_pa_maxhalf/seed0"].distill
+    assert (maxhalf.pool, maxhalf.node_size, maxhalf.node_fraction) == ("max", 1, 0.5)
+    official = load_config(REPO / "configs" / "official_code.yaml").distill
+    for key in ("official_pi", "official_pi_pa", "official_pi_pa_ho"):
+        cfg = runs[f"{key}/seed1"]
+        d = cfg.distill
+        assert (d.lambda_pa, d.pool, d.node_size, d.node_fraction) == (0.5, "max", 1, 0.5)
+        assert (d.disc_use_image, d.disc_input, d.disc_input_batchnorm, d.disc_loss_scale) == (
+            official.disc_use_image, official.disc_input, official.disc_input_batchnorm, official.disc_loss_scale)
+        assert cfg.data.scale_range == (0.7, 2.1)
+        # What the quick size cannot change stays the profile's.
+        assert cfg.data.crop_size == base.data.crop_size and cfg.distill.disc_widths == base.distill.disc_widths
+    assert runs["pi_pa_ho/seed0"].distill.lambda_pa == 10.0  # the paper's weight outside the official group
+
+
+def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
+    runs = ex.build_runs(ex.load_plan(), "paper", runs_root=tmp_path,
+                         sets=["data.name=camvid", f"data.root={tmp_path / 'camvid'}"], only=["pi"])
+    assert [s.key for s in runs] == ["teacher", "pi/seed0", "pi/seed1", "pi/seed2"]
+    assert {(s.config.data.name, s.config.data.root) for s in runs} == {("camvid", str(tmp_path / "camvid"))}
+
+
+def _write_plan(tmp_path: Path, mutate) -> Path:
+    data = yaml.safe_load(ex.DEFAULT_PLAN.read_text())
+    mutate(data)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["profiles"]["quick"].update(seed=[0]), r"profiles.quick: unknown key\(s\) \['seed'\]"),
+        (lambda d: d["experiments"][0].update(label=""), r"experiments\[0\].label: expected a non-empty string"),
+        (lambda d: d["experiments"][1].update(name="pi pa"), r"experiments\[1\].name: expected a folder-safe name"),
+        (lambda d: d["experiments"][1].update(name="baseline"), r"duplicate experiment name 'baseline'"),
+        (lambda d: d["experiments"][1].update(name="teacher"), r"'teacher' is the teacher's run folder"),
+        (lambda d: d["experiments"][2].update(overrides=["distill.holistic"]), r"must look like key=value"),
+        (lambda d: d["experiments"][9].update(settings=["oficial"]), r"unknown setting 'oficial'"),
+        (lambda d: d["profiles"]["quick"].update(seeds=[0, 0]), r"seeds: expected a non-empty list of distinct"),
+        (lambda d: d.update(extra=1), r"unknown key\(s\) \['extra'\]"),
+        (lambda d: d["experiments"][3].pop("groups"), r"experiments\[3\]: missing key\(s\) \['groups'\]"),
+    ],
+)
+def test_bad_plans_fail_clearly(tmp_path: Path, mutate, message: str) -> None:
+    with pytest.raises(ex.PlanError, match=message):
+        ex.load_plan(_write_plan(tmp_path, mutate))
+
+
+def test_bad_requests_fail_before_anything_runs(tmp_path: Path) -> None:
+    plan = ex.load_plan()
+    with pytest.raises(ex.PlanError, match=r"unknown profile 'quik'.*quick, smoke, paper"):
+        ex.build_runs(plan, "quik", runs_root=tmp_path)
+    with pytest.raises(ex.PlanError, match=r"--only: unknown experiment\(s\) \['pi_ho'\]"):
+        ex.build_runs(plan, "quick", runs_root=tmp_path, only=["pi_ho"])
+    # A typo in an override names the run and the key, in seconds (no teacher trained first).
+    with pytest.raises(ex.PlanError, match=r"run 'teacher'.*unknown key 'train.max_iter'.*did you mean"):
+        ex.build_runs(plan, "quick", runs_root=tmp_path, sets=["train.max_iter=5"])
+    bad = _write_plan(tmp_path, lambda d: d["experiments"][4].update(overrides=["distill.mimic=yes please"]))
+    with pytest.raises(ex.PlanError, match=r"run 'pi_mimic/seed0'.*distill.mimic: expected bool"):
+        ex.build_runs(ex.load_plan(bad), "quick", runs_root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="plan file not found"):
+        ex.load_plan(tmp_path / "missing.yaml")
+    assert ex.main(["run", "--profile", "quick", "--runs-root", str(tmp_path), "--set", "train.max_iter=5"]) == 2
+    assert not (tmp_path / "quick").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Reuse / retrain / resume decisions (files written by hand, nothing trained)
+# --------------------------------------------------------------------------------------------------
+def test_run_action_follows_the_folder(tmp_path: Path) -> None:
+    spec = ex.build_runs(ex.load_plan(), "smoke", runs_root=tmp_path, only=["pi"])[1]
+    folder = spec.run_dir
+    assert ex.run_action(spec) == ("train", "new run")
+    folder.mkdir(parents=True)
+    save_config(spec.config, folder / "config.yaml")
+    assert ex.run_action(spec)[0] == "resume"  # started, no checkpoint yet: the loop starts it again
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.pt").write_bytes(b"")
+    assert ex.run_action(spec) == ("resume", "interrupted run: resuming from checkpoints/last.pt")
+    summary = {"finished": True, "config_hash": spec.hash}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert ex.run_action(spec)[0] == "reuse"
+    assert ex.run_action(spec, force=True) == ("retrain", "--force")
+    (folder / "summary.json").write_text(json.dumps({**summary, "config_hash": "0" * 16}))
+    action, why = ex.run_action(spec)
+    assert action == "retrain" and spec.hash in why
+    # A partial run of another configuration is started over, not resumed.
+    (folder / "summary.json").unlink()
+    other = load_config(spec.config_path, [*spec.overrides, "train.lr=0.02"])
+    save_config(other, folder / "config.yaml")
+    action, why = ex.run_action(spec)
+    assert action == "retrain" and config_hash(other) in why
+
+
+def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypatch) -> None:
+    calls: list[dict] = []
+
+    def fake(notebook, payload):
+        calls.append(payload)
+        Path(payload["run_dir"]).mkdir(parents=True, exist_ok=True)
+        name = Path(payload["run_dir"]).parent.name
+        if name == "pi":
+            return {"status": "failed", "error": "RuntimeError: boom", "elapsed_s": 1.0}
+        return {"status": "finished", "error": None, "elapsed_s": 1.0}
+
+    monkeypatch.setattr(ex, "execute_run", fake)
+    monkeypatch.setattr(ex, "_ensure_data", lambda cfg: 8)
+    args = ["run", "--profile", "smoke", "--runs-root", str(tmp_path), "--only", "baseline", "pi", "pi_pa",
+            "--jobs", "1"]
+    assert ex.main(args) == 1
+    assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
+        "teacher", "baseline/seed0", "pi/seed0", "pi_pa/seed0"]
+    assert calls[0]["threads"] == (os.cpu_count() or 1) and not calls[0]["resume"] and not calls[0]["force"]
+    index = json.loads((tmp_path / "smoke" / "index.json").read_text())
+    status = {e["name"]: e["runs"][0] for e in index["experiments"]}
+    assert [e["name"] for e in index["experiments"]] == ["baseline", "pi", "pi_pa"]
+    assert status["pi"]["status"] == "failed" and status["pi"]["error"] == "RuntimeError: boom"
+    assert status["baseline"]["status"] == status["pi_pa"]["status"] == "finished"
+
+    # A failed teacher: no student starts, every one is recorded as failed.
+    calls.clear()
+    monkeypatch.setattr(ex, "execute_run", lambda nb, p: calls.append(p) or {
+        "status": "failed", "error": "FileNotFoundError: x", "elapsed_s": 0.5})
+    assert ex.main([*args, "--force"]) == 1
+    assert len(calls) == 1
+    index = json.loads((tmp_path / "smoke" / "index.json").read_text())
+    assert index["teacher"]["status"] == "failed"
+    assert {r["error"] for e in index["experiments"] for r in e["runs"]} == {"the teacher run failed"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The smoke profile end to end (real papermill executions of book/training.md)
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("pipeline")
+    sets = [f"data.root={root / 'data'}"]
+    result = ex.run_pipeline("smoke", runs_root=root / "runs", only=["pi_pa_ho"], jobs=1, sets=sets)
+    return {"root": root / "runs" / "smoke", "sets": sets, "runs_root": root / "runs", "result": result}
+
+
+def _injected_parameters(notebook: Path) -> str:
+    cells = json.loads(notebook.read_text())["cells"]
+    return "".join("".join(c["source"]) for c in cells if "injected-parameters" in c["metadata"].get("tags", []))
+
+
+def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
+    root = smoke["root"]
+    assert smoke["result"]["failed"] == []
+    index = json.loads((root / "index.json").read_text())
+    assert index["profile"] == "smoke" and index["num_classes"] == 8
+    assert index["data"]["name"] == "embedded"
+    assert index["teacher"]["run_dir"] == "teacher" and index["teacher"]["status"] == "finished"
+    assert index["teacher"]["config"] == "configs/teacher_smoke.yaml"
+    (entry,) = index["experiments"]
+    assert (entry["name"], entry["groups"], entry["label"]) == ("pi_pa_ho", ["ablation"], "+PI+PA+HO")
+    assert entry["config"] == "configs/smoke.yaml"
+    (run,) = entry["runs"]
+    assert (run["seed"], run["run_dir"], run["status"]) == (0, "pi_pa_ho/seed0", "finished")
+    specs = {s.key: s for s in ex.build_runs(ex.load_plan(), "smoke", runs_root=smoke["runs_root"],
+                                             sets=smoke["sets"], only=["pi_pa_ho"])}
+    for key in ("teacher", "pi_pa_ho/seed0"):
+        folder = root / key
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["finished"] and summary["config_hash"] == specs[key].hash
+        injected = _injected_parameters(folder / "notebook.ipynb")
+        assert f'RUN_DIR = "{folder}"' in injected and 'MODE = "train"' in injected
+    assert run["config_hash"] == specs["pi_pa_ho/seed0"].hash
+    student = load_checkpoint(root / "pi_pa_ho" / "seed0" / "checkpoints" / "last.pt")
+    assert student["critic"] is not None  # the holistic term's critic is kept for Fig. 3
+    # The student was distilled from the teacher run's weights.
+    assert specs["pi_pa_ho/seed0"].config.model.teacher_checkpoint == str(root / "teacher" / "checkpoints" / "final.pt")
+
+
+def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
+    root = smoke["root"]
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"}
+
+    def refuse(notebook, payload):
+        raise AssertionError(f"no run should execute, got {payload['run_dir']}")
+
+    monkeypatch.setattr(ex, "execute_run", refuse)
+    result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"])
+    assert result["failed"] == [] and set(result["actions"].values()) == {"reuse"}
+    after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"}
+    assert after == before
+
+
+def test_interrupted_run_is_resumed(smoke) -> None:
+    """Rewind a finished run to its state after iteration 1 (as if killed there): the pipeline resumes it."""
+    folder = smoke["root"] / "pi_pa_ho" / "seed0"
+    state = load_checkpoint(folder / "checkpoints" / "last.pt")
+    state["iteration"] = 1
+    save_checkpoint(folder / "checkpoints" / "last.pt", state)
+    (folder / "summary.json").unlink()
+    (folder / "checkpoints" / "final.pt").unlink()
+    first_record = (folder / "metrics.jsonl").read_text().splitlines()[0]
+    assert json.loads(first_record)["iter"] == 1
+
+    result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"])
+    assert result["actions"] == {"teacher": "reuse", "pi_pa_ho/seed0": "resume"} and result["failed"] == []
+    assert "RESUME = True" in _injected_parameters(folder / "notebook.ipynb")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["finished"] and (folder / "checkpoints" / "final.pt").is_file()
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    train_iters = [r["iter"] for r in records if r.get("split") != "val"]
+    assert train_iters == [1, 2, 3]  # iteration 1 kept, 2 and 3 trained again, nothing twice
+    assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_record
+    assert torch.load(folder / "checkpoints" / "final.pt", weights_only=True)
