@@ -23,7 +23,8 @@ from skdlib.train.config import (
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
+# configs/experiments.yaml is the pipeline's plan (skdlib.experiments), not a preset.
+PRESETS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.stem != "experiments")
 EXPECTED_PRESETS = {"paper", "official_code", "quick", "smoke", "teacher_quick", "teacher_paper"}
 
 
