@@ -437,21 +437,37 @@ DEMO_EXPERIMENTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, reuse: bool) -> dict[str, Any]:
+    """Train one demo run, or keep a finished one whose config hashes the same (``reuse``)."""
+    from skdlib.train.config import config_hash, load_config
+    from skdlib.train.loop import train
+
+    cfg = load_config(preset, overrides)
+    summary = load_summary(run_dir)
+    if reuse and summary is not None and summary.get("finished") is True and (
+            summary.get("config_hash") == config_hash(cfg)) and (run_dir / "checkpoints" / "final.pt").is_file():
+        return summary
+    return train(cfg, run_dir, force=True, progress=False)
+
+
 def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequence[int] = (0,), iters: int = 1,
-                   repo: PathLike | None = None, num_train: int = 4, num_val: int = 2) -> Path:
+                   repo: PathLike | None = None, num_train: int = 4, num_val: int = 2, reuse: bool = False) -> Path:
     """Train a tiny runs tree under ``root`` in the pipeline's layout and return ``root``.
 
     A generated 128x128 embedded data set (``num_train`` / ``num_val`` images), a teacher run and
     one run per listed experiment and seed, each ``iters`` iterations of ``configs/smoke.yaml``
     (student width 0.25, teacher width 0.5 as in the quick profile), and an ``index.json`` in the
-    contract's format (profile ``demo``). Meant for smoke checks and tests: about a second per run
-    on a CPU; the numbers mean nothing. Existing run folders are trained again from scratch.
+    contract's format (profile ``demo``) listing exactly the requested experiments. Meant for smoke
+    checks and tests: about a second per run on a CPU; the numbers mean nothing.
+
+    Existing run folders are trained again from scratch, unless ``reuse`` is set and the folder
+    holds a finished run of the same config (same config hash). Callers sharing ``root`` across
+    processes should hold a lock (see :func:`open_profile`).
 
     Raises:
         ValueError: an unknown experiment name (see :data:`DEMO_EXPERIMENTS`) or ``iters < 1``.
     """
     from skdlib.data.generate import ensure_embedded
-    from skdlib.train.loop import train
     from skdlib.train.runfolder import atomic_write_json
 
     names = list(experiments)
@@ -470,9 +486,7 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
     ]
     teacher_overrides = ["model.student_options.width=0.5", "model.teacher=null", "model.teacher_checkpoint=null",
                          *_OFF]
-    from skdlib.train.config import load_config
-
-    train(load_config(preset, [*common, *teacher_overrides]), root / "teacher", force=True, progress=False)
+    _demo_run(preset, [*common, *teacher_overrides], root / "teacher", reuse=reuse)
     teacher_ckpt = root / "teacher" / "checkpoints" / "final.pt"
     entries = []
     for name in names:
@@ -481,7 +495,7 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
         for seed in seeds:
             overrides = [*spec["overrides"], f"model.teacher_checkpoint={teacher_ckpt}", f"train.seed={seed}"]
             run_dir = f"{name}/seed{seed}"
-            summary = train(load_config(preset, [*common, *overrides]), root / run_dir, force=True, progress=False)
+            summary = _demo_run(preset, [*common, *overrides], root / run_dir, reuse=reuse)
             runs.append({"seed": seed, "run_dir": run_dir, "config_hash": summary.get("config_hash"),
                          "status": FINISHED})
         entries.append({"name": name, "groups": list(spec["groups"]), "label": spec["label"],
@@ -497,6 +511,18 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
     return root
 
 
+def _source_digest() -> str:
+    """A short hash of the ``skdlib`` sources: a cached demo tree is reused only by the same code."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, demo_experiments: Sequence[str],
                  demo_dir: PathLike | None = None) -> tuple[Path, dict[str, Any], str]:
     """The runs tree a chapter reads: ``(profile_dir, index, note)``.
@@ -504,10 +530,14 @@ def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, d
     * normal mode: ``<repo>/<runs_root>/<profile>`` when its ``index.json`` exists;
     * smoke mode (``smoke=True``): ``<repo>/<runs_root>/smoke`` when its ``index.json`` exists;
     * otherwise a demo tree of ``demo_experiments`` (one seed, one iteration, :func:`make_demo_runs`)
-      in ``demo_dir`` (a new temporary folder when ``None``).
+      in ``demo_dir``. When ``demo_dir`` is ``None`` the tree is cached in the temporary folder
+      under a name that hashes the ``skdlib`` sources, so chapters checked one after the other
+      share the runs they have in common (finished runs with the same config are reused; an
+      exclusive file lock serialises processes building it at the same time).
 
     ``note`` is one Markdown sentence saying which tree was read (for the chapter to display).
     """
+    import fcntl
     import tempfile
 
     repo = Path(repo)
@@ -516,11 +546,20 @@ def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, d
     if (profile_dir / "index.json").is_file():
         index = load_index(profile_dir)
         return profile_dir, index, f"Runs read from `{runs_root}/{wanted}/` (profile `{index['profile']}`)."
-    folder = Path(demo_dir) if demo_dir is not None else Path(tempfile.mkdtemp(prefix="skd-demo-runs-"))
-    logger.warning("no index.json in %s: building a one-iteration demo tree in %s", profile_dir, folder)
-    make_demo_runs(folder, demo_experiments, iters=1, repo=repo)
+    folder = Path(demo_dir) if demo_dir is not None else (
+        Path(tempfile.gettempdir()) / f"skd-demo-runs-{os.getuid()}-{_source_digest()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    logger.warning("no index.json in %s: using a one-iteration demo tree in %s", profile_dir, folder)
+    # The index lists this caller's experiments; it is read under the lock, before another caller rewrites it.
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            make_demo_runs(folder, demo_experiments, iters=1, repo=repo, reuse=True)
+            index = load_index(folder)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     note = (f"**No runs found under `{runs_root}/{wanted}/`**: everything below comes from a demo tree "
             "(one seed, one training iteration per run, four 128x128 training images) built on the spot. "
             "Its numbers only show that the chapter's code runs; they say nothing about the method. "
             f"Run `make experiments PROFILE={profile}` for real results.")
-    return folder, load_index(folder), note
+    return folder, index, note
