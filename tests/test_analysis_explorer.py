@@ -51,18 +51,20 @@ def _tiny(data: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs_tree(tmp_path_factory) -> Path:
-    """``runs/smoke/`` with a teacher, ``pi_pa/seed0`` and ``pi_pa_ho/seed0``, one iteration each."""
+    """``runs/smoke/`` with a teacher, ``pi_pa/seed0`` and ``pi_pa_ho/seed0``, one iteration each.
+
+    The teacher's folder is not the default ``teacher``: only ``index.json`` says where it is."""
     base = tmp_path_factory.mktemp("explorer")
     data = ensure_embedded(base / "data", height=128, width=128, num_train=4, num_val=2)
     root = base / "runs" / "smoke"
     teacher_cfg = load_config(CONFIGS / "teacher_quick.yaml", _tiny(data))
-    train(teacher_cfg, root / "teacher", progress=False)
-    checkpoint = root / "teacher" / "checkpoints" / "final.pt"
+    train(teacher_cfg, root / "teacher_run", progress=False)
+    checkpoint = root / "teacher_run" / "checkpoints" / "final.pt"
     common = ("model.teacher_options.width=0.5", f"model.teacher_checkpoint={checkpoint}")
     train(load_config(CONFIGS / "smoke.yaml", _tiny(data, *common, "distill.holistic=false")),
           root / "pi_pa" / "seed0", progress=False)
     train(load_config(CONFIGS / "smoke.yaml", _tiny(data, *common)), root / "pi_pa_ho" / "seed0", progress=False)
-    (root / "index.json").write_text(json.dumps({"profile": "smoke", "teacher": {"run_dir": "teacher"}}))
+    (root / "index.json").write_text(json.dumps({"profile": "smoke", "teacher": {"run_dir": "teacher_run"}}))
     return root
 
 
@@ -101,7 +103,7 @@ def test_loads_the_runs_tree(loaded: ExplorerModels, runs_tree: Path):
     final = torch.load(runs_tree / "pi_pa" / "seed0" / "checkpoints" / "final.pt", weights_only=True)
     state = loaded.students[WITHOUT_HO].state_dict()
     assert all(torch.equal(state[k], final[k]) for k in final)
-    teacher_final = torch.load(runs_tree / "teacher" / "checkpoints" / "final.pt", weights_only=True)
+    teacher_final = torch.load(runs_tree / "teacher_run" / "checkpoints" / "final.pt", weights_only=True)
     assert all(torch.equal(loaded.teacher.state_dict()[k], v) for k, v in teacher_final.items())
     critic_state = torch.load(runs_tree / "pi_pa_ho" / "seed0" / "checkpoints" / "last.pt", weights_only=True)["critic"]
     assert all(torch.equal(loaded.critic.state_dict()[k], v) for k, v in critic_state.items())
@@ -218,6 +220,10 @@ def test_bad_queries_are_refused(random_models: ExplorerModels):
 def test_bad_runs_trees_are_refused(runs_tree: Path, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="runs_root"):
         load_explorer_models(tmp_path / "nothing")
+    # Without index.json the teacher is looked for in the default folder "teacher".
+    (tmp_path / "pi_pa").symlink_to(runs_tree / "pi_pa")
+    with pytest.raises(FileNotFoundError, match=r"teacher: no run folder.*teacher"):
+        load_explorer_models(tmp_path, students={WITHOUT_HO: "pi_pa/seed0"}, critic_run=None)
     with pytest.raises(FileNotFoundError, match=r"student w/ HO.*missing/seed0"):
         load_explorer_models(runs_tree, students={WITH_HO: "missing/seed0"})
     with pytest.raises(ValueError, match="no critic"):

@@ -186,7 +186,6 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
     predictions: dict[str, np.ndarray] = {}
     similarity: dict[str, np.ndarray] = {}
     grid: dict[str, tuple[int, int]] = {}
-    batch: torch.Tensor | None = None
     with torch.no_grad():
         for name, net in models.networks.items():
             device = _device_of(net)
