@@ -54,6 +54,7 @@ __all__ = [
     "RunSpec",
     "build_runs",
     "default_jobs",
+    "free_cores",
     "execute_run",
     "load_plan",
     "main",
@@ -398,6 +399,21 @@ def _short_error(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
+def free_cores() -> int:
+    """CPU cores not busy with other processes: the CPU count minus the 1-minute load average (>= 1).
+
+    Measured on the shared 2-core machine: a 2-thread run sharing the cores with other busy
+    processes took 2-6 s per teacher iteration, a 1-thread run 0.6 s (idle: 0.36 s with 2 threads),
+    so a run never asks for more threads than there are free cores.
+    """
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cpus
+    return max(1, min(cpus, cpus - int(round(load))))
+
+
 def default_jobs() -> int:
     """Concurrent student runs: one per CPU core (each with one thread), measured faster than one
     process using every core on the 2-core machine (see ``book/training.md``)."""
@@ -486,11 +502,13 @@ def _fmt(seconds: float) -> str:
 def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", force: bool = False,
                  only: Sequence[str] | None = None, jobs: int | None = None, threads: int | None = None,
                  sets: Sequence[str] = (), plan_path: str | os.PathLike[str] = DEFAULT_PLAN,
-                 notebook: str | os.PathLike[str] = TRAINING_NOTEBOOK, progress: bool = False) -> dict[str, Any]:
+                 notebook: str | os.PathLike[str] = TRAINING_NOTEBOOK, progress: bool = False,
+                 teacher_threads: int | None = None) -> dict[str, Any]:
     """Run every run of ``profile`` (see the module docstring) and return ``{"index", "failed", "actions"}``.
 
     ``jobs``: student runs at a time (default :func:`default_jobs`); ``threads``: torch threads of each
-    student run (default: the CPU count divided by ``jobs``); the teacher runs alone with every core.
+    student run (default: the CPU count divided by ``jobs``); the teacher runs alone, with
+    ``teacher_threads`` (default: :func:`free_cores` when it starts).
     """
     plan = load_plan(plan_path)
     prof = plan.profile(profile)
@@ -502,6 +520,8 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
     threads = max(1, cpus // jobs) if threads is None else threads
     if threads < 1:
         raise PlanError(f"--threads: must be >= 1, got {threads}")
+    if teacher_threads is not None and teacher_threads < 1:
+        raise PlanError(f"--teacher-threads: must be >= 1, got {teacher_threads}")
     logger.info("profile %s: %d runs (teacher + %d student runs), plan %s, %d job(s) x %d thread(s)",
                 profile, len(runs), len(runs) - 1, plan.source, jobs, threads)
     t0 = time.perf_counter()
@@ -552,7 +572,7 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
 
         if todo and todo[0].key == TEACHER_DIR:
             teacher = todo.pop(0)
-            finish(teacher, execute_run(ipynb, payload(teacher, cpus)))
+            finish(teacher, execute_run(ipynb, payload(teacher, teacher_threads or free_cores())))
             if states[TEACHER_DIR]["status"] == "failed":
                 logger.error("the teacher failed: the student runs need its final.pt and are not started")
                 for spec in todo:
@@ -607,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            help=f"student runs at a time, each its own process (default: {default_jobs()})")
             p.add_argument("--threads", type=int, default=None, help="torch threads per student run "
                            "(default: CPU count / jobs)")
+            p.add_argument("--teacher-threads", type=int, default=None,
+                           help="torch threads of the teacher run (default: the cores not busy when it starts)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s")
@@ -617,7 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(f"{key:32s} {action:8s} {why}\n")
             return 0
         result = run_pipeline(args.profile, runs_root=args.runs_root, force=args.force, only=args.only,
-                              jobs=args.jobs, threads=args.threads, sets=args.sets, plan_path=args.plan)
+                              jobs=args.jobs, threads=args.threads, sets=args.sets, plan_path=args.plan,
+                              teacher_threads=args.teacher_threads)
     except (PlanError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 2

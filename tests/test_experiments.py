@@ -207,7 +207,8 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     assert ex.main(args) == 1
     assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
         "teacher", "baseline/seed0", "pi/seed0", "pi_pa/seed0"]
-    assert calls[0]["threads"] == (os.cpu_count() or 1) and not calls[0]["resume"] and not calls[0]["force"]
+    assert 1 <= calls[0]["threads"] <= (os.cpu_count() or 1) and not calls[0]["resume"] and not calls[0]["force"]
+    assert {c["threads"] for c in calls[1:]} == {max(1, (os.cpu_count() or 1) // 1)}
     index = json.loads((tmp_path / "smoke" / "index.json").read_text())
     status = {e["name"]: e["runs"][0] for e in index["experiments"]}
     assert [e["name"] for e in index["experiments"]] == ["baseline", "pi", "pi_pa"]
