@@ -445,7 +445,7 @@ def _write_index(path: Path, plan: Plan, profile: Profile, runs: Sequence[RunSpe
     cfg = teacher.config
     index: dict[str, Any] = {
         "profile": profile.name,
-        "data": {"name": cfg.data.name, "root": cfg.data.root},
+        "data": {"name": cfg.data.name, "root": _display(Path(cfg.data.root))},
         "num_classes": num_classes if num_classes is not None else previous.get("num_classes"),
         "teacher": {"config": _display(teacher.config_path), "overrides": list(profile.overrides),
                     **_run_entry(teacher, states[teacher.key])},
