@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 
 from skdlib.analysis.runs import (
-    DEMO_EXPERIMENTS,
     collect_runs,
+    contrast,
     curve_summary,
+    demo_experiments,
     experiment_table,
     find_repo_root,
     load_index,
     load_metrics,
+    make_demo_runs,
     noise_comparison,
     run_status,
     teacher_summary,
@@ -224,10 +226,30 @@ def test_noise_comparison_refusals(tree):
     assert out["verdict"].str.startswith("not testable").all()
 
 
-def test_demo_experiments_follow_the_contract():
-    assert list(DEMO_EXPERIMENTS) == [
-        "baseline", "pi", "pi_pa", "pi_pa_ho", "pi_mimic", "pi_at", "pi_local", "pi_pa_node1", "pi_pa_maxhalf",
-        "official_pi", "official_pi_pa", "official_pi_pa_ho"]
-    groups = {g for spec in DEMO_EXPERIMENTS.values() for g in spec["groups"]}
-    assert groups == {"ablation", "variants", "official"}
-    assert "distill.disc_input=logits" in DEMO_EXPERIMENTS["official_pi_pa_ho"]["overrides"]
+def test_demo_experiments_come_from_the_plan(tmp_path):
+    specs = demo_experiments()
+    assert list(specs)[:4] == ["baseline", "pi", "pi_pa", "pi_pa_ho"]
+    assert specs["pi"]["groups"] == ["ablation", "variants"] and specs["pi_pa_ho"]["label"] == "+PI+PA+HO"
+    assert "distill.disc_input=logits" in specs["official_pi_pa_ho"]["overrides"]  # settings expanded
+    with pytest.raises(ValueError, match="unknown names"):
+        make_demo_runs(tmp_path, ["pi", "no_such_experiment"])
+    with pytest.raises(ValueError, match="iters"):
+        make_demo_runs(tmp_path, ["pi"], iters=0)
+
+
+def test_contrast_by_hand_and_parity_with_welch():
+    table = pd.DataFrame(
+        {"miou_mean": [0.5, 0.6, 0.52, 0.70, 0.9], "miou_std": [0.1, 0.1, 0.05, 0.05, math.nan],
+         "n_finished": [3, 3, 2, 2, 1]}, index=["a0", "a1", "b0", "b1", "lone"])
+    # (a1 - a0) - (b1 - b0) = 0.1 - 0.18 = -0.08; se^2 = 2 * 0.01 / 3 + 2 * 0.0025 / 2.
+    out = contrast(table, ["a1", "b0"], ["a0", "b1"])
+    assert out["value"] == pytest.approx(-0.08)
+    assert out["se"] == pytest.approx(math.sqrt(0.02 / 3 + 0.0025))
+    assert out["t"] == pytest.approx(-0.08 / math.sqrt(0.02 / 3 + 0.0025)) and not out["exceeds"]
+    single = contrast(table, ["a1"], ["a0"])
+    assert single["t"] == pytest.approx(welch_t(0.6, 0.1, 3, 0.5, 0.1, 3)[0])
+    assert contrast(table, ["lone"], ["a0"])["verdict"].startswith("not testable")
+    with pytest.raises(ValueError, match="not in the table"):
+        contrast(table, ["zz"], ["a0"])
+    with pytest.raises(ValueError, match="plus and minus"):
+        contrast(table, [], ["a0"])

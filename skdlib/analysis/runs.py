@@ -36,12 +36,13 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "DEMO_EXPERIMENTS",
     "FINISHED",
     "FAILED",
     "UNFINISHED",
     "collect_runs",
+    "contrast",
     "curve_summary",
+    "demo_experiments",
     "experiment_table",
     "find_repo_root",
     "load_index",
@@ -400,41 +401,61 @@ def noise_comparison(table: pd.DataFrame, reference: str, *, metric: str = "miou
     return pd.DataFrame(rows, columns=columns).set_index("experiment")
 
 
+def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, metric: str = "miou",
+             threshold: float = 2.0) -> dict[str, Any]:
+    """A contrast of seed means, ``sum(mean[plus]) - sum(mean[minus])``, against the seed noise.
+
+    For "how much more does a term add under preset A than under preset B":
+    ``plus=[A_with, B_without]`` and ``minus=[A_without, B_with]``. The experiments' seeds are independent, so the standard error
+    is ``sqrt(sum over all listed of s^2 / n)``; ``t = value / se``; ``exceeds`` when
+    ``|t| > threshold``. With a single experiment on each side this is :func:`welch_t`'s ``t``.
+
+    Returns:
+        ``{"value", "se", "t", "exceeds", "verdict"}`` (verdict as in :func:`noise_comparison`;
+        "not testable: ..." when a listed experiment has fewer than two finished seeds).
+
+    Raises:
+        ValueError: an experiment not in the table, an empty side, a missing column.
+    """
+    names = [*plus, *minus]
+    if not plus or not minus:
+        raise ValueError(f"plus and minus must both name experiments, got {list(plus)} and {list(minus)}")
+    lacking = [n for n in names if n not in table.index]
+    if lacking:
+        raise ValueError(f"plus/minus: {lacking} not in the table ({list(table.index)})")
+    for column in (f"{metric}_mean", f"{metric}_std", "n_finished"):
+        if column not in table.columns:
+            raise ValueError(f"table: lacks the column {column!r}")
+    value = sum(float(table.loc[n, f"{metric}_mean"]) for n in plus) - sum(
+        float(table.loc[n, f"{metric}_mean"]) for n in minus)
+    few = [n for n in names if int(table.loc[n, "n_finished"]) < 2]
+    if few:
+        return {"value": value, "se": math.nan, "t": math.nan, "exceeds": False,
+                "verdict": f"not testable: fewer than 2 finished seeds in {few}"}
+    se = math.sqrt(sum(float(table.loc[n, f"{metric}_std"]) ** 2 / int(table.loc[n, "n_finished"]) for n in names))
+    if se == 0:
+        t = math.copysign(math.inf, value) if value else math.nan
+    else:
+        t = value / se
+    exceeds = not math.isnan(t) and abs(t) > threshold
+    return {"value": value, "se": se, "t": t, "exceeds": exceeds,
+            "verdict": "larger than seed noise" if exceeds else "within seed noise"}
+
+
 # --------------------------------------------------------------------------------------------------
 # A tiny runs tree for smoke checks and tests
 # --------------------------------------------------------------------------------------------------
-#: The pipeline's experiments (names, groups, labels, distill overrides on the base preset) as the
-#: shared contract lists them; used only to build demo trees. The real tree's index is the source
-#: the chapters read.
-_OFFICIAL = (
-    "distill.lambda_pa=0.5", "distill.pool=max", "distill.node_size=1", "distill.node_fraction=0.5",
-    "distill.disc_use_image=false", "distill.disc_input=logits", "distill.disc_input_batchnorm=true",
-    "distill.disc_loss_scale=0.1", "data.scale_range=[0.7,2.1]",
-)
 _OFF = ("distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false")
-DEMO_EXPERIMENTS: dict[str, dict[str, Any]] = {
-    "baseline": {"groups": ["ablation"], "label": "baseline", "overrides": list(_OFF)},
-    "pi": {"groups": ["ablation", "variants"], "label": "+PI",
-           "overrides": ["distill.pairwise=false", "distill.holistic=false"]},
-    "pi_pa": {"groups": ["ablation", "variants"], "label": "+PI+PA", "overrides": ["distill.holistic=false"]},
-    "pi_pa_ho": {"groups": ["ablation"], "label": "+PI+PA+HO", "overrides": []},
-    "pi_mimic": {"groups": ["variants"], "label": "+PI+MIMIC",
-                 "overrides": ["distill.pairwise=false", "distill.holistic=false", "distill.mimic=true"]},
-    "pi_at": {"groups": ["variants"], "label": "+PI+AT",
-              "overrides": ["distill.pairwise=false", "distill.holistic=false", "distill.attention=true"]},
-    "pi_local": {"groups": ["variants"], "label": "+PI+local PA",
-                 "overrides": ["distill.pairwise=false", "distill.holistic=false", "distill.local_pairwise=true"]},
-    "pi_pa_node1": {"groups": ["variants"], "label": "+PI+PA (1x1 nodes)",
-                    "overrides": ["distill.holistic=false", "distill.node_size=1"]},
-    "pi_pa_maxhalf": {"groups": ["variants"], "label": "+PI+PA (authors' max, half-map nodes)",
-                      "overrides": ["distill.holistic=false", "distill.pool=max", "distill.node_size=1",
-                                    "distill.node_fraction=0.5"]},
-    "official_pi": {"groups": ["official"], "label": "+PI (authors' code)",
-                    "overrides": [*_OFFICIAL, "distill.pairwise=false", "distill.holistic=false"]},
-    "official_pi_pa": {"groups": ["official"], "label": "+PI+PA (authors' code)",
-                       "overrides": [*_OFFICIAL, "distill.holistic=false"]},
-    "official_pi_pa_ho": {"groups": ["official"], "label": "+PI+PA+HO (authors' code)", "overrides": list(_OFFICIAL)},
-}
+
+
+def demo_experiments(repo: PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """The pipeline's experiments ``{name: {groups, label, description, overrides}}`` from its plan
+    (``configs/experiments.yaml`` via :func:`skdlib.experiments.load_plan`, settings expanded)."""
+    from skdlib.experiments import load_plan
+
+    plan = load_plan(find_repo_root(repo if repo is not None else Path(__file__)) / "configs" / "experiments.yaml")
+    return {e.name: {"groups": list(e.groups), "label": e.label, "description": e.description,
+                     "overrides": list(e.overrides)} for e in plan.experiments}
 
 
 def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, reuse: bool) -> dict[str, Any]:
@@ -464,16 +485,20 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
     holds a finished run of the same config (same config hash). Callers sharing ``root`` across
     processes should hold a lock (see :func:`open_profile`).
 
+    The experiments' groups, labels and overrides come from the pipeline's plan
+    (:func:`demo_experiments`), applied after the smoke preset's sizes.
+
     Raises:
-        ValueError: an unknown experiment name (see :data:`DEMO_EXPERIMENTS`) or ``iters < 1``.
+        ValueError: an unknown experiment name (see :func:`demo_experiments`) or ``iters < 1``.
     """
     from skdlib.data.generate import ensure_embedded
     from skdlib.train.runfolder import atomic_write_json
 
     names = list(experiments)
-    unknown = [n for n in names if n not in DEMO_EXPERIMENTS]
+    known = demo_experiments(repo)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"experiments: unknown names {unknown}; known: {list(DEMO_EXPERIMENTS)}")
+        raise ValueError(f"experiments: unknown names {unknown}; known: {list(known)}")
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     root = Path(root)
@@ -483,6 +508,7 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
         "data.name=embedded", f"data.root={data}", "data.num_workers=0", "train.device=cpu",
         f"train.max_iters={iters}", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
         "model.student_options.width=0.25", "model.teacher_options.width=0.5",
+        "distill.node_size=2",  # as the pipeline's smoke profile: quick's 2x2 nodes (smoke.yaml keeps 1x1)
     ]
     teacher_overrides = ["model.student_options.width=0.5", "model.teacher=null", "model.teacher_checkpoint=null",
                          *_OFF]
@@ -490,7 +516,7 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
     teacher_ckpt = root / "teacher" / "checkpoints" / "final.pt"
     entries = []
     for name in names:
-        spec = DEMO_EXPERIMENTS[name]
+        spec = known[name]
         runs = []
         for seed in seeds:
             overrides = [*spec["overrides"], f"model.teacher_checkpoint={teacher_ckpt}", f"train.seed={seed}"]
@@ -499,7 +525,7 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
             runs.append({"seed": seed, "run_dir": run_dir, "config_hash": summary.get("config_hash"),
                          "status": FINISHED})
         entries.append({"name": name, "groups": list(spec["groups"]), "label": spec["label"],
-                        "description": f"demo run of {name}", "config": str(preset),
+                        "description": spec["description"], "config": str(preset),
                         "overrides": list(spec["overrides"]), "runs": runs})
     index = {
         "profile": "demo", "data": {"name": "embedded", "root": str(data)}, "num_classes": 8,
