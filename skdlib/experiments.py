@@ -583,17 +583,22 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
                 finish(spec, execute_run(ipynb, payload(spec, threads)))
         elif todo:
             context = multiprocessing.get_context("spawn")
+            queue = list(todo)
+            running: dict[concurrent.futures.Future[dict[str, Any]], RunSpec] = {}
             with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                futures = {}
-                for spec in todo:
-                    futures[pool.submit(execute_run, str(ipynb), payload(spec, threads))] = spec
-                for future in concurrent.futures.as_completed(futures):
-                    spec = futures[future]
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # a worker process died
-                        result = {"status": "failed", "error": _short_error(exc), "elapsed_s": 0.0}
-                    finish(spec, result)
+                while queue or running:
+                    # Submit only as many as run at once, so that "start" lines tell the truth.
+                    while queue and len(running) < jobs:
+                        spec = queue.pop(0)
+                        running[pool.submit(execute_run, str(ipynb), payload(spec, threads))] = spec
+                    ended, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in ended:
+                        spec = running.pop(future)
+                        try:
+                            result = future.result()
+                        except Exception as exc:  # a worker process died
+                            result = {"status": "failed", "error": _short_error(exc), "elapsed_s": 0.0}
+                        finish(spec, result)
 
     failed = [key for key, state in states.items() if state["status"] == "failed"]
     logger.info("profile %s: %d run(s) trained, %d reused, %d failed, in %s; index %s", profile, total,

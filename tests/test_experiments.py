@@ -233,7 +233,8 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
 def smoke(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
     sets = [f"data.root={root / 'data'}"]
-    result = ex.run_pipeline("smoke", runs_root=root / "runs", only=["pi_pa_ho"], jobs=1, sets=sets)
+    # Two student runs at a time (worker processes), as `make book` runs them on two cores.
+    result = ex.run_pipeline("smoke", runs_root=root / "runs", only=["baseline", "pi_pa_ho"], jobs=2, sets=sets)
     return {"root": root / "runs" / "smoke", "sets": sets, "runs_root": root / "runs", "result": result}
 
 
@@ -250,14 +251,15 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     assert index["data"]["name"] == "embedded"
     assert index["teacher"]["run_dir"] == "teacher" and index["teacher"]["status"] == "finished"
     assert index["teacher"]["config"] == "configs/teacher_smoke.yaml"
-    (entry,) = index["experiments"]
+    assert [e["name"] for e in index["experiments"]] == ["baseline", "pi_pa_ho"]
+    entry = index["experiments"][1]
     assert (entry["name"], entry["groups"], entry["label"]) == ("pi_pa_ho", ["ablation"], "+PI+PA+HO")
     assert entry["config"] == "configs/smoke.yaml"
     (run,) = entry["runs"]
     assert (run["seed"], run["run_dir"], run["status"]) == (0, "pi_pa_ho/seed0", "finished")
     specs = {s.key: s for s in ex.build_runs(ex.load_plan(), "smoke", runs_root=smoke["runs_root"],
-                                             sets=smoke["sets"], only=["pi_pa_ho"])}
-    for key in ("teacher", "pi_pa_ho/seed0"):
+                                             sets=smoke["sets"], only=["baseline", "pi_pa_ho"])}
+    for key in ("teacher", "baseline/seed0", "pi_pa_ho/seed0"):
         folder = root / key
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["finished"] and summary["config_hash"] == specs[key].hash
@@ -266,6 +268,7 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     assert run["config_hash"] == specs["pi_pa_ho/seed0"].hash
     student = load_checkpoint(root / "pi_pa_ho" / "seed0" / "checkpoints" / "last.pt")
     assert student["critic"] is not None  # the holistic term's critic is kept for Fig. 3
+    assert load_checkpoint(root / "baseline" / "seed0" / "checkpoints" / "last.pt")["critic"] is None
     # The student was distilled from the teacher run's weights.
     assert specs["pi_pa_ho/seed0"].config.model.teacher_checkpoint == str(root / "teacher" / "checkpoints" / "final.pt")
 
@@ -278,8 +281,10 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         raise AssertionError(f"no run should execute, got {payload['run_dir']}")
 
     monkeypatch.setattr(ex, "execute_run", refuse)
-    result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"])
-    assert result["failed"] == [] and set(result["actions"].values()) == {"reuse"}
+    result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["baseline", "pi_pa_ho"], jobs=2,
+                             sets=smoke["sets"])
+    assert result["failed"] == [] and result["actions"] == dict.fromkeys(
+        ["teacher", "baseline/seed0", "pi_pa_ho/seed0"], "reuse")
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"}
     assert after == before
 
@@ -298,6 +303,9 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"])
     assert result["actions"] == {"teacher": "reuse", "pi_pa_ho/seed0": "resume"} and result["failed"] == []
     assert "RESUME = True" in _injected_parameters(folder / "notebook.ipynb")
+    # --only rewrote the index without losing the experiment it did not name.
+    index = json.loads((smoke["root"] / "index.json").read_text())
+    assert [e["name"] for e in index["experiments"]] == ["baseline", "pi_pa_ho"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["finished"] and (folder / "checkpoints" / "final.pt").is_file()
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
