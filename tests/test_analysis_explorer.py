@@ -18,6 +18,7 @@ from skdlib.analysis.explorer import (
     explore,
     load_explorer_models,
     node_size_for,
+    probabilities_at,
     random_explorer_models,
 )
 from skdlib.data.generate import ensure_embedded
@@ -150,6 +151,16 @@ def test_node_size_by_hand():
     assert node_size_for(5, 5, 1) == 5
     with pytest.raises(ValueError, match="max_nodes"):
         node_size_for(4, 4, 0)
+
+
+def test_probabilities_at_a_pixel_match_the_upsampled_map():
+    generator = torch.Generator().manual_seed(3)
+    logits = 4 * torch.randn(1, 5, 7, 9, generator=generator)  # (1, K, h, w)
+    size = (30, 41)  # not a multiple of the map: fractional sampling positions
+    full = torch.softmax(F.interpolate(logits, size=size, mode="bilinear", align_corners=False), dim=1)[0]
+    for pixel in [(0, 0), (29, 40), (0, 40), (15, 17), (3, 38), (22, 1)]:
+        np.testing.assert_allclose(probabilities_at(logits, pixel, size), full[:, pixel[0], pixel[1]].numpy(),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_corner_pixels_map_to_corner_nodes_and_coarser_graphs(random_models: ExplorerModels):

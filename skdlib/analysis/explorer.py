@@ -13,7 +13,9 @@ The affinity map of a pixel is the row of :func:`skdlib.losses.pairwise_similari
 similarity of the pooled ``"head"`` features) of the node that holds the pixel, reshaped to the
 node grid, as in the pair-wise chapter. Nodes are ``beta x beta`` average-pooled patches with
 the smallest ``beta`` that keeps the node count at most ``max_nodes`` (``beta = 1`` on the
-quick profile's 16 x 32 maps).
+quick profile's 16 x 32 maps; ``beta = 4`` on the 128 x 256 maps of a Cityscapes image, 2048
+nodes, a 16 MiB matrix per network). Memory per cached image: one such matrix and one ``int16``
+prediction map per network, and the small logits.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ class ImageOutputs:
     Attributes:
         image: ``(H, W, 3)`` RGB in ``[0, 1]``.
         label: ``(H, W)`` ground truth (255 = ignore).
-        probabilities: name -> ``(K, H, W)`` softmax of the logits upsampled to the image.
-        predictions: name -> ``(H, W)`` arg-max class.
+        logits: name -> ``(1, K, h', w')`` float32 logits at the network's output resolution
+            (small: per-pixel probabilities are interpolated from them on demand).
+        predictions: name -> ``(H, W)`` int16 arg-max class of the logits upsampled to the image.
         similarity: name -> ``(n, n)`` cosine similarities of the nodes of ``features["head"]``.
         grid: name -> ``(h, w)`` node grid of ``similarity`` (``n = h * w``, row-major).
         kl: student name -> ``(h', w')`` per-pixel ``KL(q^t || q^s)`` at the logits' resolution.
@@ -64,7 +67,7 @@ class ImageOutputs:
 
     image: np.ndarray
     label: np.ndarray
-    probabilities: dict[str, np.ndarray]
+    logits: dict[str, torch.Tensor]
     predictions: dict[str, np.ndarray]
     similarity: dict[str, np.ndarray]
     grid: dict[str, tuple[int, int]]
@@ -92,8 +95,8 @@ class ExplorerModels:
     critic: nn.Module | None
     dataset: Any
     source: str = ""
-    max_nodes: int = 4096
-    cache_size: int = 8
+    max_nodes: int = 2048
+    cache_size: int = 4
     _cache: OrderedDict[int, ImageOutputs] = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,7 +185,6 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
         raise ValueError(f"dataset item {index}: image must be (3, H, W), got shape {tuple(image.shape)}")
     height, width = image.shape[-2:]
     logits: dict[str, torch.Tensor] = {}
-    probabilities: dict[str, np.ndarray] = {}
     predictions: dict[str, np.ndarray] = {}
     similarity: dict[str, np.ndarray] = {}
     grid: dict[str, tuple[int, int]] = {}
@@ -193,11 +195,9 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
             out = net(batch)
             if FEATURE not in out.features:
                 raise ValueError(f"network {name!r} returns no features[{FEATURE!r}] (has {sorted(out.features)})")
-            logits[name] = out.logits.float()  # (1, K, h', w')
+            logits[name] = out.logits.float().cpu()  # (1, K, h', w')
             up = F.interpolate(logits[name], size=(height, width), mode="bilinear", align_corners=False)  # (1, K, H, W)
-            probs = torch.softmax(up, dim=1)[0]  # (1, K, H, W) -> (K, H, W)
-            probabilities[name] = probs.cpu().numpy()
-            predictions[name] = probs.argmax(dim=0).cpu().numpy()  # (K, H, W) -> (H, W)
+            predictions[name] = up[0].argmax(dim=0).to(torch.int16).numpy()  # (1, K, H, W) -> (H, W)
             feat = out.features[FEATURE].float()  # (1, C, h, w)
             beta = node_size_for(feat.shape[-2], feat.shape[-1], models.max_nodes)
             gh, gw = pool_nodes(feat, node_size=beta).shape[-2:]  # (1, C, h, w) -> (1, C, gh, gw)
@@ -205,7 +205,7 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
             similarity[name] = pairwise_similarity_map(feat, node_size=beta)[0].cpu().numpy()  # (1, n, n) -> (n, n)
         teacher_logits = logits[TEACHER]
         kl = {
-            name: pixelwise_kl_map(logits[name], teacher_logits.to(logits[name].device))[0].cpu().numpy()  # (h', w')
+            name: pixelwise_kl_map(logits[name], teacher_logits)[0].numpy()  # (h', w')
             for name in models.students
         }
         scores: dict[str, float] = {}
@@ -219,13 +219,29 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
     return ImageOutputs(
         image=image.permute(1, 2, 0).cpu().numpy(),  # (3, H, W) -> (H, W, 3)
         label=label,
-        probabilities=probabilities,
+        logits=logits,
         predictions=predictions,
         similarity=similarity,
         grid=grid,
         kl=kl,
         scores=scores,
     )
+
+
+def probabilities_at(logits: torch.Tensor, pixel: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Class probabilities ``(K,)`` at ``pixel`` of the logits ``(1, K, h, w)`` upsampled to ``size``.
+
+    Equal to ``softmax(F.interpolate(logits, size, mode="bilinear", align_corners=False))`` at
+    that pixel, without building the ``(K, H, W)`` map: the pixel centre ``(i + 0.5) / H`` is
+    sampled with ``grid_sample`` (bilinear, ``align_corners=False``, border clamping, which is
+    what ``interpolate`` does at the edges).
+    """
+    height, width = size
+    y = (2 * pixel[0] + 1) / height - 1  # normalised pixel centre in [-1, 1]
+    x = (2 * pixel[1] + 1) / width - 1
+    grid = torch.tensor([[[[x, y]]]], dtype=logits.dtype, device=logits.device)  # (1, 1, 1, 2) as (x, y)
+    sampled = F.grid_sample(logits, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (1, K, 1, 1)
+    return torch.softmax(sampled.flatten(), dim=0).cpu().numpy()  # (1, K, 1, 1) -> (K,)
 
 
 def _scale_index(position: int, size: int, new_size: int) -> int:
@@ -245,7 +261,7 @@ def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) ->
         A flat dict (names from ``models.names``; ``student`` ranges over the students):
 
         - ``"image"`` ``(H, W, 3)`` in [0, 1], ``"label"`` ``(H, W)``, ``"pixel"`` ``(2,)``.
-        - ``"prediction/<name>"`` ``(H, W)`` int, ``"probabilities/<name>"`` ``(K,)`` at the pixel.
+        - ``"prediction/<name>"`` ``(H, W)`` int16, ``"probabilities/<name>"`` ``(K,)`` at the pixel.
         - ``"affinity/<name>"`` ``(h, w)``: the pixel's node's row of the similarity matrix;
           ``"node/<name>"`` ``(2,)`` that node's (row, col) in the grid.
         - ``"affinity_mse/<student>"`` float: mean squared difference of the student's and the
@@ -275,7 +291,7 @@ def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) ->
     affinity: dict[str, np.ndarray] = {}
     for name in models.names:
         result[f"prediction/{name}"] = outputs.predictions[name]
-        result[f"probabilities/{name}"] = outputs.probabilities[name][:, row, col]  # (K, H, W) -> (K,)
+        result[f"probabilities/{name}"] = probabilities_at(outputs.logits[name], (row, col), (height, width))
         gh, gw = outputs.grid[name]
         node = (_scale_index(row, height, gh), _scale_index(col, width, gw))
         affinity[name] = outputs.similarity[name][node[0] * gw + node[1]].reshape(gh, gw)  # (n,) -> (gh, gw)
@@ -349,7 +365,7 @@ def load_explorer_models(
     critic_run: str | None = DEFAULT_CRITIC_RUN,
     project_root: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
-    max_nodes: int = 4096,
+    max_nodes: int = 2048,
 ) -> ExplorerModels:
     """Teacher, students, critic and validation set from a runs tree ``runs/<profile>/``.
 
@@ -402,7 +418,7 @@ def random_explorer_models(
     height: int = 128,
     width: int = 256,
     seed: int = 0,
-    max_nodes: int = 4096,
+    max_nodes: int = 2048,
 ) -> ExplorerModels:
     """Random-weight stand-ins (smoke mode, or no runs yet) on a generated embedded val set.
 
