@@ -560,15 +560,18 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
             if spec.key != TEACHER_DIR:
                 durations.append(float(result["elapsed_s"]))
             remaining = total - done
-            mean = sum(durations) / len(durations) if durations else float(result["elapsed_s"])
-            eta = mean * remaining / max(1, min(jobs, remaining or 1))
+            # ETA: the mean student run so far, `jobs` at a time (unknown before the first student ends).
+            eta = "?"
+            if durations or not remaining:
+                mean = sum(durations) / len(durations) if durations else 0.0
+                eta = _fmt(mean * -(-remaining // jobs))
             extra = f": {result['error']}" if result.get("error") else ""
             summary = RunFolder(spec.run_dir).summary
             score = ""
             if result["status"] == "finished" and summary.is_file():
                 score = f", val mIoU {json.loads(summary.read_text()).get('miou', float('nan')):.4f}"
             logger.info("[%d/%d] %s %s in %s%s%s; elapsed %s, ETA %s", done, total, result["status"], spec.key,
-                        _fmt(result["elapsed_s"]), score, extra, _fmt(time.perf_counter() - t0), _fmt(eta))
+                        _fmt(result["elapsed_s"]), score, extra, _fmt(time.perf_counter() - t0), eta)
 
         if todo and todo[0].key == TEACHER_DIR:
             teacher = todo.pop(0)
