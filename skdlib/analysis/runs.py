@@ -316,7 +316,7 @@ def val_curves(index: Mapping[str, Any], group: str | None = None, *, profile_di
 
 
 def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
-    """Per ``(experiment, iter)``: ``mean``, ``min``, ``max`` and ``n`` (seeds) of ``metric`` from :func:`val_curves`."""
+    """Per ``(experiment, iter)``: ``mean``, ``min``, ``max``, ``n`` (seeds) of ``metric`` from :func:`val_curves`."""
     if metric not in curves.columns:
         raise ValueError(f"metric: {metric!r} is not a column of curves ({list(curves.columns)})")
     if not len(curves):
@@ -406,8 +406,8 @@ def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, 
     """A contrast of seed means, ``sum(mean[plus]) - sum(mean[minus])``, against the seed noise.
 
     For "how much more does a term add under preset A than under preset B":
-    ``plus=[A_with, B_without]`` and ``minus=[A_without, B_with]``. The experiments' seeds are independent, so the standard error
-    is ``sqrt(sum over all listed of s^2 / n)``; ``t = value / se``; ``exceeds`` when
+    ``plus=[A_with, B_without]`` and ``minus=[A_without, B_with]``. The experiments' seeds are
+    independent, so the standard error is ``sqrt(sum over all listed of s^2 / n)``; ``t = value / se``; ``exceeds`` when
     ``|t| > threshold``. With a single experiment on each side this is :func:`welch_t`'s ``t``.
 
     Returns:
