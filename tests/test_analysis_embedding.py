@@ -15,15 +15,21 @@ from skdlib.models.discriminator import Discriminator
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this module (restored after): the networks are tiny, and a shared 2-core
+    machine runs them several times faster without oversubscribed threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
+def demo(tmp_path_factory, one_thread) -> Path:
     """Teacher, pi_pa/seed0 and pi_pa_ho/seed0, one iteration each, on 4 train / 3 val 128x128 images."""
-    torch_threads = torch.get_num_threads()
-    try:
-        return make_demo_runs(tmp_path_factory.mktemp("fig3"), ["pi_pa", "pi_pa_ho"], iters=1, repo=REPO,
-                              num_train=4, num_val=3)
-    finally:
-        torch.set_num_threads(torch_threads)
+    return make_demo_runs(tmp_path_factory.mktemp("fig3"), ["pi_pa", "pi_pa_ho"], iters=1, repo=REPO,
+                          num_train=4, num_val=3)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,7 @@ def val_set(models):
 
 
 def test_demo_tree_follows_the_contract(demo):
+    assert torch.get_num_threads() == 1  # make_demo_runs restored the module's setting
     index = load_index(demo)
     assert index["teacher"]["run_dir"] == "teacher" and index["num_classes"] == 8
     assert [e["name"] for e in index["experiments"]] == ["pi_pa", "pi_pa_ho"]

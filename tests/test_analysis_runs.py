@@ -235,6 +235,9 @@ def test_demo_experiments_come_from_the_plan(tmp_path):
         make_demo_runs(tmp_path, ["pi", "no_such_experiment"])
     with pytest.raises(ValueError, match="iters"):
         make_demo_runs(tmp_path, ["pi"], iters=0)
+    with pytest.raises(ValueError, match="threads"):
+        make_demo_runs(tmp_path, ["pi"], threads=0)
+    assert not any(tmp_path.iterdir())  # refused before any work
 
 
 def test_contrast_by_hand_and_parity_with_welch():
