@@ -20,7 +20,12 @@ Welch's statistic ``t = (m_a - m_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)``; a diffe
 *larger than the seed noise* when ``|t| > threshold`` (default 2, about a two-sided 5 % level for a
 normal statistic). With three seeds per experiment Welch's degrees of freedom (returned as ``df``)
 are about 2-4, whose two-sided 5 % critical values are 4.3-2.8, so ``|t| > 2`` is a lenient rule:
-a difference it flags is worth a look, not a proof.
+a difference it flags is worth a look, not a proof. :func:`contrast` applies the same rule to sums
+and differences of several experiments' means (e.g. a term's gain under one preset minus its gain
+under another).
+
+Chapters open a tree with :func:`open_profile`, which falls back to a tiny demo tree
+(:func:`make_demo_runs`, one training iteration per run) when the profile has no index yet.
 """
 
 from __future__ import annotations
