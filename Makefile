@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_SOURCES := $(shell grep -l '^jupytext:' book/*.md 2>/dev/null)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
 
-.PHONY: book test test-lib test-notebooks notebooks bench install clean help
+.PHONY: book experiments widgets test test-lib test-notebooks notebooks bench install clean help
 help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
 	@echo "make test   run every test (library and notebooks)"
@@ -48,10 +48,26 @@ bench: $(STAMP)
 	mkdir -p bench/results
 	for f in bench/*.py; do n=$$(basename $$f .py); echo "== $$f"; $(BIN)/python $$f | tee bench/results/$$n.txt; done
 
-# The main job, then the rendered book. Execution is forced (no stale cache: the cache ignores library changes).
-book: $(STAMP)
+# The main job: every experiment of the profile (data set, teacher, students; finished runs are
+# reused, interrupted ones resumed), then the rendered book, whose chapters read the run folders.
+# PROFILE=quick (default, CPU), smoke (a minute or two) or paper (GPUs and a real data set:
+#   make book PROFILE=paper DATA=cityscapes DATA_ROOT=/data/cityscapes).
+PROFILE ?= quick
+DATA ?=
+DATA_ROOT ?=
+EXPERIMENT_SETS := $(if $(DATA),--set data.name=$(DATA)) $(if $(DATA_ROOT),--set data.root=$(DATA_ROOT))
+
+experiments: $(STAMP)
+	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) $(EXPERIMENT_SETS)
+
+# The widgets' and MathJax's JavaScript, pinned in package-lock.json, copied into the book (no CDN).
+widgets: $(STAMP)
+	$(BIN)/python book/vendor_widgets.py
+
+# Execution is forced (no stale cache: the cache ignores library changes).
+book: experiments widgets
 	rm -rf _build/.jupyter_cache
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	SKD_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 clean:
