@@ -405,6 +405,9 @@ def _changed_value(key: str, default: object) -> str:
         "train.momentum": "0.8",
         "distill.disc_momentum": "0.5",
         "eval.stride_rate": "0.5",
+        "data.unlabeled.name": "images",
+        "data.unlabeled.root": "extra",
+        "data.unlabeled.options": "{skip_bad: true}",
     }
     if key in special:
         return special[key]
@@ -420,7 +423,13 @@ def _changed_value(key: str, default: object) -> str:
 
 def _companions(key: str) -> list[str]:
     """Overrides needed so that the changed value is valid on its own."""
-    return ["distill.node_size=1"] if key == "distill.node_fraction" else []
+    companions = {
+        "distill.node_fraction": ["distill.node_size=1"],
+        "data.unlabeled.name": ["data.unlabeled.root=other"],
+        "data.unlabeled.root": ["data.unlabeled.name=images"],
+        "data.unlabeled.batch_size": ["data.unlabeled.name=images", "data.unlabeled.root=third"],
+    }
+    return companions.get(key, [])
 
 
 # ---------------------------------------------------------------------------------------------
