@@ -354,7 +354,7 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     cfg = ExperimentConfig()
     assert config_hash(cfg) == config_hash(ExperimentConfig())
     # Golden value: changes only if a default (or the canonical form) changes; update deliberately.
-    assert config_hash(cfg) == "ec1e2b0f55b2f25f"
+    assert config_hash(cfg) == "230d2f1473e48aaf"  # updated when data.unlabeled was added
     # Same content written with a different key order hashes the same.
     as_dict = config_to_dict(cfg)
     reordered = {key: as_dict[key] for key in reversed(list(as_dict))}
@@ -406,6 +406,9 @@ def _changed_value(key: str, default: object) -> str:
         "train.momentum": "0.8",
         "distill.disc_momentum": "0.5",
         "eval.stride_rate": "0.5",
+        "data.unlabeled.name": "images",
+        "data.unlabeled.root": "extra",
+        "data.unlabeled.options": "{skip_bad: true}",
     }
     if key in special:
         return special[key]
@@ -421,7 +424,13 @@ def _changed_value(key: str, default: object) -> str:
 
 def _companions(key: str) -> list[str]:
     """Overrides needed so that the changed value is valid on its own."""
-    return ["distill.node_size=1"] if key == "distill.node_fraction" else []
+    companions = {
+        "distill.node_fraction": ["distill.node_size=1"],
+        "data.unlabeled.name": ["data.unlabeled.root=other"],
+        "data.unlabeled.root": ["data.unlabeled.name=images"],
+        "data.unlabeled.batch_size": ["data.unlabeled.name=images", "data.unlabeled.root=third"],
+    }
+    return companions.get(key, [])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Data: the embedded generated data set, real data-set loaders, transforms, loaders.
 
 One way in: :func:`build_dataset` (``"embedded"``, ``"cityscapes"``, ``"camvid"``, ``"ade20k"``,
-``"voc"``, ``"folder"``). Items are dicts ``{"image": float32 (3, H, W) in [0, 1], "label": int64
+``"voc"``, ``"folder"``, and ``"images"``: images without labels, for the unlabeled stream of
+distillation). Items are dicts ``{"image": float32 (3, H, W) in [0, 1], "label": int64
 (H, W) with 255 = ignore, "name": str}``; every data set has ``class_names``, ``palette``,
 ``num_classes`` and ``ignore_index = 255``. Importing this package does no work.
 """
@@ -18,21 +19,25 @@ from skdlib.data.cityscapes import CityscapesDataset, cityscapes_train_id_to_lab
 from skdlib.data.embedded import EmbeddedDataset
 from skdlib.data.folder import FolderDataset
 from skdlib.data.generate import ensure_embedded, generate_embedded
+from skdlib.data.images import ImageFolderDataset
 from skdlib.data.loader import make_loader
 from skdlib.data.transforms import EvalTransform, ItemAugment, TrainAugment
 from skdlib.data.voc import VOCDataset
 
-DATASETS: dict[str, type[SegmentationDataset]] = {
+DATASETS: dict[str, type[SegmentationDataset] | type[ImageFolderDataset]] = {
     "embedded": EmbeddedDataset,
     "cityscapes": CityscapesDataset,
     "camvid": CamVidDataset,
     "ade20k": ADE20KDataset,
     "voc": VOCDataset,
     "folder": FolderDataset,
+    "images": ImageFolderDataset,
 }
 
 
-def build_dataset(name: str, root: str | os.PathLike[str], split: str, **options: Any) -> SegmentationDataset:
+def build_dataset(
+    name: str, root: str | os.PathLike[str], split: str, **options: Any
+) -> SegmentationDataset | ImageFolderDataset:
     """The data set ``name`` under ``root``, split ``split``.
 
     Options common to all: ``transform`` (callable on the item dict) and ``skip_bad`` (skip
@@ -47,7 +52,7 @@ def build_dataset(name: str, root: str | os.PathLike[str], split: str, **options
 
 __all__ = [
     "ADE20KDataset", "CamVidDataset", "CityscapesDataset", "DATASETS", "DataError", "EmbeddedDataset",
-    "EvalTransform", "FolderDataset", "IGNORE_INDEX", "ItemAugment", "SegmentationDataset", "TrainAugment",
+    "EvalTransform", "FolderDataset", "IGNORE_INDEX", "ImageFolderDataset", "ItemAugment", "SegmentationDataset", "TrainAugment",
     "VOCDataset", "build_dataset", "cityscapes_train_id_to_label_id", "ensure_embedded", "generate_embedded",
     "make_loader",
 ]

@@ -58,6 +58,7 @@ __all__ = [
     "FrozenDict",
     "ModelConfig",
     "TrainConfig",
+    "UnlabeledConfig",
     "apply_overrides",
     "config_from_dict",
     "config_hash",
@@ -311,6 +312,42 @@ class ModelConfig(_Section):
 
 
 @dataclass(frozen=True)
+class UnlabeledConfig(_Section):
+    """A second training stream of images without labels, for the distillation terms only.
+
+    Each iteration then draws ``batch_size`` unlabeled images beside the labelled batch; the task
+    loss sees the labelled images only (the unlabeled ones carry ignore labels), the pixel-wise,
+    pair-wise and holistic terms and the critic step see both. Labels that the data set has are
+    not read for this stream. ``batch_size: 0`` turns the stream off (a run equal to one without it).
+    """
+
+    _path: ClassVar[str] = "data.unlabeled"
+
+    name: str | None = _doc(
+        None, "data set name for build_dataset ('images' = a plain image folder); null = no unlabeled stream"
+    )
+    root: str | None = _doc(None, "folder of the unlabeled data set")
+    split: str = _doc("train", "split of the unlabeled data set")
+    batch_size: int = _doc(0, "unlabeled images per step (the ratio to data.batch_size); 0 = stream off")
+    options: dict[str, Any] = _doc({}, "extra keyword options for build_dataset")
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._at_least("batch_size", 0)
+        if self.name == "":
+            self._fail("name", "must be a data set name or null, not empty")
+        if self.batch_size > 0 and self.name is None:
+            self._fail("batch_size", "needs data.unlabeled.name (and root): which images to draw")
+        if self.name is not None and not self.root:
+            self._fail("root", "must name the unlabeled data set's folder when data.unlabeled.name is set")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the loop draws unlabeled images at all."""
+        return self.name is not None and self.batch_size > 0
+
+
+@dataclass(frozen=True)
 class DataConfig(_Section):
     """Data set, training augmentation and batching."""
 
@@ -326,6 +363,9 @@ class DataConfig(_Section):
     batch_size: int = _doc(8, "images per training step; paper: 8")
     num_workers: int | None = _doc(None, "loader worker processes; null = chosen from the CPU count")
     options: dict[str, Any] = _doc({}, "extra keyword options for build_dataset")
+    unlabeled: UnlabeledConfig = field(
+        default_factory=UnlabeledConfig, metadata={"doc": "optional stream of unlabeled images (distillation only)"}
+    )
 
     def _validate(self) -> None:
         super()._validate()

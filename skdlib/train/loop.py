@@ -17,6 +17,13 @@ Reproducibility and exact resume: every random number is a function of ``(seed, 
 * the global torch generator (dropout) and the gradient penalty's generator are re-seeded every
   iteration from ``(seed, iteration, rank)``.
 
+Unlabeled images (``data.unlabeled``, off by default): each iteration also draws
+``data.unlabeled.batch_size`` images from a second data set, in a sample order of their own (the
+seed stream ``"unlabeled"``) and with augmentation parameters seeded by ``(seed, position)`` of
+that stream. They are appended to the labelled batch with all-ignore labels
+(:func:`skdlib.train.step.with_unlabeled`): the task loss counts labelled pixels only, the
+distillation terms and the critic see every image.
+
 A resumed run therefore needs only the iteration number and the optimiser states: on CPU,
 ``N`` iterations straight and ``N/2`` + resume + ``N/2`` give identical weights.
 
@@ -27,6 +34,7 @@ Run folder: see :mod:`skdlib.train.runfolder`. ``data.batch_size`` is per proces
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -62,6 +70,7 @@ __all__ = [
     "RunFolderError",
     "batch_indices",
     "build_dataset_for",
+    "build_unlabeled_dataset",
     "build_models",
     "derive_seed",
     "poly_lr",
@@ -182,6 +191,39 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
     from skdlib.data import build_dataset
 
     return build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
+
+
+class _WithoutLabels(torch.utils.data.Dataset):
+    """A labelled data set used as unlabeled images: every label replaced by ``ignore_index``."""
+
+    def __init__(self, dataset: Any, ignore_index: int) -> None:
+        self.dataset, self.ignore_index = dataset, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        item["label"] = torch.full_like(item["label"], self.ignore_index)  # (H, W), nothing labelled
+        item["labelled"] = False
+        return item
+
+
+def build_unlabeled_dataset(cfg: ExperimentConfig) -> Any:
+    """The unlabeled stream's data set (``cfg.data.unlabeled``), or ``None`` when it is off.
+
+    ``images`` reads image files only (no label file is opened); any other data set is read
+    through :func:`skdlib.data.build_dataset` and its labels are replaced by the ignore label.
+    """
+    from skdlib.data import build_dataset
+
+    unl = cfg.data.unlabeled
+    if not unl.enabled:
+        return None
+    dataset = build_dataset(unl.name, unl.root, unl.split, **dict(unl.options))
+    if unl.name == "images":
+        return dataset
+    return _WithoutLabels(dataset, getattr(dataset, "ignore_index", _IGNORE_INDEX))
 
 
 def _teacher_hint(path: str) -> str:
@@ -406,7 +448,7 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
     from skdlib.data.transforms import TrainAugment
     from skdlib.evaluate import evaluate
     from skdlib.models import complexity
-    from skdlib.train.step import StepContext, distill_step
+    from skdlib.train.step import StepContext, distill_step, with_unlabeled
 
     t_cfg, d_cfg = cfg.train, cfg.distill
     main = info.is_main
@@ -426,6 +468,7 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
 
     train_set = build_dataset_for(cfg, cfg.data.train_split)
     val_set = build_dataset_for(cfg, cfg.data.val_split)
+    unlabeled_set = build_unlabeled_dataset(cfg)
     num_classes = cfg.model.num_classes or train_set.num_classes
     # Initial weights are a function of the seed alone (the same on every rank, whatever ran before).
     torch.manual_seed(derive_seed(t_cfg.seed, "init"))
@@ -511,6 +554,21 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
 
+    unlabeled_loader: Any = itertools.repeat(None)
+    unlabeled_size = cfg.data.unlabeled.batch_size
+    if unlabeled_set is not None:
+        # Its own sample order (seed stream "unlabeled"), a function of the iteration like the labelled one.
+        unlabeled_sampler = _BatchSampler(len(unlabeled_set), start=start, stop=t_cfg.max_iters,
+                                          batch_size=unlabeled_size, seed=derive_seed(t_cfg.seed, "unlabeled"),
+                                          info=info)
+        unlabeled_loader = torch.utils.data.DataLoader(
+            unlabeled_set, batch_sampler=unlabeled_sampler, num_workers=workers, collate_fn=_collate,
+            pin_memory=device.type == "cuda", persistent_workers=False,
+        )
+        logger.info("unlabeled stream: %d images from %s (%s), %d per step beside %d labelled",
+                    len(unlabeled_set), cfg.data.unlabeled.root, cfg.data.unlabeled.name, unlabeled_size,
+                    cfg.data.batch_size)
+
     def evaluate_now() -> dict[str, Any]:
         return evaluate(
             core_student, val_set, num_classes=num_classes, device=device, mode=cfg.eval.mode, flip=cfg.eval.flip,
@@ -548,7 +606,7 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
     t0 = time.perf_counter()
     last_logged = time.perf_counter()
     try:
-        for iteration, batch in zip(range(start, t_cfg.max_iters), loader):
+        for iteration, batch, unlabeled_batch in zip(range(start, t_cfg.max_iters), loader, unlabeled_loader):
             torch.manual_seed(derive_seed(t_cfg.seed, "torch", iteration, info.rank))
             if critic_generator is not None:
                 critic_generator.manual_seed(derive_seed(t_cfg.seed, "critic", iteration, info.rank))
@@ -560,6 +618,16 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
                 generator = torch.Generator().manual_seed(derive_seed(t_cfg.seed, "augment", p))
                 params.extend(augment.sample_params(1, image.shape[2], image.shape[3], generator))
             image, label = augment.apply(image, label, params)  # (B, 3, h, w), (B, h, w) at the crop size
+            if unlabeled_batch is not None:
+                u_image = unlabeled_batch["image"].to(device, non_blocking=True)
+                u_label = unlabeled_batch["label"].to(device, non_blocking=True)  # all ignore
+                u_params = []
+                for p in _positions(iteration, unlabeled_size, info.world_size, info.rank):
+                    generator = torch.Generator().manual_seed(derive_seed(t_cfg.seed, "augment-unlabeled", p))
+                    u_params.extend(augment.sample_params(1, u_image.shape[2], u_image.shape[3], generator))
+                u_image, _ = augment.apply(u_image, u_label, u_params)  # (M, 3, h, w) at the crop size
+                # (B, 3, h, w) + (M, 3, h, w) -> (B + M, 3, h, w); labels of the M rows all ignore
+                image, label = with_unlabeled(image, label, u_image, ignore_index=ctx.ignore_index)
             if memory_format is torch.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             lr = poly_lr(t_cfg.lr, iteration, t_cfg.max_iters, t_cfg.poly_power)

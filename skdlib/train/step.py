@@ -54,6 +54,7 @@ __all__ = [
     "student_losses",
     "student_step",
     "teacher_forward",
+    "with_unlabeled",
 ]
 
 logger = logging.getLogger(__name__)
@@ -353,3 +354,33 @@ def distill_step(
         )
     return terms
 
+
+def with_unlabeled(
+    image: torch.Tensor,
+    label: torch.Tensor,
+    unlabeled_image: torch.Tensor | None,
+    *,
+    ignore_index: int = 255,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append a batch of unlabeled images to a labelled batch, with all-ignore labels.
+
+    ``image`` ``(N, 3, H, W)``, ``label`` ``(N, H, W)``, ``unlabeled_image`` ``(M, 3, H, W)`` or
+    ``None`` -> ``(N + M, 3, H, W)``, ``(N + M, H, W)``. Every distillation term and the critic then
+    see all ``N + M`` images, while the task loss, which counts labelled pixels only, sees exactly
+    the ``N`` labelled ones: the unlabeled rows contribute nothing to its sum nor to its count. (The
+    student's batch-norm statistics do see every image, as with any larger batch.)
+    """
+    if unlabeled_image is None or unlabeled_image.shape[0] == 0:
+        return image, label
+    if unlabeled_image.dim() != 4 or unlabeled_image.shape[1:] != image.shape[1:]:
+        raise ValueError(
+            f"unlabeled_image must be (M, {image.shape[1]}, {image.shape[2]}, {image.shape[3]}) like the labelled "
+            f"batch {tuple(image.shape)}, got {tuple(unlabeled_image.shape)}"
+        )
+    ignore = torch.full(
+        (unlabeled_image.shape[0], *label.shape[1:]), ignore_index, dtype=label.dtype, device=label.device
+    )  # (M, H, W)
+    return (
+        torch.cat([image, unlabeled_image.to(image.device, image.dtype)]),  # (N + M, 3, H, W)
+        torch.cat([label, ignore]),  # (N + M, H, W)
+    )
