@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_SOURCES := $(shell grep -l '^jupytext:' book/*.md 2>/dev/null)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
 
-.PHONY: book experiments widgets test test-lib test-notebooks notebooks bench install clean help
+.PHONY: book experiments widgets test test-lib test-notebooks test-pipeline notebooks bench install clean help
 help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
 	@echo "make test   run every test (library and notebooks)"
@@ -34,7 +34,7 @@ book/%.ipynb: book/%.md $(STAMP)
 
 notebooks: $(NOTEBOOKS)
 
-test: test-lib test-notebooks
+test: test-lib test-notebooks test-pipeline
 
 # pytest exits 5 when it collects no test: that is a failure here, said clearly.
 test-lib: $(STAMP)
@@ -43,6 +43,11 @@ test-lib: $(STAMP)
 # Every chapter notebook runs under nbval in the smoke size (SKD_SMOKE=1 is read in each parameters cell).
 test-notebooks: $(NOTEBOOKS)
 	SKD_SMOKE=1 $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider $(NOTEBOOKS) || { rc=$$?; [ $$rc -eq 5 ] && echo "nbval collected no notebooks"; exit $$rc; }
+
+# The main job end to end in the smoke profile (every experiment, tiny sizes) in a temporary runs folder.
+test-pipeline: $(STAMP)
+	tmp=$$(mktemp -d) && $(BIN)/python -m skdlib.experiments run --profile smoke --runs-root $$tmp/runs \
+	  && $(BIN)/python -m skdlib.experiments status --profile smoke --runs-root $$tmp/runs && rm -rf $$tmp
 
 bench: $(STAMP)
 	mkdir -p bench/results
