@@ -1,5 +1,11 @@
 """Measurements the book's chapters compute (import the submodule you need; no work at import time).
 
+- :mod:`skdlib.analysis.toy`: small synthetic label maps, logits, features and images for the loss
+  chapters.
 - :mod:`skdlib.analysis.context`: per-pixel classifier against a small network with context
   (does a data set need context?).
+- :mod:`skdlib.analysis.runs`: reading a profile's run folders (``index.json``, summaries, metrics),
+  mean and spread over seeds, the seed-noise test.
+- :mod:`skdlib.analysis.embedding`: the critic's embedding scores of teacher and student maps (Fig. 3).
+- :mod:`skdlib.analysis.explorer`: everything the interactive explorer shows for one image and pixel.
 """
