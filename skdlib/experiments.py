@@ -52,6 +52,7 @@ __all__ = [
     "PlanError",
     "Profile",
     "RunSpec",
+    "absolute_paths",
     "build_runs",
     "default_jobs",
     "free_cores",
@@ -73,7 +74,7 @@ TEACHER_DIR = "teacher"
 INDEX_NAME = "index.json"
 NOTEBOOK_NAME = "notebook.ipynb"
 
-_PROFILE_KEYS = {"description", "config", "teacher_config", "seeds", "overrides"}
+_PROFILE_KEYS = {"description", "config", "teacher_config", "seeds", "overrides", "settings", "groups"}
 _EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
 _PLAN_KEYS = {"profiles", "settings", "experiments"}
 _EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val")
@@ -98,26 +99,32 @@ class Profile:
     teacher_config: str
     seeds: tuple[int, ...]
     overrides: tuple[str, ...]
+    #: The profile's own values of named settings (replacing the plan's list of the same name).
+    settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The experiment groups this profile runs; empty: every group.
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One experiment of the plan: a named set of overrides on the profile's base preset."""
+    """One experiment of the plan: named settings and its own overrides on the profile's base preset."""
 
     name: str
     groups: tuple[str, ...]
     label: str
     description: str
-    overrides: tuple[str, ...]
+    settings: tuple[str, ...]   #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
+    overrides: tuple[str, ...]  #: its own overrides, applied after the settings
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The validated plan: profiles and experiments (settings already expanded into overrides)."""
+    """The validated plan: profiles, named settings and experiments."""
 
     profiles: Mapping[str, Profile]
     experiments: tuple[Experiment, ...]
     source: Path
+    settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def profile(self, name: str) -> Profile:
         """The profile ``name``; :class:`PlanError` lists the known ones otherwise."""
@@ -125,15 +132,32 @@ class Plan:
             raise PlanError(f"profile: unknown profile {name!r} in {self.source}; known: {', '.join(self.profiles)}")
         return self.profiles[name]
 
-    def select(self, only: Sequence[str] | None) -> tuple[Experiment, ...]:
-        """The experiments named in ``only`` (all when empty/None), in plan order."""
+    def overrides(self, experiment: Experiment, profile: str | Profile) -> tuple[str, ...]:
+        """``experiment``'s overrides under ``profile``: its settings expanded (the profile's own list
+        of a setting when it has one, else the plan's), then its own overrides."""
+        prof = profile if isinstance(profile, Profile) else self.profile(profile)
+        expanded: list[str] = []
+        for name in experiment.settings:
+            expanded.extend(prof.settings.get(name, self.settings[name]))
+        return (*expanded, *experiment.overrides)
+
+    def select(self, only: Sequence[str] | None, profile: str | Profile | None = None) -> tuple[Experiment, ...]:
+        """The experiments named in ``only`` (all when empty/None), in plan order; with ``profile``,
+        only those in the profile's groups (an ``only`` name outside them is an error)."""
+        prof = self.profile(profile) if isinstance(profile, str) else profile
+        ran = tuple(e for e in self.experiments
+                    if prof is None or not prof.groups or set(e.groups) & set(prof.groups))
         if not only:
-            return self.experiments
+            return ran
         known = [e.name for e in self.experiments]
         unknown = [n for n in only if n not in known]
         if unknown:
             raise PlanError(f"--only: unknown experiment(s) {unknown}; known: {', '.join(known)}")
-        return tuple(e for e in self.experiments if e.name in set(only))
+        outside = [n for n in only if n not in {e.name for e in ran}]
+        if outside:
+            raise PlanError(f"--only: experiment(s) {outside} are not in the groups {list(prof.groups)} "
+                            f"of profile {prof.name!r}")
+        return tuple(e for e in ran if e.name in set(only))
 
 
 def _check_keys(where: str, data: Any, allowed: set[str], required: set[str]) -> None:
@@ -197,10 +221,18 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         for key in ("config", "teacher_config"):
             if not isinstance(raw[key], str) or not raw[key]:
                 raise PlanError(f"{where}.{key}: expected a preset path, got {raw[key]!r}")
+        own = raw.get("settings") or {}
+        if not isinstance(own, Mapping):
+            raise PlanError(f"{where}.settings: expected a mapping of named override lists, got {own!r}")
+        unknown = sorted(set(map(str, own)) - set(settings))
+        if unknown:
+            raise PlanError(f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}")
         profiles[_name("profiles", pname)] = Profile(
             name=pname, description=str(raw.get("description", "")), config=raw["config"],
             teacher_config=raw["teacher_config"], seeds=tuple(seeds),
             overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+            settings={str(k): _override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
+            groups=_str_list(f"{where}.groups", raw.get("groups")),
         )
 
     experiments_raw = data["experiments"]
@@ -218,15 +250,18 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
             raise PlanError(f"{where}.groups: expected at least one group, got {raw['groups']!r}")
         if not isinstance(raw["label"], str) or not raw["label"]:
             raise PlanError(f"{where}.label: expected a non-empty string, got {raw['label']!r}")
-        expanded: list[str] = []
-        for setting in _str_list(f"{where}.settings", raw.get("settings")):
+        names = _str_list(f"{where}.settings", raw.get("settings"))
+        for setting in names:
             if setting not in settings:
                 raise PlanError(f"{where}.settings: unknown setting {setting!r}; known: {sorted(settings)}")
-            expanded.extend(settings[setting])
-        expanded.extend(_override_list(f"{where}.overrides", raw.get("overrides")))
         experiments.append(Experiment(name=name, groups=groups, label=raw["label"],
-                                      description=str(raw.get("description", "")), overrides=tuple(expanded)))
-    return Plan(profiles=profiles, experiments=tuple(experiments), source=source)
+                                      description=str(raw.get("description", "")), settings=names,
+                                      overrides=_override_list(f"{where}.overrides", raw.get("overrides"))))
+    for prof in profiles.values():
+        empty = [g for g in prof.groups if not any(g in e.groups for e in experiments)]
+        if empty:
+            raise PlanError(f"profiles.{prof.name}.groups: no experiment is in group(s) {empty}")
+    return Plan(profiles=profiles, experiments=tuple(experiments), source=source, settings=settings)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,14 +291,15 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p)
 
 
-def _absolute_paths(overrides: Sequence[str], cfg: ExperimentConfig) -> list[str]:
-    """Overrides that pin the config's relative file paths to the repository root."""
+def absolute_paths(overrides: Sequence[str], cfg: ExperimentConfig,
+                   base: str | os.PathLike[str] = REPO_ROOT) -> list[str]:
+    """``overrides`` plus overrides that pin the config's relative file paths (the data roots, the
+    unlabeled stream's root, the student's pretrained weights) to ``base`` (default: the repository)."""
     extra = []
-    if not Path(cfg.data.root).expanduser().is_absolute():
-        extra.append(f"data.root={json.dumps(str(_absolute(cfg.data.root)))}")
-    for key, value in (("model.student_pretrained", cfg.model.student_pretrained),):
+    for key, value in (("data.root", cfg.data.root), ("data.unlabeled.root", cfg.data.unlabeled.root),
+                       ("model.student_pretrained", cfg.model.student_pretrained)):
         if value is not None and not Path(value).expanduser().is_absolute():
-            extra.append(f"{key}={json.dumps(str(_absolute(value)))}")
+            extra.append(f"{key}={json.dumps(str(Path(base) / Path(value).expanduser()))}")
     return [*overrides, *extra]
 
 
@@ -277,7 +313,7 @@ def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = 
     (a typo, a value out of range) surfaces before anything trains; the message names the run.
     """
     prof = plan.profile(profile)
-    experiments = plan.select(only)
+    experiments = plan.select(only, prof)
     _override_list("--set", list(sets))
     base = _absolute(runs_root) / profile
 
@@ -285,7 +321,7 @@ def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = 
         path = _absolute(preset)
         try:
             cfg = load_config(path, overrides)
-            overrides = _absolute_paths(overrides, cfg)
+            overrides = absolute_paths(overrides, cfg)
             cfg = load_config(path, overrides)
         except (ValueError, FileNotFoundError) as error:
             raise PlanError(f"profile {profile!r}, run {key!r} ({path.name} + {overrides}): {error}") from error
@@ -299,7 +335,7 @@ def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = 
         for seed in prof.seeds:
             runs.append(make(
                 f"{exp.name}/seed{seed}", exp.name, seed, prof.config,
-                [*prof.overrides, *exp.overrides, *sets, f"model.teacher_checkpoint={json.dumps(str(checkpoint))}",
+                [*prof.overrides, *plan.overrides(exp, prof), *sets, f"model.teacher_checkpoint={json.dumps(str(checkpoint))}",
                  f"train.seed={seed}"],
             ))
     return runs
@@ -460,7 +496,7 @@ def _write_index(path: Path, plan: Plan, profile: Profile, runs: Sequence[RunSpe
             specs = by_experiment[exp.name]
             index["experiments"].append({
                 "name": exp.name, "groups": list(exp.groups), "label": exp.label, "description": exp.description,
-                "config": _display(specs[0].config_path), "overrides": list(exp.overrides),
+                "config": _display(specs[0].config_path), "overrides": list(plan.overrides(exp, profile)),
                 "runs": [{"seed": s.seed, **_run_entry(s, states[s.key])} for s in specs],
             })
         elif exp.name in old:
@@ -479,18 +515,37 @@ def _display(path: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------------------------------
-def _ensure_data(cfg: ExperimentConfig) -> int | None:
-    """Generate the embedded data set when it is used and missing; returns its class count (else None)."""
-    if cfg.data.name != "embedded":
-        return None
+def _embedded_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
+    """The embedded data sets ``cfg`` reads: ``(root, generator options)`` for its labelled data and
+    for its unlabeled stream, when they are the embedded data set."""
+    found = []
+    if cfg.data.name == "embedded":
+        found.append((Path(cfg.data.root), dict(cfg.data.options)))
+    unlabeled = cfg.data.unlabeled
+    if unlabeled.enabled and unlabeled.name == "embedded" and unlabeled.root is not None:
+        found.append((Path(unlabeled.root), dict(unlabeled.options)))
+    return [(root, {k: v for k, v in options.items() if k in _EMBEDDED_OPTIONS}) for root, options in found]
+
+
+def _ensure_data(runs: Sequence[RunSpec]) -> int | None:
+    """Generate every embedded data set the runs read (labelled sets and unlabeled pools) that is
+    missing, one after the other before any run starts; the teacher's class count (else None)."""
     from skdlib.data.generate import ensure_embedded, read_manifest
 
-    options = {k: v for k, v in dict(cfg.data.options).items() if k in _EMBEDDED_OPTIONS}
-    root = Path(cfg.data.root)
-    if options or read_manifest(root) is None:
-        logger.info("embedded data set: ensuring %s %s", root, options or "(default options)")
-        ensure_embedded(root, **options)
-    classes = json.loads((root / "classes.json").read_text())
+    done: set[str] = set()
+    for spec in runs:
+        for root, options in _embedded_sets(spec.config):
+            key = json.dumps([str(root), options], sort_keys=True, default=str)
+            if key in done:
+                continue
+            done.add(key)
+            if options or read_manifest(root) is None:
+                logger.info("embedded data set: ensuring %s %s", root, options or "(default options)")
+                ensure_embedded(root, **options)
+    teacher = runs[0].config
+    if teacher.data.name != "embedded":
+        return None
+    classes = json.loads((Path(teacher.data.root) / "classes.json").read_text())
     return len(classes["names"])
 
 
@@ -525,7 +580,7 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
     logger.info("profile %s: %d runs (teacher + %d student runs), plan %s, %d job(s) x %d thread(s)",
                 profile, len(runs), len(runs) - 1, plan.source, jobs, threads)
     t0 = time.perf_counter()
-    num_classes = _ensure_data(runs[0].config)
+    num_classes = _ensure_data(runs)
     index_path = _absolute(runs_root) / profile / INDEX_NAME
     actions = {spec.key: run_action(spec, force=force) for spec in runs}
     states: dict[str, dict[str, Any]] = {

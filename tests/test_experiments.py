@@ -30,7 +30,20 @@ TABLE = {
     "official_pi": (("official",), "+PI (authors' code)"),
     "official_pi_pa": (("official",), "+PI+PA (authors' code)"),
     "official_pi_pa_ho": (("official",), "+PI+PA+HO (authors' code)"),
+    "few_baseline": (("unlabeled",), "baseline"),
+    "few_pi": (("unlabeled",), "+PI"),
+    "few_pi_unl1x": (("unlabeled",), "+PI + 16 unlabeled"),
+    "few_pi_unl4x": (("unlabeled",), "+PI + 64 unlabeled"),
+    "few_pi_unl16x": (("unlabeled",), "+PI + 256 unlabeled"),
+    "few_pi_pa_ho": (("unlabeled",), "+PI+PA+HO"),
+    "few_pi_pa_ho_unl1x": (("unlabeled",), "+PI+PA+HO + 16 unlabeled"),
+    "few_pi_pa_ho_unl4x": (("unlabeled",), "+PI+PA+HO + 64 unlabeled"),
+    "few_pi_pa_ho_unl16x": (("unlabeled",), "+PI+PA+HO + 256 unlabeled"),
 }
+# The groups each profile runs (the paper profile leaves out the embedded-only unlabeled group).
+PROFILE_GROUPS = {"quick": {"ablation", "variants", "official", "unlabeled"},
+                  "smoke": {"ablation", "variants", "official", "unlabeled"},
+                  "paper": {"ablation", "variants", "official"}}
 SWITCHES = ("pixelwise", "pairwise", "holistic", "mimic", "attention", "local_pairwise")
 # Which switches each experiment turns on.
 TERMS = {
@@ -46,6 +59,9 @@ TERMS = {
     "official_pi": {"pixelwise"},
     "official_pi_pa": {"pixelwise", "pairwise"},
     "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
+    "few_baseline": set(),
+    **{f"few_pi{s}": {"pixelwise"} for s in ("", "_unl1x", "_unl4x", "_unl16x")},
+    **{f"few_pi_pa_ho{s}": {"pixelwise", "pairwise", "holistic"} for s in ("", "_unl1x", "_unl4x", "_unl16x")},
 }
 
 
@@ -68,7 +84,8 @@ def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> N
     plan = ex.load_plan()
     runs = ex.build_runs(plan, profile, runs_root=tmp_path)
     seeds = plan.profile(profile).seeds
-    assert len(runs) == 1 + len(TABLE) * len(seeds)
+    ran = [name for name, (groups, _) in TABLE.items() if set(groups) & PROFILE_GROUPS[profile]]
+    assert [s.key for s in runs[1:]] == [f"{name}/seed{seed}" for name in ran for seed in seeds]
     teacher, students = runs[0], runs[1:]
     assert teacher.key == "teacher" and teacher.run_dir == tmp_path / profile / "teacher"
     assert not teacher.config.distill.enabled and teacher.config.model.teacher is None
@@ -85,6 +102,7 @@ def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> N
         assert {s for s in SWITCHES if getattr(cfg.distill, s)} == TERMS[spec.experiment], spec.key
         # Every path the notebook gets is absolute (it runs with the repository root as cwd).
         assert Path(cfg.data.root).is_absolute() and spec.config_path.is_absolute()
+        assert cfg.data.unlabeled.root is None or Path(cfg.data.unlabeled.root).is_absolute()
     assert len({s.hash for s in students}) == len(students)  # no two runs share a config
 
 
@@ -115,6 +133,30 @@ def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
     assert {(s.config.data.name, s.config.data.root) for s in runs} == {("camvid", str(tmp_path / "camvid"))}
 
 
+def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
+    plan = ex.load_plan()
+    few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
+    for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2)):
+        runs = {s.experiment: s.config for s in ex.build_runs(plan, profile, runs_root=tmp_path, only=few)[1:]}
+        for name, cfg in runs.items():
+            assert dict(cfg.data.options)["num_train"] == labelled, (profile, name)
+            assert dict(cfg.data.options).get("seed", 0) == 0  # the first images of the profile's own data
+            unl = cfg.data.unlabeled
+            k = int(name.rpartition("_unl")[2].removesuffix("x")) if "_unl" in name else 0
+            assert unl.enabled == (k > 0), (profile, name)
+            if k:
+                # A pool of k x the labelled images, fresh scenes (generator seed 1), under the repository.
+                assert dict(unl.options)["num_train"] == k * labelled and dict(unl.options)["seed"] == 1
+                assert (unl.name, unl.batch_size) == ("embedded", per_step)
+                assert Path(unl.root).is_absolute() and Path(unl.root).is_relative_to(REPO / "data")
+        if profile == "quick":
+            assert {cfg.train.max_iters for cfg in runs.values()} == {40}
+            assert {cfg.data.batch_size for cfg in runs.values()} == {load_config(REPO / "configs/quick.yaml").data.batch_size}
+    with pytest.raises(ex.PlanError, match=r"\['few_pi'\] are not in the groups .* of profile 'paper'"):
+        ex.build_runs(plan, "paper", runs_root=tmp_path, only=["few_pi"])
+    assert "few_pi" not in [e.name for e in plan.select(None, "paper")]
+
+
 def _write_plan(tmp_path: Path, mutate) -> Path:
     data = yaml.safe_load(ex.DEFAULT_PLAN.read_text())
     mutate(data)
@@ -136,6 +178,12 @@ def _write_plan(tmp_path: Path, mutate) -> Path:
         (lambda d: d["profiles"]["quick"].update(seeds=[0, 0]), r"seeds: expected a non-empty list of distinct"),
         (lambda d: d.update(extra=1), r"unknown key\(s\) \['extra'\]"),
         (lambda d: d["experiments"][3].pop("groups"), r"experiments\[3\]: missing key\(s\) \['groups'\]"),
+        (lambda d: d["profiles"]["smoke"]["settings"].update(few_label=["train.max_iters=1"]),
+         r"profiles.smoke.settings: \['few_label'\] name no setting of the plan"),
+        (lambda d: d["profiles"]["smoke"]["settings"].update(few_labels=["train.max_iters"]),
+         r"profiles.smoke.settings.few_labels: overrides must look like key=value"),
+        (lambda d: d["profiles"]["paper"].update(groups=["ablation", "ablasion"]),
+         r"profiles.paper.groups: no experiment is in group\(s\) \['ablasion'\]"),
     ],
 )
 def test_bad_plans_fail_clearly(tmp_path: Path, mutate, message: str) -> None:

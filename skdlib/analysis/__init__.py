@@ -8,4 +8,6 @@
   mean and spread over seeds, the seed-noise test.
 - :mod:`skdlib.analysis.embedding`: the critic's embedding scores of teacher and student maps (Fig. 3).
 - :mod:`skdlib.analysis.explorer`: everything the interactive explorer shows for one image and pixel.
+- :mod:`skdlib.analysis.unlabeled`: the unlabeled-images experiment (terms, labelled and unlabeled
+  image counts per experiment).
 """

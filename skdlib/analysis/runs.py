@@ -453,22 +453,28 @@ def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, 
 _OFF = ("distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false")
 
 
-def demo_experiments(repo: PathLike | None = None) -> dict[str, dict[str, Any]]:
+def demo_experiments(repo: PathLike | None = None, *, profile: str = "smoke") -> dict[str, dict[str, Any]]:
     """The pipeline's experiments ``{name: {groups, label, description, overrides}}`` from its plan
-    (``configs/experiments.yaml`` via :func:`skdlib.experiments.load_plan`, settings expanded)."""
+    (``configs/experiments.yaml`` via :func:`skdlib.experiments.load_plan`), their settings expanded
+    as ``profile`` expands them (the smoke profile's tiny sizes by default)."""
     from skdlib.experiments import load_plan
 
     plan = load_plan(find_repo_root(repo if repo is not None else Path(__file__)) / "configs" / "experiments.yaml")
+    prof = plan.profile(profile)
     return {e.name: {"groups": list(e.groups), "label": e.label, "description": e.description,
-                     "overrides": list(e.overrides)} for e in plan.experiments}
+                     "overrides": list(plan.overrides(e, prof))} for e in plan.experiments}
 
 
-def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, reuse: bool) -> dict[str, Any]:
-    """Train one demo run, or keep a finished one whose config hashes the same (``reuse``)."""
+def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, tree: Path, reuse: bool) -> dict[str, Any]:
+    """Train one demo run, or keep a finished one whose config hashes the same (``reuse``).
+
+    Relative data roots in ``overrides`` (an experiment's own data, e.g. a labelled subset or an
+    unlabeled pool) are placed under ``<tree>/extra`` (beside the tree's own data set)."""
+    from skdlib.experiments import absolute_paths
     from skdlib.train.config import config_hash, load_config
     from skdlib.train.loop import train
 
-    cfg = load_config(preset, overrides)
+    cfg = load_config(preset, absolute_paths(overrides, load_config(preset, overrides), base=tree / "extra"))
     summary = load_summary(run_dir)
     if reuse and summary is not None and summary.get("finished") is True and (
             summary.get("config_hash") == config_hash(cfg)) and (run_dir / "checkpoints" / "final.pt").is_file():
@@ -547,7 +553,7 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
 def _demo_entries(preset: Path, common: list[str], teacher_overrides: list[str], root: Path, names: list[str],
                   known: Mapping[str, dict[str, Any]], seeds: Sequence[int], *, reuse: bool) -> list[dict[str, Any]]:
     """Train the demo teacher and every listed experiment and seed; the index entries."""
-    _demo_run(preset, [*common, *teacher_overrides], root / "teacher", reuse=reuse)
+    _demo_run(preset, [*common, *teacher_overrides], root / "teacher", tree=root, reuse=reuse)
     teacher_ckpt = root / "teacher" / "checkpoints" / "final.pt"
     entries = []
     for name in names:
@@ -556,7 +562,7 @@ def _demo_entries(preset: Path, common: list[str], teacher_overrides: list[str],
         for seed in seeds:
             overrides = [*spec["overrides"], f"model.teacher_checkpoint={teacher_ckpt}", f"train.seed={seed}"]
             run_dir = f"{name}/seed{seed}"
-            summary = _demo_run(preset, [*common, *overrides], root / run_dir, reuse=reuse)
+            summary = _demo_run(preset, [*common, *overrides], root / run_dir, tree=root, reuse=reuse)
             runs.append({"seed": seed, "run_dir": run_dir, "config_hash": summary.get("config_hash"),
                          "status": FINISHED})
         entries.append({"name": name, "groups": list(spec["groups"]), "label": spec["label"],

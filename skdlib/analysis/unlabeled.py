@@ -1,0 +1,67 @@
+"""The unlabeled-images experiment, read from a runs tree (``book/unlabeled.md``).
+
+Each experiment of the group trains a student on a small labelled subset, with or without a
+stream of unlabeled images (``data.unlabeled``). :func:`unlabeled_table` adds to
+:func:`skdlib.analysis.runs.experiment_table` what the chapter plots against: which distillation
+terms the run used, how many labelled images it had and how many unlabeled ones. Both counts are
+read from the data sets the runs' own ``config.yaml`` name, not from experiment names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skdlib.analysis.runs import experiment_table, load_run_config
+
+__all__ = ["count_images", "terms_label", "unlabeled_table"]
+
+PathLike = str | os.PathLike[str]
+
+
+def terms_label(distill: Any) -> str:
+    """``"baseline"`` or the terms a config switches on, in the paper's order (``"+PI+PA+HO"``);
+    the variants (MIMIC, AT, local pair-wise) are named too."""
+    parts = [(distill.pixelwise, "PI"), (distill.pairwise, "PA"), (distill.holistic, "HO"),
+             (distill.mimic, "MIMIC"), (distill.attention, "AT"), (distill.local_pairwise, "local PA")]
+    on = [name for flag, name in parts if flag]
+    return "baseline" if not on else "+" + "+".join(on)
+
+
+def count_images(name: str, root: PathLike, split: str, options: Mapping[str, Any] | None = None) -> int:
+    """The number of samples of a data set as a run reads it (``build_dataset(name, root, split, **options)``)."""
+    from skdlib.data import build_dataset
+
+    return len(build_dataset(name, root, split, **dict(options or {})))
+
+
+def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profile_dir: PathLike) -> pd.DataFrame:
+    """:func:`~skdlib.analysis.runs.experiment_table` of ``group`` plus, per experiment, ``terms``
+    (:func:`terms_label`), ``labelled`` (training images with labels), ``unlabeled`` (images of the
+    unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
+    run folder of the experiment that holds a ``config.yaml`` (NaN / ``""`` when none does yet).
+    """
+    table = experiment_table(index, group, profile_dir=profile_dir)
+    extra: dict[str, dict[str, Any]] = {}
+    for exp in index.get("experiments", []):
+        if group not in exp.get("groups", []) or exp["name"] not in table.index:
+            continue
+        folders = [Path(profile_dir) / run["run_dir"] for run in exp.get("runs", [])]
+        folder = next((f for f in folders if (f / "config.yaml").is_file()), None)
+        if folder is None:
+            extra[exp["name"]] = {"terms": "", "labelled": math.nan, "unlabeled": math.nan, "ratio": math.nan}
+            continue
+        cfg = load_run_config(folder)
+        labelled = count_images(cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.options)
+        unl = cfg.data.unlabeled
+        unlabeled = count_images(unl.name, unl.root, unl.split, unl.options) if unl.enabled else 0
+        extra[exp["name"]] = {"terms": terms_label(cfg.distill), "labelled": labelled, "unlabeled": unlabeled,
+                              "ratio": unlabeled / labelled}
+    for column in ("terms", "labelled", "unlabeled", "ratio"):
+        table[column] = [extra.get(name, {}).get(column, math.nan) for name in table.index] if len(table) else []
+    return table
