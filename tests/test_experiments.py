@@ -361,3 +361,15 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     assert train_iters == [1, 2, 3]  # iteration 1 kept, 2 and 3 trained again, nothing twice
     assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_record
     assert torch.load(folder / "checkpoints" / "final.pt", weights_only=True)
+
+
+def test_free_cores_counts_the_cores_busy_now(monkeypatch) -> None:
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ex.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ex.os, "getloadavg", lambda: (1.4, 1.0, 1.0))  # stale: the last minute's own work
+    for busy_ticks, free in ((0, 2), (100, 1), (200, 1)):  # of 200 ticks over the sample, on 2 cores
+        samples = iter([(1000, 5000), (1000 + busy_ticks, 5200)])
+        monkeypatch.setattr(ex, "_cpu_times", lambda: next(samples))
+        assert ex.free_cores() == free
+    monkeypatch.setattr(ex, "_cpu_times", lambda: None)  # no /proc/stat: the load average decides
+    assert ex.free_cores() == 1

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import skdlib.train.step as step_module
+from interrupt import train_until_interrupted
 from skdlib.data.generate import ensure_embedded
 from skdlib.models import build_model
 from skdlib.train.config import config_hash, load_config
@@ -186,27 +187,10 @@ def test_small_crops_with_the_holistic_term_fail_early(assets, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Exact resume
 # --------------------------------------------------------------------------------------------------
-class _Interrupt(Exception):
-    pass
-
-
 def test_resume_gives_identical_weights(assets, tmp_path, monkeypatch):
     cfg = _smoke(assets, "train.max_iters=4", "train.checkpoint_every=2")
     train(cfg, tmp_path / "straight", progress=False)
-
-    real_step = step_module.distill_step
-    calls = {"n": 0}
-
-    def stop_after_two(**kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Interrupt
-        return real_step(**kwargs)
-
-    monkeypatch.setattr(step_module, "distill_step", stop_after_two)
-    with pytest.raises(_Interrupt):
-        train(cfg, tmp_path / "halves", progress=False)
-    monkeypatch.setattr(step_module, "distill_step", real_step)
+    train_until_interrupted(cfg, tmp_path / "halves", monkeypatch, steps=2)
     assert torch.load(tmp_path / "halves" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
     summary = train(cfg, tmp_path / "halves", resume=True, progress=False)
     assert summary["finished"]

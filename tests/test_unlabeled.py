@@ -16,6 +16,7 @@ from torch import nn
 
 import skdlib.models
 import skdlib.train.step as step_module
+from interrupt import train_until_interrupted
 from skdlib.data import DataError, build_dataset
 from skdlib.data.generate import ensure_embedded
 from skdlib.losses import segmentation_task_loss
@@ -26,10 +27,6 @@ from skdlib.train.step import with_unlabeled
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 8  # the embedded data set's classes
-
-
-class _Interrupt(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +163,7 @@ def test_zero_unlabeled_images_equal_a_run_without_the_option(assets, tmp_path):
 def test_resume_with_the_stream_is_exact(assets, tmp_path, monkeypatch):
     cfg = _config(assets, "train.max_iters=4", "train.checkpoint_every=2", unlabeled=2)
     train(cfg, tmp_path / "straight", progress=False)
-    real_step = step_module.distill_step
-    calls = {"n": 0}
-
-    def stop_after_two(**kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Interrupt
-        return real_step(**kwargs)
-
-    monkeypatch.setattr(step_module, "distill_step", stop_after_two)
-    with pytest.raises(_Interrupt):
-        train(cfg, tmp_path / "halves", progress=False)
-    monkeypatch.setattr(step_module, "distill_step", real_step)
+    train_until_interrupted(cfg, tmp_path / "halves", monkeypatch, steps=2)
     train(cfg, tmp_path / "halves", resume=True, progress=False)
     _assert_same(_final(tmp_path / "straight"), _final(tmp_path / "halves"))
 

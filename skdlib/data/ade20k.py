@@ -24,6 +24,7 @@ from skdlib.data.base import (
     Transform,
     as_path,
     bit_palette,
+    check_split,
     pair_by_stem,
 )
 
@@ -68,8 +69,7 @@ class ADE20KDataset(SegmentationDataset):
         transform: Transform | None = None,
         skip_bad: bool = False,
     ) -> None:
-        if split not in SPLIT_DIRS:
-            raise ValueError(f"split must be one of {list(SPLIT_DIRS)} for ADE20K, got {split!r}")
+        check_split(split, SPLIT_DIRS, "ADE20K")
         root = as_path(root)
         base = root if root.name == "ADEChallengeData2016" else root / "ADEChallengeData2016"
         sub = SPLIT_DIRS[split]

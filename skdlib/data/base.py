@@ -161,26 +161,47 @@ class SegmentationDataset(Dataset):
         }
 
     def __getitem__(self, index: int) -> Item:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for a data set of {len(self)} items")
-        index %= len(self)
-        for attempt in range(len(self)):
-            current = (index + attempt) % len(self)
-            if current in self._bad:
-                continue
-            try:
-                item = self.load(current)
-            except (DataError, FileNotFoundError) as exc:
-                if not self.skip_bad:
-                    raise
-                self._bad.add(current)
-                logger.warning("skipping bad item %d (%s): %s", current, self.samples[current].name, exc)
-                continue
-            return self.transform(item) if self.transform is not None else item
-        raise DataError(f"every item of this data set is unreadable ({len(self)} items; {self.description})")
+        item = load_readable(
+            index, len(self), self.load, bad=self._bad, skip_bad=self.skip_bad,
+            name=lambda i: self.samples[i].name,
+            nothing_left=f"every item of this data set is unreadable ({len(self)} items; {self.description})",
+        )
+        return self.transform(item) if self.transform is not None else item
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} items, {self.num_classes} classes, {self.description})"
+
+
+def check_split(split: str, known: Sequence[str], dataset: str) -> None:
+    """``ValueError`` naming the known splits when ``split`` is not one of ``known`` (of ``dataset``)."""
+    if split not in known:
+        raise ValueError(f"split must be one of {list(known)} for {dataset}, got {split!r}")
+
+
+def load_readable(index: int, size: int, load: Callable[[int], Any], *, bad: set[int], skip_bad: bool,
+                  name: Callable[[int], str], nothing_left: str) -> Any:
+    """``load(index)`` for a data set of ``size`` items (negative indices count from the end).
+
+    A :class:`DataError` or :class:`FileNotFoundError` is raised as it is, unless ``skip_bad``:
+    then the item's index joins ``bad`` (never tried again), a warning names it (``name(i)``) and
+    the next item is loaded instead, wrapping around; :class:`DataError` ``nothing_left`` when no
+    item is readable. :class:`IndexError` for an index outside ``[-size, size)``.
+    """
+    if not -size <= index < size:
+        raise IndexError(f"index {index} out of range for a data set of {size} items")
+    index %= size
+    for attempt in range(size):
+        current = (index + attempt) % size
+        if current in bad:
+            continue
+        try:
+            return load(current)
+        except (DataError, FileNotFoundError) as exc:
+            if not skip_bad:
+                raise
+            bad.add(current)
+            logger.warning("skipping unreadable item %d (%s): %s", current, name(current), exc)
+    raise DataError(nothing_left)
 
 
 def pair_by_stem(

@@ -12,7 +12,15 @@ import os
 
 import numpy as np
 
-from skdlib.data.base import IGNORE_INDEX, SegmentationDataset, Transform, as_path, identity_lut, pair_by_stem
+from skdlib.data.base import (
+    IGNORE_INDEX,
+    SegmentationDataset,
+    Transform,
+    as_path,
+    check_split,
+    identity_lut,
+    pair_by_stem,
+)
 
 CLASS_NAMES: tuple[str, ...] = (
     "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
@@ -43,8 +51,7 @@ class CamVidDataset(SegmentationDataset):
         transform: Transform | None = None,
         skip_bad: bool = False,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)} for CamVid, got {split!r}")
+        check_split(split, SPLITS, "CamVid")
         root = as_path(root)
         expected = f"{root}/{split}/*.png with labels {root}/{split}annot/*.png (same file names)"
         samples = pair_by_stem(

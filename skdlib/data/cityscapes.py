@@ -26,6 +26,7 @@ from skdlib.data.base import (
     SegmentationDataset,
     Transform,
     as_path,
+    check_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,7 @@ class CityscapesDataset(SegmentationDataset):
         transform: Transform | None = None,
         skip_bad: bool = False,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)} for Cityscapes, got {split!r}")
+        check_split(split, SPLITS, "Cityscapes")
         root = as_path(root)
         expected = (
             f"{root}/leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX} with labels "

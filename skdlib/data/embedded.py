@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from skdlib.data.base import DataError, SegmentationDataset, Transform, identity_lut, pair_by_stem
+from skdlib.data.base import DataError, SegmentationDataset, Transform, check_split, identity_lut, pair_by_stem
 from skdlib.data.generate import CLASSES_NAME, SPLITS, ensure_embedded, read_manifest
 
 
@@ -41,8 +41,7 @@ class EmbeddedDataset(SegmentationDataset):
         skip_bad: bool = False,
         **generate_options: Any,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)} for the embedded data set, got {split!r}")
+        check_split(split, SPLITS, "the embedded data set")
         root = Path(root)
         if generate_options or (generate and read_manifest(root) is None):
             if not generate and read_manifest(root) is None:

@@ -17,7 +17,6 @@ loss over them counts nothing, and ``"labelled": False``.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -25,11 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from skdlib.data.base import IGNORE_INDEX, DataError, Transform, as_path, read_rgb
+from skdlib.data.base import IGNORE_INDEX, DataError, Transform, as_path, load_readable, read_rgb
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "find_image_folder"]
 
-logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -91,23 +89,10 @@ class ImageFolderDataset(Dataset):
         }
 
     def __getitem__(self, index: int) -> dict:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        index %= len(self)
-        for attempt in range(len(self)):
-            current = (index + attempt) % len(self)
-            if current in self._bad:
-                continue
-            try:
-                item = self.load(current)
-            except (DataError, FileNotFoundError) as exc:
-                if not self.skip_bad:
-                    raise
-                self._bad.add(current)
-                logger.warning("skipping unreadable image %s: %s", self.files[current], exc)
-                continue
-            return self.transform(item) if self.transform is not None else item
-        raise DataError(f"every image in {self.folder} is unreadable")
+        item = load_readable(index, len(self), self.load, bad=self._bad, skip_bad=self.skip_bad,
+                             name=lambda i: str(self.files[i]),
+                             nothing_left=f"every image in {self.folder} is unreadable")
+        return self.transform(item) if self.transform is not None else item
 
     def __repr__(self) -> str:
         return f"ImageFolderDataset({len(self)} images in {self.folder})"

@@ -19,7 +19,16 @@ import logging
 import os
 from pathlib import Path
 
-from skdlib.data.base import DataError, Sample, SegmentationDataset, Transform, as_path, bit_palette, identity_lut
+from skdlib.data.base import (
+    DataError,
+    Sample,
+    SegmentationDataset,
+    Transform,
+    as_path,
+    bit_palette,
+    check_split,
+    identity_lut,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +56,7 @@ class VOCDataset(SegmentationDataset):
         transform: Transform | None = None,
         skip_bad: bool = False,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)} for VOC, got {split!r}")
+        check_split(split, SPLITS, "VOC")
         base = _voc_base(as_path(root))
         label_dir = base / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass")
         list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
