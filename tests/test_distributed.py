@@ -13,8 +13,6 @@ this toy run (random teacher, batch 4) amplifies float32 rounding: after 3 itera
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,22 +21,15 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import skdlib.models
+from ddp import become_worker, build_without_dropout, free_port
 from skdlib.data.generate import ensure_embedded
+from skdlib.models import build_model
 from skdlib.train.config import load_config
 from skdlib.train.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
 from skdlib.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
-_real_build_model = skdlib.models.build_model
-
-
-def _build_without_dropout(*args, **kwargs) -> nn.Module:
-    model = _real_build_model(*args, **kwargs)
-    for module in model.modules():
-        if isinstance(module, (nn.Dropout, nn.Dropout2d)):
-            module.p = 0.0
-    return model
 
 
 def _config(data: Path, batch_size: int):
@@ -50,24 +41,15 @@ def _config(data: Path, batch_size: int):
 
 
 def _worker(rank: int, world_size: int, port: int, data: str, run: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    skdlib.models.build_model = _build_without_dropout
+    become_worker(rank, world_size, port)
     train(_config(Path(data), batch_size=2), run, progress=False)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
     data = ensure_embedded(tmp_path / "data", height=64, width=64, num_train=6, num_val=2)
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path / "ddp")), nprocs=2, join=True)
 
-    monkeypatch.setattr(skdlib.models, "build_model", _build_without_dropout)
+    monkeypatch.setattr(skdlib.models, "build_model", build_without_dropout)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -96,8 +78,8 @@ def _initial() -> dict[str, torch.Tensor]:
     from skdlib.train.loop import derive_seed
 
     torch.manual_seed(derive_seed(0, "init"))
-    _real_build_model("pspnet_resnet18", 8, width=0.5)  # the teacher is built first
-    return _real_build_model("pspnet_resnet18", 8, width=0.5).state_dict()
+    build_model("pspnet_resnet18", 8, width=0.5)  # the teacher is built first
+    return build_model("pspnet_resnet18", 8, width=0.5).state_dict()
 
 
 def test_cpu_sync_batchnorm_is_plain_batchnorm_without_a_process_group():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +10,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from PIL import Image
-from torch import nn
 
 import skdlib.models
 import skdlib.train.step as step_module
+from ddp import become_worker, build_without_dropout, free_port
 from interrupt import train_until_interrupted
 from skdlib.data import DataError, build_dataset
 from skdlib.data.generate import ensure_embedded
@@ -168,15 +166,6 @@ def test_resume_with_the_stream_is_exact(assets, tmp_path, monkeypatch):
     _assert_same(_final(tmp_path / "straight"), _final(tmp_path / "halves"))
 
 
-_real_build_model = skdlib.models.build_model
-
-
-def _build_without_dropout(*args, **kwargs) -> nn.Module:
-    model = _real_build_model(*args, **kwargs)
-    for module in model.modules():
-        if isinstance(module, (nn.Dropout, nn.Dropout2d)):
-            module.p = 0.0
-    return model
 
 
 def _ddp_config(data: str, extra: str, teacher: str, batch_size: int, unlabeled: int):
@@ -190,17 +179,8 @@ def _ddp_config(data: str, extra: str, teacher: str, batch_size: int, unlabeled:
 
 
 def _worker(rank: int, world_size: int, port: int, data: str, extra: str, teacher: str, run: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    skdlib.models.build_model = _build_without_dropout
+    become_worker(rank, world_size, port)
     train(_ddp_config(data, extra, teacher, batch_size=1, unlabeled=1), run, progress=False)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_gloo_processes_with_the_stream_match_one_process(assets, tmp_path, monkeypatch):
@@ -211,8 +191,8 @@ def test_two_gloo_processes_with_the_stream_match_one_process(assets, tmp_path, 
     reduction order (tolerance 1e-5, as the labelled-only DDP test).
     """
     args = (str(assets["data"]), str(assets["extra"]), str(assets["teacher"]))
-    mp.spawn(_worker, args=(2, _free_port(), *args, str(tmp_path / "ddp")), nprocs=2, join=True)
-    monkeypatch.setattr(skdlib.models, "build_model", _build_without_dropout)
+    mp.spawn(_worker, args=(2, free_port(), *args, str(tmp_path / "ddp")), nprocs=2, join=True)
+    monkeypatch.setattr(skdlib.models, "build_model", build_without_dropout)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
