@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ from ddp import become_worker, build_without_dropout, free_port
 from interrupt import train_until_interrupted
 from skdlib.data import DataError, build_dataset
 from skdlib.data.generate import ensure_embedded
+from skdlib.experiments import load_plan
 from skdlib.losses import segmentation_task_loss
 from skdlib.models import build_model
-from skdlib.train.config import load_config
+from skdlib.train.config import load_config, save_config
 from skdlib.train.loop import build_unlabeled_dataset, train
 from skdlib.train.step import with_unlabeled
 
@@ -201,3 +203,29 @@ def test_two_gloo_processes_with_the_stream_match_one_process(assets, tmp_path, 
         torch.set_num_threads(threads)
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["world_size"] == 2
     _assert_same(_final(tmp_path / "ddp"), _final(tmp_path / "single"), atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["paper", "official_code", "quick", "smoke"])
+def test_every_student_preset_takes_the_stream_and_records_it(preset, tmp_path):
+    stream = ["data.unlabeled.name=images", f"data.unlabeled.root={tmp_path / 'frames'}",
+              "data.unlabeled.batch_size=3"]
+    cfg = load_config(REPO / "configs" / f"{preset}.yaml", stream)
+    assert cfg.data.unlabeled.enabled and cfg.data.unlabeled.batch_size == 3
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg  # the run folder's config.yaml records the stream
+
+
+@pytest.mark.parametrize("setting", ["paper", "authors_code"])
+def test_a_step_with_the_stream_runs_under_each_presets_distillation_settings(assets, tmp_path, setting):
+    # The authors' code feeds raw logits without the image to a batch-normalised critic and pools
+    # the pair-wise nodes differently: the stream must work with both, the holistic term included.
+    official = [o for o in load_plan().settings["official"] if o.startswith("distill.")]  # the pipeline's list
+    assert "distill.disc_input=logits" in official and "distill.disc_use_image=false" in official
+    cfg = _config(assets, "train.max_iters=2", *(official if setting == "authors_code" else []), unlabeled=2)
+    summary = train(cfg, tmp_path / setting, progress=False)
+    assert summary["finished"]
+    records = [json.loads(line) for line in (tmp_path / setting / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "split" not in r]
+    assert len(steps) == 2
+    assert all(r["skipped_student"] == 0 and r["skipped_critic"] == 0 for r in steps)
+    assert all(math.isfinite(r[k]) for r in steps for k in ("pixel", "pair", "gen", "critic", "gp"))
