@@ -138,9 +138,12 @@ def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
     for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2)):
         runs = {s.experiment: s.config for s in ex.build_runs(plan, profile, runs_root=tmp_path, only=few)[1:]}
+        ablation = ex.build_runs(plan, profile, runs_root=tmp_path, only=["baseline"])[1].config
         for name, cfg in runs.items():
-            assert dict(cfg.data.options)["num_train"] == labelled, (profile, name)
-            assert dict(cfg.data.options).get("seed", 0) == 0  # the first images of the profile's own data
+            # The first images of the profile's own data set, validated on its own val split.
+            assert cfg.data.train_limit == labelled and ablation.data.train_limit is None, (profile, name)
+            assert (cfg.data.name, cfg.data.root, cfg.data.options) == (
+                ablation.data.name, ablation.data.root, ablation.data.options)
             unl = cfg.data.unlabeled
             k = int(name.rpartition("_unl")[2].removesuffix("x")) if "_unl" in name else 0
             assert unl.enabled == (k > 0), (profile, name)

@@ -17,6 +17,7 @@ import torch
 
 import skdlib.train.step as step_module
 from interrupt import train_until_interrupted
+from skdlib.data import DataError, SegmentationDataset
 from skdlib.data.generate import ensure_embedded
 from skdlib.models import build_model
 from skdlib.train.config import config_hash, load_config
@@ -24,6 +25,7 @@ from skdlib.train.loop import (
     NonFiniteLossError,
     RunFolderError,
     batch_indices,
+    build_dataset_for,
     derive_seed,
     poly_lr,
     train,
@@ -306,3 +308,28 @@ def test_each_preset_family_runs(assets, tmp_path, preset, extra):
         assert "pixel" not in record and "gen" not in record
     else:
         assert {"pixel", "pair", "gen", "critic"} <= record.keys()
+
+
+def test_train_limit_trains_on_the_first_samples_only(assets, tmp_path, monkeypatch):
+    full = build_dataset_for(_smoke(assets), "train")
+    assert len(full) == 6
+    cfg = _smoke(assets, "data.train_limit=2", "train.max_iters=3")
+    subset = build_dataset_for(cfg, "train")
+    assert [s.name for s in subset.samples] == [s.name for s in full.samples[:2]]
+    assert torch.equal(subset[1]["image"], full[1]["image"])
+    assert len(build_dataset_for(cfg, "val")) == 2  # validation keeps its whole split
+    # Every item the run reads (3 steps x 2 training images, then the 2 val images) has index 0 or 1.
+    seen: list[int] = []
+    original = SegmentationDataset.__getitem__
+
+    def spy(self, index):
+        seen.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(SegmentationDataset, "__getitem__", spy)
+    assert train(cfg, tmp_path / "run", progress=False)["finished"]
+    assert len(seen) == 3 * 2 + 2 and set(seen) == {0, 1}
+    with pytest.raises(DataError, match=r"data.train_limit=7, but the 'train' split .* has only 6 samples"):
+        build_dataset_for(_smoke(assets, "data.train_limit=7"), "train")
+    with pytest.raises(ValueError, match="train_limit"):
+        _smoke(assets, "data.train_limit=0")

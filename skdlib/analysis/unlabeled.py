@@ -46,6 +46,8 @@ def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profi
     unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
     run folder of the experiment that holds a ``config.yaml`` (NaN / ``""`` when none does yet).
     """
+    from skdlib.train.loop import build_dataset_for
+
     table = experiment_table(index, group, profile_dir=profile_dir)
     extra: dict[str, dict[str, Any]] = {}
     for exp in index.get("experiments", []):
@@ -57,7 +59,7 @@ def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profi
             extra[exp["name"]] = {"terms": "", "labelled": math.nan, "unlabeled": math.nan, "ratio": math.nan}
             continue
         cfg = load_run_config(folder)
-        labelled = count_images(cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.options)
+        labelled = len(build_dataset_for(cfg, cfg.data.train_split))  # data.train_limit applied, as in the run
         unl = cfg.data.unlabeled
         unlabeled = count_images(unl.name, unl.root, unl.split, unl.options) if unl.enabled else 0
         extra[exp["name"]] = {"terms": terms_label(cfg.distill), "labelled": labelled, "unlabeled": unlabeled,

@@ -11,6 +11,7 @@ Normalisation is a transform (:mod:`skdlib.data.transforms`), never done here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -132,6 +133,19 @@ class SegmentationDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def first(self, count: int) -> SegmentationDataset:
+        """The same data set restricted to its first ``count`` samples (a labelled subset): same
+        classes, label table, transform and ``skip_bad``. ``DataError`` when it has fewer."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        if count > len(self.samples):
+            raise DataError(f"asked for the first {count} samples, but the data set has only {len(self.samples)} "
+                            f"({self.description})")
+        view = copy.copy(self)
+        view.samples = self.samples[:count]
+        view._bad = {i for i in self._bad if i < count}
+        return view
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -363,6 +363,9 @@ class DataConfig(_Section):
     batch_size: int = _doc(8, "images per training step; paper: 8")
     num_workers: int | None = _doc(None, "loader worker processes; null = chosen from the CPU count")
     options: dict[str, Any] = _doc({}, "extra keyword options for build_dataset")
+    train_limit: int | None = _doc(
+        None, "train on the first N samples of train_split only (a labelled subset); null = all of them"
+    )
     unlabeled: UnlabeledConfig = field(
         default_factory=UnlabeledConfig, metadata={"doc": "optional stream of unlabeled images (distillation only)"}
     )
@@ -378,6 +381,8 @@ class DataConfig(_Section):
         self._at_least("batch_size", 1)
         if self.num_workers is not None:
             self._at_least("num_workers", 0)
+        if self.train_limit is not None:
+            self._at_least("train_limit", 1)
 
 
 def _check_crop(section: _Section, name: str) -> None:

@@ -187,10 +187,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
-    """The data set of ``split`` from ``cfg.data`` via :func:`skdlib.data.build_dataset`."""
-    from skdlib.data import build_dataset
+    """The data set of ``split`` from ``cfg.data`` via :func:`skdlib.data.build_dataset`; the
+    training split restricted to its first ``data.train_limit`` samples when that is set."""
+    from skdlib.data import DataError, build_dataset
 
-    return build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
+    dataset = build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
+    limit = cfg.data.train_limit
+    if limit is None or split != cfg.data.train_split:
+        return dataset
+    if limit > len(dataset):
+        raise DataError(f"data.train_limit={limit}, but the {split!r} split of {cfg.data.root} has only "
+                        f"{len(dataset)} samples")
+    return dataset.first(limit)
 
 
 class _WithoutLabels(torch.utils.data.Dataset):
