@@ -52,10 +52,10 @@ __all__ = [
     "PlanError",
     "Profile",
     "RunSpec",
-    "absolute_paths",
     "build_runs",
     "default_jobs",
     "free_cores",
+    "load_config_pinned",
     "execute_run",
     "load_plan",
     "main",
@@ -135,7 +135,7 @@ class Plan:
     def overrides(self, experiment: Experiment, profile: str | Profile) -> tuple[str, ...]:
         """``experiment``'s overrides under ``profile``: its settings expanded (the profile's own list
         of a setting when it has one, else the plan's), then its own overrides."""
-        prof = profile if isinstance(profile, Profile) else self.profile(profile)
+        prof = self.profile(profile) if isinstance(profile, str) else profile
         expanded: list[str] = []
         for name in experiment.settings:
             expanded.extend(prof.settings.get(name, self.settings[name]))
@@ -291,16 +291,25 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p)
 
 
-def absolute_paths(overrides: Sequence[str], cfg: ExperimentConfig,
-                   base: str | os.PathLike[str] = REPO_ROOT) -> list[str]:
+def _absolute_paths(overrides: Sequence[str], cfg: ExperimentConfig, base: str | os.PathLike[str]) -> list[str]:
     """``overrides`` plus overrides that pin the config's relative file paths (the data roots, the
-    unlabeled stream's root, the student's pretrained weights) to ``base`` (default: the repository)."""
+    unlabeled stream's root, the student's pretrained weights) to ``base``."""
     extra = []
     for key, value in (("data.root", cfg.data.root), ("data.unlabeled.root", cfg.data.unlabeled.root),
                        ("model.student_pretrained", cfg.model.student_pretrained)):
         if value is not None and not Path(value).expanduser().is_absolute():
             extra.append(f"{key}={json.dumps(str(Path(base) / Path(value).expanduser()))}")
     return [*overrides, *extra]
+
+
+def load_config_pinned(preset: str | os.PathLike[str], overrides: Sequence[str],
+                       base: str | os.PathLike[str] = REPO_ROOT) -> tuple[list[str], ExperimentConfig]:
+    """:func:`load_config` of ``preset`` + ``overrides`` with the config's relative file paths (data
+    roots, the unlabeled stream's root, pretrained weights) pinned to ``base`` (default: the
+    repository), so the run does not depend on its working directory. Returns the overrides with
+    the pins appended, and the config they make."""
+    pinned = _absolute_paths(overrides, load_config(preset, overrides), base)
+    return pinned, load_config(preset, pinned)
 
 
 def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = "runs",
@@ -320,9 +329,7 @@ def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = 
     def make(key: str, experiment: str | None, seed: int | None, preset: str, overrides: list[str]) -> RunSpec:
         path = _absolute(preset)
         try:
-            cfg = load_config(path, overrides)
-            overrides = absolute_paths(overrides, cfg)
-            cfg = load_config(path, overrides)
+            overrides, cfg = load_config_pinned(path, overrides)
         except (ValueError, FileNotFoundError) as error:
             raise PlanError(f"profile {profile!r}, run {key!r} ({path.name} + {overrides}): {error}") from error
         return RunSpec(key=key, experiment=experiment, seed=seed, config_path=path, overrides=tuple(overrides),

@@ -310,6 +310,8 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["eval.crop_size=[64,-1]"], r"eval.crop_size: sides must be positive"),
         (["eval.stride_rate=0"], r"eval.stride_rate: must lie in \(0, 1\]"),
         (["data.batch_size=0"], r"data.batch_size: must be >= 1, got 0"),
+        (["data.train_limit=0"], r"data.train_limit: must be >= 1, got 0"),
+        (["data.name=images"], r"data.name: 'images' reads images without labels: it can feed the unlabeled stream"),
         (["distill.node_size=0"], r"distill.node_size: must be >= 1, got 0"),
         (["distill.node_fraction=1.5", "distill.node_size=1"], r"distill.node_fraction: must lie in \(0, 1\]"),
         (["distill.node_fraction=0.5"], r"distill.node_size: must be 1 when distill.node_fraction is set"),

@@ -470,11 +470,11 @@ def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, tree: Path, 
 
     Relative data roots in ``overrides`` (an experiment's own data, e.g. a labelled subset or an
     unlabeled pool) are placed under ``<tree>/extra`` (beside the tree's own data set)."""
-    from skdlib.experiments import absolute_paths
-    from skdlib.train.config import config_hash, load_config
+    from skdlib.experiments import load_config_pinned
+    from skdlib.train.config import config_hash
     from skdlib.train.loop import train
 
-    cfg = load_config(preset, absolute_paths(overrides, load_config(preset, overrides), base=tree / "extra"))
+    _, cfg = load_config_pinned(preset, overrides, base=tree / "extra")
     summary = load_summary(run_dir)
     if reuse and summary is not None and summary.get("finished") is True and (
             summary.get("config_hash") == config_hash(cfg)) and (run_dir / "checkpoints" / "final.pt").is_file():

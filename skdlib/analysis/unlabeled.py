@@ -19,7 +19,7 @@ import pandas as pd
 
 from skdlib.analysis.runs import experiment_table, load_run_config
 
-__all__ = ["count_images", "terms_label", "unlabeled_table"]
+__all__ = ["terms_label", "unlabeled_table"]
 
 PathLike = str | os.PathLike[str]
 
@@ -33,20 +33,13 @@ def terms_label(distill: Any) -> str:
     return "baseline" if not on else "+" + "+".join(on)
 
 
-def count_images(name: str, root: PathLike, split: str, options: Mapping[str, Any] | None = None) -> int:
-    """The number of samples of a data set as a run reads it (``build_dataset(name, root, split, **options)``)."""
-    from skdlib.data import build_dataset
-
-    return len(build_dataset(name, root, split, **dict(options or {})))
-
-
 def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profile_dir: PathLike) -> pd.DataFrame:
     """:func:`~skdlib.analysis.runs.experiment_table` of ``group`` plus, per experiment, ``terms``
     (:func:`terms_label`), ``labelled`` (training images with labels), ``unlabeled`` (images of the
     unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
     run folder of the experiment that holds a ``config.yaml`` (NaN / ``""`` when none does yet).
     """
-    from skdlib.train.loop import build_dataset_for
+    from skdlib.train.loop import build_dataset_for, build_unlabeled_dataset
 
     table = experiment_table(index, group, profile_dir=profile_dir)
     extra: dict[str, dict[str, Any]] = {}
@@ -60,8 +53,8 @@ def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profi
             continue
         cfg = load_run_config(folder)
         labelled = len(build_dataset_for(cfg, cfg.data.train_split))  # data.train_limit applied, as in the run
-        unl = cfg.data.unlabeled
-        unlabeled = count_images(unl.name, unl.root, unl.split, unl.options) if unl.enabled else 0
+        stream = build_unlabeled_dataset(cfg)  # None without a stream, as in the run
+        unlabeled = 0 if stream is None else len(stream)
         extra[exp["name"]] = {"terms": terms_label(cfg.distill), "labelled": labelled, "unlabeled": unlabeled,
                               "ratio": unlabeled / labelled}
     for column in ("terms", "labelled", "unlabeled", "ratio"):

@@ -374,6 +374,9 @@ class DataConfig(_Section):
         super()._validate()
         if not self.name:
             self._fail("name", "must not be empty")
+        if self.name == "images":
+            self._fail("name", "'images' reads images without labels: it can feed the unlabeled stream "
+                               "(data.unlabeled.name), not the labelled training and validation data")
         _check_crop(self, "crop_size")
         low, high = self.scale_range
         if not (0.0 < low <= high):
