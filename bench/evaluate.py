@@ -60,7 +60,9 @@ def make_pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.nda
     # Coarse cells of random classes, upsampled to blocks, plus random rectangles.
     cells_h, cells_w = 16, 32
     coarse = rng.integers(0, NUM_CLASSES, size=(cells_h, cells_w), dtype=np.uint8)  # (16, 32)
-    target = np.repeat(np.repeat(coarse, height // cells_h, axis=0), width // cells_w, axis=1)  # (H, W)
+    target = np.repeat(
+        np.repeat(coarse, height // cells_h, axis=0), width // cells_w, axis=1
+    )  # (H, W)
     for _ in range(40):
         h, w = rng.integers(8, height // 4), rng.integers(8, width // 4)
         y, x = rng.integers(0, height - h), rng.integers(0, width - w)
@@ -104,15 +106,23 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=20)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timings are the best of this many runs"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (the official numpy path uses one core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (the official numpy path uses one core)",
+    )
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
 
     workdir = Path(tempfile.mkdtemp(prefix="skd_eval_bench_"))
-    os.environ.setdefault("CITYSCAPES_DATASET", str(workdir))  # the official module reads it at import
+    os.environ.setdefault(
+        "CITYSCAPES_DATASET", str(workdir)
+    )  # the official module reads it at import
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
 
     train_to_label, label_to_train, names = cityscapes_tables()
@@ -149,7 +159,9 @@ def main() -> None:
     def ours_with_io() -> dict:
         meter = ConfusionMeter(NUM_CLASSES, ignore_index=IGNORE)
         for gt_path, pred_path in zip(gt_files, pred_files):
-            gt = torch.from_numpy(label_to_train[np.array(Image.open(gt_path))])  # (H, W) labelId -> trainId
+            gt = torch.from_numpy(
+                label_to_train[np.array(Image.open(gt_path))]
+            )  # (H, W) labelId -> trainId
             pr = torch.from_numpy(label_to_train[np.array(Image.open(pred_path))])  # (H, W) uint8
             meter.update(pr, gt)
         return meter.compute()
@@ -168,17 +180,27 @@ def main() -> None:
     official_miou = result["averageScoreClasses"]
     official_iou = [result["classScores"][name] for name in names]
     max_class_diff = max(
-        abs(a - b) for a, b in zip(ours["class_iou"], official_iou) if not (np.isnan(a) and np.isnan(b))
+        abs(a - b)
+        for a, b in zip(ours["class_iou"], official_iou)
+        if not (np.isnan(a) and np.isnan(b))
     )
     n = opts.num_images
-    print(f"machine   : {cpu_name()}, {os.cpu_count()} logical CPUs (load average "
-          f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} "
-          f"with {torch.get_num_threads()} threads, numpy {np.__version__}, Python {platform.python_version()}")
-    print(f"official  : cityscapesscripts evalPixelLevelSemanticLabeling, Cython extension "
-          f"{'used' if official.CSUPPORT else 'not available (its numpy path)'}")
-    print(f"data      : {n} label maps {opts.height}x{opts.width}, 19 classes, blocky scenes with ignored regions")
-    print(f"mIoU      : official {float(official_miou)!r}  ours {ours['miou']!r}  "
-          f"|diff| {abs(official_miou - ours['miou']):.1e}  (ours from PNGs {ours_io['miou']!r})")
+    print(
+        f"machine   : {cpu_name()}, {os.cpu_count()} logical CPUs (load average "
+        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} "
+        f"with {torch.get_num_threads()} threads, numpy {np.__version__}, Python {platform.python_version()}"
+    )
+    print(
+        f"official  : cityscapesscripts evalPixelLevelSemanticLabeling, Cython extension "
+        f"{'used' if official.CSUPPORT else 'not available (its numpy path)'}"
+    )
+    print(
+        f"data      : {n} label maps {opts.height}x{opts.width}, 19 classes, blocky scenes with ignored regions"
+    )
+    print(
+        f"mIoU      : official {float(official_miou)!r}  ours {ours['miou']!r}  "
+        f"|diff| {abs(official_miou - ours['miou']):.1e}  (ours from PNGs {ours_io['miou']!r})"
+    )
     print(f"class IoU : max |diff| over 19 classes {max_class_diff:.1e}")
     print(f"{'best of runs':42s} {'wall s':>8s} {'ms/image':>9s} {'CPU s':>8s} {'ms/image':>9s}")
     rows = [
@@ -193,7 +215,10 @@ def main() -> None:
     ratios = [
         ("evaluation on tensors vs official call", lambda i: t_official[i] / t_ours[i]),
         ("both reading PNGs", lambda i: t_official[i] / t_ours_io[i]),
-        ("evaluation only (official minus reading)", lambda i: (t_official[i] - t_read[i]) / t_ours[i]),
+        (
+            "evaluation only (official minus reading)",
+            lambda i: (t_official[i] - t_read[i]) / t_ours[i],
+        ),
     ]
     for label, ratio in ratios:
         print(f"  {label:40s} {ratio(0):7.1f}x {ratio(1):7.1f}x")

@@ -62,10 +62,14 @@ def main() -> None:
     options.intra_op_num_threads = args.threads
     # idle onnxruntime threads would otherwise spin and steal the cores from the next torch pass
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    print(f"machine: {platform.machine()} {platform.processor()}, torch {torch.__version__}, "
-          f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, input 1x3x{size[0]}x{size[1]}, "
-          f"{args.repeats} alternating rounds")
-    print(f"{'network':24s} {'torch ms':>9s} {'onnxrt ms':>10s} {'torch/ort':>10s} {'max |diff|':>11s}")
+    print(
+        f"machine: {platform.machine()} {platform.processor()}, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, input 1x3x{size[0]}x{size[1]}, "
+        f"{args.repeats} alternating rounds"
+    )
+    print(
+        f"{'network':24s} {'torch ms':>9s} {'onnxrt ms':>10s} {'torch/ort':>10s} {'max |diff|':>11s}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         for label, name, opts in STUDENTS:
             torch.manual_seed(0)
@@ -75,7 +79,9 @@ def main() -> None:
                 path = export_onnx(model, Path(folder) / f"{name}.onnx", size)
             image = torch.randn(1, 3, *size)
             diff = check_onnx(model, path, image)
-            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
             feed = {"image": image.numpy()}
             torch_times, ort_times = [], []
             with torch.no_grad():

@@ -129,8 +129,12 @@ def main() -> None:
         return
 
     n = HEIGHT * WIDTH
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}")
-    print(f"setting: batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = {n} nodes, float32, forward + backward")
+    print(
+        f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}"
+    )
+    print(
+        f"setting: batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = {n} nodes, float32, forward + backward"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for form in ("gram", "authors"):
@@ -140,10 +144,14 @@ def main() -> None:
 
     g, a = results["gram"], results["authors"]
     tg, ta = statistics.median(g["times"]), statistics.median(a["times"])
-    print(f"{'form':<10}{'loss value':>20}{'median time (s)':>17}{'peak memory (MiB)':>19}   all times (s)")
+    print(
+        f"{'form':<10}{'loss value':>20}{'median time (s)':>17}{'peak memory (MiB)':>19}   all times (s)"
+    )
     for name, r in (("gram", g), ("authors", a)):
         ts = ", ".join(f"{t:.3f}" for t in r["times"])
-        print(f"{name:<10}{r['value']:>20.10g}{statistics.median(r['times']):>17.3f}{r['peak_bytes'] / 2**20:>19.1f}   {ts}")
+        print(
+            f"{name:<10}{r['value']:>20.10g}{statistics.median(r['times']):>17.3f}{r['peak_bytes'] / 2**20:>19.1f}   {ts}"
+        )
     ref = g["reference_float64"]
     print(
         f"float64 reference (Gram form in float64): {ref:.12g}; relative error of the float32 "
@@ -151,12 +159,18 @@ def main() -> None:
     )
     rel_value = abs(g["value"] - a["value"]) / abs(a["value"])
     rel_grad = float((grad_gram - grad_auth).norm() / grad_auth.norm())
-    print(f"value relative difference: {rel_value:.2e} (goal <= 1e-5: {'met' if rel_value <= 1e-5 else 'NOT met'})")
+    print(
+        f"value relative difference: {rel_value:.2e} (goal <= 1e-5: {'met' if rel_value <= 1e-5 else 'NOT met'})"
+    )
     print(f"gradient relative difference (L2): {rel_grad:.2e}")
     speed = ta / tg
     memory = a["peak_bytes"] / max(g["peak_bytes"], 1)
-    print(f"time ratio authors / gram: {speed:.1f}x (goal >= 10x: {'met' if speed >= 10 else 'NOT met'})")
-    print(f"peak-memory ratio authors / gram: {memory:.1f}x (goal >= 15x: {'met' if memory >= 15 else 'NOT met'})")
+    print(
+        f"time ratio authors / gram: {speed:.1f}x (goal >= 10x: {'met' if speed >= 10 else 'NOT met'})"
+    )
+    print(
+        f"peak-memory ratio authors / gram: {memory:.1f}x (goal >= 15x: {'met' if memory >= 15 else 'NOT met'})"
+    )
 
     # Memory model from the measured deltas: the authors' peak grows as B * n^2 (the n x n maps and
     # their temporaries), the Gram form's as B * C * n (normalised copies of the features; the

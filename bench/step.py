@@ -48,9 +48,15 @@ def _variants(distill) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (after one warm-up)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed rounds first (CPU kernels and allocator warm up)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed rounds per variant (after one warm-up)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed rounds first (CPU kernels and allocator warm up)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(128, 256))
@@ -59,19 +65,35 @@ def main() -> None:
     cfg = load_config("configs/quick.yaml")
     device = torch.device(args.device)
     torch.manual_seed(0)
-    student = build_model(cfg.model.student, NUM_CLASSES, **dict(cfg.model.student_options)).to(device).train()
-    teacher = build_model(cfg.model.teacher, NUM_CLASSES, **dict(cfg.model.teacher_options)).to(device).eval()
+    student = (
+        build_model(cfg.model.student, NUM_CLASSES, **dict(cfg.model.student_options))
+        .to(device)
+        .train()
+    )
+    teacher = (
+        build_model(cfg.model.teacher, NUM_CLASSES, **dict(cfg.model.teacher_options))
+        .to(device)
+        .eval()
+    )
     d = cfg.distill
-    critic = Discriminator(NUM_CLASSES, widths=tuple(d.disc_widths), use_image=d.disc_use_image,
-                           input=d.disc_input, input_batchnorm=d.disc_input_batchnorm).to(device)
+    critic = Discriminator(
+        NUM_CLASSES,
+        widths=tuple(d.disc_widths),
+        use_image=d.disc_use_image,
+        input=d.disc_input,
+        input_batchnorm=d.disc_input_batchnorm,
+    ).to(device)
     opt_s = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     opt_d = torch.optim.SGD(critic.parameters(), lr=1e-5, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
     image = torch.randn(args.batch, 3, *args.size, generator=generator).to(device)
     label = torch.randint(0, NUM_CLASSES, (args.batch, *args.size), generator=generator).to(device)
     contexts = {
-        name: StepContext(distill=distill, aux_weight=cfg.train.aux_weight,
-                          critic_generator=torch.Generator(device=device).manual_seed(0))
+        name: StepContext(
+            distill=distill,
+            aux_weight=cfg.train.aux_weight,
+            critic_generator=torch.Generator(device=device).manual_seed(0),
+        )
         for name, distill in _variants(d).items()
     }
 
@@ -83,8 +105,16 @@ def main() -> None:
             teacher_forward(teacher, image, contexts[name])
             student_step(student, opt_s, image, label, contexts[name])
         else:
-            distill_step(student=student, teacher=teacher, optimizer=opt_s, image=image, label=label,
-                         ctx=contexts[name], critic=critic, critic_optimizer=opt_d)
+            distill_step(
+                student=student,
+                teacher=teacher,
+                optimizer=opt_s,
+                image=image,
+                label=label,
+                ctx=contexts[name],
+                critic=critic,
+                critic_optimizer=opt_d,
+            )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
@@ -99,20 +129,30 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
 
     env = environment_info(device)
-    print(f"machine: {env['cpu']} ({env['cpu_count']} CPUs, {env['threads']} torch threads), "
-          f"gpu {env['gpu']}, {platform.system()}, torch {env['torch']}, device {device}")
-    print(f"size: batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}; student {cfg.model.student} "
-          f"{dict(cfg.model.student_options)}, teacher {cfg.model.teacher} {dict(cfg.model.teacher_options)}, "
-          f"critic widths {list(d.disc_widths)}; {args.rounds} rounds, median")
+    print(
+        f"machine: {env['cpu']} ({env['cpu_count']} CPUs, {env['threads']} torch threads), "
+        f"gpu {env['gpu']}, {platform.system()}, torch {env['torch']}, device {device}"
+    )
+    print(
+        f"size: batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}; student {cfg.model.student} "
+        f"{dict(cfg.model.student_options)}, teacher {cfg.model.teacher} {dict(cfg.model.teacher_options)}, "
+        f"critic widths {list(d.disc_widths)}; {args.rounds} rounds, median"
+    )
     for name, value in median.items():
-        print(f"  {name:<10} {value:8.3f} s   (rounds: {', '.join(f'{v:.3f}' for v in times[name])})")
+        print(
+            f"  {name:<10} {value:8.3f} s   (rounds: {', '.join(f'{v:.3f}' for v in times[name])})"
+        )
     ratio = median["full"] / median["baseline"]
-    print(f"full / baseline (teacher forward + plain student step): {ratio:.3f}  (goal <= 1.35: "
-          f"{'met' if ratio <= 1.35 else 'NOT met'})")
+    print(
+        f"full / baseline (teacher forward + plain student step): {ratio:.3f}  (goal <= 1.35: "
+        f"{'met' if ratio <= 1.35 else 'NOT met'})"
+    )
     for term in ("+pixel", "+pair", "+holistic"):
         share = (median[term] - median["baseline"]) / median["full"]
         print(f"  share of the full iteration, {term[1:]:<8}: {100 * share:6.1f} %")
-    print(f"  share of the full iteration, baseline: {100 * median['baseline'] / median['full']:6.1f} %")
+    print(
+        f"  share of the full iteration, baseline: {100 * median['baseline'] / median['full']:6.1f} %"
+    )
 
 
 if __name__ == "__main__":

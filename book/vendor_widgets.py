@@ -46,11 +46,17 @@ def install(npm_dir: Path) -> None:
     npm_dir.mkdir(parents=True, exist_ok=True)
     stamp = npm_dir / STAMP
     digest = _lock_digest()
-    if stamp.is_file() and stamp.read_text().strip() == digest and (npm_dir / HTML_MANAGER_DIST).is_dir():
+    if (
+        stamp.is_file()
+        and stamp.read_text().strip() == digest
+        and (npm_dir / HTML_MANAGER_DIST).is_dir()
+    ):
         return
     npm = shutil.which("npm")
     if npm is None:
-        raise FileNotFoundError("npm not found on PATH: install Node.js (e.g. `apt-get install -y npm`)")
+        raise FileNotFoundError(
+            "npm not found on PATH: install Node.js (e.g. `apt-get install -y npm`)"
+        )
     for name in ("package.json", "package-lock.json"):
         shutil.copy2(ROOT / name, npm_dir / name)
     subprocess.run(
@@ -78,7 +84,9 @@ def copy_assets(npm_dir: Path, dest: Path) -> list[Path]:
     for package in ("@jupyter-widgets/html-manager", "requirejs"):
         licence = npm_dir / "node_modules" / package / "LICENSE"
         if licence.is_file():
-            copied.append(Path(shutil.copy2(licence, target / f"LICENSE.{package.replace('/', '_')}")))
+            copied.append(
+                Path(shutil.copy2(licence, target / f"LICENSE.{package.replace('/', '_')}"))
+            )
     copied += copy_mathjax(npm_dir, dest)
     return copied
 
@@ -106,10 +114,18 @@ def copy_mathjax(npm_dir: Path, dest: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=ROOT / "_build" / "widgets_static",
-                        help="folder listed in html_static_path (the files go to <dest>/widgets/)")
-    parser.add_argument("--npm-dir", type=Path, default=ROOT / "_build" / "widgets_npm",
-                        help="ignored folder for node_modules")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=ROOT / "_build" / "widgets_static",
+        help="folder listed in html_static_path (the files go to <dest>/widgets/)",
+    )
+    parser.add_argument(
+        "--npm-dir",
+        type=Path,
+        default=ROOT / "_build" / "widgets_npm",
+        help="ignored folder for node_modules",
+    )
     args = parser.parse_args(argv)
     try:
         install(args.npm_dir)
@@ -118,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vendor_widgets: {exc}", file=sys.stderr)
         return 1
     size = sum(p.stat().st_size for p in copied) / 2**20
-    print(f"vendor_widgets: {len(copied)} files ({size:.1f} MiB) in {args.dest}/widgets and {args.dest}/mathjax")
+    print(
+        f"vendor_widgets: {len(copied)} files ({size:.1f} MiB) in {args.dest}/widgets and {args.dest}/mathjax"
+    )
     return 0
 
 

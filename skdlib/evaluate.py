@@ -47,7 +47,9 @@ def _logits_at(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> 
     """The model's logits for ``image`` ``(N, 3, h, w)`` upsampled to ``size``: ``(N, K, *size)`` float32."""
     logits = model(image).logits.float()  # (N, K, h/s, w/s)
     if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (N, K, *size)
+        logits = F.interpolate(
+            logits, size=size, mode="bilinear", align_corners=False
+        )  # (N, K, *size)
     return logits
 
 
@@ -56,7 +58,9 @@ def _probabilities(model: nn.Module, image: torch.Tensor, *, flip: bool) -> torc
     size = (image.shape[-2], image.shape[-1])
     probs = torch.softmax(_logits_at(model, image, size), dim=1)  # (N, K, H, W)
     if flip:
-        flipped = torch.softmax(_logits_at(model, image.flip(-1), size), dim=1).flip(-1)  # (N, K, H, W)
+        flipped = torch.softmax(_logits_at(model, image.flip(-1), size), dim=1).flip(
+            -1
+        )  # (N, K, H, W)
         probs = 0.5 * (probs + flipped)
     return probs
 
@@ -100,7 +104,9 @@ def predict_probabilities(
         if mode == "whole":
             return _probabilities(model, image, flip=flip)
         if crop_size is None or len(crop_size) != 2 or min(crop_size) < 1:
-            raise ValueError(f"crop_size must be (height, width) of positive ints in sliding mode, got {crop_size!r}")
+            raise ValueError(
+                f"crop_size must be (height, width) of positive ints in sliding mode, got {crop_size!r}"
+            )
         if not 0.0 < stride_rate <= 1.0:
             raise ValueError(f"stride_rate must lie in (0, 1], got {stride_rate}")
         n, _, height, width = image.shape
@@ -108,7 +114,10 @@ def predict_probabilities(
         pad_h, pad_w = max(ch - height, 0), max(cw - width, 0)
         padded = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)  # (N, 3, H + pad_h, W + pad_w)
         ph, pw = padded.shape[-2:]
-        stride_h, stride_w = max(1, math.ceil(ch * stride_rate)), max(1, math.ceil(cw * stride_rate))
+        stride_h, stride_w = (
+            max(1, math.ceil(ch * stride_rate)),
+            max(1, math.ceil(cw * stride_rate)),
+        )
         total: torch.Tensor | None = None
         count = torch.zeros(1, 1, ph, pw, device=image.device)  # (1, 1, H', W')
         for top in sliding_windows(ph, ch, stride_h):
@@ -116,7 +125,9 @@ def predict_probabilities(
                 window = padded[..., top : top + ch, left : left + cw]  # (N, 3, ch, cw)
                 probs = _probabilities(model, window, flip=flip)  # (N, K, ch, cw)
                 if total is None:
-                    total = torch.zeros(n, probs.shape[1], ph, pw, device=image.device)  # (N, K, H', W')
+                    total = torch.zeros(
+                        n, probs.shape[1], ph, pw, device=image.device
+                    )  # (N, K, H', W')
                 total[..., top : top + ch, left : left + cw] += probs
                 count[..., top : top + ch, left : left + cw] += 1
         assert total is not None  # at least one window always exists
@@ -172,7 +183,9 @@ def evaluate(
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            raise ValueError(f"world_size={world_size} needs an initialised torch.distributed process group")
+            raise ValueError(
+                f"world_size={world_size} needs an initialised torch.distributed process group"
+            )
     device = torch.device(device)
     meter = ConfusionMeter(num_classes, ignore_index=ignore_index)
     meter.matrix = meter.matrix.to(device)
@@ -189,7 +202,12 @@ def evaluate(
                 image = torch.stack([item["image"] for item in chunk]).to(device)  # (B, 3, H, W)
                 label = torch.stack([item["label"] for item in chunk]).to(device)  # (B, H, W)
                 probs = predict_probabilities(
-                    model, normalize(image), mode=mode, flip=flip, crop_size=crop_size, stride_rate=stride_rate
+                    model,
+                    normalize(image),
+                    mode=mode,
+                    flip=flip,
+                    crop_size=crop_size,
+                    stride_rate=stride_rate,
                 )
                 pred = probs.argmax(dim=1)  # (B, K, H, W) -> (B, H, W)
                 meter.update(pred, label)
@@ -260,14 +278,24 @@ def _read_student_state(path: Path) -> dict[str, torch.Tensor]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m skdlib.evaluate``: score a checkpoint on a split, optionally save predictions."""
     parser = argparse.ArgumentParser(prog="python -m skdlib.evaluate", description=main.__doc__)
-    parser.add_argument("--checkpoint", required=True, help="final.pt (state dict) or last.pt (full checkpoint)")
-    parser.add_argument("--config", required=True, help="experiment config (e.g. the run's config.yaml)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="final.pt (state dict) or last.pt (full checkpoint)"
+    )
+    parser.add_argument(
+        "--config", required=True, help="experiment config (e.g. the run's config.yaml)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--split", default=None, help="data split (default: data.val_split)")
-    parser.add_argument("--sliding", action="store_true", help="sliding-window inference (default: eval.mode)")
-    parser.add_argument("--flip", action="store_true", help="average with the flipped image (default: eval.flip)")
+    parser.add_argument(
+        "--sliding", action="store_true", help="sliding-window inference (default: eval.mode)"
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="average with the flipped image (default: eval.flip)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: train.device)")
-    parser.add_argument("--save-predictions", default=None, metavar="DIR", help="write prediction PNGs here")
+    parser.add_argument(
+        "--save-predictions", default=None, metavar="DIR", help="write prediction PNGs here"
+    )
     parser.add_argument("--output", default=None, help="also write the scores as JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -302,12 +330,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _save_png(out / "labelId" / f"{name}.png", table[array])
 
     scores = evaluate(
-        model, dataset, num_classes=num_classes, device=device, mode=mode, flip=args.flip or cfg.eval.flip,
-        crop_size=crop, stride_rate=cfg.eval.stride_rate, prediction_callback=callback,
+        model,
+        dataset,
+        num_classes=num_classes,
+        device=device,
+        mode=mode,
+        flip=args.flip or cfg.eval.flip,
+        crop_size=crop,
+        stride_rate=cfg.eval.stride_rate,
+        prediction_callback=callback,
     )
     names = list(getattr(dataset, "class_names", []))
-    result = {"split": split, "mode": mode, "flip": args.flip or cfg.eval.flip, "class_names": names,
-              **scores_to_json(scores)}
+    result = {
+        "split": split,
+        "mode": mode,
+        "flip": args.flip or cfg.eval.flip,
+        "class_names": names,
+        **scores_to_json(scores),
+    }
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
         from skdlib.train.runfolder import atomic_write_text

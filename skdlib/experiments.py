@@ -54,9 +54,9 @@ __all__ = [
     "RunSpec",
     "build_runs",
     "default_jobs",
+    "execute_run",
     "free_cores",
     "load_config_pinned",
-    "execute_run",
     "load_plan",
     "main",
     "run_action",
@@ -74,7 +74,15 @@ TEACHER_DIR = "teacher"
 INDEX_NAME = "index.json"
 NOTEBOOK_NAME = "notebook.ipynb"
 
-_PROFILE_KEYS = {"description", "config", "teacher_config", "seeds", "overrides", "settings", "groups"}
+_PROFILE_KEYS = {
+    "description",
+    "config",
+    "teacher_config",
+    "seeds",
+    "overrides",
+    "settings",
+    "groups",
+}
 _EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
 _PLAN_KEYS = {"profiles", "settings", "experiments"}
 _EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val")
@@ -113,7 +121,9 @@ class Experiment:
     groups: tuple[str, ...]
     label: str
     description: str
-    settings: tuple[str, ...]   #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
+    settings: tuple[
+        str, ...
+    ]  #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
     overrides: tuple[str, ...]  #: its own overrides, applied after the settings
 
 
@@ -129,7 +139,9 @@ class Plan:
     def profile(self, name: str) -> Profile:
         """The profile ``name``; :class:`PlanError` lists the known ones otherwise."""
         if name not in self.profiles:
-            raise PlanError(f"profile: unknown profile {name!r} in {self.source}; known: {', '.join(self.profiles)}")
+            raise PlanError(
+                f"profile: unknown profile {name!r} in {self.source}; known: {', '.join(self.profiles)}"
+            )
         return self.profiles[name]
 
     def overrides(self, experiment: Experiment, profile: str | Profile) -> tuple[str, ...]:
@@ -141,12 +153,17 @@ class Plan:
             expanded.extend(prof.settings.get(name, self.settings[name]))
         return (*expanded, *experiment.overrides)
 
-    def select(self, only: Sequence[str] | None, profile: str | Profile | None = None) -> tuple[Experiment, ...]:
+    def select(
+        self, only: Sequence[str] | None, profile: str | Profile | None = None
+    ) -> tuple[Experiment, ...]:
         """The experiments named in ``only`` (all when empty/None), in plan order; with ``profile``,
         only those in the profile's groups (an ``only`` name outside them is an error)."""
         prof = self.profile(profile) if isinstance(profile, str) else profile
-        ran = tuple(e for e in self.experiments
-                    if prof is None or not prof.groups or set(e.groups) & set(prof.groups))
+        ran = tuple(
+            e
+            for e in self.experiments
+            if prof is None or not prof.groups or set(e.groups) & set(prof.groups)
+        )
         if not only:
             return ran
         known = [e.name for e in self.experiments]
@@ -155,8 +172,10 @@ class Plan:
             raise PlanError(f"--only: unknown experiment(s) {unknown}; known: {', '.join(known)}")
         outside = [n for n in only if n not in {e.name for e in ran}]
         if outside:
-            raise PlanError(f"--only: experiment(s) {outside} are not in the groups {list(prof.groups)} "
-                            f"of profile {prof.name!r}")
+            raise PlanError(
+                f"--only: experiment(s) {outside} are not in the groups {list(prof.groups)} "
+                f"of profile {prof.name!r}"
+            )
         return tuple(e for e in ran if e.name in set(only))
 
 
@@ -189,9 +208,13 @@ def _override_list(where: str, value: Any) -> tuple[str, ...]:
 
 def _name(where: str, value: Any) -> str:
     if not isinstance(value, str) or not value or not all(c.isalnum() or c in "_-" for c in value):
-        raise PlanError(f"{where}: expected a folder-safe name (letters, digits, '_', '-'), got {value!r}")
+        raise PlanError(
+            f"{where}: expected a folder-safe name (letters, digits, '_', '-'), got {value!r}"
+        )
     if value == TEACHER_DIR:
-        raise PlanError(f"{where}: {TEACHER_DIR!r} is the teacher's run folder and cannot name an experiment")
+        raise PlanError(
+            f"{where}: {TEACHER_DIR!r} is the teacher's run folder and cannot name an experiment"
+        )
     return value
 
 
@@ -204,7 +227,9 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
     _check_keys(str(source), data, _PLAN_KEYS, {"profiles", "experiments"})
     settings_raw = data.get("settings") or {}
     if not isinstance(settings_raw, Mapping):
-        raise PlanError(f"settings: expected a mapping of named override lists, got {settings_raw!r}")
+        raise PlanError(
+            f"settings: expected a mapping of named override lists, got {settings_raw!r}"
+        )
     settings = {str(k): _override_list(f"settings.{k}", v) for k, v in settings_raw.items()}
 
     profiles_raw = data["profiles"]
@@ -215,21 +240,34 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         where = f"profiles.{pname}"
         _check_keys(where, raw, _PROFILE_KEYS, {"config", "teacher_config", "seeds"})
         seeds = raw["seeds"]
-        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-            raise PlanError(f"{where}.seeds: expected a non-empty list of distinct ints >= 0, got {seeds!r}")
+        if (
+            not isinstance(seeds, list)
+            or not seeds
+            or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ):
+            raise PlanError(
+                f"{where}.seeds: expected a non-empty list of distinct ints >= 0, got {seeds!r}"
+            )
         for key in ("config", "teacher_config"):
             if not isinstance(raw[key], str) or not raw[key]:
                 raise PlanError(f"{where}.{key}: expected a preset path, got {raw[key]!r}")
         own = raw.get("settings") or {}
         if not isinstance(own, Mapping):
-            raise PlanError(f"{where}.settings: expected a mapping of named override lists, got {own!r}")
+            raise PlanError(
+                f"{where}.settings: expected a mapping of named override lists, got {own!r}"
+            )
         unknown = sorted(set(map(str, own)) - set(settings))
         if unknown:
-            raise PlanError(f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}")
+            raise PlanError(
+                f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}"
+            )
         profiles[_name("profiles", pname)] = Profile(
-            name=pname, description=str(raw.get("description", "")), config=raw["config"],
-            teacher_config=raw["teacher_config"], seeds=tuple(seeds),
+            name=pname,
+            description=str(raw.get("description", "")),
+            config=raw["config"],
+            teacher_config=raw["teacher_config"],
+            seeds=tuple(seeds),
             overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
             settings={str(k): _override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
             groups=_str_list(f"{where}.groups", raw.get("groups")),
@@ -253,10 +291,19 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         names = _str_list(f"{where}.settings", raw.get("settings"))
         for setting in names:
             if setting not in settings:
-                raise PlanError(f"{where}.settings: unknown setting {setting!r}; known: {sorted(settings)}")
-        experiments.append(Experiment(name=name, groups=groups, label=raw["label"],
-                                      description=str(raw.get("description", "")), settings=names,
-                                      overrides=_override_list(f"{where}.overrides", raw.get("overrides"))))
+                raise PlanError(
+                    f"{where}.settings: unknown setting {setting!r}; known: {sorted(settings)}"
+                )
+        experiments.append(
+            Experiment(
+                name=name,
+                groups=groups,
+                label=raw["label"],
+                description=str(raw.get("description", "")),
+                settings=names,
+                overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+            )
+        )
     for prof in profiles.values():
         empty = [g for g in prof.groups if not any(g in e.groups for e in experiments)]
         if empty:
@@ -271,8 +318,8 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
 class RunSpec:
     """One run of the plan: what the notebook gets (absolute paths) and the config it will make."""
 
-    key: str                  #: "teacher" or "<experiment>/seed<k>" (also the folder under the profile's root)
-    experiment: str | None    #: None for the teacher
+    key: str  #: "teacher" or "<experiment>/seed<k>" (also the folder under the profile's root)
+    experiment: str | None  #: None for the teacher
     seed: int | None
     config_path: Path
     overrides: tuple[str, ...]  #: every override passed to the notebook, in order
@@ -291,19 +338,27 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p)
 
 
-def _absolute_paths(overrides: Sequence[str], cfg: ExperimentConfig, base: str | os.PathLike[str]) -> list[str]:
+def _absolute_paths(
+    overrides: Sequence[str], cfg: ExperimentConfig, base: str | os.PathLike[str]
+) -> list[str]:
     """``overrides`` plus overrides that pin the config's relative file paths (the data roots, the
     unlabeled stream's root, the student's pretrained weights) to ``base``."""
     extra = []
-    for key, value in (("data.root", cfg.data.root), ("data.unlabeled.root", cfg.data.unlabeled.root),
-                       ("model.student_pretrained", cfg.model.student_pretrained)):
+    for key, value in (
+        ("data.root", cfg.data.root),
+        ("data.unlabeled.root", cfg.data.unlabeled.root),
+        ("model.student_pretrained", cfg.model.student_pretrained),
+    ):
         if value is not None and not Path(value).expanduser().is_absolute():
             extra.append(f"{key}={json.dumps(str(Path(base) / Path(value).expanduser()))}")
     return [*overrides, *extra]
 
 
-def load_config_pinned(preset: str | os.PathLike[str], overrides: Sequence[str],
-                       base: str | os.PathLike[str] = REPO_ROOT) -> tuple[list[str], ExperimentConfig]:
+def load_config_pinned(
+    preset: str | os.PathLike[str],
+    overrides: Sequence[str],
+    base: str | os.PathLike[str] = REPO_ROOT,
+) -> tuple[list[str], ExperimentConfig]:
     """:func:`load_config` of ``preset`` + ``overrides`` with the config's relative file paths (data
     roots, the unlabeled stream's root, pretrained weights) pinned to ``base`` (default: the
     repository), so the run does not depend on its working directory. Returns the overrides with
@@ -312,8 +367,14 @@ def load_config_pinned(preset: str | os.PathLike[str], overrides: Sequence[str],
     return pinned, load_config(preset, pinned)
 
 
-def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = "runs",
-               sets: Sequence[str] = (), only: Sequence[str] | None = None) -> list[RunSpec]:
+def build_runs(
+    plan: Plan,
+    profile: str,
+    *,
+    runs_root: str | os.PathLike[str] = "runs",
+    sets: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+) -> list[RunSpec]:
     """The teacher run and every student run of ``profile`` (``only``: these experiments), validated.
 
     Overrides, in order: the profile's, the experiment's, ``sets`` (the command line), then the
@@ -326,25 +387,46 @@ def build_runs(plan: Plan, profile: str, *, runs_root: str | os.PathLike[str] = 
     _override_list("--set", list(sets))
     base = _absolute(runs_root) / profile
 
-    def make(key: str, experiment: str | None, seed: int | None, preset: str, overrides: list[str]) -> RunSpec:
+    def make(
+        key: str, experiment: str | None, seed: int | None, preset: str, overrides: list[str]
+    ) -> RunSpec:
         path = _absolute(preset)
         try:
             overrides, cfg = load_config_pinned(path, overrides)
         except (ValueError, FileNotFoundError) as error:
-            raise PlanError(f"profile {profile!r}, run {key!r} ({path.name} + {overrides}): {error}") from error
-        return RunSpec(key=key, experiment=experiment, seed=seed, config_path=path, overrides=tuple(overrides),
-                       run_dir=base / key, config=cfg)
+            raise PlanError(
+                f"profile {profile!r}, run {key!r} ({path.name} + {overrides}): {error}"
+            ) from error
+        return RunSpec(
+            key=key,
+            experiment=experiment,
+            seed=seed,
+            config_path=path,
+            overrides=tuple(overrides),
+            run_dir=base / key,
+            config=cfg,
+        )
 
     teacher = make(TEACHER_DIR, None, None, prof.teacher_config, [*prof.overrides, *sets])
     checkpoint = teacher.run_dir / "checkpoints" / "final.pt"
     runs = [teacher]
     for exp in experiments:
         for seed in prof.seeds:
-            runs.append(make(
-                f"{exp.name}/seed{seed}", exp.name, seed, prof.config,
-                [*prof.overrides, *plan.overrides(exp, prof), *sets, f"model.teacher_checkpoint={json.dumps(str(checkpoint))}",
-                 f"train.seed={seed}"],
-            ))
+            runs.append(
+                make(
+                    f"{exp.name}/seed{seed}",
+                    exp.name,
+                    seed,
+                    prof.config,
+                    [
+                        *prof.overrides,
+                        *plan.overrides(exp, prof),
+                        *sets,
+                        f"model.teacher_checkpoint={json.dumps(str(checkpoint))}",
+                        f"train.seed={seed}",
+                    ],
+                )
+            )
     return runs
 
 
@@ -420,8 +502,13 @@ def execute_run(notebook: str | os.PathLike[str], spec: Mapping[str, Any]) -> di
         executed = Path(tmp) / NOTEBOOK_NAME
         try:
             papermill.execute_notebook(
-                str(notebook), str(executed), parameters=parameters, kernel_name="python3", cwd=str(REPO_ROOT),
-                log_output=False, progress_bar=False,
+                str(notebook),
+                str(executed),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(REPO_ROOT),
+                log_output=False,
+                progress_bar=False,
             )
         except Exception as exc:  # the run failed: recorded, the pipeline goes on
             error = _short_error(exc)
@@ -429,7 +516,11 @@ def execute_run(notebook: str | os.PathLike[str], spec: Mapping[str, Any]) -> di
             shutil.move(str(executed), run_dir / NOTEBOOK_NAME)
     if error is None and not RunFolder(run_dir).is_finished():
         error = "the notebook finished but summary.json does not say finished"
-    return {"status": "failed" if error else "finished", "error": error, "elapsed_s": time.perf_counter() - start}
+    return {
+        "status": "failed" if error else "finished",
+        "error": error,
+        "elapsed_s": time.perf_counter() - start,
+    }
 
 
 def _short_error(exc: BaseException) -> str:
@@ -492,7 +583,11 @@ def default_jobs() -> int:
 # The index
 # --------------------------------------------------------------------------------------------------
 def _run_entry(spec: RunSpec, state: Mapping[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"run_dir": spec.key, "config_hash": spec.hash, "status": state["status"]}
+    entry: dict[str, Any] = {
+        "run_dir": spec.key,
+        "config_hash": spec.hash,
+        "status": state["status"],
+    }
     if state.get("error"):
         entry["error"] = state["error"]
     if state.get("elapsed_s") is not None:
@@ -500,8 +595,14 @@ def _run_entry(spec: RunSpec, state: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _write_index(path: Path, plan: Plan, profile: Profile, runs: Sequence[RunSpec],
-                 states: Mapping[str, Mapping[str, Any]], num_classes: int | None) -> None:
+def _write_index(
+    path: Path,
+    plan: Plan,
+    profile: Profile,
+    runs: Sequence[RunSpec],
+    states: Mapping[str, Mapping[str, Any]],
+    num_classes: int | None,
+) -> None:
     """Rewrite ``index.json`` atomically; experiments absent from this invocation (``--only``) are kept."""
     previous: dict[str, Any] = {}
     if path.is_file():
@@ -515,8 +616,11 @@ def _write_index(path: Path, plan: Plan, profile: Profile, runs: Sequence[RunSpe
         "profile": profile.name,
         "data": {"name": cfg.data.name, "root": _display(Path(cfg.data.root))},
         "num_classes": num_classes if num_classes is not None else previous.get("num_classes"),
-        "teacher": {"config": _display(teacher.config_path), "overrides": list(profile.overrides),
-                    **_run_entry(teacher, states[teacher.key])},
+        "teacher": {
+            "config": _display(teacher.config_path),
+            "overrides": list(profile.overrides),
+            **_run_entry(teacher, states[teacher.key]),
+        },
         "experiments": [],
     }
     old = {e.get("name"): e for e in previous.get("experiments", []) if isinstance(e, dict)}
@@ -526,11 +630,17 @@ def _write_index(path: Path, plan: Plan, profile: Profile, runs: Sequence[RunSpe
     for exp in plan.experiments:
         if exp.name in by_experiment:
             specs = by_experiment[exp.name]
-            index["experiments"].append({
-                "name": exp.name, "groups": list(exp.groups), "label": exp.label, "description": exp.description,
-                "config": _display(specs[0].config_path), "overrides": list(plan.overrides(exp, profile)),
-                "runs": [{"seed": s.seed, **_run_entry(s, states[s.key])} for s in specs],
-            })
+            index["experiments"].append(
+                {
+                    "name": exp.name,
+                    "groups": list(exp.groups),
+                    "label": exp.label,
+                    "description": exp.description,
+                    "config": _display(specs[0].config_path),
+                    "overrides": list(plan.overrides(exp, profile)),
+                    "runs": [{"seed": s.seed, **_run_entry(s, states[s.key])} for s in specs],
+                }
+            )
         elif exp.name in old:
             index["experiments"].append(old[exp.name])
     atomic_write_json(path, index)
@@ -556,7 +666,10 @@ def _embedded_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
     unlabeled = cfg.data.unlabeled
     if unlabeled.enabled and unlabeled.name == "embedded" and unlabeled.root is not None:
         found.append((Path(unlabeled.root), dict(unlabeled.options)))
-    return [(root, {k: v for k, v in options.items() if k in _EMBEDDED_OPTIONS}) for root, options in found]
+    return [
+        (root, {k: v for k, v in options.items() if k in _EMBEDDED_OPTIONS})
+        for root, options in found
+    ]
 
 
 def _ensure_data(runs: Sequence[RunSpec]) -> int | None:
@@ -572,7 +685,9 @@ def _ensure_data(runs: Sequence[RunSpec]) -> int | None:
                 continue
             done.add(key)
             if options or read_manifest(root) is None:
-                logger.info("embedded data set: ensuring %s %s", root, options or "(default options)")
+                logger.info(
+                    "embedded data set: ensuring %s %s", root, options or "(default options)"
+                )
                 ensure_embedded(root, **options)
     teacher = runs[0].config
     if teacher.data.name != "embedded":
@@ -586,11 +701,20 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", force: bool = False,
-                 only: Sequence[str] | None = None, jobs: int | None = None, threads: int | None = None,
-                 sets: Sequence[str] = (), plan_path: str | os.PathLike[str] = DEFAULT_PLAN,
-                 notebook: str | os.PathLike[str] = TRAINING_NOTEBOOK, progress: bool = False,
-                 teacher_threads: int | None = None) -> dict[str, Any]:
+def run_pipeline(
+    profile: str,
+    *,
+    runs_root: str | os.PathLike[str] = "runs",
+    force: bool = False,
+    only: Sequence[str] | None = None,
+    jobs: int | None = None,
+    threads: int | None = None,
+    sets: Sequence[str] = (),
+    plan_path: str | os.PathLike[str] = DEFAULT_PLAN,
+    notebook: str | os.PathLike[str] = TRAINING_NOTEBOOK,
+    progress: bool = False,
+    teacher_threads: int | None = None,
+) -> dict[str, Any]:
     """Run every run of ``profile`` (see the module docstring) and return ``{"index", "failed", "actions"}``.
 
     ``jobs``: student runs at a time (default :func:`default_jobs`); ``threads``: torch threads of each
@@ -609,14 +733,22 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
         raise PlanError(f"--threads: must be >= 1, got {threads}")
     if teacher_threads is not None and teacher_threads < 1:
         raise PlanError(f"--teacher-threads: must be >= 1, got {teacher_threads}")
-    logger.info("profile %s: %d runs (teacher + %d student runs), plan %s, %d job(s) x %d thread(s)",
-                profile, len(runs), len(runs) - 1, plan.source, jobs, threads)
+    logger.info(
+        "profile %s: %d runs (teacher + %d student runs), plan %s, %d job(s) x %d thread(s)",
+        profile,
+        len(runs),
+        len(runs) - 1,
+        plan.source,
+        jobs,
+        threads,
+    )
     t0 = time.perf_counter()
     num_classes = _ensure_data(runs)
     index_path = _absolute(runs_root) / profile / INDEX_NAME
     actions = {spec.key: run_action(spec, force=force) for spec in runs}
     states: dict[str, dict[str, Any]] = {
-        spec.key: {"status": "finished" if actions[spec.key][0] == "reuse" else "pending"} for spec in runs
+        spec.key: {"status": "finished" if actions[spec.key][0] == "reuse" else "pending"}
+        for spec in runs
     }
     _write_index(index_path, plan, prof, runs, states, num_classes)
     todo = [spec for spec in runs if actions[spec.key][0] != "reuse"]
@@ -635,9 +767,15 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
             started += 1
             action, why = actions[spec.key]
             logger.info("[%d/%d] start %s: %s (%s)", started, total, spec.key, action, why)
-            return {"run_dir": str(spec.run_dir), "config": str(spec.config_path), "overrides": list(spec.overrides),
-                    "resume": action == "resume", "force": action == "retrain", "threads": run_threads,
-                    "progress": progress}
+            return {
+                "run_dir": str(spec.run_dir),
+                "config": str(spec.config_path),
+                "overrides": list(spec.overrides),
+                "resume": action == "resume",
+                "force": action == "retrain",
+                "threads": run_threads,
+                "progress": progress,
+            }
 
         def finish(spec: RunSpec, result: Mapping[str, Any]) -> None:
             nonlocal done
@@ -656,17 +794,34 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
             summary = RunFolder(spec.run_dir).summary
             score = ""
             if result["status"] == "finished" and summary.is_file():
-                score = f", val mIoU {json.loads(summary.read_text()).get('miou', float('nan')):.4f}"
-            logger.info("[%d/%d] %s %s in %s%s%s; elapsed %s, ETA %s", done, total, result["status"], spec.key,
-                        _fmt(result["elapsed_s"]), score, extra, _fmt(time.perf_counter() - t0), eta)
+                score = (
+                    f", val mIoU {json.loads(summary.read_text()).get('miou', float('nan')):.4f}"
+                )
+            logger.info(
+                "[%d/%d] %s %s in %s%s%s; elapsed %s, ETA %s",
+                done,
+                total,
+                result["status"],
+                spec.key,
+                _fmt(result["elapsed_s"]),
+                score,
+                extra,
+                _fmt(time.perf_counter() - t0),
+                eta,
+            )
 
         if todo and todo[0].key == TEACHER_DIR:
             teacher = todo.pop(0)
             finish(teacher, execute_run(ipynb, payload(teacher, teacher_threads or free_cores())))
             if states[TEACHER_DIR]["status"] == "failed":
-                logger.error("the teacher failed: the student runs need its final.pt and are not started")
+                logger.error(
+                    "the teacher failed: the student runs need its final.pt and are not started"
+                )
                 for spec in todo:
-                    finish(spec, {"status": "failed", "error": "the teacher run failed", "elapsed_s": 0.0})
+                    finish(
+                        spec,
+                        {"status": "failed", "error": "the teacher run failed", "elapsed_s": 0.0},
+                    )
                 todo = []
         if todo and jobs == 1:
             for spec in todo:
@@ -675,67 +830,141 @@ def run_pipeline(profile: str, *, runs_root: str | os.PathLike[str] = "runs", fo
             context = multiprocessing.get_context("spawn")
             queue = list(todo)
             running: dict[concurrent.futures.Future[dict[str, Any]], RunSpec] = {}
-            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                max_workers=jobs, mp_context=context
+            ) as pool:
                 while queue or running:
                     # Submit only as many as run at once, so that "start" lines tell the truth.
                     while queue and len(running) < jobs:
                         spec = queue.pop(0)
                         running[pool.submit(execute_run, str(ipynb), payload(spec, threads))] = spec
-                    ended, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    ended, _ = concurrent.futures.wait(
+                        running, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
                     for future in ended:
                         spec = running.pop(future)
                         try:
                             result = future.result()
                         except Exception as exc:  # a worker process died
-                            result = {"status": "failed", "error": _short_error(exc), "elapsed_s": 0.0}
+                            result = {
+                                "status": "failed",
+                                "error": _short_error(exc),
+                                "elapsed_s": 0.0,
+                            }
                         finish(spec, result)
 
     failed = [key for key, state in states.items() if state["status"] == "failed"]
-    logger.info("profile %s: %d run(s) trained, %d reused, %d failed, in %s; index %s", profile, total,
-                len(runs) - total, len(failed), _fmt(time.perf_counter() - t0), index_path)
-    return {"index": index_path, "failed": failed, "actions": {k: a for k, (a, _) in actions.items()}}
+    logger.info(
+        "profile %s: %d run(s) trained, %d reused, %d failed, in %s; index %s",
+        profile,
+        total,
+        len(runs) - total,
+        len(failed),
+        _fmt(time.perf_counter() - t0),
+        index_path,
+    )
+    return {
+        "index": index_path,
+        "failed": failed,
+        "actions": {k: a for k, (a, _) in actions.items()},
+    }
 
 
-def _status(profile: str, *, runs_root: str, sets: Sequence[str], only: Sequence[str] | None,
-            plan_path: str) -> list[tuple[str, str, str]]:
+def _status(
+    profile: str, *, runs_root: str, sets: Sequence[str], only: Sequence[str] | None, plan_path: str
+) -> list[tuple[str, str, str]]:
     """Rows ``(run, action the next ``run`` would take, why)``."""
     plan = load_plan(plan_path)
-    return [(spec.key, *run_action(spec)) for spec in build_runs(plan, profile, runs_root=runs_root, sets=sets,
-                                                                 only=only)]
+    return [
+        (spec.key, *run_action(spec))
+        for spec in build_runs(plan, profile, runs_root=runs_root, sets=sets, only=only)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m skdlib.experiments {run,status} --profile NAME ...``."""
-    parser = argparse.ArgumentParser(prog="python -m skdlib.experiments", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m skdlib.experiments", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "train every missing run of a profile"), ("status", "what `run` would do")):
+    for name, text in (
+        ("run", "train every missing run of a profile"),
+        ("status", "what `run` would do"),
+    ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--profile", default="quick", help="profile of the plan (quick, smoke, paper)")
-        p.add_argument("--runs-root", default="runs", help="runs go to <runs-root>/<profile>/ (default: runs)")
-        p.add_argument("--only", nargs="+", metavar="NAME", help="only these experiments (the teacher always)")
-        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="override for every run, repeatable (e.g. --set data.root=/data/cityscapes)")
-        p.add_argument("--plan", default=str(DEFAULT_PLAN), help="the plan file (default: configs/experiments.yaml)")
+        p.add_argument(
+            "--profile", default="quick", help="profile of the plan (quick, smoke, paper)"
+        )
+        p.add_argument(
+            "--runs-root", default="runs", help="runs go to <runs-root>/<profile>/ (default: runs)"
+        )
+        p.add_argument(
+            "--only", nargs="+", metavar="NAME", help="only these experiments (the teacher always)"
+        )
+        p.add_argument(
+            "--set",
+            dest="sets",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override for every run, repeatable (e.g. --set data.root=/data/cityscapes)",
+        )
+        p.add_argument(
+            "--plan",
+            default=str(DEFAULT_PLAN),
+            help="the plan file (default: configs/experiments.yaml)",
+        )
         if name == "run":
-            p.add_argument("--force", action="store_true", help="train every run again from scratch")
-            p.add_argument("--jobs", type=int, default=None,
-                           help=f"student runs at a time, each its own process (default: {default_jobs()})")
-            p.add_argument("--threads", type=int, default=None, help="torch threads per student run "
-                           "(default: CPU count / jobs)")
-            p.add_argument("--teacher-threads", type=int, default=None,
-                           help="torch threads of the teacher run (default: the cores not busy when it starts)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+            p.add_argument(
+                "--force", action="store_true", help="train every run again from scratch"
+            )
+            p.add_argument(
+                "--jobs",
+                type=int,
+                default=None,
+                help=f"student runs at a time, each its own process (default: {default_jobs()})",
+            )
+            p.add_argument(
+                "--threads",
+                type=int,
+                default=None,
+                help="torch threads per student run (default: CPU count / jobs)",
+            )
+            p.add_argument(
+                "--teacher-threads",
+                type=int,
+                default=None,
+                help="torch threads of the teacher run (default: the cores not busy when it starts)",
+            )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(message)s"
+    )
     try:
         if args.command == "status":
-            for key, action, why in _status(args.profile, runs_root=args.runs_root, sets=args.sets, only=args.only,
-                                            plan_path=args.plan):
+            for key, action, why in _status(
+                args.profile,
+                runs_root=args.runs_root,
+                sets=args.sets,
+                only=args.only,
+                plan_path=args.plan,
+            ):
                 sys.stdout.write(f"{key:32s} {action:8s} {why}\n")
             return 0
-        result = run_pipeline(args.profile, runs_root=args.runs_root, force=args.force, only=args.only,
-                              jobs=args.jobs, threads=args.threads, sets=args.sets, plan_path=args.plan,
-                              teacher_threads=args.teacher_threads)
+        result = run_pipeline(
+            args.profile,
+            runs_root=args.runs_root,
+            force=args.force,
+            only=args.only,
+            jobs=args.jobs,
+            threads=args.threads,
+            sets=args.sets,
+            plan_path=args.plan,
+            teacher_threads=args.teacher_threads,
+        )
     except (PlanError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 2

@@ -48,7 +48,9 @@ def _quote_values(values: Tensor) -> str:
 
 def _check_label_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of class indices, got {type(value).__name__}")
+        raise ValueError(
+            f"{name} must be a torch.Tensor of class indices, got {type(value).__name__}"
+        )
     if value.is_floating_point() or value.is_complex():
         raise ValueError(
             f"{name} must be an integer tensor of class indices, got dtype {value.dtype}; "
@@ -100,7 +102,9 @@ def confusion_matrix(
             f"and target {tuple(target.shape)}"
         )
     if pred.device != target.device:
-        raise ValueError(f"pred and target must be on the same device, got {pred.device} and {target.device}")
+        raise ValueError(
+            f"pred and target must be on the same device, got {pred.device} and {target.device}"
+        )
     k = num_classes
     if 0 <= ignore_index < k:
         raise ValueError(
@@ -113,7 +117,9 @@ def confusion_matrix(
     pred_min, pred_max = torch.aminmax(pred)
     if int(pred_min) < 0 or int(pred_max) >= k:
         bad = pred[(pred < 0) | (pred >= k)]
-        raise ValueError(f"pred values must lie in [0, num_classes={k}), found {_quote_values(bad)}")
+        raise ValueError(
+            f"pred values must lie in [0, num_classes={k}), found {_quote_values(bad)}"
+        )
 
     # The ignore value as seen by the counting below: any value >= K works, because the bins of
     # ignored pixels, [u*K, u*K + K), then lie beyond the K*K class bins and are dropped. A negative
@@ -147,9 +153,15 @@ def confusion_matrix(
     if banks > 1:
         width = flat.shape[-1]
         bank_offset = (torch.arange(width, device=flat.device) % banks) * num_bins  # (W,)
-        flat += bank_offset.to(index_dtype)  # (..., W) + (W,): pixel column w counts in bank w % banks
-    counts = torch.bincount(flat.reshape(-1), minlength=banks * num_bins)  # (N*H*W,) -> (banks*bins,)
-    counts = counts[: banks * num_bins].reshape(banks, num_bins).sum(dim=0)  # (banks, bins) -> (bins,)
+        flat += bank_offset.to(
+            index_dtype
+        )  # (..., W) + (W,): pixel column w counts in bank w % banks
+    counts = torch.bincount(
+        flat.reshape(-1), minlength=banks * num_bins
+    )  # (N*H*W,) -> (banks*bins,)
+    counts = (
+        counts[: banks * num_bins].reshape(banks, num_bins).sum(dim=0)
+    )  # (banks, bins) -> (bins,)
 
     # Bins other than the class bins [0, K*K) and the ignore bins [u*K, u*K + K) come from target
     # values outside [0, K) that are not the ignore value: report them without another pixel pass.
@@ -194,7 +206,9 @@ def segmentation_scores(confusion: Tensor) -> dict[str, Any]:
     if not isinstance(confusion, Tensor):
         raise ValueError(f"confusion must be a torch.Tensor, got {type(confusion).__name__}")
     if confusion.dim() != 2 or confusion.shape[0] != confusion.shape[1] or confusion.shape[0] < 1:
-        raise ValueError(f"confusion must have shape (K, K) with K >= 1, got {tuple(confusion.shape)}")
+        raise ValueError(
+            f"confusion must have shape (K, K) with K >= 1, got {tuple(confusion.shape)}"
+        )
     if confusion.is_floating_point() or confusion.is_complex():
         raise ValueError(f"confusion must hold integer counts, got dtype {confusion.dtype}")
     if bool((confusion < 0).any()):
@@ -207,7 +221,9 @@ def segmentation_scores(confusion: Tensor) -> dict[str, Any]:
     union = gt + predicted - tp  # (K,) TP + FP + FN
     total = float(m.sum())
 
-    class_iou = [float(t / u) if u > 0 else float("nan") for t, u in zip(tp.tolist(), union.tolist())]
+    class_iou = [
+        float(t / u) if u > 0 else float("nan") for t, u in zip(tp.tolist(), union.tolist())
+    ]
     class_acc = [float(t / g) if g > 0 else float("nan") for t, g in zip(tp.tolist(), gt.tolist())]
     if total > 0:
         pixel_acc = float(tp.sum()) / total

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 # Colours of the 19 Cityscapes training classes (official palette), used when a data set has none.
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
 )
 IGNORE_COLOUR = (0, 0, 0)
 
@@ -28,17 +44,27 @@ def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
     return palette
 
 
-def colorize(labels: torch.Tensor | np.ndarray, palette: Sequence[tuple[int, int, int]] | None = None,
-             *, ignore_index: int = 255) -> np.ndarray:
+def colorize(
+    labels: torch.Tensor | np.ndarray,
+    palette: Sequence[tuple[int, int, int]] | None = None,
+    *,
+    ignore_index: int = 255,
+) -> np.ndarray:
     """A label map ``(H, W)`` as an RGB uint8 image ``(H, W, 3)``; ``ignore_index`` is black."""
-    labels_np = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    labels_np = (
+        labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    )
     if labels_np.ndim != 2:
         raise ValueError(f"labels must be (H, W), got shape {labels_np.shape}")
     valid = labels_np != ignore_index
     num_classes = int(labels_np[valid].max()) + 1 if valid.any() else 1
-    table = np.array(list(palette) if palette is not None else default_palette(num_classes), dtype=np.uint8)
+    table = np.array(
+        list(palette) if palette is not None else default_palette(num_classes), dtype=np.uint8
+    )
     if valid.any() and labels_np[valid].max() >= len(table):
-        raise ValueError(f"label {int(labels_np[valid].max())} has no colour in a palette of {len(table)}")
+        raise ValueError(
+            f"label {int(labels_np[valid].max())} has no colour in a palette of {len(table)}"
+        )
     out = np.zeros(labels_np.shape + (3,), dtype=np.uint8)  # (H, W, 3)
     out[valid] = table[labels_np[valid]]
     out[~valid] = IGNORE_COLOUR
@@ -56,15 +82,22 @@ def image_to_numpy(image: torch.Tensor) -> np.ndarray:
     return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()  # (H, W, 3)
 
 
-def show_row(panels: Sequence[tuple[str, Any]], *, cmap: str = "magma", width: float = 3.2,
-             colorbar: bool = False) -> Any:
+def show_row(
+    panels: Sequence[tuple[str, Any]],
+    *,
+    cmap: str = "magma",
+    width: float = 3.2,
+    colorbar: bool = False,
+) -> Any:
     """Plot panels side by side; each panel is ``(title, array)``: RGB ``(H, W, 3)`` or a scalar map ``(H, W)``.
 
     Returns the matplotlib figure.
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width * 0.75), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(width * len(panels), width * 0.75), squeeze=False
+    )
     for ax, (title, data) in zip(axes[0], panels):
         array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
         im = ax.imshow(array, cmap=None if array.ndim == 3 else cmap)

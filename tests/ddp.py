@@ -33,7 +33,12 @@ def free_port() -> int:
 
 def become_worker(rank: int, world_size: int, port: int) -> None:
     """Inside a spawned process: the torchrun environment variables, one torch thread, no dropout."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     skdlib.models.build_model = build_without_dropout

@@ -15,7 +15,9 @@ class Interrupt(Exception):
     """Raised in place of a training step to stop a run."""
 
 
-def train_until_interrupted(cfg: Any, run_dir: Path, monkeypatch: pytest.MonkeyPatch, *, steps: int) -> None:
+def train_until_interrupted(
+    cfg: Any, run_dir: Path, monkeypatch: pytest.MonkeyPatch, *, steps: int
+) -> None:
     """Train ``cfg`` into ``run_dir``, stopping it with :class:`Interrupt` when step ``steps + 1``
     starts (after ``steps`` steps); the real step function is put back afterwards."""
     real_step = step_module.distill_step

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from skdlib.analysis.embedding import embedding_scores, load_fig3_models, predict_logits, val_dataset_for
+from skdlib.analysis.embedding import (
+    embedding_scores,
+    load_fig3_models,
+    predict_logits,
+    val_dataset_for,
+)
 from skdlib.analysis.runs import experiment_table, load_index, make_demo_runs
 from skdlib.data.transforms import normalize
 from skdlib.models.discriminator import Discriminator
@@ -28,8 +33,14 @@ def one_thread():
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, one_thread) -> Path:
     """Teacher, pi_pa/seed0 and pi_pa_ho/seed0, one iteration each, on 4 train / 3 val 128x128 images."""
-    return make_demo_runs(tmp_path_factory.mktemp("fig3"), ["pi_pa", "pi_pa_ho"], iters=1, repo=REPO,
-                          num_train=4, num_val=3)
+    return make_demo_runs(
+        tmp_path_factory.mktemp("fig3"),
+        ["pi_pa", "pi_pa_ho"],
+        iters=1,
+        repo=REPO,
+        num_train=4,
+        num_val=3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +61,9 @@ def test_demo_tree_follows_the_contract(demo):
     table = experiment_table(index, "ablation", profile_dir=demo)
     assert table["n_finished"].tolist() == [1, 1]
     for run in ("teacher", "pi_pa/seed0", "pi_pa_ho/seed0"):
-        assert (demo / run / "summary.json").is_file() and (demo / run / "checkpoints" / "final.pt").is_file()
+        assert (demo / run / "summary.json").is_file() and (
+            demo / run / "checkpoints" / "final.pt"
+        ).is_file()
 
 
 def test_models_are_built_from_the_run_folders(models, demo):
@@ -71,7 +84,15 @@ def test_models_are_built_from_the_run_folders(models, demo):
 def test_scores_one_row_per_image_and_deterministic(models, val_set):
     table = embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=2)
     assert len(table) == len(val_set) == 3
-    assert list(table.columns) == ["index", "name", "teacher", "w/o HO", "w/ HO", "diff/w/o HO", "diff/w/ HO"]
+    assert list(table.columns) == [
+        "index",
+        "name",
+        "teacher",
+        "w/o HO",
+        "w/ HO",
+        "diff/w/o HO",
+        "diff/w/ HO",
+    ]
     assert table["index"].tolist() == [0, 1, 2]
     assert (table["diff/w/ HO"] == table["w/ HO"] - table["teacher"]).all()
     again = embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=1)
@@ -86,17 +107,23 @@ def test_scores_one_row_per_image_and_deterministic(models, val_set):
 
 def test_scores_parity_with_a_plain_rederivation(models, val_set):
     table = embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=3)
-    image = normalize(torch.stack([val_set[i]["image"] for i in range(len(val_set))]))  # (3, 3, H, W)
+    image = normalize(
+        torch.stack([val_set[i]["image"] for i in range(len(val_set))])
+    )  # (3, 3, H, W)
     with torch.no_grad():
         for column, net in (("teacher", models.teacher), ("w/ HO", models.students["w/ HO"])):
-            probs = torch.softmax(net(image).logits, dim=1)  # (3, K, H/8, W/8): the paper's critic input
+            probs = torch.softmax(
+                net(image).logits, dim=1
+            )  # (3, K, H/8, W/8): the paper's critic input
             expected = models.critic(probs, image)  # (3,)
             assert table[column].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 def test_logits_critic_takes_raw_logits(models, val_set):
     torch.manual_seed(0)
-    critic = Discriminator(8, widths=(4, 4, 4, 4), use_image=False, input="logits", input_batchnorm=True).eval()
+    critic = Discriminator(
+        8, widths=(4, 4, 4, 4), use_image=False, input="logits", input_batchnorm=True
+    ).eval()
     table = embedding_scores(critic, models.teacher, {"s": models.students["w/o HO"]}, val_set)
     image = normalize(val_set[0]["image"][None])  # (1, 3, H, W)
     with torch.no_grad():

@@ -62,10 +62,19 @@ def runs_tree(tmp_path_factory) -> Path:
     train(teacher_cfg, root / "teacher_run", progress=False)
     checkpoint = root / "teacher_run" / "checkpoints" / "final.pt"
     common = ("model.teacher_options.width=0.5", f"model.teacher_checkpoint={checkpoint}")
-    train(load_config(CONFIGS / "smoke.yaml", _tiny(data, *common, "distill.holistic=false")),
-          root / "pi_pa" / "seed0", progress=False)
-    train(load_config(CONFIGS / "smoke.yaml", _tiny(data, *common)), root / "pi_pa_ho" / "seed0", progress=False)
-    (root / "index.json").write_text(json.dumps({"profile": "smoke", "teacher": {"run_dir": "teacher_run"}}))
+    train(
+        load_config(CONFIGS / "smoke.yaml", _tiny(data, *common, "distill.holistic=false")),
+        root / "pi_pa" / "seed0",
+        progress=False,
+    )
+    train(
+        load_config(CONFIGS / "smoke.yaml", _tiny(data, *common)),
+        root / "pi_pa_ho" / "seed0",
+        progress=False,
+    )
+    (root / "index.json").write_text(
+        json.dumps({"profile": "smoke", "teacher": {"run_dir": "teacher_run"}})
+    )
     return root
 
 
@@ -76,7 +85,9 @@ def loaded(runs_tree: Path) -> ExplorerModels:
 
 @pytest.fixture(scope="module")
 def random_models(tmp_path_factory) -> ExplorerModels:
-    return random_explorer_models(tmp_path_factory.mktemp("random") / "embedded", num_images=2, height=128, width=128)
+    return random_explorer_models(
+        tmp_path_factory.mktemp("random") / "embedded", num_images=2, height=128, width=128
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,12 +112,18 @@ def test_loads_the_runs_tree(loaded: ExplorerModels, runs_tree: Path):
     assert loaded.names == [TEACHER, WITHOUT_HO, WITH_HO]
     assert isinstance(loaded.critic, Discriminator)
     assert loaded.num_images == 2 and len(loaded.class_names) == 8 == len(loaded.palette)
-    final = torch.load(runs_tree / "pi_pa" / "seed0" / "checkpoints" / "final.pt", weights_only=True)
+    final = torch.load(
+        runs_tree / "pi_pa" / "seed0" / "checkpoints" / "final.pt", weights_only=True
+    )
     state = loaded.students[WITHOUT_HO].state_dict()
     assert all(torch.equal(state[k], final[k]) for k in final)
-    teacher_final = torch.load(runs_tree / "teacher_run" / "checkpoints" / "final.pt", weights_only=True)
+    teacher_final = torch.load(
+        runs_tree / "teacher_run" / "checkpoints" / "final.pt", weights_only=True
+    )
     assert all(torch.equal(loaded.teacher.state_dict()[k], v) for k, v in teacher_final.items())
-    critic_state = torch.load(runs_tree / "pi_pa_ho" / "seed0" / "checkpoints" / "last.pt", weights_only=True)["critic"]
+    critic_state = torch.load(
+        runs_tree / "pi_pa_ho" / "seed0" / "checkpoints" / "last.pt", weights_only=True
+    )["critic"]
     assert all(torch.equal(loaded.critic.state_dict()[k], v) for k, v in critic_state.items())
     assert not loaded.teacher.training and not loaded.critic.training
 
@@ -119,24 +136,32 @@ def test_explore_matches_a_plain_derivation(loaded: ExplorerModels):
     with torch.no_grad():
         outs = {name: net(batch) for name, net in loaded.networks.items()}
         for name, out in outs.items():
-            up = F.interpolate(out.logits, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+            up = F.interpolate(
+                out.logits, size=batch.shape[-2:], mode="bilinear", align_corners=False
+            )
             np.testing.assert_array_equal(result[f"prediction/{name}"], up[0].argmax(0).numpy())
             probs = torch.softmax(up[0, :, pixel[0], pixel[1]], dim=0).numpy()
             np.testing.assert_allclose(result[f"probabilities/{name}"], probs, rtol=1e-5, atol=1e-6)
             # 128 x 128 image -> 16 x 16 head map, one node per position; pixel // 8 is the node.
             node = (pixel[0] // 8, pixel[1] // 8)
             assert tuple(result[f"node/{name}"]) == node
-            np.testing.assert_allclose(result[f"affinity/{name}"], _cosine_row(out.features["head"], node), atol=1e-5)
+            np.testing.assert_allclose(
+                result[f"affinity/{name}"], _cosine_row(out.features["head"], node), atol=1e-5
+            )
             score = loaded.critic(loaded.critic.prepare_input(out.logits), batch)
             assert result[f"score/{name}"] == pytest.approx(float(score[0]), rel=1e-5, abs=1e-6)
         for name in loaded.students:
             kl = _kl(outs[name].logits, outs[TEACHER].logits)
             np.testing.assert_allclose(result[f"kl/{name}"], kl, rtol=1e-4, atol=1e-6)
-            assert result[f"kl_at_pixel/{name}"] == pytest.approx(kl[pixel[0] // 8, pixel[1] // 8], rel=1e-4, abs=1e-6)
+            assert result[f"kl_at_pixel/{name}"] == pytest.approx(
+                kl[pixel[0] // 8, pixel[1] // 8], rel=1e-4, abs=1e-6
+            )
             assert result[f"kl_mean/{name}"] == pytest.approx(kl.mean(), rel=1e-4)
             mse = np.mean((result[f"affinity/{name}"] - result[f"affinity/{TEACHER}"]) ** 2)
             assert result[f"affinity_mse/{name}"] == pytest.approx(mse)
-            assert result[f"score_gap/{name}"] == pytest.approx(result[f"score/{name}"] - result[f"score/{TEACHER}"])
+            assert result[f"score_gap/{name}"] == pytest.approx(
+                result[f"score/{name}"] - result[f"score/{TEACHER}"]
+            )
     np.testing.assert_allclose(result["image"], item["image"].permute(1, 2, 0).numpy())
     np.testing.assert_array_equal(result["label"], item["label"].numpy())
 
@@ -157,19 +182,30 @@ def test_probabilities_at_a_pixel_match_the_upsampled_map():
     generator = torch.Generator().manual_seed(3)
     logits = 4 * torch.randn(1, 5, 7, 9, generator=generator)  # (1, K, h, w)
     size = (30, 41)  # not a multiple of the map: fractional sampling positions
-    full = torch.softmax(F.interpolate(logits, size=size, mode="bilinear", align_corners=False), dim=1)[0]
+    full = torch.softmax(
+        F.interpolate(logits, size=size, mode="bilinear", align_corners=False), dim=1
+    )[0]
     for pixel in [(0, 0), (29, 40), (0, 40), (15, 17), (3, 38), (22, 1)]:
-        np.testing.assert_allclose(probabilities_at(logits, pixel, size), full[:, pixel[0], pixel[1]].numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            probabilities_at(logits, pixel, size),
+            full[:, pixel[0], pixel[1]].numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_corner_pixels_map_to_corner_nodes_and_coarser_graphs(random_models: ExplorerModels):
     first = explore(random_models, 0, (0, 0))
     last = explore(random_models, 0, (127, 127))
     assert tuple(first[f"node/{TEACHER}"]) == (0, 0) and tuple(last[f"node/{TEACHER}"]) == (15, 15)
-    coarse = ExplorerModels(random_models.teacher, random_models.students, None, random_models.dataset, max_nodes=64)
+    coarse = ExplorerModels(
+        random_models.teacher, random_models.students, None, random_models.dataset, max_nodes=64
+    )
     result = explore(coarse, 0, (127, 127))
-    assert result[f"affinity/{TEACHER}"].shape == (8, 8) and tuple(result[f"node/{TEACHER}"]) == (7, 7)
+    assert result[f"affinity/{TEACHER}"].shape == (8, 8) and tuple(result[f"node/{TEACHER}"]) == (
+        7,
+        7,
+    )
     assert not any(key.startswith("score") for key in result)  # no critic, no scores
 
 
@@ -184,8 +220,12 @@ def test_invariances(random_models: ExplorerModels):
     for name in random_models.students:
         assert np.all(result[f"kl/{name}"] >= -1e-6)
     # The teacher against itself: zero KL, zero affinity difference, zero score gap.
-    itself = ExplorerModels(random_models.teacher, {"copy": random_models.teacher}, random_models.critic,
-                            random_models.dataset)
+    itself = ExplorerModels(
+        random_models.teacher,
+        {"copy": random_models.teacher},
+        random_models.critic,
+        random_models.dataset,
+    )
     same = explore(itself, 1, (50, 70))
     assert np.abs(same["kl/copy"]).max() < 1e-5
     assert same["affinity_mse/copy"] == 0.0 and same["score_gap/copy"] == 0.0
@@ -197,8 +237,13 @@ def test_moving_the_pixel_reuses_the_cached_outputs(random_models: ExplorerModel
     def count(*_args) -> None:
         calls["n"] += 1
 
-    models = ExplorerModels(random_models.teacher, random_models.students, random_models.critic,
-                            random_models.dataset, cache_size=1)
+    models = ExplorerModels(
+        random_models.teacher,
+        random_models.students,
+        random_models.critic,
+        random_models.dataset,
+        cache_size=1,
+    )
     handle = models.teacher.register_forward_hook(count)
     try:
         a = explore(models, 0, (10, 10))
@@ -223,7 +268,9 @@ def test_bad_queries_are_refused(random_models: ExplorerModels):
     with pytest.raises(ValueError, match="pixel"):
         explore(random_models, 0, (1.5, 0))
     with pytest.raises(ValueError, match="reserved"):
-        ExplorerModels(random_models.teacher, {TEACHER: random_models.teacher}, None, random_models.dataset)
+        ExplorerModels(
+            random_models.teacher, {TEACHER: random_models.teacher}, None, random_models.dataset
+        )
     with pytest.raises(ValueError, match="students"):
         ExplorerModels(random_models.teacher, {}, None, random_models.dataset)
 
@@ -263,4 +310,8 @@ def test_golden_values(random_models: ExplorerModels):
         "score_gap": result[f"score_gap/{WITH_HO}"],
     }
     for key, value in values.items():
-        assert math.isclose(value, GOLDEN[key], rel_tol=1e-4, abs_tol=1e-7), (key, value, GOLDEN[key])
+        assert math.isclose(value, GOLDEN[key], rel_tol=1e-4, abs_tol=1e-7), (
+            key,
+            value,
+            GOLDEN[key],
+        )

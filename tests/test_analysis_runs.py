@@ -30,24 +30,50 @@ from skdlib.analysis.runs import (
 CLASSES = ["road", "car"]
 
 
-def _run(profile: Path, run_dir: str, *, miou: float | None, acc: float = 0.9, ious=(0.5, 0.25),
-         finished: bool = True, val: tuple[tuple[int, float], ...] = ()) -> None:
+def _run(
+    profile: Path,
+    run_dir: str,
+    *,
+    miou: float | None,
+    acc: float = 0.9,
+    ious=(0.5, 0.25),
+    finished: bool = True,
+    val: tuple[tuple[int, float], ...] = (),
+) -> None:
     """A run folder with a summary (``miou=None``: no summary at all) and optional val records."""
     folder = profile / run_dir
     folder.mkdir(parents=True, exist_ok=True)
     if miou is not None:
-        summary = {"miou": miou, "pixel_acc": acc, "class_iou": list(ious), "class_names": CLASSES,
-                   "iterations": 10, "wall_time_s": 1.0, "finished": finished}
+        summary = {
+            "miou": miou,
+            "pixel_acc": acc,
+            "class_iou": list(ious),
+            "class_names": CLASSES,
+            "iterations": 10,
+            "wall_time_s": 1.0,
+            "finished": finished,
+        }
         (folder / "summary.json").write_text(json.dumps(summary))
     lines = [json.dumps({"iter": 5, "lr": 0.01, "total": 1.0})]
-    lines += [json.dumps({"iter": it, "split": "val", "miou": m, "pixel_acc": 0.5}) for it, m in val]
+    lines += [
+        json.dumps({"iter": it, "split": "val", "miou": m, "pixel_acc": 0.5}) for it, m in val
+    ]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def _entry(name: str, groups: list[str], seeds_status: list[tuple[int, str]]) -> dict:
-    return {"name": name, "groups": groups, "label": name.upper(), "description": "", "config": "c.yaml",
-            "overrides": [], "runs": [{"seed": s, "run_dir": f"{name}/seed{s}", "config_hash": "h", "status": st}
-                                      for s, st in seeds_status]}
+    return {
+        "name": name,
+        "groups": groups,
+        "label": name.upper(),
+        "description": "",
+        "config": "c.yaml",
+        "overrides": [],
+        "runs": [
+            {"seed": s, "run_dir": f"{name}/seed{s}", "config_hash": "h", "status": st}
+            for s, st in seeds_status
+        ],
+    }
 
 
 @pytest.fixture()
@@ -65,11 +91,20 @@ def tree(tmp_path: Path) -> Path:
     _run(p, "d/seed0", miou=0.2)
     _run(p, "d/seed1", miou=0.4)
     index = {
-        "profile": "quick", "data": {"name": "embedded", "root": "data/embedded"}, "num_classes": 2,
-        "teacher": {"run_dir": "teacher", "config": "t.yaml", "overrides": [], "status": "finished"},
+        "profile": "quick",
+        "data": {"name": "embedded", "root": "data/embedded"},
+        "num_classes": 2,
+        "teacher": {
+            "run_dir": "teacher",
+            "config": "t.yaml",
+            "overrides": [],
+            "status": "finished",
+        },
         "experiments": [
             _entry("a", ["ablation"], [(0, "finished"), (1, "finished"), (2, "finished")]),
-            _entry("b", ["ablation", "variants"], [(0, "finished"), (1, "finished"), (2, "failed")]),
+            _entry(
+                "b", ["ablation", "variants"], [(0, "finished"), (1, "finished"), (2, "failed")]
+            ),
             _entry("c", ["ablation"], [(0, "pending")]),
             _entry("d", ["variants"], [(0, "finished"), (1, "finished")]),
         ],
@@ -90,7 +125,9 @@ def test_load_index_refuses_missing_and_malformed(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"profile": "quick"}))
     with pytest.raises(ValueError, match="experiments"):
         load_index(tmp_path)
-    (tmp_path / "index.json").write_text(json.dumps({"profile": "q", "experiments": [{"name": "x", "runs": [{}]}]}))
+    (tmp_path / "index.json").write_text(
+        json.dumps({"profile": "q", "experiments": [{"name": "x", "runs": [{}]}]})
+    )
     with pytest.raises(ValueError, match="seed"):
         load_index(tmp_path)
 
@@ -139,7 +176,11 @@ def test_experiment_table_by_hand(tree):
     assert b["miou_mean"] == pytest.approx(0.4) and math.isnan(b["miou_std"])  # one seed: no spread
     assert b["missing"] == "seed1 unfinished, seed2 failed"
     c = table.loc["c"]
-    assert (c["n_runs"], c["n_finished"]) == (1, 0) and math.isnan(c["miou_mean"]) and math.isnan(c["iou/road"])
+    assert (
+        (c["n_runs"], c["n_finished"]) == (1, 0)
+        and math.isnan(c["miou_mean"])
+        and math.isnan(c["iou/road"])
+    )
 
 
 def test_table_parity_with_a_plain_rederivation(tree):
@@ -154,7 +195,12 @@ def test_table_parity_with_a_plain_rederivation(tree):
 def test_collect_runs_rows_and_teacher(tree):
     runs = collect_runs(load_index(tree), "variants", profile_dir=tree)
     assert list(zip(runs.experiment, runs.seed, runs.status)) == [
-        ("b", 0, "finished"), ("b", 1, "unfinished"), ("b", 2, "failed"), ("d", 0, "finished"), ("d", 1, "finished")]
+        ("b", 0, "finished"),
+        ("b", 1, "unfinished"),
+        ("b", 2, "failed"),
+        ("d", 0, "finished"),
+        ("d", 1, "finished"),
+    ]
     assert runs["miou"].isna().tolist() == [False, True, True, False, False]
     teacher = teacher_summary(load_index(tree), profile_dir=tree)
     assert teacher["status"] == "finished" and teacher["miou"] == pytest.approx(0.8)
@@ -167,7 +213,9 @@ def test_val_curves_and_their_band(tree):
     band = curve_summary(curves)
     assert band["iter"].tolist() == [5, 10]
     assert band["mean"].tolist() == pytest.approx([0.3, 0.6])
-    assert band["min"].tolist() == pytest.approx([0.2, 0.5]) and band["max"].tolist() == pytest.approx([0.4, 0.7])
+    assert band["min"].tolist() == pytest.approx([0.2, 0.5]) and band[
+        "max"
+    ].tolist() == pytest.approx([0.4, 0.7])
     assert band["n"].tolist() == [3, 3]
     with pytest.raises(ValueError, match="metric"):
         curve_summary(curves, "loss")
@@ -196,16 +244,27 @@ def test_welch_t_parity_with_numpy_samples():
 
 def test_noise_comparison_hand_cases():
     table = pd.DataFrame(
-        {"label": ["ref", "close", "far", "lonely"], "miou_mean": [0.6, 0.7, 0.9, 0.99],
-         "miou_std": [0.1, 0.1, 0.1, math.nan], "n_finished": [3, 3, 3, 1]},
-        index=["ref", "close", "far", "lonely"])
+        {
+            "label": ["ref", "close", "far", "lonely"],
+            "miou_mean": [0.6, 0.7, 0.9, 0.99],
+            "miou_std": [0.1, 0.1, 0.1, math.nan],
+            "n_finished": [3, 3, 3, 1],
+        },
+        index=["ref", "close", "far", "lonely"],
+    )
     out = noise_comparison(table, "ref")
     assert list(out.index) == ["close", "far", "lonely"]
-    assert out.loc["close", "t"] == pytest.approx(0.1 / math.sqrt(0.02 / 3))  # 1.22: within the noise
+    assert out.loc["close", "t"] == pytest.approx(
+        0.1 / math.sqrt(0.02 / 3)
+    )  # 1.22: within the noise
     assert out.loc["close", "verdict"] == "within seed noise" and not out.loc["close", "exceeds"]
     assert out.loc["far", "t"] == pytest.approx(3.674, abs=1e-3) and out.loc["far", "exceeds"]
-    assert out.loc["far", "diff"] == pytest.approx(0.3) and out.loc["far", "se"] == pytest.approx(0.08165, abs=1e-5)
-    assert out.loc["lonely", "verdict"].startswith("not testable") and not out.loc["lonely", "exceeds"]
+    assert out.loc["far", "diff"] == pytest.approx(0.3) and out.loc["far", "se"] == pytest.approx(
+        0.08165, abs=1e-5
+    )
+    assert (
+        out.loc["lonely", "verdict"].startswith("not testable") and not out.loc["lonely", "exceeds"]
+    )
     # A stricter threshold changes the verdict, not the statistic.
     strict = noise_comparison(table, "ref", threshold=4.0)
     assert not strict.loc["far", "exceeds"] and strict.loc["far", "t"] == out.loc["far", "t"]
@@ -229,8 +288,13 @@ def test_noise_comparison_refusals(tree):
 def test_demo_experiments_come_from_the_plan(tmp_path):
     specs = demo_experiments()
     assert list(specs)[:4] == ["baseline", "pi", "pi_pa", "pi_pa_ho"]
-    assert specs["pi"]["groups"] == ["ablation", "variants"] and specs["pi_pa_ho"]["label"] == "+PI+PA+HO"
-    assert "distill.disc_input=logits" in specs["official_pi_pa_ho"]["overrides"]  # settings expanded
+    assert (
+        specs["pi"]["groups"] == ["ablation", "variants"]
+        and specs["pi_pa_ho"]["label"] == "+PI+PA+HO"
+    )
+    assert (
+        "distill.disc_input=logits" in specs["official_pi_pa_ho"]["overrides"]
+    )  # settings expanded
     with pytest.raises(ValueError, match="unknown names"):
         make_demo_runs(tmp_path, ["pi", "no_such_experiment"])
     with pytest.raises(ValueError, match="iters"):
@@ -242,8 +306,13 @@ def test_demo_experiments_come_from_the_plan(tmp_path):
 
 def test_contrast_by_hand_and_parity_with_welch():
     table = pd.DataFrame(
-        {"miou_mean": [0.5, 0.6, 0.52, 0.70, 0.9], "miou_std": [0.1, 0.1, 0.05, 0.05, math.nan],
-         "n_finished": [3, 3, 2, 2, 1]}, index=["a0", "a1", "b0", "b1", "lone"])
+        {
+            "miou_mean": [0.5, 0.6, 0.52, 0.70, 0.9],
+            "miou_std": [0.1, 0.1, 0.05, 0.05, math.nan],
+            "n_finished": [3, 3, 2, 2, 1],
+        },
+        index=["a0", "a1", "b0", "b1", "lone"],
+    )
     # (a1 - a0) - (b1 - b0) = 0.1 - 0.18 = -0.08; se^2 = 2 * 0.01 / 3 + 2 * 0.0025 / 2.
     out = contrast(table, ["a1", "b0"], ["a0", "b1"])
     assert out["value"] == pytest.approx(-0.08)

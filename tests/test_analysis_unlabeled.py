@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     ("overrides", "label"),
     [
-        (["distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false"], "baseline"),
+        (
+            ["distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false"],
+            "baseline",
+        ),
         (["distill.pairwise=false", "distill.holistic=false"], "+PI"),
         ([], "+PI+PA+HO"),
         (["distill.pairwise=false", "distill.holistic=false", "distill.attention=true"], "+PI+AT"),
@@ -33,8 +36,18 @@ def test_unlabeled_table_reads_counts_from_the_runs_data(tmp_path: Path) -> None
     index = load_index(root)
     table = unlabeled_table(index, profile_dir=root)
     assert list(table.index) == ["few_baseline", "few_pi_unl4x"]
-    assert table.loc["few_baseline", ["terms", "labelled", "unlabeled", "ratio"]].tolist() == ["baseline", 4, 0, 0]
-    assert table.loc["few_pi_unl4x", ["terms", "labelled", "unlabeled", "ratio"]].tolist() == ["+PI", 4, 16, 4]
+    assert table.loc["few_baseline", ["terms", "labelled", "unlabeled", "ratio"]].tolist() == [
+        "baseline",
+        4,
+        0,
+        0,
+    ]
+    assert table.loc["few_pi_unl4x", ["terms", "labelled", "unlabeled", "ratio"]].tolist() == [
+        "+PI",
+        4,
+        16,
+        4,
+    ]
     assert (table["n_finished"] == 1).all() and table["miou_mean"].notna().all()
     # The demo placed each experiment's own data sets inside the tree, never in the repository.
     run_dir = root / index["experiments"][1]["runs"][0]["run_dir"]
@@ -43,4 +56,6 @@ def test_unlabeled_table_reads_counts_from_the_runs_data(tmp_path: Path) -> None
     # An experiment whose runs have not started yet: counts unknown, not guessed.
     index["experiments"][0]["runs"][0]["run_dir"] = "few_baseline/seed7"
     table = unlabeled_table(index, profile_dir=root)
-    assert table.loc["few_baseline", "terms"] == "" and math.isnan(table.loc["few_baseline", "labelled"])
+    assert table.loc["few_baseline", "terms"] == "" and math.isnan(
+        table.loc["few_baseline", "labelled"]
+    )

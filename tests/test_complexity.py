@@ -108,7 +108,9 @@ def test_measure_latency_counts_repeats_and_restores_mode() -> None:
     net = _Counting().train()
     latency = measure_latency(net, (16, 16), batch_size=2, repeats=3, warmup=2)
     assert len(calls) == 5 and len(latency.times_s) == 3
-    assert all(shape == (2, 3, 16, 16) and not training and not grad for shape, training, grad in calls)
+    assert all(
+        shape == (2, 3, 16, 16) and not training and not grad for shape, training, grad in calls
+    )
     assert net.training
     assert latency.per_image_s == pytest.approx(latency.median_s / 2)
     assert min(latency.times_s) > 0

@@ -37,7 +37,7 @@ def _write(path: Path, data: dict) -> Path:
 # Presets
 # ---------------------------------------------------------------------------------------------
 def test_all_expected_presets_exist() -> None:
-    assert EXPECTED_PRESETS <= {p.stem for p in PRESETS}
+    assert {p.stem for p in PRESETS} >= EXPECTED_PRESETS
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
@@ -58,8 +58,16 @@ def test_paper_preset_has_the_papers_values() -> None:
     assert cfg.data.name == "cityscapes"
     assert cfg.data.crop_size == (512, 512) and cfg.data.scale_range == (0.5, 2.1)
     assert cfg.data.batch_size == 8 and cfg.train.max_iters == 40000 and cfg.train.lr == 0.01
-    assert (cfg.distill.lambda_pi, cfg.distill.lambda_pa, cfg.distill.lambda_ho) == (10.0, 10.0, 0.1)
-    assert cfg.distill.gan_kind == "wgan" and cfg.distill.disc_use_image and cfg.distill.disc_input == "softmax"
+    assert (cfg.distill.lambda_pi, cfg.distill.lambda_pa, cfg.distill.lambda_ho) == (
+        10.0,
+        10.0,
+        0.1,
+    )
+    assert (
+        cfg.distill.gan_kind == "wgan"
+        and cfg.distill.disc_use_image
+        and cfg.distill.disc_input == "softmax"
+    )
     # The preset states the library defaults explicitly: the dataclass defaults are the paper's.
     defaults = config_to_dict(ExperimentConfig())
     stated = config_to_dict(cfg)
@@ -106,7 +114,10 @@ def test_quick_teacher_is_wider_than_the_student_and_smoke_is_tiny() -> None:
     assert quick.model.teacher == teacher.model.student
     assert quick.model.student_options["width"] < teacher.model.student_options["width"]
     smoke = load_config(CONFIG_DIR / "smoke.yaml")
-    assert smoke.train.max_iters <= 5 and smoke.data.crop_size[0] * smoke.data.crop_size[1] <= 128 * 128
+    assert (
+        smoke.train.max_iters <= 5
+        and smoke.data.crop_size[0] * smoke.data.crop_size[1] <= 128 * 128
+    )
     assert smoke.data.name == quick.data.name  # inherited from quick.yaml
 
 
@@ -138,7 +149,9 @@ def test_frozen_everywhere() -> None:
 
 
 def test_types_are_canonicalised() -> None:
-    cfg = config_from_dict({"train": {"lr": 1, "weight_decay": "1e-4"}, "data": {"crop_size": [64, 96]}})
+    cfg = config_from_dict(
+        {"train": {"lr": 1, "weight_decay": "1e-4"}, "data": {"crop_size": [64, 96]}}
+    )
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.train.weight_decay == 1e-4  # PyYAML reads 1e-4 as text; accepted for floats
     assert cfg.data.crop_size == (64, 96)
@@ -217,12 +230,22 @@ def test_inheritance_deep_merge_relative_paths_and_names(tmp_path: Path) -> None
     sub.mkdir()
     _write(
         tmp_path / "root.yaml",
-        {"name": "root_name", "model": {"student_options": {"width": 0.5, "depth": 18}},
-         "train": {"max_iters": 10, "seed": 4}, "data": {"crop_size": [32, 32]}},
+        {
+            "name": "root_name",
+            "model": {"student_options": {"width": 0.5, "depth": 18}},
+            "train": {"max_iters": 10, "seed": 4},
+            "data": {"crop_size": [32, 32]},
+        },
     )
     _write(sub / "mid.yaml", {"base": "../root.yaml", "train": {"max_iters": 20}})
-    _write(sub / "leaf.yaml", {"base": "mid.yaml", "model": {"student_options": {"width": 0.25}},
-                               "data": {"crop_size": [16, 48]}})
+    _write(
+        sub / "leaf.yaml",
+        {
+            "base": "mid.yaml",
+            "model": {"student_options": {"width": 0.25}},
+            "data": {"crop_size": [16, 48]},
+        },
+    )
     cfg = load_config(sub / "leaf.yaml")
     assert cfg.train.max_iters == 20  # from mid
     assert cfg.train.seed == 4  # from root, kept by the deep merge
@@ -268,8 +291,14 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
     ("overrides", "message"),
     [
         # unknown keys, with a close match or the valid keys
-        (["train.max_iter=10"], r"unknown key 'train.max_iter' \(did you mean 'train.max_iters'\?\)"),
-        (["distill.lambda_p=1"], r"unknown key 'distill.lambda_p' \(did you mean 'distill.lambda_p"),
+        (
+            ["train.max_iter=10"],
+            r"unknown key 'train.max_iter' \(did you mean 'train.max_iters'\?\)",
+        ),
+        (
+            ["distill.lambda_p=1"],
+            r"unknown key 'distill.lambda_p' \(did you mean 'distill.lambda_p",
+        ),
         (["zzz=1"], r"unknown key 'zzz' \(valid keys: name, description, model"),
         # wrong types
         (["train.max_iters=ten"], r"train.max_iters: expected int, got str 'ten'"),
@@ -278,7 +307,10 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["train.lr=fast"], r"train.lr: expected float, got str 'fast'"),
         (["data.flip=1"], r"data.flip: expected bool \(true/false\), got int 1"),
         (["data.name=3"], r"data.name: expected str, got int 3"),
-        (["data.crop_size=512"], r"data.crop_size: expected a list for tuple\[int, int\], got int 512"),
+        (
+            ["data.crop_size=512"],
+            r"data.crop_size: expected a list for tuple\[int, int\], got int 512",
+        ),
         (["data.crop_size=[1,2,3]"], r"data.crop_size: expected 2 values, got 3"),
         (["data.crop_size=[64,x]"], r"data.crop_size\[1\]: expected int, got str 'x'"),
         (["data.num_workers=two"], r"data.num_workers: expected int, got str 'two'"),
@@ -289,7 +321,10 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["train.amp=fp32"], r"train.amp: expected one of 'none', 'bf16', 'fp16', got str 'fp32'"),
         (["distill.pool=mean"], r"distill.pool: expected one of 'avg', 'max', got str 'mean'"),
         (["distill.gan_kind=wgan_gp"], r"distill.gan_kind: .*\(did you mean 'wgan'\?\)"),
-        (["model.student=resnet18"], r"model.student: expected one of 'pspnet_resnet101', .*'resnet18'"),
+        (
+            ["model.student=resnet18"],
+            r"model.student: expected one of 'pspnet_resnet101', .*'resnet18'",
+        ),
         (["model.teacher=pspnet_resnet152"], r"model.teacher: expected one of"),
         (["eval.mode=tiles"], r"eval.mode: expected one of 'whole', 'sliding'"),
         # impossible values
@@ -302,8 +337,14 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["train.lr=.nan"], r"train.lr: must be finite"),
         (["train.momentum=1.0"], r"train.momentum: must lie in \[0, 1\)"),
         (["train.log_every=0"], r"train.log_every: must be >= 1"),
-        (["train.device=gpu"], r"train.device: must be one of auto, cpu, cuda, cuda:N, mps, got 'gpu'"),
-        (["data.scale_range=[2.0,1.0]"], r"data.scale_range: must satisfy 0 < min <= max, got \(2.0, 1.0\)"),
+        (
+            ["train.device=gpu"],
+            r"train.device: must be one of auto, cpu, cuda, cuda:N, mps, got 'gpu'",
+        ),
+        (
+            ["data.scale_range=[2.0,1.0]"],
+            r"data.scale_range: must satisfy 0 < min <= max, got \(2.0, 1.0\)",
+        ),
         (["data.scale_range=[0,1.0]"], r"data.scale_range: must satisfy 0 < min <= max"),
         (["data.crop_size=[0,64]"], r"data.crop_size: sides must be positive, got \(0, 64\)"),
         (["data.crop_size=[64,5000]"], r"data.crop_size: sides must be <= MAX_CROP_SIZE=4096"),
@@ -311,10 +352,19 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["eval.stride_rate=0"], r"eval.stride_rate: must lie in \(0, 1\]"),
         (["data.batch_size=0"], r"data.batch_size: must be >= 1, got 0"),
         (["data.train_limit=0"], r"data.train_limit: must be >= 1, got 0"),
-        (["data.name=images"], r"data.name: 'images' reads images without labels: it can feed the unlabeled stream"),
+        (
+            ["data.name=images"],
+            r"data.name: 'images' reads images without labels: it can feed the unlabeled stream",
+        ),
         (["distill.node_size=0"], r"distill.node_size: must be >= 1, got 0"),
-        (["distill.node_fraction=1.5", "distill.node_size=1"], r"distill.node_fraction: must lie in \(0, 1\]"),
-        (["distill.node_fraction=0.5"], r"distill.node_size: must be 1 when distill.node_fraction is set"),
+        (
+            ["distill.node_fraction=1.5", "distill.node_size=1"],
+            r"distill.node_fraction: must lie in \(0, 1\]",
+        ),
+        (
+            ["distill.node_fraction=0.5"],
+            r"distill.node_size: must be 1 when distill.node_fraction is set",
+        ),
         (["distill.disc_widths=[64,128,256]"], r"distill.disc_widths: expected 4 values, got 3"),
         (["distill.disc_widths=[64,0,256,512]"], r"distill.disc_widths: must be positive ints"),
         (["distill.disc_lr=0"], r"distill.disc_lr: must be > 0"),
@@ -324,7 +374,10 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["model.teacher_checkpoint="], None),  # empty value = null: accepted
         (["model.student_pretrained=''"], r"model.student_pretrained: must be a file path or null"),
         (["name=has space"], r"name: must be a folder-safe name"),
-        (["model.teacher=null"], r"model.teacher: distillation terms are on, so a teacher is needed"),
+        (
+            ["model.teacher=null"],
+            r"model.teacher: distillation terms are on, so a teacher is needed",
+        ),
     ],
 )
 def test_error_messages(overrides: list[str], message: str | None) -> None:
@@ -336,15 +389,24 @@ def test_error_messages(overrides: list[str], message: str | None) -> None:
 
 
 def test_errors_from_files_name_the_dotted_key(tmp_path: Path) -> None:
-    _write(tmp_path / "bad.yaml", {"base": str(CONFIG_DIR / "paper.yaml"), "distill": {"nodesize": 2}})
-    with pytest.raises(ValueError, match=r"unknown key 'distill.nodesize' \(did you mean 'distill.node_size'\?\)"):
+    _write(
+        tmp_path / "bad.yaml", {"base": str(CONFIG_DIR / "paper.yaml"), "distill": {"nodesize": 2}}
+    )
+    with pytest.raises(
+        ValueError, match=r"unknown key 'distill.nodesize' \(did you mean 'distill.node_size'\?\)"
+    ):
         load_config(tmp_path / "bad.yaml")
 
 
 def test_teacher_none_is_fine_without_distillation() -> None:
     cfg = apply_overrides(
         ExperimentConfig(),
-        ["model.teacher=null", "distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false"],
+        [
+            "model.teacher=null",
+            "distill.pixelwise=false",
+            "distill.pairwise=false",
+            "distill.holistic=false",
+        ],
     )
     assert cfg.model.teacher is None and not cfg.distill.enabled
 
@@ -363,7 +425,9 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     reordered["train"] = {key: as_dict["train"][key] for key in reversed(list(as_dict["train"]))}
     assert config_hash(config_from_dict(reordered)) == config_hash(cfg)
     # int vs float spelling of the same float value hashes the same.
-    assert config_hash(apply_overrides(cfg, ["train.lr=1"])) == config_hash(apply_overrides(cfg, ["train.lr=1.0"]))
+    assert config_hash(apply_overrides(cfg, ["train.lr=1"])) == config_hash(
+        apply_overrides(cfg, ["train.lr=1.0"])
+    )
 
 
 def test_config_hash_changes_with_any_value() -> None:
@@ -452,15 +516,20 @@ def test_known_models_match_the_model_registry_and_real_models_validate() -> Non
     cfg = load_config(CONFIG_DIR / "smoke.yaml")
     student = models.build_model(cfg.model.student, 8, **cfg.model.student_options)
     validate_with_model(cfg, student)
-    with pytest.raises(ValueError, match=r"distill.pair_feature: 'nowhere' is not a feature of model.student"):
+    with pytest.raises(
+        ValueError, match=r"distill.pair_feature: 'nowhere' is not a feature of model.student"
+    ):
         validate_with_model(apply_overrides(cfg, ["distill.pair_feature=nowhere"]), student)
 
 
 def test_validate_with_model() -> None:
     cfg = ExperimentConfig()
     validate_with_model(cfg, _FakeModel({"head": 512, "backbone": 512}))
-    with pytest.raises(ValueError, match=r"distill.pair_feature: 'head' is not a feature of model.student "
-                                         r"\(available: backbone, layer3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"distill.pair_feature: 'head' is not a feature of model.student "
+        r"\(available: backbone, layer3\)",
+    ):
         validate_with_model(cfg, _FakeModel({"backbone": 512, "layer3": 256}))
     with pytest.raises(ValueError, match=r"is not a feature of model.teacher"):
         validate_with_model(cfg, _FakeModel({"head": 1}), teacher=_FakeModel({"backbone": 2}))
@@ -473,5 +542,7 @@ def test_validate_with_model() -> None:
     with pytest.raises(ValueError, match="no feature_channels mapping"):
         validate_with_model(cfg, object())
     fixed = apply_overrides(cfg, ["model.num_classes=19"])
-    with pytest.raises(ValueError, match=r"model.num_classes: config says 19, model.student was built with 8"):
+    with pytest.raises(
+        ValueError, match=r"model.num_classes: config says 19, model.student was built with 8"
+    ):
         validate_with_model(fixed, _FakeModel({"head": 1}, num_classes=8))

@@ -10,7 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from skdlib.data import DATASETS, DataError, build_dataset, cityscapes_train_id_to_label_id, make_loader
+from skdlib.data import (
+    DATASETS,
+    DataError,
+    build_dataset,
+    cityscapes_train_id_to_label_id,
+    make_loader,
+)
 from skdlib.data.base import bit_palette
 from skdlib.data.cityscapes import LABELS, cityscapes_class_names, cityscapes_label_id_to_train_id
 from skdlib.data.loader import collate_items, default_num_workers
@@ -88,7 +94,9 @@ def test_cityscapes_wrong_layout_says_what_is_expected(tmp_path: Path) -> None:
         build_dataset("cityscapes", tmp_path, "train")
 
 
-def test_cityscapes_missing_label_and_skip_bad(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_cityscapes_missing_label_and_skip_bad(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _cityscapes(tmp_path)
     (tmp_path / "gtFine/train/bonn/bonn_000001_000019_gtFine_labelIds.png").unlink()
     with pytest.raises(DataError, match="bonn_000001_000019_gtFine_labelIds.png"):
@@ -251,7 +259,11 @@ def test_loader_deterministic_and_collates(tmp_path: Path) -> None:
     ds = build_dataset("folder", tmp_path, "train")
 
     def order(seed: int) -> list[str]:
-        return [n for batch in make_loader(ds, batch_size=2, shuffle=True, seed=seed, num_workers=0) for n in batch["name"]]
+        return [
+            n
+            for batch in make_loader(ds, batch_size=2, shuffle=True, seed=seed, num_workers=0)
+            for n in batch["name"]
+        ]
 
     assert order(1) == order(1) and sorted(order(1)) == [str(i) for i in range(6)]
     assert order(1) != order(2) or order(1) != order(3)
@@ -263,7 +275,17 @@ def test_loader_deterministic_and_collates(tmp_path: Path) -> None:
 def test_loader_settings() -> None:
     assert 0 <= default_num_workers() <= 4
     with pytest.raises(ValueError, match="share one image size"):
-        collate_items([
-            {"image": torch.zeros(3, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long), "name": "a"},
-            {"image": torch.zeros(3, 5, 4), "label": torch.zeros(5, 4, dtype=torch.long), "name": "b"},
-        ])
+        collate_items(
+            [
+                {
+                    "image": torch.zeros(3, 4, 4),
+                    "label": torch.zeros(4, 4, dtype=torch.long),
+                    "name": "a",
+                },
+                {
+                    "image": torch.zeros(3, 5, 4),
+                    "label": torch.zeros(5, 4, dtype=torch.long),
+                    "name": "b",
+                },
+            ]
+        )

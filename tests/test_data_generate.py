@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,10 @@ def test_same_seed_same_bytes(tiny_set: Path, tmp_path: Path) -> None:
     again = generate_embedded(tmp_path / "again", **TINY)
     assert _tree_digest(again) == _tree_digest(tiny_set)
     other = generate_embedded(tmp_path / "other", **{**TINY, "seed": 4})
-    assert _tree_digest(other)["train/images/000000.png"] != _tree_digest(tiny_set)["train/images/000000.png"]
+    assert (
+        _tree_digest(other)["train/images/000000.png"]
+        != _tree_digest(tiny_set)["train/images/000000.png"]
+    )
 
 
 def test_golden_samples() -> None:
@@ -66,7 +68,9 @@ def test_golden_samples() -> None:
 
 def test_image_does_not_depend_on_count(tiny_set: Path, tmp_path: Path) -> None:
     bigger = generate_embedded(tmp_path / "big", **{**TINY, "num_train": 5})
-    assert (bigger / "train/images/000003.png").read_bytes() == (tiny_set / "train/images/000003.png").read_bytes()
+    assert (bigger / "train/images/000003.png").read_bytes() == (
+        tiny_set / "train/images/000003.png"
+    ).read_bytes()
 
 
 def test_layout_manifest_and_files(tiny_set: Path) -> None:
@@ -75,7 +79,9 @@ def test_layout_manifest_and_files(tiny_set: Path) -> None:
     assert manifest["options"] == {"generator_version": 1, **TINY}
     assert len(manifest["files"]) == 1 + 2 * (4 + 2)  # classes.json + image/label per sample
     classes = json.loads((tiny_set / "classes.json").read_text())
-    assert classes["names"] == list(CLASS_NAMES) and len(classes["palette"]) == len(CLASS_NAMES) >= 8
+    assert (
+        classes["names"] == list(CLASS_NAMES) and len(classes["palette"]) == len(CLASS_NAMES) >= 8
+    )
     with Image.open(tiny_set / "train/images/000001.png") as img:
         assert img.mode == "RGB" and img.size == (64, 32)
     with Image.open(tiny_set / "train/labels/000001.png") as lab:
@@ -90,7 +96,9 @@ def test_scene_content_at_default_size() -> None:
     counts = np.zeros(len(CLASS_NAMES), dtype=np.int64)
     for index in range(4):
         image, label = draw_sample(0, "train", index, height=128, width=256)
-        assert image.shape == (128, 256, 3) and image.dtype == np.uint8 and label.shape == (128, 256)
+        assert (
+            image.shape == (128, 256, 3) and image.dtype == np.uint8 and label.shape == (128, 256)
+        )
         counts += np.bincount(label.ravel(), minlength=256)[: len(CLASS_NAMES)]
     assert (counts > 0).all(), dict(zip(CLASS_NAMES, counts.tolist()))
 
@@ -137,7 +145,9 @@ def test_incomplete_manifest_not_trusted(tiny_set: Path, tmp_path: Path) -> None
     assert _tree_digest(out) == _tree_digest(tiny_set)
 
 
-def test_interrupted_generation_leaves_nothing_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_generation_leaves_nothing_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import skdlib.data.generate as gen
 
     calls = {"n": 0}
@@ -179,7 +189,25 @@ def test_bad_options(tmp_path: Path, bad: dict) -> None:
 
 def test_cli(tmp_path: Path, tiny_set: Path) -> None:
     out = tmp_path / "cli"
-    assert main(["--out", str(out), "--seed", "3", "--height", "32", "--width", "64", "--train", "4", "--val", "2"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--seed",
+                "3",
+                "--height",
+                "32",
+                "--width",
+                "64",
+                "--train",
+                "4",
+                "--val",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert _tree_digest(out) == _tree_digest(tiny_set)
 
 
@@ -188,7 +216,7 @@ def test_dataset_reads_generated_set(tiny_set: Path) -> None:
     assert len(ds) == 4 and ds.num_classes == 8 and ds.ignore_index == 255
     item = ds[1]
     assert item["image"].shape == (3, 32, 64) and item["image"].dtype.is_floating_point
-    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
     assert item["label"].shape == (32, 64) and str(item["label"].dtype) == "torch.int64"
     with Image.open(tiny_set / "train/labels/000001.png") as lab:
         assert (item["label"].numpy() == np.asarray(lab)).all()
@@ -203,12 +231,14 @@ def test_dataset_generates_on_first_use(tmp_path: Path) -> None:
 
 
 def test_probe_runs_and_reports(tiny_set: Path) -> None:
-    from skdlib.analysis.context import pixel_vs_context_probe
-
     import torch
 
+    from skdlib.analysis.context import pixel_vs_context_probe
+
     threads = torch.get_num_threads()
-    result = pixel_vs_context_probe(tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256)
+    result = pixel_vs_context_probe(
+        tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256
+    )
     assert torch.get_num_threads() == threads  # the probe restores the thread setting
     for key in ("pixel_linear_miou", "pixel_mlp_miou", "context_miou"):
         assert 0.0 <= result[key] <= 100.0
@@ -216,7 +246,9 @@ def test_probe_runs_and_reports(tiny_set: Path) -> None:
         result["context_miou"] - max(result["pixel_linear_miou"], result["pixel_mlp_miou"])
     )
     assert len(result["class_iou"]["context"]) == 8
-    again = pixel_vs_context_probe(tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256, mlp=False)
+    again = pixel_vs_context_probe(
+        tiny_set, iters=2, seed=0, device="cpu", batch_size=2, pixel_batch_size=256, mlp=False
+    )
     assert again["context_miou"] == result["context_miou"]  # seeded
 
 

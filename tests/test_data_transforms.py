@@ -18,7 +18,9 @@ from skdlib.data.transforms import (
 NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
-def _coded_batch(n: int = 3, h: int = 32, w: int = 48, block: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def _coded_batch(
+    n: int = 3, h: int = 32, w: int = 48, block: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels constant on ``block`` x ``block`` squares; each image pixel encodes its label as (k/20, k/20, k/20)."""
     g = torch.Generator().manual_seed(5)
     coarse = torch.randint(0, 20, (n, h // block, w // block), generator=g)  # (N, h/b, w/b)
@@ -36,8 +38,12 @@ def test_image_and_label_stay_aligned() -> None:
         valid = out_lab != 255
         code = out_img[:, :1] * 20  # (N, 1, h, w)
         high = torch.nn.functional.max_pool2d(code, 3, stride=1, padding=1)  # (N, 1, h, w): 3x3 max
-        low = -torch.nn.functional.max_pool2d(-code, 3, stride=1, padding=1)  # (N, 1, h, w): 3x3 min
-        interior = ((high - low).abs() < 1e-4)[:, 0] & valid  # (N, h, w): not blended across a block edge
+        low = -torch.nn.functional.max_pool2d(
+            -code, 3, stride=1, padding=1
+        )  # (N, 1, h, w): 3x3 min
+        interior = ((high - low).abs() < 1e-4)[
+            :, 0
+        ] & valid  # (N, h, w): not blended across a block edge
         assert torch.allclose(code[:, 0][interior], out_lab[interior].float(), atol=1e-4)
         assert interior.sum() > 0.3 * valid.sum()  # most pixels are block interiors
 
@@ -100,7 +106,9 @@ def test_seeded_and_per_image() -> None:
 
 def test_scaled_label_values_come_from_the_input() -> None:
     images, labels = _coded_batch()
-    out_img, out_lab = TrainAugment(24, scale_range=(0.5, 2.1))(images, labels, torch.Generator().manual_seed(1))
+    out_img, out_lab = TrainAugment(24, scale_range=(0.5, 2.1))(
+        images, labels, torch.Generator().manual_seed(1)
+    )
     assert set(out_lab.unique().tolist()) <= set(labels.unique().tolist()) | {255}
     assert out_lab.dtype == torch.int64 and out_img.dtype == torch.float32
 
@@ -109,7 +117,9 @@ def test_runs_on_the_batch_device() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     images, labels = _coded_batch(n=2)
     for device in devices:
-        out_img, out_lab = TrainAugment(16)(images.to(device), labels.to(device), torch.Generator().manual_seed(0))
+        out_img, out_lab = TrainAugment(16)(
+            images.to(device), labels.to(device), torch.Generator().manual_seed(0)
+        )
         assert out_img.device.type == device and out_lab.device.type == device
 
 

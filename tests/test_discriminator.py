@@ -53,12 +53,25 @@ def test_self_attention_matches_rederivation() -> None:
         block.gamma.fill_(0.7)
     x = rand(2, 8, 3, 4, seed=4)
     got = block(x)
-    q = torch.einsum("oc,bchw->bohw", block.query.weight[:, :, 0, 0], x) + block.query.bias[:, None, None]
-    k = torch.einsum("oc,bchw->bohw", block.key.weight[:, :, 0, 0], x) + block.key.bias[:, None, None]
-    v = torch.einsum("oc,bchw->bohw", block.value.weight[:, :, 0, 0], x) + block.value.bias[:, None, None]
+    q = (
+        torch.einsum("oc,bchw->bohw", block.query.weight[:, :, 0, 0], x)
+        + block.query.bias[:, None, None]
+    )
+    k = (
+        torch.einsum("oc,bchw->bohw", block.key.weight[:, :, 0, 0], x)
+        + block.key.bias[:, None, None]
+    )
+    v = (
+        torch.einsum("oc,bchw->bohw", block.value.weight[:, :, 0, 0], x)
+        + block.value.bias[:, None, None]
+    )
     want = torch.empty_like(x)
     for b in range(2):
-        qs, ks, vs = q[b].reshape(1, 12), k[b].reshape(1, 12), v[b].reshape(8, 12)  # (C', n), (C, n)
+        qs, ks, vs = (
+            q[b].reshape(1, 12),
+            k[b].reshape(1, 12),
+            v[b].reshape(8, 12),
+        )  # (C', n), (C, n)
         for i in range(12):
             weights = torch.softmax(qs[:, i] @ ks, dim=0)  # (n,)
             want[b].reshape(8, 12)[:, i] = x[b].reshape(8, 12)[:, i] + 0.7 * (vs @ weights)

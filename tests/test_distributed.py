@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ddp import become_worker, build_without_dropout, free_port
 from torch import nn
 
 import skdlib.models
-from ddp import become_worker, build_without_dropout, free_port
 from skdlib.data.generate import ensure_embedded
 from skdlib.models import build_model
 from skdlib.train.config import load_config
@@ -33,11 +33,21 @@ TOLERANCE = 1e-5
 
 
 def _config(data: Path, batch_size: int):
-    return load_config(REPO / "configs" / "smoke.yaml", [
-        f"data.root={data}", "data.crop_size=[64,64]", "data.scale_range=[1.0,1.0]", f"data.batch_size={batch_size}",
-        "data.num_workers=0", "train.device=cpu", "train.max_iters=1", "train.checkpoint_every=0",
-        "distill.holistic=false", "model.teacher_options.width=0.5",
-    ])
+    return load_config(
+        REPO / "configs" / "smoke.yaml",
+        [
+            f"data.root={data}",
+            "data.crop_size=[64,64]",
+            "data.scale_range=[1.0,1.0]",
+            f"data.batch_size={batch_size}",
+            "data.num_workers=0",
+            "train.device=cpu",
+            "train.max_iters=1",
+            "train.checkpoint_every=0",
+            "distill.holistic=false",
+            "model.teacher_options.width=0.5",
+        ],
+    )
 
 
 def _worker(rank: int, world_size: int, port: int, data: str, run: str) -> None:
@@ -59,17 +69,27 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
     ddp_summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert ddp_summary["world_size"] == 2 and single["world_size"] == 1
-    assert ddp_summary["num_val_images"] == single["num_val_images"] == 2  # confusion matrices summed
+    assert (
+        ddp_summary["num_val_images"] == single["num_val_images"] == 2
+    )  # confusion matrices summed
     a = torch.load(tmp_path / "ddp" / "checkpoints" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "single" / "checkpoints" / "final.pt", weights_only=True)
     assert a.keys() == b.keys()
-    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+    worst = max(
+        float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point()
+    )
     start = _initial()
-    moved = max(float((b[k].double() - start[k].double()).abs().max()) for k in b if b[k].is_floating_point())
+    moved = max(
+        float((b[k].double() - start[k].double()).abs().max())
+        for k in b
+        if b[k].is_floating_point()
+    )
     assert worst < TOLERANCE < moved, (worst, moved)
     assert ddp_summary["pixel_acc"] == pytest.approx(single["pixel_acc"], abs=1e-3)
     # Only rank 0 wrote: one metrics record per iteration.
-    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["iter"] for r in records if "split" not in r] == [1]
 
 
@@ -85,7 +105,9 @@ def _initial() -> dict[str, torch.Tensor]:
 def test_cpu_sync_batchnorm_is_plain_batchnorm_without_a_process_group():
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
-    converted = convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), torch.device("cpu"))
+    converted = convert_sync_batchnorm(
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), torch.device("cpu")
+    )
     converted.load_state_dict(plain.state_dict())
     assert isinstance(converted[1], CpuSyncBatchNorm)
     x = torch.randn(2, 3, 5, 5)

@@ -37,7 +37,9 @@ class LeftRight(nn.Module):
     def forward(self, image: torch.Tensor) -> SegmentationOutput:
         n, _, h, w = image.shape
         ramp = torch.linspace(-2.0, 2.0, w).expand(n, 1, h, w)  # (N, 1, H, W)
-        return SegmentationOutput(logits=torch.cat([ramp, -ramp, image[:, :1]], dim=1))  # (N, 3, H, W)
+        return SegmentationOutput(
+            logits=torch.cat([ramp, -ramp, image[:, :1]], dim=1)
+        )  # (N, 3, H, W)
 
 
 def test_sliding_windows_by_hand():
@@ -49,7 +51,9 @@ def test_sliding_windows_by_hand():
         sliding_windows(10, 4, 0)
 
 
-@pytest.mark.parametrize("crop", [(5, 7), (16, 32)])  # overlapping windows; a window larger than the image
+@pytest.mark.parametrize(
+    "crop", [(5, 7), (16, 32)]
+)  # overlapping windows; a window larger than the image
 def test_whole_equals_sliding_for_a_per_pixel_model(crop):
     model = PerPixel().eval()
     image = torch.randn(2, 3, 13, 21, generator=torch.Generator().manual_seed(1))
@@ -71,7 +75,10 @@ def test_flip_averages_with_the_flipped_prediction():
     # A per-pixel model commutes with flipping: flip changes nothing.
     per_pixel = PerPixel().eval()
     torch.testing.assert_close(
-        predict_probabilities(per_pixel, image, flip=True), predict_probabilities(per_pixel, image), atol=1e-6, rtol=0
+        predict_probabilities(per_pixel, image, flip=True),
+        predict_probabilities(per_pixel, image),
+        atol=1e-6,
+        rtol=0,
     )
 
 
@@ -93,8 +100,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="image"):
         predict_probabilities(model, torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="num_classes"):
-        evaluate(model, [{"image": torch.zeros(3, 8, 8), "label": torch.zeros(8, 8, dtype=torch.long)}],
-                 num_classes=0, device="cpu")
+        evaluate(
+            model,
+            [{"image": torch.zeros(3, 8, 8), "label": torch.zeros(8, 8, dtype=torch.long)}],
+            num_classes=0,
+            device="cpu",
+        )
 
 
 class Constant(nn.Module):
@@ -121,8 +132,14 @@ def test_scores_by_hand_and_the_model_mode_is_restored():
     ]
     model = Constant(0).train()
     seen = {}
-    scores = evaluate(model, data, num_classes=K, device="cpu", batch_size=2,
-                      prediction_callback=lambda name, pred: seen.setdefault(name, pred))
+    scores = evaluate(
+        model,
+        data,
+        num_classes=K,
+        device="cpu",
+        batch_size=2,
+        prediction_callback=lambda name, pred: seen.setdefault(name, pred),
+    )
     # Predicted 0 on 7 labelled pixels; class 0 has 3 of them: IoU(0) = 3/7, IoU(1) = IoU(2) = 0.
     assert scores["class_iou"] == pytest.approx([3 / 7, 0.0, 0.0])
     assert scores["miou"] == pytest.approx(1 / 7)
@@ -144,18 +161,34 @@ def test_cli_scores_and_saves_predictions(tmp_path, capsys):
     from skdlib.data.generate import ensure_embedded
 
     data = ensure_embedded(tmp_path / "data", height=32, width=48, num_train=1, num_val=2)
-    cfg = load_config("configs/smoke.yaml", [f"data.root={data}", "data.crop_size=[32,32]", "train.device=cpu"])
+    cfg = load_config(
+        "configs/smoke.yaml", [f"data.root={data}", "data.crop_size=[32,32]", "train.device=cpu"]
+    )
     save_config(cfg, tmp_path / "config.yaml")
     torch.manual_seed(0)
     student = build_model(cfg.model.student, 8, **dict(cfg.model.student_options))
     torch.save(student.state_dict(), tmp_path / "final.pt")
     out = tmp_path / "pred"
-    code = main(["--checkpoint", str(tmp_path / "final.pt"), "--config", str(tmp_path / "config.yaml"),
-                 "--sliding", "--flip", "--save-predictions", str(out), "--output", str(tmp_path / "scores.json")])
+    code = main(
+        [
+            "--checkpoint",
+            str(tmp_path / "final.pt"),
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "--sliding",
+            "--flip",
+            "--save-predictions",
+            str(out),
+            "--output",
+            str(tmp_path / "scores.json"),
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((tmp_path / "scores.json").read_text())
-    assert printed["mode"] == "sliding" and printed["flip"] is True and len(printed["class_iou"]) == 8
+    assert (
+        printed["mode"] == "sliding" and printed["flip"] is True and len(printed["class_iou"]) == 8
+    )
     pngs = sorted((out / "trainId").glob("*.png"))
     assert len(pngs) == 2
     for png in pngs:
@@ -177,5 +210,10 @@ def test_evaluate_normalises_like_training():
             return super().forward(image)
 
     raw = torch.rand(3, 4, 4)
-    evaluate(Spy(), [{"image": raw, "label": torch.zeros(4, 4, dtype=torch.long)}], num_classes=K, device="cpu")
+    evaluate(
+        Spy(),
+        [{"image": raw, "label": torch.zeros(4, 4, dtype=torch.long)}],
+        num_classes=K,
+        device="cpu",
+    )
     torch.testing.assert_close(seen[0], normalize(raw[None]))

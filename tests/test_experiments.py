@@ -41,9 +41,11 @@ TABLE = {
     "few_pi_pa_ho_unl16x": (("unlabeled",), "+PI+PA+HO + 256 unlabeled"),
 }
 # The groups each profile runs (the paper profile leaves out the embedded-only unlabeled group).
-PROFILE_GROUPS = {"quick": {"ablation", "variants", "official", "unlabeled"},
-                  "smoke": {"ablation", "variants", "official", "unlabeled"},
-                  "paper": {"ablation", "variants", "official"}}
+PROFILE_GROUPS = {
+    "quick": {"ablation", "variants", "official", "unlabeled"},
+    "smoke": {"ablation", "variants", "official", "unlabeled"},
+    "paper": {"ablation", "variants", "official"},
+}
 SWITCHES = ("pixelwise", "pairwise", "holistic", "mimic", "attention", "local_pairwise")
 # Which switches each experiment turns on.
 TERMS = {
@@ -61,7 +63,10 @@ TERMS = {
     "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
     "few_baseline": set(),
     **{f"few_pi{s}": {"pixelwise"} for s in ("", "_unl1x", "_unl4x", "_unl16x")},
-    **{f"few_pi_pa_ho{s}": {"pixelwise", "pairwise", "holistic"} for s in ("", "_unl1x", "_unl4x", "_unl16x")},
+    **{
+        f"few_pi_pa_ho{s}": {"pixelwise", "pairwise", "holistic"}
+        for s in ("", "_unl1x", "_unl4x", "_unl16x")
+    },
 }
 
 
@@ -119,43 +124,75 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
         d = cfg.distill
         assert (d.lambda_pa, d.pool, d.node_size, d.node_fraction) == (0.5, "max", 1, 0.5)
         assert (d.disc_use_image, d.disc_input, d.disc_input_batchnorm, d.disc_loss_scale) == (
-            official.disc_use_image, official.disc_input, official.disc_input_batchnorm, official.disc_loss_scale)
+            official.disc_use_image,
+            official.disc_input,
+            official.disc_input_batchnorm,
+            official.disc_loss_scale,
+        )
         assert cfg.data.scale_range == (0.7, 2.1)
         # What the quick size cannot change stays the profile's.
-        assert cfg.data.crop_size == base.data.crop_size and cfg.distill.disc_widths == base.distill.disc_widths
-    assert runs["pi_pa_ho/seed0"].distill.lambda_pa == 10.0  # the paper's weight outside the official group
+        assert (
+            cfg.data.crop_size == base.data.crop_size
+            and cfg.distill.disc_widths == base.distill.disc_widths
+        )
+    assert (
+        runs["pi_pa_ho/seed0"].distill.lambda_pa == 10.0
+    )  # the paper's weight outside the official group
 
 
 def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
-    runs = ex.build_runs(ex.load_plan(), "paper", runs_root=tmp_path,
-                         sets=["data.name=camvid", f"data.root={tmp_path / 'camvid'}"], only=["pi"])
+    runs = ex.build_runs(
+        ex.load_plan(),
+        "paper",
+        runs_root=tmp_path,
+        sets=["data.name=camvid", f"data.root={tmp_path / 'camvid'}"],
+        only=["pi"],
+    )
     assert [s.key for s in runs] == ["teacher", "pi/seed0", "pi/seed1", "pi/seed2"]
-    assert {(s.config.data.name, s.config.data.root) for s in runs} == {("camvid", str(tmp_path / "camvid"))}
+    assert {(s.config.data.name, s.config.data.root) for s in runs} == {
+        ("camvid", str(tmp_path / "camvid"))
+    }
 
 
 def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     plan = ex.load_plan()
     few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
     for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2)):
-        runs = {s.experiment: s.config for s in ex.build_runs(plan, profile, runs_root=tmp_path, only=few)[1:]}
+        runs = {
+            s.experiment: s.config
+            for s in ex.build_runs(plan, profile, runs_root=tmp_path, only=few)[1:]
+        }
         ablation = ex.build_runs(plan, profile, runs_root=tmp_path, only=["baseline"])[1].config
         for name, cfg in runs.items():
             # The first images of the profile's own data set, validated on its own val split.
-            assert cfg.data.train_limit == labelled and ablation.data.train_limit is None, (profile, name)
+            assert cfg.data.train_limit == labelled and ablation.data.train_limit is None, (
+                profile,
+                name,
+            )
             assert (cfg.data.name, cfg.data.root, cfg.data.options) == (
-                ablation.data.name, ablation.data.root, ablation.data.options)
+                ablation.data.name,
+                ablation.data.root,
+                ablation.data.options,
+            )
             unl = cfg.data.unlabeled
             k = int(name.rpartition("_unl")[2].removesuffix("x")) if "_unl" in name else 0
             assert unl.enabled == (k > 0), (profile, name)
             if k:
                 # A pool of k x the labelled images, fresh scenes (generator seed 1), under the repository.
-                assert dict(unl.options)["num_train"] == k * labelled and dict(unl.options)["seed"] == 1
+                assert (
+                    dict(unl.options)["num_train"] == k * labelled
+                    and dict(unl.options)["seed"] == 1
+                )
                 assert (unl.name, unl.batch_size) == ("embedded", per_step)
                 assert Path(unl.root).is_absolute() and Path(unl.root).is_relative_to(REPO / "data")
         if profile == "quick":
             assert {cfg.train.max_iters for cfg in runs.values()} == {40}
-            assert {cfg.data.batch_size for cfg in runs.values()} == {load_config(REPO / "configs/quick.yaml").data.batch_size}
-    with pytest.raises(ex.PlanError, match=r"\['few_pi'\] are not in the groups .* of profile 'paper'"):
+            assert {cfg.data.batch_size for cfg in runs.values()} == {
+                load_config(REPO / "configs/quick.yaml").data.batch_size
+            }
+    with pytest.raises(
+        ex.PlanError, match=r"\['few_pi'\] are not in the groups .* of profile 'paper'"
+    ):
         ex.build_runs(plan, "paper", runs_root=tmp_path, only=["few_pi"])
     assert "few_pi" not in [e.name for e in plan.select(None, "paper")]
 
@@ -171,22 +208,52 @@ def _write_plan(tmp_path: Path, mutate) -> Path:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["profiles"]["quick"].update(seed=[0]), r"profiles.quick: unknown key\(s\) \['seed'\]"),
-        (lambda d: d["experiments"][0].update(label=""), r"experiments\[0\].label: expected a non-empty string"),
-        (lambda d: d["experiments"][1].update(name="pi pa"), r"experiments\[1\].name: expected a folder-safe name"),
-        (lambda d: d["experiments"][1].update(name="baseline"), r"duplicate experiment name 'baseline'"),
-        (lambda d: d["experiments"][1].update(name="teacher"), r"'teacher' is the teacher's run folder"),
-        (lambda d: d["experiments"][2].update(overrides=["distill.holistic"]), r"must look like key=value"),
+        (
+            lambda d: d["profiles"]["quick"].update(seed=[0]),
+            r"profiles.quick: unknown key\(s\) \['seed'\]",
+        ),
+        (
+            lambda d: d["experiments"][0].update(label=""),
+            r"experiments\[0\].label: expected a non-empty string",
+        ),
+        (
+            lambda d: d["experiments"][1].update(name="pi pa"),
+            r"experiments\[1\].name: expected a folder-safe name",
+        ),
+        (
+            lambda d: d["experiments"][1].update(name="baseline"),
+            r"duplicate experiment name 'baseline'",
+        ),
+        (
+            lambda d: d["experiments"][1].update(name="teacher"),
+            r"'teacher' is the teacher's run folder",
+        ),
+        (
+            lambda d: d["experiments"][2].update(overrides=["distill.holistic"]),
+            r"must look like key=value",
+        ),
         (lambda d: d["experiments"][9].update(settings=["oficial"]), r"unknown setting 'oficial'"),
-        (lambda d: d["profiles"]["quick"].update(seeds=[0, 0]), r"seeds: expected a non-empty list of distinct"),
+        (
+            lambda d: d["profiles"]["quick"].update(seeds=[0, 0]),
+            r"seeds: expected a non-empty list of distinct",
+        ),
         (lambda d: d.update(extra=1), r"unknown key\(s\) \['extra'\]"),
-        (lambda d: d["experiments"][3].pop("groups"), r"experiments\[3\]: missing key\(s\) \['groups'\]"),
-        (lambda d: d["profiles"]["smoke"]["settings"].update(few_label=["train.max_iters=1"]),
-         r"profiles.smoke.settings: \['few_label'\] name no setting of the plan"),
-        (lambda d: d["profiles"]["smoke"]["settings"].update(few_labels=["train.max_iters"]),
-         r"profiles.smoke.settings.few_labels: overrides must look like key=value"),
-        (lambda d: d["profiles"]["paper"].update(groups=["ablation", "ablasion"]),
-         r"profiles.paper.groups: no experiment is in group\(s\) \['ablasion'\]"),
+        (
+            lambda d: d["experiments"][3].pop("groups"),
+            r"experiments\[3\]: missing key\(s\) \['groups'\]",
+        ),
+        (
+            lambda d: d["profiles"]["smoke"]["settings"].update(few_label=["train.max_iters=1"]),
+            r"profiles.smoke.settings: \['few_label'\] name no setting of the plan",
+        ),
+        (
+            lambda d: d["profiles"]["smoke"]["settings"].update(few_labels=["train.max_iters"]),
+            r"profiles.smoke.settings.few_labels: overrides must look like key=value",
+        ),
+        (
+            lambda d: d["profiles"]["paper"].update(groups=["ablation", "ablasion"]),
+            r"profiles.paper.groups: no experiment is in group\(s\) \['ablasion'\]",
+        ),
     ],
 )
 def test_bad_plans_fail_clearly(tmp_path: Path, mutate, message: str) -> None:
@@ -201,14 +268,23 @@ def test_bad_requests_fail_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ex.PlanError, match=r"--only: unknown experiment\(s\) \['pi_ho'\]"):
         ex.build_runs(plan, "quick", runs_root=tmp_path, only=["pi_ho"])
     # A typo in an override names the run and the key, in seconds (no teacher trained first).
-    with pytest.raises(ex.PlanError, match=r"run 'teacher'.*unknown key 'train.max_iter'.*did you mean"):
+    with pytest.raises(
+        ex.PlanError, match=r"run 'teacher'.*unknown key 'train.max_iter'.*did you mean"
+    ):
         ex.build_runs(plan, "quick", runs_root=tmp_path, sets=["train.max_iter=5"])
-    bad = _write_plan(tmp_path, lambda d: d["experiments"][4].update(overrides=["distill.mimic=yes please"]))
+    bad = _write_plan(
+        tmp_path, lambda d: d["experiments"][4].update(overrides=["distill.mimic=yes please"])
+    )
     with pytest.raises(ex.PlanError, match=r"run 'pi_mimic/seed0'.*distill.mimic: expected bool"):
         ex.build_runs(ex.load_plan(bad), "quick", runs_root=tmp_path)
     with pytest.raises(FileNotFoundError, match="plan file not found"):
         ex.load_plan(tmp_path / "missing.yaml")
-    assert ex.main(["run", "--profile", "quick", "--runs-root", str(tmp_path), "--set", "train.max_iter=5"]) == 2
+    assert (
+        ex.main(
+            ["run", "--profile", "quick", "--runs-root", str(tmp_path), "--set", "train.max_iter=5"]
+        )
+        == 2
+    )
     assert not (tmp_path / "quick").exists()
 
 
@@ -221,7 +297,9 @@ def test_run_action_follows_the_folder(tmp_path: Path) -> None:
     assert ex.run_action(spec) == ("train", "new run")
     folder.mkdir(parents=True)
     save_config(spec.config, folder / "config.yaml")
-    assert ex.run_action(spec)[0] == "resume"  # started, no checkpoint yet: the loop starts it again
+    assert (
+        ex.run_action(spec)[0] == "resume"
+    )  # started, no checkpoint yet: the loop starts it again
     (folder / "checkpoints").mkdir()
     (folder / "checkpoints" / "last.pt").write_bytes(b"")
     assert ex.run_action(spec) == ("resume", "interrupted run: resuming from checkpoints/last.pt")
@@ -253,12 +331,31 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(ex, "execute_run", fake)
     monkeypatch.setattr(ex, "_ensure_data", lambda cfg: 8)
-    args = ["run", "--profile", "smoke", "--runs-root", str(tmp_path), "--only", "baseline", "pi", "pi_pa",
-            "--jobs", "1"]
+    args = [
+        "run",
+        "--profile",
+        "smoke",
+        "--runs-root",
+        str(tmp_path),
+        "--only",
+        "baseline",
+        "pi",
+        "pi_pa",
+        "--jobs",
+        "1",
+    ]
     assert ex.main(args) == 1
     assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
-        "teacher", "baseline/seed0", "pi/seed0", "pi_pa/seed0"]
-    assert 1 <= calls[0]["threads"] <= (os.cpu_count() or 1) and not calls[0]["resume"] and not calls[0]["force"]
+        "teacher",
+        "baseline/seed0",
+        "pi/seed0",
+        "pi_pa/seed0",
+    ]
+    assert (
+        1 <= calls[0]["threads"] <= (os.cpu_count() or 1)
+        and not calls[0]["resume"]
+        and not calls[0]["force"]
+    )
     assert {c["threads"] for c in calls[1:]} == {max(1, (os.cpu_count() or 1) // 1)}
     index = json.loads((tmp_path / "smoke" / "index.json").read_text())
     status = {e["name"]: e["runs"][0] for e in index["experiments"]}
@@ -268,13 +365,21 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
 
     # A failed teacher: no student starts, every one is recorded as failed.
     calls.clear()
-    monkeypatch.setattr(ex, "execute_run", lambda nb, p: calls.append(p) or {
-        "status": "failed", "error": "FileNotFoundError: x", "elapsed_s": 0.5})
+    monkeypatch.setattr(
+        ex,
+        "execute_run",
+        lambda nb, p: (
+            calls.append(p)
+            or {"status": "failed", "error": "FileNotFoundError: x", "elapsed_s": 0.5}
+        ),
+    )
     assert ex.main([*args, "--force"]) == 1
     assert len(calls) == 1
     index = json.loads((tmp_path / "smoke" / "index.json").read_text())
     assert index["teacher"]["status"] == "failed"
-    assert {r["error"] for e in index["experiments"] for r in e["runs"]} == {"the teacher run failed"}
+    assert {r["error"] for e in index["experiments"] for r in e["runs"]} == {
+        "the teacher run failed"
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,13 +390,24 @@ def smoke(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
     sets = [f"data.root={root / 'data'}"]
     # Two student runs at a time (worker processes), as `make book` runs them on two cores.
-    result = ex.run_pipeline("smoke", runs_root=root / "runs", only=["baseline", "pi_pa_ho"], jobs=2, sets=sets)
-    return {"root": root / "runs" / "smoke", "sets": sets, "runs_root": root / "runs", "result": result}
+    result = ex.run_pipeline(
+        "smoke", runs_root=root / "runs", only=["baseline", "pi_pa_ho"], jobs=2, sets=sets
+    )
+    return {
+        "root": root / "runs" / "smoke",
+        "sets": sets,
+        "runs_root": root / "runs",
+        "result": result,
+    }
 
 
 def _injected_parameters(notebook: Path) -> str:
     cells = json.loads(notebook.read_text())["cells"]
-    return "".join("".join(c["source"]) for c in cells if "injected-parameters" in c["metadata"].get("tags", []))
+    return "".join(
+        "".join(c["source"])
+        for c in cells
+        if "injected-parameters" in c["metadata"].get("tags", [])
+    )
 
 
 def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
@@ -304,12 +420,24 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     assert index["teacher"]["config"] == "configs/teacher_smoke.yaml"
     assert [e["name"] for e in index["experiments"]] == ["baseline", "pi_pa_ho"]
     entry = index["experiments"][1]
-    assert (entry["name"], entry["groups"], entry["label"]) == ("pi_pa_ho", ["ablation"], "+PI+PA+HO")
+    assert (entry["name"], entry["groups"], entry["label"]) == (
+        "pi_pa_ho",
+        ["ablation"],
+        "+PI+PA+HO",
+    )
     assert entry["config"] == "configs/smoke.yaml"
     (run,) = entry["runs"]
     assert (run["seed"], run["run_dir"], run["status"]) == (0, "pi_pa_ho/seed0", "finished")
-    specs = {s.key: s for s in ex.build_runs(ex.load_plan(), "smoke", runs_root=smoke["runs_root"],
-                                             sets=smoke["sets"], only=["baseline", "pi_pa_ho"])}
+    specs = {
+        s.key: s
+        for s in ex.build_runs(
+            ex.load_plan(),
+            "smoke",
+            runs_root=smoke["runs_root"],
+            sets=smoke["sets"],
+            only=["baseline", "pi_pa_ho"],
+        )
+    }
     for key in ("teacher", "baseline/seed0", "pi_pa_ho/seed0"):
         folder = root / key
         summary = json.loads((folder / "summary.json").read_text())
@@ -319,24 +447,38 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     assert run["config_hash"] == specs["pi_pa_ho/seed0"].hash
     student = load_checkpoint(root / "pi_pa_ho" / "seed0" / "checkpoints" / "last.pt")
     assert student["critic"] is not None  # the holistic term's critic is kept for Fig. 3
-    assert load_checkpoint(root / "baseline" / "seed0" / "checkpoints" / "last.pt")["critic"] is None
+    assert (
+        load_checkpoint(root / "baseline" / "seed0" / "checkpoints" / "last.pt")["critic"] is None
+    )
     # The student was distilled from the teacher run's weights.
-    assert specs["pi_pa_ho/seed0"].config.model.teacher_checkpoint == str(root / "teacher" / "checkpoints" / "final.pt")
+    assert specs["pi_pa_ho/seed0"].config.model.teacher_checkpoint == str(
+        root / "teacher" / "checkpoints" / "final.pt"
+    )
 
 
 def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
     root = smoke["root"]
-    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"}
+    before = {
+        p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
+    }
 
     def refuse(notebook, payload):
         raise AssertionError(f"no run should execute, got {payload['run_dir']}")
 
     monkeypatch.setattr(ex, "execute_run", refuse)
-    result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["baseline", "pi_pa_ho"], jobs=2,
-                             sets=smoke["sets"])
+    result = ex.run_pipeline(
+        "smoke",
+        runs_root=smoke["runs_root"],
+        only=["baseline", "pi_pa_ho"],
+        jobs=2,
+        sets=smoke["sets"],
+    )
     assert result["failed"] == [] and result["actions"] == dict.fromkeys(
-        ["teacher", "baseline/seed0", "pi_pa_ho/seed0"], "reuse")
-    after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"}
+        ["teacher", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
+    )
+    after = {
+        p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
+    }
     assert after == before
 
 
@@ -351,8 +493,13 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     first_record = (folder / "metrics.jsonl").read_text().splitlines()[0]
     assert json.loads(first_record)["iter"] == 1
 
-    result = ex.run_pipeline("smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"])
-    assert result["actions"] == {"teacher": "reuse", "pi_pa_ho/seed0": "resume"} and result["failed"] == []
+    result = ex.run_pipeline(
+        "smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"]
+    )
+    assert (
+        result["actions"] == {"teacher": "reuse", "pi_pa_ho/seed0": "resume"}
+        and result["failed"] == []
+    )
     assert "RESUME = True" in _injected_parameters(folder / "notebook.ipynb")
     # --only rewrote the index without losing the experiment it did not name.
     index = json.loads((smoke["root"] / "index.json").read_text())
@@ -369,8 +516,14 @@ def test_interrupted_run_is_resumed(smoke) -> None:
 def test_free_cores_counts_the_cores_busy_now(monkeypatch) -> None:
     monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(ex.time, "sleep", lambda s: None)
-    monkeypatch.setattr(ex.os, "getloadavg", lambda: (1.4, 1.0, 1.0))  # stale: the last minute's own work
-    for busy_ticks, free in ((0, 2), (100, 1), (200, 1)):  # of 200 ticks over the sample, on 2 cores
+    monkeypatch.setattr(
+        ex.os, "getloadavg", lambda: (1.4, 1.0, 1.0)
+    )  # stale: the last minute's own work
+    for busy_ticks, free in (
+        (0, 2),
+        (100, 1),
+        (200, 1),
+    ):  # of 200 ticks over the sample, on 2 cores
         samples = iter([(1000, 5000), (1000 + busy_ticks, 5200)])
         monkeypatch.setattr(ex, "_cpu_times", lambda: next(samples))
         assert ex.free_cores() == free

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn as nn
-
 from golden_values import check_golden
+
 from skdlib.losses import gradient_penalty, holistic_critic_loss, holistic_generator_loss
 
 

@@ -6,14 +6,16 @@ import math
 
 import pytest
 import torch
+from golden_values import check_golden
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import skdlib.losses.pairwise as pairwise_module
-from golden_values import check_golden
 from skdlib.losses import pairwise_similarity_loss, pairwise_similarity_map, pool_nodes
 
 
-def naive_pairwise(fs: torch.Tensor, ft: torch.Tensor, *, detach_norm: bool = False) -> torch.Tensor:
+def naive_pairwise(
+    fs: torch.Tensor, ft: torch.Tensor, *, detach_norm: bool = False
+) -> torch.Tensor:
     """Eq. 2-3 as written: build both n x n cosine matrices per image, mean squared difference."""
     losses = []
     for b in range(fs.shape[0]):
@@ -109,7 +111,9 @@ def test_gradient_equals_naive_and_teacher_gets_none(detach_norm: bool) -> None:
     assert ft.grad is None
     fs_ref = fs.detach().clone().requires_grad_(True)
     naive_pairwise(
-        naive_pool(fs_ref, 2, 2, "avg"), naive_pool(ft.detach(), 2, 2, "avg"), detach_norm=detach_norm
+        naive_pool(fs_ref, 2, 2, "avg"),
+        naive_pool(ft.detach(), 2, 2, "avg"),
+        detach_norm=detach_norm,
     ).backward()
     torch.testing.assert_close(got, fs_ref.grad, rtol=1e-8, atol=1e-12)
 

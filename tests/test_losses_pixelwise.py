@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from golden_values import check_golden
+
 from skdlib.losses import pixelwise_kd_loss, pixelwise_kl_map
 
 

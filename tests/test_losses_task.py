@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from golden_values import check_golden
+
 from skdlib.losses import cross_entropy_2d, segmentation_task_loss
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from golden_values import check_golden
+
 from skdlib.losses import (
     attention_transfer_loss,
     local_pairwise_loss,
@@ -33,7 +33,9 @@ def naive_local(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
                         yy, xx = y + dy, x + dx
                         if (dy, dx) == (0, 0) or not (0 <= yy < h and 0 <= xx < w):
                             continue
-                        a_s = torch.cosine_similarity(fs[b, :, y, x], fs[b, :, yy, xx], dim=0, eps=0)
+                        a_s = torch.cosine_similarity(
+                            fs[b, :, y, x], fs[b, :, yy, xx], dim=0, eps=0
+                        )
                         a_t = torch.cosine_similarity(
                             ft[b, :, y, x].detach(), ft[b, :, yy, xx].detach(), dim=0, eps=0
                         )
@@ -85,9 +87,13 @@ def test_mimic_zero_features_finite() -> None:
 
 def test_mimic_errors() -> None:
     with pytest.raises(ValueError, match=r"adapter output \(1, 2, 4, 4\).*\(1, 5, 4, 4\)"):
-        mimic_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4), adapter=make_mimic_adapter(3, 2))
+        mimic_loss(
+            torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4), adapter=make_mimic_adapter(3, 2)
+        )
     with pytest.raises(ValueError, match="spatial"):
-        mimic_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 5), adapter=make_mimic_adapter(3, 2))
+        mimic_loss(
+            torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 5), adapter=make_mimic_adapter(3, 2)
+        )
     with pytest.raises(ValueError, match="channel"):
         make_mimic_adapter(0, 2)
 
@@ -115,7 +121,9 @@ def test_attention_transfer_invariances_and_gradients() -> None:
     fs = rand(2, 4, 5, 6, seed=4, dtype=torch.float32).requires_grad_(True)
     ft = rand(2, 3, 5, 6, seed=5, dtype=torch.float32).requires_grad_(True)
     base = attention_transfer_loss(fs, ft)
-    assert attention_transfer_loss(fs * 4.0, ft * 0.1).item() == pytest.approx(base.item(), rel=1e-5)
+    assert attention_transfer_loss(fs * 4.0, ft * 0.1).item() == pytest.approx(
+        base.item(), rel=1e-5
+    )
     dup = attention_transfer_loss(torch.cat([fs, fs]), torch.cat([ft, ft]))
     assert dup.item() == pytest.approx(base.item(), rel=1e-6)
     base.backward()
@@ -155,7 +163,9 @@ def test_local_with_pooling_and_gradient() -> None:
     local_pairwise_loss(fs, ft, node_size=2, pool="max").backward()
     assert ft.grad is None
     ref = fs.detach().clone().requires_grad_(True)
-    naive_local(pool_nodes(ref, node_size=2, pool="max"), pool_nodes(ft.detach(), node_size=2, pool="max")).backward()
+    naive_local(
+        pool_nodes(ref, node_size=2, pool="max"), pool_nodes(ft.detach(), node_size=2, pool="max")
+    ).backward()
     torch.testing.assert_close(fs.grad, ref.grad, rtol=1e-8, atol=1e-12)
 
 

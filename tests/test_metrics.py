@@ -76,10 +76,18 @@ def test_batched_and_unbatched_shapes() -> None:
 
 
 def test_empty_and_all_ignored() -> None:
-    empty = confusion_matrix(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long), 3)
+    empty = confusion_matrix(
+        torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long), 3
+    )
     assert empty.shape == (3, 3) and int(empty.sum()) == 0
-    s = segmentation_scores(confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255), 3))
-    assert math.isnan(s["miou"]) and math.isnan(s["pixel_acc"]) and all(math.isnan(v) for v in s["class_iou"])
+    s = segmentation_scores(
+        confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255), 3)
+    )
+    assert (
+        math.isnan(s["miou"])
+        and math.isnan(s["pixel_acc"])
+        and all(math.isnan(v) for v in s["class_iou"])
+    )
     assert scores_to_json(s)["miou"] is None
 
 
@@ -109,8 +117,10 @@ def _plain_scores(pred: torch.Tensor, target: torch.Tensor, k: int, ignore: int)
     }
 
 
-@pytest.mark.parametrize(("k", "ignore", "dtype"), [(5, 255, torch.uint8), (19, 255, torch.int64),
-                                                     (6, -1, torch.int32), (200, 255, torch.int16)])
+@pytest.mark.parametrize(
+    ("k", "ignore", "dtype"),
+    [(5, 255, torch.uint8), (19, 255, torch.int64), (6, -1, torch.int32), (200, 255, torch.int16)],
+)
 def test_parity_with_plain_rederivation(k: int, ignore: int, dtype: torch.dtype) -> None:
     pred, target = _random_maps(k, (2, 9, 11), k)
     target[target == 255] = ignore
@@ -144,7 +154,9 @@ def test_predictions_on_ignored_pixels_do_not_count() -> None:
 def test_negative_ignore_index_equals_255() -> None:
     pred, target = _random_maps(2, (2, 8, 8), 4)
     shifted = target.masked_fill(target == 255, -100)
-    assert torch.equal(confusion_matrix(pred, target, 4), confusion_matrix(pred, shifted, 4, ignore_index=-100))
+    assert torch.equal(
+        confusion_matrix(pred, target, 4), confusion_matrix(pred, shifted, 4, ignore_index=-100)
+    )
 
 
 def test_class_permutation_permutes_scores() -> None:
@@ -194,12 +206,17 @@ def test_errors() -> None:
     p = torch.zeros(2, 3, dtype=torch.long)
     with pytest.raises(ValueError, match=r"same shape, got pred \(2, 3\) and target \(3, 2\)"):
         confusion_matrix(p, torch.zeros(3, 2, dtype=torch.long), 3)
-    with pytest.raises(ValueError, match=r"pred values must lie in \[0, num_classes=3\), found \[3, 7\]"):
+    with pytest.raises(
+        ValueError, match=r"pred values must lie in \[0, num_classes=3\), found \[3, 7\]"
+    ):
         confusion_matrix(torch.tensor([[0, 3], [7, 1]]), torch.zeros(2, 2, dtype=torch.long), 3)
     with pytest.raises(ValueError, match=r"pred values must lie in .*found \[-1\]"):
         confusion_matrix(torch.tensor([[0, -1]]), torch.zeros(1, 2, dtype=torch.long), 3)
-    with pytest.raises(ValueError, match=r"target values must lie in \[0, num_classes=3\) or equal "
-                                         r"ignore_index=255, found \[3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"target values must lie in \[0, num_classes=3\) or equal "
+        r"ignore_index=255, found \[3\]",
+    ):
         confusion_matrix(p, torch.tensor([[0, 3, 255], [1, 1, 1]]), 3)
     with pytest.raises(ValueError, match=r"target values .* found \[300\]"):
         confusion_matrix(p, torch.tensor([[0, 300, 255], [1, 1, 1]]), 3)
@@ -207,9 +224,13 @@ def test_errors() -> None:
         confusion_matrix(p, torch.tensor([[0, -2, 255], [1, 1, 1]]), 3)
     with pytest.raises(ValueError, match=r"target values .* found \[255\]"):
         confusion_matrix(p, torch.tensor([[0, 255, 1], [1, 1, 1]]), 3, ignore_index=-1)
-    with pytest.raises(ValueError, match=r"pred must be an integer tensor .* got dtype torch.float32"):
+    with pytest.raises(
+        ValueError, match=r"pred must be an integer tensor .* got dtype torch.float32"
+    ):
         confusion_matrix(p.float(), p, 3)
-    with pytest.raises(ValueError, match=r"pred must have shape \(N, H, W\) or \(H, W\), got \(6,\)"):
+    with pytest.raises(
+        ValueError, match=r"pred must have shape \(N, H, W\) or \(H, W\), got \(6,\)"
+    ):
         confusion_matrix(p.reshape(6), p.reshape(6), 3)
     with pytest.raises(ValueError, match=r"num_classes must be a positive int, got 0"):
         confusion_matrix(p, p, 0)
@@ -261,7 +282,9 @@ def _cityscapes_tables() -> tuple[np.ndarray, list[str]]:
     """trainId -> labelId lookup (255 -> 0, 'unlabeled') and the 19 class names in trainId order."""
     from cityscapesscripts.helpers.labels import labels
 
-    lut = np.zeros(256, dtype=np.uint8)  # every unmapped train id -> labelId 0 ('unlabeled', ignored)
+    lut = np.zeros(
+        256, dtype=np.uint8
+    )  # every unmapped train id -> labelId 0 ('unlabeled', ignored)
     names = [""] * 19
     for label in labels:
         if 0 <= label.trainId < 19 and not label.ignoreInEval:
@@ -271,7 +294,9 @@ def _cityscapes_tables() -> tuple[np.ndarray, list[str]]:
     return lut, names
 
 
-def test_equal_to_official_cityscapes_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_equal_to_official_cityscapes_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The official module reads CITYSCAPES_DATASET at import to place its default paths; point it at
     # tmp_path so nothing is read or written elsewhere.
     monkeypatch.setenv("CITYSCAPES_DATASET", str(tmp_path))

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skdlib.models import SegmentationOutput, available_models, build_model, count_parameters, load_pretrained
+from skdlib.models import (
+    SegmentationOutput,
+    available_models,
+    build_model,
+    count_parameters,
+    load_pretrained,
+)
 from skdlib.models.espnet import ESP_DILATIONS, ESPModule
 from skdlib.models.psp import PyramidPooling
 
@@ -159,15 +165,25 @@ def _torchvision_resnet18_table() -> dict[str, tuple[int, ...]]:
 def _random_state(table: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     return {
-        k: (torch.tensor(7) if k.endswith("num_batches_tracked") else torch.randn(s, generator=generator))
+        k: (
+            torch.tensor(7)
+            if k.endswith("num_batches_tracked")
+            else torch.randn(s, generator=generator)
+        )
         for k, s in table.items()
     }
 
 
 def test_resnet18_backbone_has_torchvision_layout_and_loads_it(tmp_path) -> None:
     table = _torchvision_resnet18_table()
-    assert sum(math.prod(s) for k, s in table.items() if not k.startswith("fc.")
-               and "running" not in k and "num_batches" not in k) == 11_176_512
+    assert (
+        sum(
+            math.prod(s)
+            for k, s in table.items()
+            if not k.startswith("fc.") and "running" not in k and "num_batches" not in k
+        )
+        == 11_176_512
+    )
     model = build_model("pspnet_resnet18", 19)
     backbone_shapes = {k: tuple(v.shape) for k, v in model.backbone.state_dict().items()}
     assert backbone_shapes == {k: s for k, s in table.items() if not k.startswith("fc.")}
@@ -178,7 +194,9 @@ def test_resnet18_backbone_has_torchvision_layout_and_loads_it(tmp_path) -> None
     report = load_pretrained(model, path, prefix="backbone.")
     assert report.missing_keys == []
     assert report.unexpected_keys == ["backbone.fc.bias", "backbone.fc.weight"]
-    torch.testing.assert_close(model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    torch.testing.assert_close(
+        model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"]
+    )
     torch.testing.assert_close(model.backbone.bn1.running_var, state["bn1.running_var"])
 
     direct = load_pretrained(build_model("pspnet_resnet18", 2).backbone, path)
@@ -190,7 +208,9 @@ def test_resnet50_101_backbones_match_torchvision_sizes_and_keys() -> None:
     for name, expected in (("pspnet_resnet50", 25_557_032), ("pspnet_resnet101", 44_549_160)):
         backbone = _on_meta(name, 2).backbone
         assert count_parameters(backbone) == expected - (2048 * 1000 + 1000)
-    shapes = {k: tuple(v.shape) for k, v in _on_meta("pspnet_resnet50", 2).backbone.state_dict().items()}
+    shapes = {
+        k: tuple(v.shape) for k, v in _on_meta("pspnet_resnet50", 2).backbone.state_dict().items()
+    }
     assert shapes["layer1.0.conv1.weight"] == (64, 64, 1, 1)
     assert shapes["layer1.0.conv3.weight"] == (256, 64, 1, 1)
     assert shapes["layer1.0.downsample.0.weight"] == (256, 64, 1, 1)
@@ -225,8 +245,9 @@ def test_mobilenetv2_backbone_has_torchvision_layout(tmp_path) -> None:
     report = load_pretrained(model, path, prefix="backbone")
     assert report.unexpected_keys == ["backbone.classifier.1.bias", "backbone.classifier.1.weight"]
     assert len(report.loaded) == len(reference) - 2
-    torch.testing.assert_close(model.backbone.features[14].conv[1][0].weight,
-                               state["features.14.conv.1.0.weight"])
+    torch.testing.assert_close(
+        model.backbone.features[14].conv[1][0].weight, state["features.14.conv.1.0.weight"]
+    )
     assert model.backbone.features[14].conv[1][0].dilation == (4, 4)
     assert model.backbone.features[7].conv[1][0].stride == (1, 1)
 
@@ -283,10 +304,17 @@ def test_esp_module_matches_plain_hierarchical_fusion() -> None:
     with torch.no_grad():
         got = module(x)
         reduced = F.conv2d(x, module.reduce.weight)
-        outs = [F.conv2d(reduced, b.weight, padding=r, dilation=r)
-                for b, r in zip(module.branches, ESP_DILATIONS)]
-        hff = [outs[0], outs[1], outs[1] + outs[2], outs[1] + outs[2] + outs[3],
-               outs[1] + outs[2] + outs[3] + outs[4]]
+        outs = [
+            F.conv2d(reduced, b.weight, padding=r, dilation=r)
+            for b, r in zip(module.branches, ESP_DILATIONS)
+        ]
+        hff = [
+            outs[0],
+            outs[1],
+            outs[1] + outs[2],
+            outs[1] + outs[2] + outs[3],
+            outs[1] + outs[2] + outs[3] + outs[4],
+        ]
         combined = torch.cat(hff, dim=1) + x
         expected = module.post(combined)
     torch.testing.assert_close(got, expected)

@@ -50,8 +50,11 @@ def test_round_trip_strict_copies_every_tensor(tmp_path: Path) -> None:
 @pytest.mark.parametrize("wrap", ["state_dict", "model", "module"])
 def test_wrapped_and_data_parallel_checkpoints(tmp_path: Path, wrap: str) -> None:
     state = _random_like(_Tiny())
-    payload = ({f"module.{k}": v for k, v in state.items()} if wrap == "module"
-               else {wrap: state, "epoch": 3})
+    payload = (
+        {f"module.{k}": v for k, v in state.items()}
+        if wrap == "module"
+        else {wrap: state, "epoch": 3}
+    )
     path = tmp_path / "wrapped.pth"
     torch.save(payload, path)
     model = _Tiny()
@@ -85,7 +88,10 @@ def test_shape_mismatch_is_refused_listing_keys_and_both_shapes(tmp_path: Path) 
 def test_pspnet_class_count_mismatch_names_the_classifier(tmp_path: Path) -> None:
     path = tmp_path / "espnet19.pth"
     torch.save(build_model("espnet_c", 19).state_dict(), path)
-    with pytest.raises(ValueError, match=r"classifier\.weight: checkpoint \(19, 256, 1, 1\) vs model \(11, 256, 1, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"classifier\.weight: checkpoint \(19, 256, 1, 1\) vs model \(11, 256, 1, 1\)",
+    ):
         load_pretrained(build_model("espnet_c", 11), path)
 
 
@@ -100,12 +106,17 @@ def test_missing_and_unexpected_keys_are_reported_and_logged(tmp_path: Path, cap
     assert report.missing_keys == ["head.bias"]
     assert report.unexpected_keys == ["extra.weight"]
     assert "head.bias" in caplog.text and "extra.weight" in caplog.text
-    with pytest.raises(ValueError, match=r"strict.*missing keys \['head.bias'\].*unexpected keys \['extra.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"strict.*missing keys \['head.bias'\].*unexpected keys \['extra.weight'\]",
+    ):
         load_pretrained(_Tiny(), path, strict=True)
 
 
 def test_num_batches_tracked_is_never_missing(tmp_path: Path) -> None:
-    state = {k: v for k, v in _random_like(_Tiny()).items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v for k, v in _random_like(_Tiny()).items() if not k.endswith("num_batches_tracked")
+    }
     path = tmp_path / "old_style.pth"
     torch.save(state, path)
     assert load_pretrained(_Tiny(), path, strict=True).missing_keys == []

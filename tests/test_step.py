@@ -51,19 +51,50 @@ def test_full_step_reports_every_term_and_moves_student_and_critic(nets, batch):
     student, teacher = copy.deepcopy(nets[0]), nets[1]
     critic = _critic()
     image, label = batch
-    ctx = StepContext(distill=DistillConfig(node_size=1, disc_widths=(8, 8, 8, 8)),
-                      critic_generator=torch.Generator().manual_seed(0))
+    ctx = StepContext(
+        distill=DistillConfig(node_size=1, disc_widths=(8, 8, 8, 8)),
+        critic_generator=torch.Generator().manual_seed(0),
+    )
     opt_s = torch.optim.SGD(student.parameters(), lr=0.01)
     opt_d = torch.optim.SGD(critic.parameters(), lr=0.01)
-    teacher_before, student_before, critic_before = _params(teacher), _params(student), _params(critic)
-    terms = distill_step(student=student, teacher=teacher, optimizer=opt_s, image=image, label=label,
-                         ctx=ctx, critic=critic, critic_optimizer=opt_d)
-    expected = {"task", "pixel", "pair", "gen", "total", "critic", "gp", "d_total", "score_teacher",
-                "score_student", "skipped_student", "skipped_critic"}
+    teacher_before, student_before, critic_before = (
+        _params(teacher),
+        _params(student),
+        _params(critic),
+    )
+    terms = distill_step(
+        student=student,
+        teacher=teacher,
+        optimizer=opt_s,
+        image=image,
+        label=label,
+        ctx=ctx,
+        critic=critic,
+        critic_optimizer=opt_d,
+    )
+    expected = {
+        "task",
+        "pixel",
+        "pair",
+        "gen",
+        "total",
+        "critic",
+        "gp",
+        "d_total",
+        "score_teacher",
+        "score_student",
+        "skipped_student",
+        "skipped_critic",
+    }
     assert expected <= set(terms)
     assert all(isinstance(v, float) for v in terms.values())
     d = ctx.distill
-    recombined = terms["task"] + d.lambda_pi * terms["pixel"] + d.lambda_pa * terms["pair"] + d.lambda_ho * terms["gen"]
+    recombined = (
+        terms["task"]
+        + d.lambda_pi * terms["pixel"]
+        + d.lambda_pa * terms["pair"]
+        + d.lambda_ho * terms["gen"]
+    )
     assert terms["total"] == pytest.approx(recombined, rel=1e-5)
     assert terms["skipped_student"] == 0.0 and terms["skipped_critic"] == 0.0
     assert _same(teacher_before, _params(teacher)), "the teacher must never change"
@@ -80,9 +111,13 @@ def test_student_step_leaves_critic_untouched(nets, batch):
     opt_s = torch.optim.SGD(student.parameters(), lr=0.01)
     with torch.no_grad():
         teacher_out = teacher(image)
-    terms, _ = student_step(student, opt_s, image, label, ctx, teacher_out=teacher_out, critic=critic)
+    terms, _ = student_step(
+        student, opt_s, image, label, ctx, teacher_out=teacher_out, critic=critic
+    )
     assert "gen" in terms
-    assert all(p.grad is None for p in critic.parameters()), "the student step must not train the critic"
+    assert all(p.grad is None for p in critic.parameters()), (
+        "the student step must not train the critic"
+    )
     assert all(p.requires_grad for p in critic.parameters()), "frozen() must restore requires_grad"
 
 
@@ -92,7 +127,9 @@ def test_baseline_step_equals_plain_cross_entropy(nets, batch):
     ctx = StepContext(distill=DistillConfig(**ALL_OFF))
     opt_a = torch.optim.SGD(student_a.parameters(), lr=0.05)
     torch.manual_seed(5)
-    terms = distill_step(student=student_a, teacher=None, optimizer=opt_a, image=image, label=label, ctx=ctx)
+    terms = distill_step(
+        student=student_a, teacher=None, optimizer=opt_a, image=image, label=label, ctx=ctx
+    )
     assert set(terms) == {"task", "total", "skipped_student"}
     # The same update written out by hand.
     opt_b = torch.optim.SGD(student_b.parameters(), lr=0.05)
@@ -128,8 +165,16 @@ def test_nonfinite_loss_skips_the_update(nets, batch):
     opt_s = torch.optim.SGD(student.parameters(), lr=0.01)
     opt_d = torch.optim.SGD(critic.parameters(), lr=0.01)
     student_before, critic_before = _params(student), _params(critic)
-    terms = distill_step(student=student, teacher=teacher, optimizer=opt_s, image=image, label=label,
-                         ctx=ctx, critic=critic, critic_optimizer=opt_d)
+    terms = distill_step(
+        student=student,
+        teacher=teacher,
+        optimizer=opt_s,
+        image=image,
+        label=label,
+        ctx=ctx,
+        critic=critic,
+        critic_optimizer=opt_d,
+    )
     assert terms["skipped_student"] == 1.0 and terms["skipped_critic"] == 1.0
     assert _same(student_before, _params(student))
     assert _same(critic_before, _params(critic))
@@ -141,8 +186,14 @@ def test_critic_step_gives_no_gradient_to_maps():
     student_logits = torch.randn(2, NUM_CLASSES, 16, 16, requires_grad=True)
     image = torch.rand(2, 3, 128, 128)
     ctx = StepContext(distill=DistillConfig())
-    terms = critic_step(critic, torch.optim.SGD(critic.parameters(), lr=0.01), teacher_logits,
-                        student_logits, image, ctx)
+    terms = critic_step(
+        critic,
+        torch.optim.SGD(critic.parameters(), lr=0.01),
+        teacher_logits,
+        student_logits,
+        image,
+        ctx,
+    )
     assert student_logits.grad is None
     assert terms["d_total"] == pytest.approx(terms["critic"] + 10.0 * terms["gp"], rel=1e-5)
 
@@ -153,12 +204,25 @@ def test_errors_are_clear(nets, batch):
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
     ctx = StepContext(distill=DistillConfig(pairwise=False, holistic=False))
     with pytest.raises(ValueError, match="eval mode"):
-        distill_step(student=student, teacher=teacher, optimizer=opt, image=image, label=label, ctx=ctx)
+        distill_step(
+            student=student, teacher=teacher, optimizer=opt, image=image, label=label, ctx=ctx
+        )
     with pytest.raises(ValueError, match="no teacher"):
-        distill_step(student=student, teacher=None, optimizer=opt, image=image, label=label, ctx=ctx)
-    ctx = StepContext(distill=DistillConfig(pixelwise=False, pairwise=True, holistic=False, pair_feature="nope"))
+        distill_step(
+            student=student, teacher=None, optimizer=opt, image=image, label=label, ctx=ctx
+        )
+    ctx = StepContext(
+        distill=DistillConfig(pixelwise=False, pairwise=True, holistic=False, pair_feature="nope")
+    )
     with pytest.raises(ValueError, match="pair_feature 'nope'"):
-        distill_step(student=student, teacher=teacher.eval(), optimizer=opt, image=image, label=label, ctx=ctx)
+        distill_step(
+            student=student,
+            teacher=teacher.eval(),
+            optimizer=opt,
+            image=image,
+            label=label,
+            ctx=ctx,
+        )
 
 
 def test_frozen_restores_flags():

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from interrupt import train_until_interrupted
 
 import skdlib.train.step as step_module
-from interrupt import train_until_interrupted
 from skdlib.data import DataError, SegmentationDataset
 from skdlib.data.generate import ensure_embedded
 from skdlib.models import build_model
@@ -68,7 +68,12 @@ def _tiny(assets: dict[str, Path], *extra: str) -> list[str]:
 def _smoke(assets: dict[str, Path], *extra: str):
     return load_config(
         CONFIGS / "smoke.yaml",
-        _tiny(assets, "model.teacher_options.width=0.5", f"model.teacher_checkpoint={assets['teacher']}", *extra),
+        _tiny(
+            assets,
+            "model.teacher_options.width=0.5",
+            f"model.teacher_checkpoint={assets['teacher']}",
+            *extra,
+        ),
     )
 
 
@@ -95,14 +100,21 @@ def test_poly_lr_by_hand():
 
 def test_batch_order_is_a_permutation_per_epoch_and_split_across_ranks():
     n, batch = 6, 2
-    first_epoch = [i for it in range(3) for i in batch_indices(it, num_items=n, batch_size=batch, seed=3)]
+    first_epoch = [
+        i for it in range(3) for i in batch_indices(it, num_items=n, batch_size=batch, seed=3)
+    ]
     assert sorted(first_epoch) == list(range(n))
-    second_epoch = [i for it in range(3, 6) for i in batch_indices(it, num_items=n, batch_size=batch, seed=3)]
+    second_epoch = [
+        i for it in range(3, 6) for i in batch_indices(it, num_items=n, batch_size=batch, seed=3)
+    ]
     assert sorted(second_epoch) == list(range(n)) and second_epoch != first_epoch
     # Two processes with batch 1 each see exactly the single process's batch of 2.
     for it in range(6):
         whole = batch_indices(it, num_items=n, batch_size=2, seed=3)
-        split = [batch_indices(it, num_items=n, batch_size=1, seed=3, world_size=2, rank=r)[0] for r in (0, 1)]
+        split = [
+            batch_indices(it, num_items=n, batch_size=1, seed=3, world_size=2, rank=r)[0]
+            for r in (0, 1)
+        ]
         assert split == whole
     assert derive_seed(1, "a", 2) == derive_seed(1, "a", 2) != derive_seed(1, "a", 3)
 
@@ -119,7 +131,16 @@ def test_run_folder_contents(assets, tmp_path, caplog):
     assert summary["config_hash"] == config_hash(cfg)
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
-    for key in ("miou", "class_iou", "pixel_acc", "class_names", "wall_time_s", "params", "flops", "macs"):
+    for key in (
+        "miou",
+        "class_iou",
+        "pixel_acc",
+        "class_names",
+        "wall_time_s",
+        "params",
+        "flops",
+        "macs",
+    ):
         assert key in on_disk, key
     assert on_disk["flops"] == 2 * on_disk["macs"] > 0
     assert len(on_disk["class_iou"]) == len(on_disk["class_names"]) == NUM_CLASSES
@@ -137,7 +158,9 @@ def test_run_folder_contents(assets, tmp_path, caplog):
     for term in ("task", "pixel", "pair", "gen", "critic", "gp", "total", "lr", "time"):
         assert term in train_records[0], term
     assert train_records[0]["lr"] == cfg.train.lr
-    assert train_records[1]["lr"] == pytest.approx(poly_lr(cfg.train.lr, 1, 2, cfg.train.poly_power))
+    assert train_records[1]["lr"] == pytest.approx(
+        poly_lr(cfg.train.lr, 1, 2, cfg.train.poly_power)
+    )
     val = [r for r in records if r.get("split") == "val"]
     assert len(val) == 1 and val[0]["miou"] == pytest.approx(summary["miou"])
     # Checkpoints load without pickle; final.pt is the student's state dict.
@@ -193,25 +216,49 @@ def test_resume_gives_identical_weights(assets, tmp_path, monkeypatch):
     cfg = _smoke(assets, "train.max_iters=4", "train.checkpoint_every=2")
     train(cfg, tmp_path / "straight", progress=False)
     train_until_interrupted(cfg, tmp_path / "halves", monkeypatch, steps=2)
-    assert torch.load(tmp_path / "halves" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
+    assert (
+        torch.load(tmp_path / "halves" / "checkpoints" / "last.pt", weights_only=True)["iteration"]
+        == 2
+    )
     summary = train(cfg, tmp_path / "halves", resume=True, progress=False)
     assert summary["finished"]
     _assert_same_weights(_final(tmp_path / "straight"), _final(tmp_path / "halves"))
     # metrics.jsonl holds each iteration once.
-    iters = [json.loads(line)["iter"] for line in (tmp_path / "halves" / "metrics.jsonl").read_text().splitlines()
-             if "split" not in json.loads(line)]
+    iters = [
+        json.loads(line)["iter"]
+        for line in (tmp_path / "halves" / "metrics.jsonl").read_text().splitlines()
+        if "split" not in json.loads(line)
+    ]
     assert iters == [1, 2, 3, 4]
 
 
 def _cli(run: Path, assets: dict[str, Path], *flags: str) -> subprocess.Popen:
-    overrides = _tiny(assets, "model.teacher_options.width=0.5", f"model.teacher_checkpoint={assets['teacher']}",
-                      "train.max_iters=8", "train.checkpoint_every=1", "distill.holistic=false")
-    args = [sys.executable, "-m", "skdlib.train", "--config", str(CONFIGS / "smoke.yaml"), "--run-dir", str(run),
-            "--no-progress", "--log-level", "WARNING"]
+    overrides = _tiny(
+        assets,
+        "model.teacher_options.width=0.5",
+        f"model.teacher_checkpoint={assets['teacher']}",
+        "train.max_iters=8",
+        "train.checkpoint_every=1",
+        "distill.holistic=false",
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "skdlib.train",
+        "--config",
+        str(CONFIGS / "smoke.yaml"),
+        "--run-dir",
+        str(run),
+        "--no-progress",
+        "--log-level",
+        "WARNING",
+    ]
     for item in overrides:
         args += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*args, *flags], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*args, *flags], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
@@ -255,9 +302,17 @@ def _nan_task_loss_from(monkeypatch, first_bad_call: int, last_bad_call: int = 1
     monkeypatch.setattr(step_module, "segmentation_task_loss", maybe_nan)
 
 
-def test_consecutive_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(assets, tmp_path, monkeypatch):
-    cfg = _smoke(assets, "train.max_iters=6", "train.checkpoint_every=1", "train.max_nonfinite=2",
-                 "distill.holistic=false", "data.crop_size=[64,64]")
+def test_consecutive_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(
+    assets, tmp_path, monkeypatch
+):
+    cfg = _smoke(
+        assets,
+        "train.max_iters=6",
+        "train.checkpoint_every=1",
+        "train.max_nonfinite=2",
+        "distill.holistic=false",
+        "data.crop_size=[64,64]",
+    )
     _nan_task_loss_from(monkeypatch, first_bad_call=3)
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"iteration 4: 2 consecutive non-finite.*'task'"):
@@ -271,13 +326,22 @@ def test_consecutive_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint
 
 
 def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
-    cfg = _smoke(assets, "train.max_iters=3", "train.max_nonfinite=2", "distill.holistic=false",
-                 "data.crop_size=[64,64]")
+    cfg = _smoke(
+        assets,
+        "train.max_iters=3",
+        "train.max_nonfinite=2",
+        "distill.holistic=false",
+        "data.crop_size=[64,64]",
+    )
     _nan_task_loss_from(monkeypatch, first_bad_call=2, last_bad_call=2)
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["finished"]
-    assert all(torch.isfinite(v).all() for v in _final(tmp_path / "run").values() if v.is_floating_point())
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(
+        torch.isfinite(v).all() for v in _final(tmp_path / "run").values() if v.is_floating_point()
+    )
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     skipped = [r for r in records if r.get("skipped_student") == 1.0]
     assert [r["iter"] for r in skipped] == [2] and skipped[0]["nonfinite"] == ["task", "total"]
 
@@ -288,18 +352,39 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("preset", "extra"),
     [
-        ("paper.yaml", ["model.student_options.width=0.5", "model.teacher=pspnet_resnet18",
-                        "model.teacher_options.width=0.5", "distill.disc_widths=[8,8,8,8]"]),
-        ("official_code.yaml", ["model.student_options.width=0.5", "model.teacher=pspnet_resnet18",
-                                "model.teacher_options.width=0.5", "distill.disc_widths=[8,8,8,8]"]),
+        (
+            "paper.yaml",
+            [
+                "model.student_options.width=0.5",
+                "model.teacher=pspnet_resnet18",
+                "model.teacher_options.width=0.5",
+                "distill.disc_widths=[8,8,8,8]",
+            ],
+        ),
+        (
+            "official_code.yaml",
+            [
+                "model.student_options.width=0.5",
+                "model.teacher=pspnet_resnet18",
+                "model.teacher_options.width=0.5",
+                "distill.disc_widths=[8,8,8,8]",
+            ],
+        ),
         ("teacher_quick.yaml", ["model.student_options.width=0.5"]),
-        ("teacher_paper.yaml", ["model.student=pspnet_resnet18", "model.student_options.width=0.5"]),
+        (
+            "teacher_paper.yaml",
+            ["model.student=pspnet_resnet18", "model.student_options.width=0.5"],
+        ),
     ],
 )
 def test_each_preset_family_runs(assets, tmp_path, preset, extra):
-    teacher = [] if preset.startswith("teacher") else [f"model.teacher_checkpoint={assets['teacher']}"]
-    cfg = load_config(CONFIGS / preset, _tiny(assets, "train.max_iters=1", "train.checkpoint_every=0",
-                                              *teacher, *extra))
+    teacher = (
+        [] if preset.startswith("teacher") else [f"model.teacher_checkpoint={assets['teacher']}"]
+    )
+    cfg = load_config(
+        CONFIGS / preset,
+        _tiny(assets, "train.max_iters=1", "train.checkpoint_every=0", *teacher, *extra),
+    )
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["finished"] and summary["iterations"] == 1
     assert math.isfinite(summary["pixel_acc"])
@@ -329,7 +414,9 @@ def test_train_limit_trains_on_the_first_samples_only(assets, tmp_path, monkeypa
     monkeypatch.setattr(SegmentationDataset, "__getitem__", spy)
     assert train(cfg, tmp_path / "run", progress=False)["finished"]
     assert len(seen) == 3 * 2 + 2 and set(seen) == {0, 1}
-    with pytest.raises(DataError, match=r"data.train_limit=7, but the 'train' split .* has only 6 samples"):
+    with pytest.raises(
+        DataError, match=r"data.train_limit=7, but the 'train' split .* has only 6 samples"
+    ):
         build_dataset_for(_smoke(assets, "data.train_limit=7"), "train")
     with pytest.raises(ValueError, match="train_limit"):
         _smoke(assets, "data.train_limit=0")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ddp import become_worker, build_without_dropout, free_port
+from interrupt import train_until_interrupted
 from PIL import Image
 
 import skdlib.models
 import skdlib.train.step as step_module
-from ddp import become_worker, build_without_dropout, free_port
-from interrupt import train_until_interrupted
 from skdlib.data import DataError, build_dataset
 from skdlib.data.generate import ensure_embedded
 from skdlib.experiments import load_plan
@@ -42,13 +42,32 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 
 def _config(assets: dict[str, Path], *extra: str, unlabeled: int = 2):
-    stream = [f"data.unlabeled.name=images", f"data.unlabeled.root={assets['extra']}",
-              f"data.unlabeled.batch_size={unlabeled}"] if unlabeled is not None else []
-    return load_config(REPO / "configs" / "smoke.yaml", [
-        f"data.root={assets['data']}", "data.crop_size=[128,128]", "data.scale_range=[1.0,1.0]",
-        "data.batch_size=2", "data.num_workers=0", "train.device=cpu", "train.log_every=1", "train.eval_every=0",
-        "model.teacher_options.width=0.5", f"model.teacher_checkpoint={assets['teacher']}", *stream, *extra,
-    ])
+    stream = (
+        [
+            "data.unlabeled.name=images",
+            f"data.unlabeled.root={assets['extra']}",
+            f"data.unlabeled.batch_size={unlabeled}",
+        ]
+        if unlabeled is not None
+        else []
+    )
+    return load_config(
+        REPO / "configs" / "smoke.yaml",
+        [
+            f"data.root={assets['data']}",
+            "data.crop_size=[128,128]",
+            "data.scale_range=[1.0,1.0]",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "train.device=cpu",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "model.teacher_options.width=0.5",
+            f"model.teacher_checkpoint={assets['teacher']}",
+            *stream,
+            *extra,
+        ],
+    )
 
 
 def _final(run: Path) -> dict[str, torch.Tensor]:
@@ -60,7 +79,11 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: f
     if atol == 0.0:
         different = [k for k in a if not torch.equal(a[k], b[k])]
     else:
-        different = [k for k in a if a[k].is_floating_point() and not torch.allclose(a[k], b[k], atol=atol, rtol=0)]
+        different = [
+            k
+            for k in a
+            if a[k].is_floating_point() and not torch.allclose(a[k], b[k], atol=atol, rtol=0)
+        ]
     assert not different, f"tensors differ: {different[:5]}"
 
 
@@ -115,7 +138,10 @@ def test_a_labelled_data_set_as_unlabeled_stream_has_its_labels_replaced(assets)
 # ------------------------------------------------------------------------------------------------
 def test_with_unlabeled_appends_ignore_labels_so_the_task_loss_is_unchanged():
     gen = torch.Generator().manual_seed(0)
-    image, label = torch.randn(2, 3, 16, 16, generator=gen), torch.randint(0, 4, (2, 16, 16), generator=gen)
+    image, label = (
+        torch.randn(2, 3, 16, 16, generator=gen),
+        torch.randint(0, 4, (2, 16, 16), generator=gen),
+    )
     unlabeled = torch.randn(3, 3, 16, 16, generator=gen)
     all_image, all_label = with_unlabeled(image, label, unlabeled)
     assert all_image.shape == (5, 3, 16, 16) and all_label.shape == (5, 16, 16)
@@ -129,7 +155,9 @@ def test_with_unlabeled_appends_ignore_labels_so_the_task_loss_is_unchanged():
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
     wild = logits.clone()
     wild[2:] = 1e3 * torch.randn(3, 4, 4, 4, generator=gen)
-    torch.testing.assert_close(segmentation_task_loss(wild, all_label, aux_logits=aux), expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        segmentation_task_loss(wild, all_label, aux_logits=aux), expected, rtol=1e-6, atol=0
+    )
     assert with_unlabeled(image, label, None) == (image, label)
     with pytest.raises(ValueError, match="unlabeled_image"):
         with_unlabeled(image, label, torch.randn(1, 3, 8, 8))
@@ -140,7 +168,9 @@ def test_the_step_receives_unlabeled_images_with_ignore_labels(assets, tmp_path,
     real_step = step_module.distill_step
 
     def spy(**kwargs):
-        seen.append((kwargs["image"].shape[0], int((kwargs["label"] != 255).flatten(1).any(1).sum())))
+        seen.append(
+            (kwargs["image"].shape[0], int((kwargs["label"] != 255).flatten(1).any(1).sum()))
+        )
         return real_step(**kwargs)
 
     monkeypatch.setattr(step_module, "distill_step", spy)
@@ -155,7 +185,9 @@ def test_the_step_receives_unlabeled_images_with_ignore_labels(assets, tmp_path,
 # Equivalences: zero unlabeled images, resume, DDP
 # ------------------------------------------------------------------------------------------------
 def test_zero_unlabeled_images_equal_a_run_without_the_option(assets, tmp_path):
-    train(_config(assets, "train.max_iters=2", unlabeled=None), tmp_path / "without", progress=False)
+    train(
+        _config(assets, "train.max_iters=2", unlabeled=None), tmp_path / "without", progress=False
+    )
     train(_config(assets, "train.max_iters=2", unlabeled=0), tmp_path / "zero", progress=False)
     _assert_same(_final(tmp_path / "without"), _final(tmp_path / "zero"))
 
@@ -168,19 +200,32 @@ def test_resume_with_the_stream_is_exact(assets, tmp_path, monkeypatch):
     _assert_same(_final(tmp_path / "straight"), _final(tmp_path / "halves"))
 
 
-
-
 def _ddp_config(data: str, extra: str, teacher: str, batch_size: int, unlabeled: int):
     # Holistic off: the gradient penalty's interpolation weights are drawn per process.
-    return load_config(REPO / "configs" / "smoke.yaml", [
-        f"data.root={data}", "data.crop_size=[64,64]", "data.scale_range=[1.0,1.0]", f"data.batch_size={batch_size}",
-        "data.num_workers=0", "train.device=cpu", "train.max_iters=1", "train.checkpoint_every=0",
-        "distill.holistic=false", "model.teacher_options.width=0.5", f"model.teacher_checkpoint={teacher}",
-        "data.unlabeled.name=images", f"data.unlabeled.root={extra}", f"data.unlabeled.batch_size={unlabeled}",
-    ])
+    return load_config(
+        REPO / "configs" / "smoke.yaml",
+        [
+            f"data.root={data}",
+            "data.crop_size=[64,64]",
+            "data.scale_range=[1.0,1.0]",
+            f"data.batch_size={batch_size}",
+            "data.num_workers=0",
+            "train.device=cpu",
+            "train.max_iters=1",
+            "train.checkpoint_every=0",
+            "distill.holistic=false",
+            "model.teacher_options.width=0.5",
+            f"model.teacher_checkpoint={teacher}",
+            "data.unlabeled.name=images",
+            f"data.unlabeled.root={extra}",
+            f"data.unlabeled.batch_size={unlabeled}",
+        ],
+    )
 
 
-def _worker(rank: int, world_size: int, port: int, data: str, extra: str, teacher: str, run: str) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, data: str, extra: str, teacher: str, run: str
+) -> None:
     become_worker(rank, world_size, port)
     train(_ddp_config(data, extra, teacher, batch_size=1, unlabeled=1), run, progress=False)
 
@@ -207,24 +252,37 @@ def test_two_gloo_processes_with_the_stream_match_one_process(assets, tmp_path, 
 
 @pytest.mark.parametrize("preset", ["paper", "official_code", "quick", "smoke"])
 def test_every_student_preset_takes_the_stream_and_records_it(preset, tmp_path):
-    stream = ["data.unlabeled.name=images", f"data.unlabeled.root={tmp_path / 'frames'}",
-              "data.unlabeled.batch_size=3"]
+    stream = [
+        "data.unlabeled.name=images",
+        f"data.unlabeled.root={tmp_path / 'frames'}",
+        "data.unlabeled.batch_size=3",
+    ]
     cfg = load_config(REPO / "configs" / f"{preset}.yaml", stream)
     assert cfg.data.unlabeled.enabled and cfg.data.unlabeled.batch_size == 3
     save_config(cfg, tmp_path / "config.yaml")
-    assert load_config(tmp_path / "config.yaml") == cfg  # the run folder's config.yaml records the stream
+    assert (
+        load_config(tmp_path / "config.yaml") == cfg
+    )  # the run folder's config.yaml records the stream
 
 
 @pytest.mark.parametrize("setting", ["paper", "authors_code"])
-def test_a_step_with_the_stream_runs_under_each_presets_distillation_settings(assets, tmp_path, setting):
+def test_a_step_with_the_stream_runs_under_each_presets_distillation_settings(
+    assets, tmp_path, setting
+):
     # The authors' code feeds raw logits without the image to a batch-normalised critic and pools
     # the pair-wise nodes differently: the stream must work with both, the holistic term included.
-    official = [o for o in load_plan().settings["official"] if o.startswith("distill.")]  # the pipeline's list
+    official = [
+        o for o in load_plan().settings["official"] if o.startswith("distill.")
+    ]  # the pipeline's list
     assert "distill.disc_input=logits" in official and "distill.disc_use_image=false" in official
-    cfg = _config(assets, "train.max_iters=2", *(official if setting == "authors_code" else []), unlabeled=2)
+    cfg = _config(
+        assets, "train.max_iters=2", *(official if setting == "authors_code" else []), unlabeled=2
+    )
     summary = train(cfg, tmp_path / setting, progress=False)
     assert summary["finished"]
-    records = [json.loads(line) for line in (tmp_path / setting / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / setting / "metrics.jsonl").read_text().splitlines()
+    ]
     steps = [r for r in records if "split" not in r]
     assert len(steps) == 2
     assert all(r["skipped_student"] == 0 and r["skipped_critic"] == 0 for r in steps)

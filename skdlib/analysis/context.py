@@ -87,15 +87,22 @@ def _pixel_linear(num_classes: int) -> nn.Module:
 
 def _pixel_mlp(num_classes: int, hidden: int = 64) -> nn.Module:
     """A tiny MLP on a pixel's RGB."""
-    return nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, num_classes))
+    return nn.Sequential(
+        nn.Linear(3, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
 
 
 def _confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Confusion matrix ``(K, K)`` int64, rows = target, columns = prediction; ignore pixels dropped."""
     keep = target != IGNORE_INDEX
     index = target[keep] * num_classes + pred[keep]  # (P,) flat cell ids
-    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)  # (K*K,) -> (K, K)
+    return torch.bincount(index, minlength=num_classes * num_classes).view(
+        num_classes, num_classes
+    )  # (K*K,) -> (K, K)
 
 
 def _iou(confusion: torch.Tensor) -> torch.Tensor:
@@ -116,16 +123,24 @@ def _load(dataset: EmbeddedDataset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.stack(labels)
 
 
-def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-              std: torch.Tensor, num_classes: int, device: torch.device, batch: int = 16) -> torch.Tensor:
+def _evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    num_classes: int,
+    device: torch.device,
+    batch: int = 16,
+) -> torch.Tensor:
     """Per-class val IoU ``(K,)`` of ``model``."""
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            x = (images[start:start + batch].to(device).float() / 255 - mean) / std
+            x = (images[start : start + batch].to(device).float() / 255 - mean) / std
             pred = model(x).argmax(1).cpu()  # (B, H, W)
-            conf += _confusion(pred, labels[start:start + batch], num_classes)
+            conf += _confusion(pred, labels[start : start + batch], num_classes)
     return _iou(conf)
 
 
@@ -145,7 +160,9 @@ def _torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _fit(model: nn.Module, sample: Any, *, iters: int, lr: float, generator: torch.Generator) -> None:
+def _fit(
+    model: nn.Module, sample: Any, *, iters: int, lr: float, generator: torch.Generator
+) -> None:
     """Adam with cosine learning-rate decay; ``sample(generator) -> (inputs, targets)`` draws a batch."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -199,13 +216,18 @@ def pixel_vs_context_probe(
     mean = pixels.mean(1).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
     std = pixels.std(1).clamp(min=1e-3).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
 
-    builders = {"pixel_linear": lambda: _PerPixel(_pixel_linear(k)), "pixel_mlp": lambda: _PerPixel(_pixel_mlp(k)),
-                "context": lambda: ContextProbeNet(k)}
+    builders = {
+        "pixel_linear": lambda: _PerPixel(_pixel_linear(k)),
+        "pixel_mlp": lambda: _PerPixel(_pixel_mlp(k)),
+        "context": lambda: ContextProbeNet(k),
+    }
     models: dict[str, nn.Module] = {}
     for name, build in builders.items():
         if name == "pixel_mlp" and not mlp:
             continue
-        with torch.random.fork_rng(devices=[]):  # each model seeded alone; the global RNG is left untouched
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # each model seeded alone; the global RNG is left untouched
             torch.manual_seed(seed)
             models[name] = build()
 
@@ -226,8 +248,14 @@ def pixel_vs_context_probe(
         "pixel_mlp": (pixel_iters or iters, 0.01, pixel_batch),
         "context": (iters, 0.01, image_batch),
     }
-    result: dict[str, Any] = {"class_names": train_set.class_names, "class_iou": {}, "seconds": {}, "iters": iters,
-                              "num_train": len(train_set), "num_val": len(val_set)}
+    result: dict[str, Any] = {
+        "class_names": train_set.class_names,
+        "class_iou": {},
+        "seconds": {},
+        "iters": iters,
+        "num_train": len(train_set),
+        "num_val": len(val_set),
+    }
     for name, model in models.items():
         model.to(device)
         generator = torch.Generator().manual_seed(seed)
@@ -235,13 +263,19 @@ def pixel_vs_context_probe(
         start = time.perf_counter()
         per_pixel = isinstance(model, _PerPixel)
         with _torch_threads(1 if per_pixel else None):
-            _fit(model.net if per_pixel else model, sample, iters=steps, lr=lr, generator=generator)  # pixels: (P, 3)
+            _fit(
+                model.net if per_pixel else model, sample, iters=steps, lr=lr, generator=generator
+            )  # pixels: (P, 3)
         result["seconds"][name] = time.perf_counter() - start
         iou = _evaluate(model, val_x, val_y, mean, std, k, device)
         result["class_iou"][name] = [float(v) * 100 for v in iou]
         result[f"{name}_miou"] = float(torch.nanmean(iou)) * 100
-        logger.info("%s: val mIoU %.1f (%.1f s)", name, result[f"{name}_miou"], result["seconds"][name])
+        logger.info(
+            "%s: val mIoU %.1f (%.1f s)", name, result[f"{name}_miou"], result["seconds"][name]
+        )
     result.setdefault("pixel_mlp_miou", None)
-    best_pixel = max(v for v in (result["pixel_linear_miou"], result["pixel_mlp_miou"]) if v is not None)
+    best_pixel = max(
+        v for v in (result["pixel_linear_miou"], result["pixel_mlp_miou"]) if v is not None
+    )
     result["gap"] = result["context_miou"] - best_pixel
     return result

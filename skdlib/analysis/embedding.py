@@ -29,7 +29,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["Fig3Models", "embedding_scores", "load_fig3_models", "predict_logits", "val_dataset_for"]
+__all__ = [
+    "Fig3Models",
+    "embedding_scores",
+    "load_fig3_models",
+    "predict_logits",
+    "val_dataset_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +48,9 @@ def _logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(models: Mapping[str, nn.Module], image: torch.Tensor, *,
-                   device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def predict_logits(
+    models: Mapping[str, nn.Module], image: torch.Tensor, *, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
     """Logits of each model for one data-set image ``(3, H, W)`` in [0, 1]: ``{name: (K, h, w)}`` on the CPU.
 
     The image is normalised as in training; every model runs in eval mode (its mode is restored).
@@ -65,8 +72,15 @@ def predict_logits(models: Mapping[str, nn.Module], image: torch.Tensor, *,
 
 
 @torch.no_grad()
-def embedding_scores(critic: nn.Module, teacher: nn.Module, students: Mapping[str, nn.Module], dataset: Any, *,
-                     device: str | torch.device = "cpu", batch_size: int = 8) -> pd.DataFrame:
+def embedding_scores(
+    critic: nn.Module,
+    teacher: nn.Module,
+    students: Mapping[str, nn.Module],
+    dataset: Any,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+) -> pd.DataFrame:
     """The critic's score of the teacher's and each student's map, per image of ``dataset``.
 
     Args:
@@ -111,16 +125,22 @@ def embedding_scores(critic: nn.Module, teacher: nn.Module, students: Mapping[st
         while start < len(dataset):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             chunks: list[list[tuple[int, dict[str, Any]]]] = []
-            for offset, item in enumerate(items):  # consecutive images of one size share a forward pass
+            for offset, item in enumerate(
+                items
+            ):  # consecutive images of one size share a forward pass
                 if chunks and chunks[-1][0][1]["image"].shape == item["image"].shape:
                     chunks[-1].append((start + offset, item))
                 else:
                     chunks.append([(start + offset, item)])
             for chunk in chunks:
-                image = torch.stack([item["image"] for _, item in chunk]).float().to(device)  # (B, 3, H, W)
+                image = (
+                    torch.stack([item["image"] for _, item in chunk]).float().to(device)
+                )  # (B, 3, H, W)
                 image = normalize(image)  # (B, 3, H, W), ImageNet statistics as in training
                 scores = {
-                    name: critic(critic.prepare_input(_logits(net, image)), image).float().cpu()  # (B,)
+                    name: critic(critic.prepare_input(_logits(net, image)), image)
+                    .float()
+                    .cpu()  # (B,)
                     for name, net in networks.items()
                 }
                 for j, (index, item) in enumerate(chunk):
@@ -170,10 +190,16 @@ def val_dataset_for(cfg: Any, *, base_dir: PathLike) -> Any:
 
 
 def _num_classes(index: Mapping[str, Any], summary: Mapping[str, Any] | None, cfg: Any) -> int:
-    for value in (index.get("num_classes"), cfg.model.num_classes, len((summary or {}).get("class_names") or [])):
+    for value in (
+        index.get("num_classes"),
+        cfg.model.num_classes,
+        len((summary or {}).get("class_names") or []),
+    ):
         if value:
             return int(value)
-    raise ValueError("index: num_classes is missing and the run's config and summary do not give it either")
+    raise ValueError(
+        "index: num_classes is missing and the run's config and summary do not give it either"
+    )
 
 
 def _run_dir(profile_dir: Path, index: Mapping[str, Any], experiment: str, seed: int) -> Path:
@@ -183,11 +209,19 @@ def _run_dir(profile_dir: Path, index: Mapping[str, Any], experiment: str, seed:
                 if int(run["seed"]) == seed:
                     return profile_dir / run["run_dir"]
             raise ValueError(f"seed: experiment {experiment!r} lists no run with seed {seed}")
-    raise ValueError(f"experiment: {experiment!r} is not in the index ({[e['name'] for e in index['experiments']]})")
+    raise ValueError(
+        f"experiment: {experiment!r} is not in the index ({[e['name'] for e in index['experiments']]})"
+    )
 
 
-def load_fig3_models(profile_dir: PathLike, index: Mapping[str, Any], *, with_ho: str = "pi_pa_ho",
-                     without_ho: str = "pi_pa", seed: int = 0) -> Fig3Models:
+def load_fig3_models(
+    profile_dir: PathLike,
+    index: Mapping[str, Any],
+    *,
+    with_ho: str = "pi_pa_ho",
+    without_ho: str = "pi_pa",
+    seed: int = 0,
+) -> Fig3Models:
     """Teacher, students ``{"w/o HO": ..., "w/ HO": ...}`` and the critic of the ``with_ho`` run.
 
     * teacher: the architecture of the teacher run's config (its ``model.student``, the network it
@@ -221,7 +255,9 @@ def load_fig3_models(profile_dir: PathLike, index: Mapping[str, Any], *, with_ho
         model = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
         final = run_dir / "checkpoints" / "final.pt"
         if not final.is_file():
-            raise FileNotFoundError(f"run_dir: no checkpoints/final.pt in {run_dir} (the run did not finish)")
+            raise FileNotFoundError(
+                f"run_dir: no checkpoints/final.pt in {run_dir} (the run did not finish)"
+            )
         load_pretrained(model, final, strict=True)
         return model.eval()
 
@@ -229,14 +265,31 @@ def load_fig3_models(profile_dir: PathLike, index: Mapping[str, Any], *, with_ho
     students = {"w/o HO": network(plain_dir), "w/ HO": network(ho_dir)}
     state = load_checkpoint(ho_dir / "checkpoints" / "last.pt")
     if state.get("critic") is None:
-        raise ValueError(f"with_ho: {ho_dir} has no critic in last.pt (is the holistic term on in that run?)")
+        raise ValueError(
+            f"with_ho: {ho_dir} has no critic in last.pt (is the holistic term on in that run?)"
+        )
     d = ho_cfg.distill
-    critic = Discriminator(num_classes, widths=tuple(d.disc_widths), use_image=d.disc_use_image, input=d.disc_input,
-                           input_batchnorm=d.disc_input_batchnorm)
+    critic = Discriminator(
+        num_classes,
+        widths=tuple(d.disc_widths),
+        use_image=d.disc_use_image,
+        input=d.disc_input,
+        input_batchnorm=d.disc_input_batchnorm,
+    )
     critic.load_state_dict(state["critic"])
     critic.eval()
-    sources = {"teacher": str(teacher_dir), "w/o HO": str(plain_dir), "w/ HO": str(ho_dir),
-               "critic": f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {state.get('iteration', math.nan)})"}
+    sources = {
+        "teacher": str(teacher_dir),
+        "w/o HO": str(plain_dir),
+        "w/ HO": str(ho_dir),
+        "critic": f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {state.get('iteration', math.nan)})",
+    }
     logger.info("Fig. 3 models: %s", sources)
-    return Fig3Models(teacher=teacher, students=students, critic=critic, critic_config=ho_cfg,
-                      num_classes=num_classes, sources=sources)
+    return Fig3Models(
+        teacher=teacher,
+        students=students,
+        critic=critic,
+        critic_config=ho_cfg,
+        num_classes=num_classes,
+        sources=sources,
+    )

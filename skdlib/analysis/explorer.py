@@ -108,7 +108,11 @@ class ExplorerModels:
             raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
         if self.cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {self.cache_size}")
-        for net in (self.teacher, *self.students.values(), *([self.critic] if self.critic is not None else [])):
+        for net in (
+            self.teacher,
+            *self.students.values(),
+            *([self.critic] if self.critic is not None else []),
+        ):
             net.eval()
 
     @property
@@ -134,7 +138,10 @@ class ExplorerModels:
 
     def image_outputs(self, image_index: int) -> ImageOutputs:
         """The cached per-image outputs of ``image_index`` (computed on first use)."""
-        if not isinstance(image_index, (int, np.integer)) or not 0 <= int(image_index) < self.num_images:
+        if (
+            not isinstance(image_index, (int, np.integer))
+            or not 0 <= int(image_index) < self.num_images
+        ):
             raise ValueError(
                 f"image_index must be an int in [0, {self.num_images}), got {image_index!r}"
             )
@@ -182,7 +189,9 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
     item = models.dataset[index]
     image = item["image"]  # (3, H, W) in [0, 1]
     if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"dataset item {index}: image must be (3, H, W), got shape {tuple(image.shape)}")
+        raise ValueError(
+            f"dataset item {index}: image must be (3, H, W), got shape {tuple(image.shape)}"
+        )
     height, width = image.shape[-2:]
     logits: dict[str, torch.Tensor] = {}
     predictions: dict[str, np.ndarray] = {}
@@ -194,15 +203,23 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
             batch = normalize(image.unsqueeze(0).to(device))  # (3, H, W) -> (1, 3, H, W)
             out = net(batch)
             if FEATURE not in out.features:
-                raise ValueError(f"network {name!r} returns no features[{FEATURE!r}] (has {sorted(out.features)})")
+                raise ValueError(
+                    f"network {name!r} returns no features[{FEATURE!r}] (has {sorted(out.features)})"
+                )
             logits[name] = out.logits.float().cpu()  # (1, K, h', w')
-            up = F.interpolate(logits[name], size=(height, width), mode="bilinear", align_corners=False)  # (1, K, H, W)
-            predictions[name] = up[0].argmax(dim=0).to(torch.int16).numpy()  # (1, K, H, W) -> (H, W)
+            up = F.interpolate(
+                logits[name], size=(height, width), mode="bilinear", align_corners=False
+            )  # (1, K, H, W)
+            predictions[name] = (
+                up[0].argmax(dim=0).to(torch.int16).numpy()
+            )  # (1, K, H, W) -> (H, W)
             feat = out.features[FEATURE].float()  # (1, C, h, w)
             beta = node_size_for(feat.shape[-2], feat.shape[-1], models.max_nodes)
             gh, gw = pool_nodes(feat, node_size=beta).shape[-2:]  # (1, C, h, w) -> (1, C, gh, gw)
             grid[name] = (int(gh), int(gw))
-            similarity[name] = pairwise_similarity_map(feat, node_size=beta)[0].cpu().numpy()  # (1, n, n) -> (n, n)
+            similarity[name] = (
+                pairwise_similarity_map(feat, node_size=beta)[0].cpu().numpy()
+            )  # (1, n, n) -> (n, n)
         teacher_logits = logits[TEACHER]
         kl = {
             name: pixelwise_kl_map(logits[name], teacher_logits)[0].numpy()  # (h', w')
@@ -215,7 +232,11 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
             for name, value in logits.items():
                 seg_map = models.critic.prepare_input(value.to(device))  # (1, K, h', w')
                 scores[name] = float(models.critic(seg_map, condition)[0])
-    label = item["label"].cpu().numpy() if isinstance(item["label"], torch.Tensor) else np.asarray(item["label"])
+    label = (
+        item["label"].cpu().numpy()
+        if isinstance(item["label"], torch.Tensor)
+        else np.asarray(item["label"])
+    )
     return ImageOutputs(
         image=image.permute(1, 2, 0).cpu().numpy(),  # (3, H, W) -> (H, W, 3)
         label=label,
@@ -228,7 +249,9 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
     )
 
 
-def probabilities_at(logits: torch.Tensor, pixel: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+def probabilities_at(
+    logits: torch.Tensor, pixel: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
     """Class probabilities ``(K,)`` at ``pixel`` of the logits ``(1, K, h, w)`` upsampled to ``size``.
 
     Equal to ``softmax(F.interpolate(logits, size, mode="bilinear", align_corners=False))`` at
@@ -239,8 +262,12 @@ def probabilities_at(logits: torch.Tensor, pixel: tuple[int, int], size: tuple[i
     height, width = size
     y = (2 * pixel[0] + 1) / height - 1  # normalised pixel centre in [-1, 1]
     x = (2 * pixel[1] + 1) / width - 1
-    grid = torch.tensor([[[[x, y]]]], dtype=logits.dtype, device=logits.device)  # (1, 1, 1, 2) as (x, y)
-    sampled = F.grid_sample(logits, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (1, K, 1, 1)
+    grid = torch.tensor(
+        [[[[x, y]]]], dtype=logits.dtype, device=logits.device
+    )  # (1, 1, 1, 2) as (x, y)
+    sampled = F.grid_sample(
+        logits, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )  # (1, K, 1, 1)
     return torch.softmax(sampled.flatten(), dim=0).cpu().numpy()  # (1, K, 1, 1) -> (K,)
 
 
@@ -281,7 +308,9 @@ def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) ->
         or not all(isinstance(v, (int, np.integer)) for v in pixel)
         or not (0 <= int(pixel[0]) < height and 0 <= int(pixel[1]) < width)
     ):
-        raise ValueError(f"pixel must be (row, col) ints inside the {height} x {width} image, got {pixel!r}")
+        raise ValueError(
+            f"pixel must be (row, col) ints inside the {height} x {width} image, got {pixel!r}"
+        )
     row, col = int(pixel[0]), int(pixel[1])
     result: dict[str, Any] = {
         "image": outputs.image,
@@ -291,18 +320,26 @@ def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) ->
     affinity: dict[str, np.ndarray] = {}
     for name in models.names:
         result[f"prediction/{name}"] = outputs.predictions[name]
-        result[f"probabilities/{name}"] = probabilities_at(outputs.logits[name], (row, col), (height, width))
+        result[f"probabilities/{name}"] = probabilities_at(
+            outputs.logits[name], (row, col), (height, width)
+        )
         gh, gw = outputs.grid[name]
         node = (_scale_index(row, height, gh), _scale_index(col, width, gw))
-        affinity[name] = outputs.similarity[name][node[0] * gw + node[1]].reshape(gh, gw)  # (n,) -> (gh, gw)
+        affinity[name] = outputs.similarity[name][node[0] * gw + node[1]].reshape(
+            gh, gw
+        )  # (n,) -> (gh, gw)
         result[f"affinity/{name}"] = affinity[name]
         result[f"node/{name}"] = np.array(node)
     for name in models.students:
         if affinity[name].shape == affinity[TEACHER].shape:
-            result[f"affinity_mse/{name}"] = float(np.mean((affinity[name] - affinity[TEACHER]) ** 2))
+            result[f"affinity_mse/{name}"] = float(
+                np.mean((affinity[name] - affinity[TEACHER]) ** 2)
+            )
         kl = outputs.kl[name]
         result[f"kl/{name}"] = kl
-        result[f"kl_at_pixel/{name}"] = float(kl[_scale_index(row, height, kl.shape[0]), _scale_index(col, width, kl.shape[1])])
+        result[f"kl_at_pixel/{name}"] = float(
+            kl[_scale_index(row, height, kl.shape[0]), _scale_index(col, width, kl.shape[1])]
+        )
         result[f"kl_mean/{name}"] = float(kl.mean())
     if outputs.scores:
         for name in models.names:
@@ -351,7 +388,10 @@ def _load_critic(run_dir: Path, num_classes: int, device: torch.device) -> nn.Mo
         raise ValueError(f"run {run_dir}: last.pt has no critic (was distill.holistic on?)")
     d = cfg.distill
     critic = Discriminator(
-        num_classes, widths=tuple(d.disc_widths), use_image=d.disc_use_image, input=d.disc_input,
+        num_classes,
+        widths=tuple(d.disc_widths),
+        use_image=d.disc_use_image,
+        input=d.disc_input,
         input_batchnorm=d.disc_input_batchnorm,
     )
     critic.load_state_dict(state["critic"], strict=True)
@@ -386,7 +426,10 @@ def load_explorer_models(
         raise FileNotFoundError(f"runs_root: no runs tree at {root}")
     if not students:
         raise ValueError("students must name at least one run folder, got none")
-    runs = {TEACHER: root / _teacher_dir(root), **{name: root / rel for name, rel in students.items()}}
+    runs = {
+        TEACHER: root / _teacher_dir(root),
+        **{name: root / rel for name, rel in students.items()},
+    }
     for name, run in runs.items():
         if not (run / "config.yaml").is_file():
             raise FileNotFoundError(f"{name}: no run folder with a config.yaml at {run}")
@@ -397,8 +440,12 @@ def load_explorer_models(
         data_root = base / data_root
     dataset = build_dataset(cfg.data.name, data_root, "val", **dict(cfg.data.options))
     torch_device = torch.device(device)
-    networks = {name: _load_network(run, dataset.num_classes, torch_device) for name, run in runs.items()}
-    critic = _load_critic(root / critic_run, dataset.num_classes, torch_device) if critic_run else None
+    networks = {
+        name: _load_network(run, dataset.num_classes, torch_device) for name, run in runs.items()
+    }
+    critic = (
+        _load_critic(root / critic_run, dataset.num_classes, torch_device) if critic_run else None
+    )
     logger.info("explorer models loaded from %s", root)
     return ExplorerModels(
         teacher=networks.pop(TEACHER),
@@ -438,8 +485,14 @@ def random_explorer_models(
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if min(height, width) < 128 or height % 8 or width % 8:
-        raise ValueError(f"height and width must be multiples of 8 and >= 128, got {height} x {width}")
-    root = Path(data_root) if data_root is not None else Path(tempfile.mkdtemp(prefix="skd-explorer-")) / "embedded"
+        raise ValueError(
+            f"height and width must be multiples of 8 and >= 128, got {height} x {width}"
+        )
+    root = (
+        Path(data_root)
+        if data_root is not None
+        else Path(tempfile.mkdtemp(prefix="skd-explorer-")) / "embedded"
+    )
     data = ensure_embedded(root, height=height, width=width, num_train=1, num_val=num_images)
     dataset = build_dataset("embedded", data, "val")
     k = dataset.num_classes

@@ -41,8 +41,8 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "FINISHED",
     "FAILED",
+    "FINISHED",
     "UNFINISHED",
     "collect_runs",
     "contrast",
@@ -126,7 +126,9 @@ def load_index(profile_dir: PathLike) -> dict[str, Any]:
         for run in exp.get("runs", []):
             lacking = [key for key in _RUN_KEYS if key not in run]
             if lacking:
-                raise ValueError(f"profile_dir: {path}, experiment {exp['name']!r}: a run lacks {lacking}: {run!r}")
+                raise ValueError(
+                    f"profile_dir: {path}, experiment {exp['name']!r}: a run lacks {lacking}: {run!r}"
+                )
     return index
 
 
@@ -188,7 +190,9 @@ def run_status(run_dir: PathLike, listed: str | None = None) -> str:
     if listed == FAILED:
         return FAILED
     if listed == FINISHED:
-        logger.warning("%s is listed finished but has no finished summary.json: counted as unfinished", run_dir)
+        logger.warning(
+            "%s is listed finished but has no finished summary.json: counted as unfinished", run_dir
+        )
     return UNFINISHED
 
 
@@ -214,7 +218,9 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def collect_runs(index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike) -> pd.DataFrame:
+def collect_runs(
+    index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
+) -> pd.DataFrame:
     """One row per listed run: ``experiment, label, seed, run_dir, status, miou, pixel_acc, iterations,
     wall_time_s`` and ``iou/<class>`` columns (NaN where the run is not finished).
 
@@ -226,18 +232,37 @@ def collect_runs(index: Mapping[str, Any], group: str | None = None, *, profile_
             folder = Path(profile_dir) / run["run_dir"]
             status = run_status(folder, run.get("status"))
             row: dict[str, Any] = {
-                "experiment": exp["name"], "label": exp.get("label", exp["name"]), "seed": int(run["seed"]),
-                "run_dir": str(folder), "status": status, "miou": math.nan, "pixel_acc": math.nan,
-                "iterations": math.nan, "wall_time_s": math.nan,
+                "experiment": exp["name"],
+                "label": exp.get("label", exp["name"]),
+                "seed": int(run["seed"]),
+                "run_dir": str(folder),
+                "status": status,
+                "miou": math.nan,
+                "pixel_acc": math.nan,
+                "iterations": math.nan,
+                "wall_time_s": math.nan,
             }
             if status == FINISHED:
                 summary = load_summary(folder) or {}
-                row.update(miou=_number(summary.get("miou")), pixel_acc=_number(summary.get("pixel_acc")),
-                           iterations=_number(summary.get("iterations")),
-                           wall_time_s=_number(summary.get("wall_time_s")))
+                row.update(
+                    miou=_number(summary.get("miou")),
+                    pixel_acc=_number(summary.get("pixel_acc")),
+                    iterations=_number(summary.get("iterations")),
+                    wall_time_s=_number(summary.get("wall_time_s")),
+                )
                 row.update({f"iou/{name}": v for name, v in _class_ious(summary).items()})
             rows.append(row)
-    columns = ["experiment", "label", "seed", "run_dir", "status", "miou", "pixel_acc", "iterations", "wall_time_s"]
+    columns = [
+        "experiment",
+        "label",
+        "seed",
+        "run_dir",
+        "status",
+        "miou",
+        "pixel_acc",
+        "iterations",
+        "wall_time_s",
+    ]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
@@ -253,7 +278,9 @@ def _spread(values: pd.Series) -> dict[str, float]:
     }
 
 
-def experiment_table(index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike) -> pd.DataFrame:
+def experiment_table(
+    index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
+) -> pd.DataFrame:
     """Per experiment of ``group`` (index order), aggregated over its finished seeds.
 
     Columns: ``label``, ``n_runs`` (listed), ``n_finished``, ``n_failed``, ``n_unfinished``,
@@ -268,18 +295,28 @@ def experiment_table(index: Mapping[str, Any], group: str | None = None, *, prof
         done = mine[mine["status"] == FINISHED] if len(mine) else mine
         miou = _spread(done["miou"]) if len(done) else _spread(pd.Series(dtype=float))
         acc = _spread(done["pixel_acc"]) if len(done) else _spread(pd.Series(dtype=float))
-        not_done = [f"seed{int(r.seed)} {r.status}" for r in mine.itertuples() if r.status != FINISHED]
+        not_done = [
+            f"seed{int(r.seed)} {r.status}" for r in mine.itertuples() if r.status != FINISHED
+        ]
         row: dict[str, Any] = {
-            "experiment": exp["name"], "label": exp.get("label", exp["name"]),
-            "n_runs": len(mine), "n_finished": len(done),
+            "experiment": exp["name"],
+            "label": exp.get("label", exp["name"]),
+            "n_runs": len(mine),
+            "n_finished": len(done),
             "n_failed": int((mine["status"] == FAILED).sum()) if len(mine) else 0,
             "n_unfinished": int((mine["status"] == UNFINISHED).sum()) if len(mine) else 0,
-            "miou_mean": miou["mean"], "miou_std": miou["std"], "miou_min": miou["min"], "miou_max": miou["max"],
-            "pixel_acc_mean": acc["mean"], "pixel_acc_std": acc["std"],
+            "miou_mean": miou["mean"],
+            "miou_std": miou["std"],
+            "miou_min": miou["min"],
+            "miou_max": miou["max"],
+            "pixel_acc_mean": acc["mean"],
+            "pixel_acc_std": acc["std"],
             "missing": ", ".join(not_done),
         }
         for column in [c for c in runs.columns if str(c).startswith("iou/")]:
-            row[column] = float(done[column].mean()) if len(done) and done[column].notna().any() else math.nan
+            row[column] = (
+                float(done[column].mean()) if len(done) and done[column].notna().any() else math.nan
+            )
         rows.append(row)
     table = pd.DataFrame(rows)
     if len(table):
@@ -298,7 +335,9 @@ def teacher_summary(index: Mapping[str, Any], *, profile_dir: PathLike) -> dict[
     return {**(summary or {}), "status": status, "run_dir": str(folder)}
 
 
-def val_curves(index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike) -> pd.DataFrame:
+def val_curves(
+    index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
+) -> pd.DataFrame:
     """Validation records of every listed run (finished or not), long format.
 
     Columns: ``experiment, label, seed, status, iter, miou, pixel_acc``; one row per ``"split": "val"``
@@ -312,12 +351,20 @@ def val_curves(index: Mapping[str, Any], group: str | None = None, *, profile_di
             for record in load_metrics(folder):
                 if record.get("split") != "val":
                     continue
-                rows.append({
-                    "experiment": exp["name"], "label": exp.get("label", exp["name"]), "seed": int(run["seed"]),
-                    "status": status, "iter": int(record["iter"]), "miou": _number(record.get("miou")),
-                    "pixel_acc": _number(record.get("pixel_acc")),
-                })
-    return pd.DataFrame(rows, columns=["experiment", "label", "seed", "status", "iter", "miou", "pixel_acc"])
+                rows.append(
+                    {
+                        "experiment": exp["name"],
+                        "label": exp.get("label", exp["name"]),
+                        "seed": int(run["seed"]),
+                        "status": status,
+                        "iter": int(record["iter"]),
+                        "miou": _number(record.get("miou")),
+                        "pixel_acc": _number(record.get("pixel_acc")),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["experiment", "label", "seed", "status", "iter", "miou", "pixel_acc"]
+    )
 
 
 def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
@@ -334,7 +381,9 @@ def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 # Noise test
 # --------------------------------------------------------------------------------------------------
-def welch_t(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int) -> tuple[float, float]:
+def welch_t(
+    mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int
+) -> tuple[float, float]:
     """Welch's ``(t, df)`` for ``a - b`` from summary statistics (sample standard deviations).
 
     ``t = (mean_a - mean_b) / sqrt(std_a^2 / n_a + std_b^2 / n_b)`` and the Welch-Satterthwaite
@@ -356,8 +405,9 @@ def welch_t(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, 
     return t, df
 
 
-def noise_comparison(table: pd.DataFrame, reference: str, *, metric: str = "miou",
-                     threshold: float = 2.0) -> pd.DataFrame:
+def noise_comparison(
+    table: pd.DataFrame, reference: str, *, metric: str = "miou", threshold: float = 2.0
+) -> pd.DataFrame:
     """Which experiments differ from ``reference`` by more than the seed noise (module docstring).
 
     Args:
@@ -379,7 +429,9 @@ def noise_comparison(table: pd.DataFrame, reference: str, *, metric: str = "miou
     if lacking:
         raise ValueError(f"table: lacks the columns {lacking} for metric {metric!r}")
     if reference not in table.index:
-        raise ValueError(f"reference: {reference!r} is not an experiment of the table ({list(table.index)})")
+        raise ValueError(
+            f"reference: {reference!r} is not an experiment of the table ({list(table.index)})"
+        )
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
     ref = table.loc[reference]
@@ -394,20 +446,39 @@ def noise_comparison(table: pd.DataFrame, reference: str, *, metric: str = "miou
         t, df = welch_t(mean_a, std_a, n_a, mean_b, std_b, n_b)
         se = math.sqrt(std_a**2 / n_a + std_b**2 / n_b) if n_a >= 2 and n_b >= 2 else math.nan
         if min(n_a, n_b) < 2:
-            verdict, exceeds = f"not testable: {min(n_a, n_b)} finished seed(s) on one side (needs 2)", False
+            verdict, exceeds = (
+                f"not testable: {min(n_a, n_b)} finished seed(s) on one side (needs 2)",
+                False,
+            )
         elif math.isnan(t):
             verdict, exceeds = "within seed noise", False
         else:
             exceeds = abs(t) > threshold
             verdict = "larger than seed noise" if exceeds else "within seed noise"
-        rows.append({"experiment": name, "label": row.get("label", name), "diff": diff, "se": se, "t": t,
-                     "df": df, "exceeds": exceeds, "verdict": verdict})
+        rows.append(
+            {
+                "experiment": name,
+                "label": row.get("label", name),
+                "diff": diff,
+                "se": se,
+                "t": t,
+                "df": df,
+                "exceeds": exceeds,
+                "verdict": verdict,
+            }
+        )
     columns = ["experiment", "label", "diff", "se", "t", "df", "exceeds", "verdict"]
     return pd.DataFrame(rows, columns=columns).set_index("experiment")
 
 
-def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, metric: str = "miou",
-             threshold: float = 2.0) -> dict[str, Any]:
+def contrast(
+    table: pd.DataFrame,
+    plus: Sequence[str],
+    minus: Sequence[str],
+    *,
+    metric: str = "miou",
+    threshold: float = 2.0,
+) -> dict[str, Any]:
     """A contrast of seed means, ``sum(mean[plus]) - sum(mean[minus])``, against the seed noise.
 
     For "how much more does a term add under preset A than under preset B":
@@ -424,7 +495,9 @@ def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, 
     """
     names = [*plus, *minus]
     if not plus or not minus:
-        raise ValueError(f"plus and minus must both name experiments, got {list(plus)} and {list(minus)}")
+        raise ValueError(
+            f"plus and minus must both name experiments, got {list(plus)} and {list(minus)}"
+        )
     lacking = [n for n in names if n not in table.index]
     if lacking:
         raise ValueError(f"plus/minus: {lacking} not in the table ({list(table.index)})")
@@ -432,19 +505,35 @@ def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, 
         if column not in table.columns:
             raise ValueError(f"table: lacks the column {column!r}")
     value = sum(float(table.loc[n, f"{metric}_mean"]) for n in plus) - sum(
-        float(table.loc[n, f"{metric}_mean"]) for n in minus)
+        float(table.loc[n, f"{metric}_mean"]) for n in minus
+    )
     few = [n for n in names if int(table.loc[n, "n_finished"]) < 2]
     if few:
-        return {"value": value, "se": math.nan, "t": math.nan, "exceeds": False,
-                "verdict": f"not testable: fewer than 2 finished seeds in {few}"}
-    se = math.sqrt(sum(float(table.loc[n, f"{metric}_std"]) ** 2 / int(table.loc[n, "n_finished"]) for n in names))
+        return {
+            "value": value,
+            "se": math.nan,
+            "t": math.nan,
+            "exceeds": False,
+            "verdict": f"not testable: fewer than 2 finished seeds in {few}",
+        }
+    se = math.sqrt(
+        sum(
+            float(table.loc[n, f"{metric}_std"]) ** 2 / int(table.loc[n, "n_finished"])
+            for n in names
+        )
+    )
     if se == 0:
         t = math.copysign(math.inf, value) if value else math.nan
     else:
         t = value / se
     exceeds = not math.isnan(t) and abs(t) > threshold
-    return {"value": value, "se": se, "t": t, "exceeds": exceeds,
-            "verdict": "larger than seed noise" if exceeds else "within seed noise"}
+    return {
+        "value": value,
+        "se": se,
+        "t": t,
+        "exceeds": exceeds,
+        "verdict": "larger than seed noise" if exceeds else "within seed noise",
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,19 +542,34 @@ def contrast(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str], *, 
 _OFF = ("distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false")
 
 
-def demo_experiments(repo: PathLike | None = None, *, profile: str = "smoke") -> dict[str, dict[str, Any]]:
+def demo_experiments(
+    repo: PathLike | None = None, *, profile: str = "smoke"
+) -> dict[str, dict[str, Any]]:
     """The pipeline's experiments ``{name: {groups, label, description, overrides}}`` from its plan
     (``configs/experiments.yaml`` via :func:`skdlib.experiments.load_plan`), their settings expanded
     as ``profile`` expands them (the smoke profile's tiny sizes by default)."""
     from skdlib.experiments import load_plan
 
-    plan = load_plan(find_repo_root(repo if repo is not None else Path(__file__)) / "configs" / "experiments.yaml")
+    plan = load_plan(
+        find_repo_root(repo if repo is not None else Path(__file__))
+        / "configs"
+        / "experiments.yaml"
+    )
     prof = plan.profile(profile)
-    return {e.name: {"groups": list(e.groups), "label": e.label, "description": e.description,
-                     "overrides": list(plan.overrides(e, prof))} for e in plan.experiments}
+    return {
+        e.name: {
+            "groups": list(e.groups),
+            "label": e.label,
+            "description": e.description,
+            "overrides": list(plan.overrides(e, prof)),
+        }
+        for e in plan.experiments
+    }
 
 
-def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, tree: Path, reuse: bool) -> dict[str, Any]:
+def _demo_run(
+    preset: Path, overrides: list[str], run_dir: Path, *, tree: Path, reuse: bool
+) -> dict[str, Any]:
     """Train one demo run, or keep a finished one whose config hashes the same (``reuse``).
 
     Relative data roots in ``overrides`` (an experiment's own data, e.g. a labelled subset or an
@@ -476,15 +580,29 @@ def _demo_run(preset: Path, overrides: list[str], run_dir: Path, *, tree: Path, 
 
     _, cfg = load_config_pinned(preset, overrides, base=tree / "extra")
     summary = load_summary(run_dir)
-    if reuse and summary is not None and summary.get("finished") is True and (
-            summary.get("config_hash") == config_hash(cfg)) and (run_dir / "checkpoints" / "final.pt").is_file():
+    if (
+        reuse
+        and summary is not None
+        and summary.get("finished") is True
+        and (summary.get("config_hash") == config_hash(cfg))
+        and (run_dir / "checkpoints" / "final.pt").is_file()
+    ):
         return summary
     return train(cfg, run_dir, force=True, progress=False)
 
 
-def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequence[int] = (0,), iters: int = 1,
-                   repo: PathLike | None = None, num_train: int = 4, num_val: int = 2, reuse: bool = False,
-                   threads: int | None = 1) -> Path:
+def make_demo_runs(
+    root: PathLike,
+    experiments: Iterable[str],
+    *,
+    seeds: Sequence[int] = (0,),
+    iters: int = 1,
+    repo: PathLike | None = None,
+    num_train: int = 4,
+    num_val: int = 2,
+    reuse: bool = False,
+    threads: int | None = 1,
+) -> Path:
     """Train a tiny runs tree under ``root`` in the pipeline's layout and return ``root``.
 
     A generated 128x128 embedded data set (``num_train`` / ``num_val`` images), a teacher run and
@@ -522,36 +640,66 @@ def make_demo_runs(root: PathLike, experiments: Iterable[str], *, seeds: Sequenc
         raise ValueError(f"threads must be >= 1 or None, got {threads}")
     root = Path(root)
     preset = find_repo_root(repo if repo is not None else Path(__file__)) / "configs" / "smoke.yaml"
-    data = ensure_embedded(root / "data", height=128, width=128, num_train=num_train, num_val=num_val)
+    data = ensure_embedded(
+        root / "data", height=128, width=128, num_train=num_train, num_val=num_val
+    )
     common = [
-        "data.name=embedded", f"data.root={data}", "data.num_workers=0", "train.device=cpu",
-        f"train.max_iters={iters}", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
-        "model.student_options.width=0.25", "model.teacher_options.width=0.5",
+        "data.name=embedded",
+        f"data.root={data}",
+        "data.num_workers=0",
+        "train.device=cpu",
+        f"train.max_iters={iters}",
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
+        "model.student_options.width=0.25",
+        "model.teacher_options.width=0.5",
         "distill.node_size=2",  # as the pipeline's smoke profile: quick's 2x2 nodes (smoke.yaml keeps 1x1)
     ]
-    teacher_overrides = ["model.student_options.width=0.5", "model.teacher=null", "model.teacher_checkpoint=null",
-                         *_OFF]
+    teacher_overrides = [
+        "model.student_options.width=0.5",
+        "model.teacher=null",
+        "model.teacher_checkpoint=null",
+        *_OFF,
+    ]
     import torch
 
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        entries = _demo_entries(preset, common, teacher_overrides, root, names, known, seeds, reuse=reuse)
+        entries = _demo_entries(
+            preset, common, teacher_overrides, root, names, known, seeds, reuse=reuse
+        )
     finally:
         torch.set_num_threads(previous_threads)
     index = {
-        "profile": "demo", "data": {"name": "embedded", "root": str(data)}, "num_classes": 8,
-        "teacher": {"run_dir": "teacher", "config": str(preset), "overrides": teacher_overrides,
-                    "status": FINISHED},
+        "profile": "demo",
+        "data": {"name": "embedded", "root": str(data)},
+        "num_classes": 8,
+        "teacher": {
+            "run_dir": "teacher",
+            "config": str(preset),
+            "overrides": teacher_overrides,
+            "status": FINISHED,
+        },
         "experiments": entries,
     }
     atomic_write_json(root / "index.json", index)
     return root
 
 
-def _demo_entries(preset: Path, common: list[str], teacher_overrides: list[str], root: Path, names: list[str],
-                  known: Mapping[str, dict[str, Any]], seeds: Sequence[int], *, reuse: bool) -> list[dict[str, Any]]:
+def _demo_entries(
+    preset: Path,
+    common: list[str],
+    teacher_overrides: list[str],
+    root: Path,
+    names: list[str],
+    known: Mapping[str, dict[str, Any]],
+    seeds: Sequence[int],
+    *,
+    reuse: bool,
+) -> list[dict[str, Any]]:
     """Train the demo teacher and every listed experiment and seed; the index entries."""
     _demo_run(preset, [*common, *teacher_overrides], root / "teacher", tree=root, reuse=reuse)
     teacher_ckpt = root / "teacher" / "checkpoints" / "final.pt"
@@ -560,14 +708,34 @@ def _demo_entries(preset: Path, common: list[str], teacher_overrides: list[str],
         spec = known[name]
         runs = []
         for seed in seeds:
-            overrides = [*spec["overrides"], f"model.teacher_checkpoint={teacher_ckpt}", f"train.seed={seed}"]
+            overrides = [
+                *spec["overrides"],
+                f"model.teacher_checkpoint={teacher_ckpt}",
+                f"train.seed={seed}",
+            ]
             run_dir = f"{name}/seed{seed}"
-            summary = _demo_run(preset, [*common, *overrides], root / run_dir, tree=root, reuse=reuse)
-            runs.append({"seed": seed, "run_dir": run_dir, "config_hash": summary.get("config_hash"),
-                         "status": FINISHED})
-        entries.append({"name": name, "groups": list(spec["groups"]), "label": spec["label"],
-                        "description": spec["description"], "config": str(preset),
-                        "overrides": list(spec["overrides"]), "runs": runs})
+            summary = _demo_run(
+                preset, [*common, *overrides], root / run_dir, tree=root, reuse=reuse
+            )
+            runs.append(
+                {
+                    "seed": seed,
+                    "run_dir": run_dir,
+                    "config_hash": summary.get("config_hash"),
+                    "status": FINISHED,
+                }
+            )
+        entries.append(
+            {
+                "name": name,
+                "groups": list(spec["groups"]),
+                "label": spec["label"],
+                "description": spec["description"],
+                "config": str(preset),
+                "overrides": list(spec["overrides"]),
+                "runs": runs,
+            }
+        )
     return entries
 
 
@@ -583,8 +751,15 @@ def _source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, demo_experiments: Sequence[str],
-                 demo_dir: PathLike | None = None) -> tuple[Path, dict[str, Any], str]:
+def open_profile(
+    repo: PathLike,
+    runs_root: str,
+    profile: str,
+    *,
+    smoke: bool,
+    demo_experiments: Sequence[str],
+    demo_dir: PathLike | None = None,
+) -> tuple[Path, dict[str, Any], str]:
     """The runs tree a chapter reads: ``(profile_dir, index, note)``.
 
     * normal mode: ``<repo>/<runs_root>/<profile>`` when its ``index.json`` exists;
@@ -605,11 +780,20 @@ def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, d
     profile_dir = repo / runs_root / wanted
     if (profile_dir / "index.json").is_file():
         index = load_index(profile_dir)
-        return profile_dir, index, f"Runs read from `{runs_root}/{wanted}/` (profile `{index['profile']}`)."
-    folder = Path(demo_dir) if demo_dir is not None else (
-        Path(tempfile.gettempdir()) / f"skd-demo-runs-{os.getuid()}-{_source_digest()}")
+        return (
+            profile_dir,
+            index,
+            f"Runs read from `{runs_root}/{wanted}/` (profile `{index['profile']}`).",
+        )
+    folder = (
+        Path(demo_dir)
+        if demo_dir is not None
+        else (Path(tempfile.gettempdir()) / f"skd-demo-runs-{os.getuid()}-{_source_digest()}")
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    logger.warning("no index.json in %s: using a one-iteration demo tree in %s", profile_dir, folder)
+    logger.warning(
+        "no index.json in %s: using a one-iteration demo tree in %s", profile_dir, folder
+    )
     # The index lists this caller's experiments; it is read under the lock, before another caller rewrites it.
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -618,8 +802,10 @@ def open_profile(repo: PathLike, runs_root: str, profile: str, *, smoke: bool, d
             index = load_index(folder)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    note = (f"**No runs found under `{runs_root}/{wanted}/`**: everything below comes from a demo tree "
-            "(one seed, one training iteration per run, four 128x128 training images) built on the spot. "
-            "Its numbers only show that the chapter's code runs; they say nothing about the method. "
-            f"Run `make experiments PROFILE={profile}` for real results.")
+    note = (
+        f"**No runs found under `{runs_root}/{wanted}/`**: everything below comes from a demo tree "
+        "(one seed, one training iteration per run, four 128x128 training images) built on the spot. "
+        "Its numbers only show that the chapter's code runs; they say nothing about the method. "
+        f"Run `make experiments PROFILE={profile}` for real results."
+    )
     return folder, index, note

@@ -35,7 +35,9 @@ def smooth_noise(
     return fine[0]
 
 
-def toy_label_map(height: int, width: int, *, num_classes: int, cells: int = 4, seed: int = 0) -> torch.Tensor:
+def toy_label_map(
+    height: int, width: int, *, num_classes: int, cells: int = 4, seed: int = 0
+) -> torch.Tensor:
     """A label map ``(H, W)`` int64 of smooth class regions: the argmax of ``num_classes`` smooth fields."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -68,7 +70,9 @@ def toy_logits(
         # (1, K, H, W) -> (1, K, H, W): mean over a blur x blur window
         logits = F.avg_pool2d(logits, blur, stride=1, padding=blur // 2, count_include_pad=False)
     if noise > 0:
-        logits = logits + noise * smooth_noise(num_classes, height, width, cells=6, seed=seed).unsqueeze(0)
+        logits = logits + noise * smooth_noise(
+            num_classes, height, width, cells=6, seed=seed
+        ).unsqueeze(0)
     return logits
 
 
@@ -94,11 +98,15 @@ def toy_features(
     feats = embedding[labels.clamp(0, num_classes - 1)]  # (H, W, C)
     feats = feats.permute(2, 0, 1).unsqueeze(0)  # (1, C, H, W)
     if noise > 0:
-        feats = feats + noise * smooth_noise(channels, height, width, cells=8, seed=seed + 1).unsqueeze(0)
+        feats = feats + noise * smooth_noise(
+            channels, height, width, cells=8, seed=seed + 1
+        ).unsqueeze(0)
     return feats
 
 
-def toy_image(labels: torch.Tensor, *, num_classes: int, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
+def toy_image(
+    labels: torch.Tensor, *, num_classes: int, noise: float = 0.05, seed: int = 0
+) -> torch.Tensor:
     """An RGB image ``(1, 3, H, W)`` in [0, 1]: one colour per class, plus pixel noise."""
     if labels.dim() != 2:
         raise ValueError(f"labels must be (H, W), got shape {tuple(labels.shape)}")

@@ -27,13 +27,21 @@ PathLike = str | os.PathLike[str]
 def terms_label(distill: Any) -> str:
     """``"baseline"`` or the terms a config switches on, in the paper's order (``"+PI+PA+HO"``);
     the variants (MIMIC, AT, local pair-wise) are named too."""
-    parts = [(distill.pixelwise, "PI"), (distill.pairwise, "PA"), (distill.holistic, "HO"),
-             (distill.mimic, "MIMIC"), (distill.attention, "AT"), (distill.local_pairwise, "local PA")]
+    parts = [
+        (distill.pixelwise, "PI"),
+        (distill.pairwise, "PA"),
+        (distill.holistic, "HO"),
+        (distill.mimic, "MIMIC"),
+        (distill.attention, "AT"),
+        (distill.local_pairwise, "local PA"),
+    ]
     on = [name for flag, name in parts if flag]
     return "baseline" if not on else "+" + "+".join(on)
 
 
-def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profile_dir: PathLike) -> pd.DataFrame:
+def unlabeled_table(
+    index: Mapping[str, Any], group: str = "unlabeled", *, profile_dir: PathLike
+) -> pd.DataFrame:
     """:func:`~skdlib.analysis.runs.experiment_table` of ``group`` plus, per experiment, ``terms``
     (:func:`terms_label`), ``labelled`` (training images with labels), ``unlabeled`` (images of the
     unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
@@ -49,14 +57,29 @@ def unlabeled_table(index: Mapping[str, Any], group: str = "unlabeled", *, profi
         folders = [Path(profile_dir) / run["run_dir"] for run in exp.get("runs", [])]
         folder = next((f for f in folders if (f / "config.yaml").is_file()), None)
         if folder is None:
-            extra[exp["name"]] = {"terms": "", "labelled": math.nan, "unlabeled": math.nan, "ratio": math.nan}
+            extra[exp["name"]] = {
+                "terms": "",
+                "labelled": math.nan,
+                "unlabeled": math.nan,
+                "ratio": math.nan,
+            }
             continue
         cfg = load_run_config(folder)
-        labelled = len(build_dataset_for(cfg, cfg.data.train_split))  # data.train_limit applied, as in the run
+        labelled = len(
+            build_dataset_for(cfg, cfg.data.train_split)
+        )  # data.train_limit applied, as in the run
         stream = build_unlabeled_dataset(cfg)  # None without a stream, as in the run
         unlabeled = 0 if stream is None else len(stream)
-        extra[exp["name"]] = {"terms": terms_label(cfg.distill), "labelled": labelled, "unlabeled": unlabeled,
-                              "ratio": unlabeled / labelled}
+        extra[exp["name"]] = {
+            "terms": terms_label(cfg.distill),
+            "labelled": labelled,
+            "unlabeled": unlabeled,
+            "ratio": unlabeled / labelled,
+        }
     for column in ("terms", "labelled", "unlabeled", "ratio"):
-        table[column] = [extra.get(name, {}).get(column, math.nan) for name in table.index] if len(table) else []
+        table[column] = (
+            [extra.get(name, {}).get(column, math.nan) for name in table.index]
+            if len(table)
+            else []
+        )
     return table

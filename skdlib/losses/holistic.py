@@ -10,7 +10,7 @@ The critic is any callable ``critic(seg_map, image) -> (N,) or (N, 1)`` scores.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -146,9 +146,7 @@ def gradient_penalty(
         if score.shape[0] != n:
             raise ValueError(f"critic returned {score.shape[0]} scores for {n} maps")
         if score.requires_grad:
-            (grad,) = torch.autograd.grad(
-                score.sum(), x, create_graph=True, allow_unused=True
-            )
+            (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True, allow_unused=True)
         else:
             grad = None
         if grad is None:

@@ -5,7 +5,13 @@ Every network's ``forward(image)`` returns :class:`SegmentationOutput`; build th
 """
 
 from skdlib.models.build import available_models, build_model, model_options
-from skdlib.models.complexity import Complexity, Latency, complexity, count_parameters, measure_latency
+from skdlib.models.complexity import (
+    Complexity,
+    Latency,
+    complexity,
+    count_parameters,
+    measure_latency,
+)
 from skdlib.models.espnet import ESPNet, ESPNetC
 from skdlib.models.export import check_onnx, export_onnx
 from skdlib.models.mobilenetv2 import MobileNetV2Backbone, MobileNetV2Plus

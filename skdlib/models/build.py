@@ -26,7 +26,7 @@ from skdlib.models.mobilenetv2 import MOBILENETV2PLUS_BOTTLENECK, MobileNetV2Plu
 from skdlib.models.psp import PSPNet
 from skdlib.models.resnet import RESNET_DEPTHS, resnet_backbone
 
-__all__ = ["build_model", "available_models", "model_options"]
+__all__ = ["available_models", "build_model", "model_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ def _positive_int(name: str, value: Any) -> int:
 
 def _width(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"option width must be a number in (0, 1] (1.0 or 0.5 in the paper), got {value!r}")
+        raise ValueError(
+            f"option width must be a number in (0, 1] (1.0 or 0.5 in the paper), got {value!r}"
+        )
     return float(value)
 
 
@@ -53,24 +55,35 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _pspnet_resnet(depth: int) -> Callable[..., nn.Module]:
-    def build(num_classes: int, *, width: float = 1.0, aux: bool = True,
-              bottleneck: int | None = None) -> nn.Module:
+    def build(
+        num_classes: int, *, width: float = 1.0, aux: bool = True, bottleneck: int | None = None
+    ) -> nn.Module:
         width = _width(width)
         aux = _flag("aux", aux)
         backbone = resnet_backbone(depth, width=width)
         out = backbone.out_channels
-        head_width = (_positive_int("bottleneck", bottleneck) if bottleneck is not None
-                      else max(1, round(_PSP_BOTTLENECK * width)))
+        head_width = (
+            _positive_int("bottleneck", bottleneck)
+            if bottleneck is not None
+            else max(1, round(_PSP_BOTTLENECK * width))
+        )
         return PSPNet(
-            backbone, num_classes, head_input="layer4", reduction=max(1, out // 4),
-            bottleneck=head_width, aux_input="layer3" if aux else None,
+            backbone,
+            num_classes,
+            head_input="layer4",
+            reduction=max(1, out // 4),
+            bottleneck=head_width,
+            aux_input="layer3" if aux else None,
             aux_channels=max(1, round(_AUX_CHANNELS * width)),
         )
+
     build.__doc__ = f"PSPNet on a dilated ResNet{depth} (options: width, aux, bottleneck)."
     return build
 
 
-def _mobilenetv2plus(num_classes: int, *, bottleneck: int = MOBILENETV2PLUS_BOTTLENECK) -> nn.Module:
+def _mobilenetv2plus(
+    num_classes: int, *, bottleneck: int = MOBILENETV2PLUS_BOTTLENECK
+) -> nn.Module:
     return MobileNetV2Plus(num_classes, bottleneck=_positive_int("bottleneck", bottleneck))
 
 
@@ -84,8 +97,10 @@ def _espnet(num_classes: int, *, p: int = 2, q: int = 8) -> nn.Module:
 
 _OPTIONS_RESNET = ("width", "aux", "bottleneck")
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
-    **{f"pspnet_resnet{depth}": (_pspnet_resnet(depth), _OPTIONS_RESNET)
-       for depth in sorted(RESNET_DEPTHS)},
+    **{
+        f"pspnet_resnet{depth}": (_pspnet_resnet(depth), _OPTIONS_RESNET)
+        for depth in sorted(RESNET_DEPTHS)
+    },
     "mobilenetv2plus": (_mobilenetv2plus, ("bottleneck",)),
     "espnet_c": (_espnet_c, ("p", "q")),
     "espnet": (_espnet, ("p", "q")),

@@ -63,8 +63,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def complexity(model: nn.Module, input_size: tuple[int, int], *, batch_size: int = 1,
-               in_channels: int = 3) -> Complexity:
+def complexity(
+    model: nn.Module, input_size: tuple[int, int], *, batch_size: int = 1, in_channels: int = 3
+) -> Complexity:
     """Count parameters and FLOPs of ``model`` for one ``(batch_size, in_channels, H, W)`` input.
 
     Args:
@@ -83,7 +84,8 @@ def complexity(model: nn.Module, input_size: tuple[int, int], *, batch_size: int
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     if (
-        not isinstance(input_size, (tuple, list)) or len(input_size) != 2
+        not isinstance(input_size, (tuple, list))
+        or len(input_size) != 2
         or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_size)
     ):
         raise ValueError(f"input_size must be (H, W) with positive ints, got {input_size!r}")
@@ -138,9 +140,16 @@ class Latency:
         return self.median_s / self.batch_size
 
 
-def measure_latency(model: nn.Module, input_size: tuple[int, int], *, batch_size: int = 1,
-                    repeats: int = 5, warmup: int = 1, in_channels: int = 3,
-                    seed: int = 0) -> Latency:
+def measure_latency(
+    model: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    batch_size: int = 1,
+    repeats: int = 5,
+    warmup: int = 1,
+    in_channels: int = 3,
+    seed: int = 0,
+) -> Latency:
     """Time eval-mode, no-grad forward passes of ``model`` on a random image (model's device).
 
     The model's training flag is restored afterwards. On a GPU the device is synchronised
@@ -151,7 +160,8 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int], *, batch_size
         ValueError: bad ``input_size``, ``batch_size``, ``repeats`` or ``warmup``.
     """
     if (
-        not isinstance(input_size, (tuple, list)) or len(input_size) != 2
+        not isinstance(input_size, (tuple, list))
+        or len(input_size) != 2
         or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_size)
     ):
         raise ValueError(f"input_size must be (H, W) with positive ints, got {input_size!r}")
@@ -181,5 +191,9 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int], *, batch_size
                     times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
-    return Latency(times_s=tuple(times), input_size=(int(input_size[0]), int(input_size[1])),
-                   batch_size=batch_size, threads=torch.get_num_threads())
+    return Latency(
+        times_s=tuple(times),
+        input_size=(int(input_size[0]), int(input_size[1])),
+        batch_size=batch_size,
+        threads=torch.get_num_threads(),
+    )

@@ -71,7 +71,7 @@ class Discriminator(nn.Module):
         image_channels: int = 3,
         widths: tuple[int, int, int, int] = (64, 128, 256, 512),
         use_image: bool = True,
-        input: str = "softmax",  # noqa: A002 - the public keyword the configs use
+        input: str = "softmax",
         input_batchnorm: bool = False,
         negative_slope: float = 0.1,
     ) -> None:
@@ -132,8 +132,10 @@ class Discriminator(nn.Module):
         if self.use_image:
             if image is None:
                 raise ValueError("image is required when use_image=True")
-            if image.dim() != 4 or image.shape[0] != seg_map.shape[0] or (
-                image.shape[1] != self.image_channels
+            if (
+                image.dim() != 4
+                or image.shape[0] != seg_map.shape[0]
+                or (image.shape[1] != self.image_channels)
             ):
                 raise ValueError(
                     f"image must be (N={seg_map.shape[0]}, {self.image_channels}, H, W), "

@@ -45,7 +45,7 @@ from torch import nn
 from skdlib.models.outputs import SegmentationOutput
 from skdlib.models.psp import check_image
 
-__all__ = ["ESPModule", "ESPNetEncoder", "ESPNetC", "ESPNet", "ESP_BRANCHES", "ESP_DILATIONS"]
+__all__ = ["ESP_BRANCHES", "ESP_DILATIONS", "ESPModule", "ESPNet", "ESPNetC", "ESPNetEncoder"]
 
 ESP_BRANCHES = 5  # K
 ESP_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -60,7 +60,9 @@ def _bn_prelu(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm2d(channels, eps=_BN_EPS), nn.PReLU(channels))
 
 
-def _conv_bn_prelu(in_ch: int, out_ch: int, *, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
+def _conv_bn_prelu(
+    in_ch: int, out_ch: int, *, kernel_size: int = 3, stride: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_ch, eps=_BN_EPS),
@@ -79,8 +81,9 @@ class ESPModule(nn.Module):
         residual: add the input when the shapes agree (``stride == 1`` and ``N_in == M``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1,
-                 residual: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int = 1, residual: bool = True
+    ) -> None:
         super().__init__()
         if out_channels < ESP_BRANCHES:
             raise ValueError(
@@ -91,11 +94,13 @@ class ESPModule(nn.Module):
         width = out_channels // ESP_BRANCHES
         first = out_channels - (ESP_BRANCHES - 1) * width
         kernel = 3 if stride == 2 else 1
-        self.reduce = nn.Conv2d(in_channels, width, kernel, stride=stride, padding=kernel // 2,
-                                bias=False)
+        self.reduce = nn.Conv2d(
+            in_channels, width, kernel, stride=stride, padding=kernel // 2, bias=False
+        )
         self.branches = nn.ModuleList(
-            nn.Conv2d(width, first if rate == 1 else width, 3, padding=rate, dilation=rate,
-                      bias=False)
+            nn.Conv2d(
+                width, first if rate == 1 else width, 3, padding=rate, dilation=rate, bias=False
+            )
             for rate in ESP_DILATIONS
         )
         self.residual = residual and stride == 1 and in_channels == out_channels
@@ -147,10 +152,14 @@ class ESPNetEncoder(nn.Module):
         self.image_quarter = _ImagePyramid(2)
         self.level1_post = _bn_prelu(l1)
         self.level2_down = ESPModule(l1, _LEVEL2_CHANNELS, stride=2)
-        self.level2 = nn.Sequential(*(ESPModule(_LEVEL2_CHANNELS, _LEVEL2_CHANNELS) for _ in range(p)))
+        self.level2 = nn.Sequential(
+            *(ESPModule(_LEVEL2_CHANNELS, _LEVEL2_CHANNELS) for _ in range(p))
+        )
         self.level2_post = _bn_prelu(l2)
         self.level3_down = ESPModule(l2, _LEVEL3_CHANNELS, stride=2)
-        self.level3 = nn.Sequential(*(ESPModule(_LEVEL3_CHANNELS, _LEVEL3_CHANNELS) for _ in range(q)))
+        self.level3 = nn.Sequential(
+            *(ESPModule(_LEVEL3_CHANNELS, _LEVEL3_CHANNELS) for _ in range(q))
+        )
         self.level3_post = _bn_prelu(l3)
         self.channels: dict[str, int] = {"level1": l1, "level2": l2, "level3": l3}
 
@@ -163,7 +172,9 @@ class ESPNetEncoder(nn.Module):
             torch.cat([self.level2(down2), down2, self.image_quarter(image)], dim=1)
         )
         down3 = self.level3_down(level2)  # (N, 128, h/8, w/8)
-        level3 = self.level3_post(torch.cat([down3, self.level3(down3)], dim=1))  # (N, 256, h/8, w/8)
+        level3 = self.level3_post(
+            torch.cat([down3, self.level3(down3)], dim=1)
+        )  # (N, 256, h/8, w/8)
         return {"level1": level1, "level2": level2, "level3": level3}
 
 
@@ -191,7 +202,8 @@ class ESPNetC(nn.Module):
         self.output_stride: int = 8
         self.min_input_size: int = 8
         self.feature_channels: dict[str, int] = {
-            **self.encoder.channels, "backbone": self.encoder.channels["level3"],
+            **self.encoder.channels,
+            "backbone": self.encoder.channels["level3"],
             "head": self.encoder.channels["level3"],
         }
         _init_weights(self)
@@ -237,7 +249,9 @@ class ESPNet(nn.Module):
         self.output_stride: int = 1
         self.min_input_size: int = 8
         self.feature_channels: dict[str, int] = {
-            **channels, "backbone": channels["level3"], "head": channels["level3"],
+            **channels,
+            "backbone": channels["level3"],
+            "head": channels["level3"],
             "decoder": num_classes,
         }
         _init_weights(self)
@@ -252,7 +266,10 @@ class ESPNet(nn.Module):
         up2 = _crop_to(self.up_level2(merged2), levels["level1"])  # (N, K, h/2, w/2)
         decoder = self.merge_level1(torch.cat([up2, levels["level1"]], dim=1))  # (N, K, h/2, w/2)
         logits = _crop_to(self.classifier(decoder), image)  # (N, K, H, W)
-        features = {**levels, "backbone": levels["level3"], "head": levels["level3"],
-                    "decoder": decoder}
+        features = {
+            **levels,
+            "backbone": levels["level3"],
+            "head": levels["level3"],
+            "decoder": decoder,
+        }
         return SegmentationOutput(logits=logits, aux_logits=None, features=features)
-

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LogitsOnly", "export_onnx", "check_onnx", "MIN_OPSET"]
+__all__ = ["MIN_OPSET", "LogitsOnly", "check_onnx", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,14 @@ class LogitsOnly(nn.Module):
         return self.model(image).logits
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tuple[int, int], *,
-                opset: int = MIN_OPSET, in_channels: int = 3) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    input_size: tuple[int, int],
+    *,
+    opset: int = MIN_OPSET,
+    in_channels: int = 3,
+) -> Path:
     """Export ``model``'s ``logits`` to an ONNX file (input ``image``, output ``logits``).
 
     The model is exported in eval mode (its mode is restored afterwards) on the CPU with a
@@ -57,12 +63,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tupl
         ValueError: bad ``input_size`` or ``opset``, or the model's own input checks.
     """
     if (
-        not isinstance(input_size, (tuple, list)) or len(input_size) != 2
+        not isinstance(input_size, (tuple, list))
+        or len(input_size) != 2
         or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_size)
     ):
         raise ValueError(f"input_size must be (H, W) with positive ints, got {input_size!r}")
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET} for the torch.export-based exporter, got {opset}")
+        raise ValueError(
+            f"opset must be >= {MIN_OPSET} for the torch.export-based exporter, got {opset}"
+        )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
@@ -72,9 +81,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tupl
     model.eval()
     try:
         program = torch.onnx.export(
-            LogitsOnly(model).eval(), (example,), dynamo=True, opset_version=opset,
-            input_names=["image"], output_names=["logits"],
-            dynamic_shapes={"image": {0: batch}}, verbose=False,
+            LogitsOnly(model).eval(),
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes={"image": {0: batch}},
+            verbose=False,
         )
         program.save(os.fspath(out))
     finally:
@@ -83,8 +97,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_size: tupl
     return out
 
 
-def check_onnx(model: nn.Module, path: str | os.PathLike[str], image: torch.Tensor, *,
-               atol: float = 1e-4, rtol: float = 1e-4) -> float:
+def check_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    image: torch.Tensor,
+    *,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+) -> float:
     """Run the ONNX file with onnxruntime and PyTorch (eval mode) on ``image``; compare logits.
 
     Tolerance: the largest absolute difference must not exceed ``atol + rtol * max|logits|``.
@@ -107,7 +127,9 @@ def check_onnx(model: nn.Module, path: str | os.PathLike[str], image: torch.Tens
         raise FileNotFoundError(f"ONNX file not found: {path}")
     session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    (onnx_logits,) = session.run(None, {input_name: image.detach().cpu().numpy().astype(np.float32)})
+    (onnx_logits,) = session.run(
+        None, {input_name: image.detach().cpu().numpy().astype(np.float32)}
+    )
     was_training = model.training
     model.eval()
     try:

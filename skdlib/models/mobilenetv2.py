@@ -22,9 +22,14 @@ import torch
 from torch import nn
 
 from skdlib.models.outputs import SegmentationOutput
-from skdlib.models.psp import PSPHead, init_head_weights, check_image
+from skdlib.models.psp import PSPHead, check_image, init_head_weights
 
-__all__ = ["InvertedResidual", "MobileNetV2Backbone", "MobileNetV2Plus", "MOBILENETV2PLUS_BOTTLENECK"]
+__all__ = [
+    "MOBILENETV2PLUS_BOTTLENECK",
+    "InvertedResidual",
+    "MobileNetV2Backbone",
+    "MobileNetV2Plus",
+]
 
 #: (expansion t, output channels c, repeats n, stride s) per stage, as in the MobileNetV2 paper.
 _INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -43,13 +48,28 @@ _TARGET_STRIDE = 8
 MOBILENETV2PLUS_BOTTLENECK = 192
 
 
-def _conv_bn_relu6(in_ch: int, out_ch: int, *, kernel_size: int = 3, stride: int = 1,
-                   dilation: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn_relu6(
+    in_ch: int,
+    out_ch: int,
+    *,
+    kernel_size: int = 3,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+) -> nn.Sequential:
     """Conv (no bias), BN, ReLU6: torchvision's ``Conv2dNormActivation`` layout (keys .0, .1)."""
     padding = (kernel_size - 1) // 2 * dilation
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                  groups=groups, bias=False),
+        nn.Conv2d(
+            in_ch,
+            out_ch,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=False,
+        ),
         nn.BatchNorm2d(out_ch),
         nn.ReLU6(inplace=True),
     )
@@ -58,7 +78,9 @@ def _conv_bn_relu6(in_ch: int, out_ch: int, *, kernel_size: int = 3, stride: int
 class InvertedResidual(nn.Module):
     """1x1 expand (skipped when t = 1), depth-wise 3x3, linear 1x1 projection, residual if shapes match."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, stride: int, expansion: int, dilation: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, *, stride: int, expansion: int, dilation: int = 1
+    ) -> None:
         super().__init__()
         hidden = in_ch * expansion
         layers: list[nn.Module] = []
@@ -97,8 +119,15 @@ class MobileNetV2Backbone(nn.Module):
                 stride = 1
             current_stride *= stride
             for index in range(repeats):
-                layers.append(InvertedResidual(in_ch, out_ch, stride=stride if index == 0 else 1,
-                                               expansion=expansion, dilation=dilation))
+                layers.append(
+                    InvertedResidual(
+                        in_ch,
+                        out_ch,
+                        stride=stride if index == 0 else 1,
+                        expansion=expansion,
+                        dilation=dilation,
+                    )
+                )
                 in_ch = out_ch
             if out_ch == 24:
                 taps[len(layers) - 1] = "stride4"
@@ -137,23 +166,33 @@ class MobileNetV2Plus(nn.Module):
     def __init__(self, num_classes: int, *, bottleneck: int = MOBILENETV2PLUS_BOTTLENECK) -> None:
         super().__init__()
         if num_classes < 1 or bottleneck < 1:
-            raise ValueError(f"num_classes and bottleneck must be positive, got {num_classes}, {bottleneck}")
+            raise ValueError(
+                f"num_classes and bottleneck must be positive, got {num_classes}, {bottleneck}"
+            )
         self.backbone = MobileNetV2Backbone()
-        self.head = PSPHead(_LAST_CHANNELS, num_classes, reduction=_LAST_CHANNELS // 4,
-                            bottleneck=bottleneck)
+        self.head = PSPHead(
+            _LAST_CHANNELS, num_classes, reduction=_LAST_CHANNELS // 4, bottleneck=bottleneck
+        )
         init_head_weights(self.head)
         self.num_classes = num_classes
         self.output_stride: int = _TARGET_STRIDE
         self.min_input_size: int = 8
         self.feature_channels: dict[str, int] = {
-            **self.backbone.channels, "backbone": _LAST_CHANNELS, "head": bottleneck,
+            **self.backbone.channels,
+            "backbone": _LAST_CHANNELS,
+            "head": bottleneck,
         }
 
     def forward(self, image: torch.Tensor) -> SegmentationOutput:
-        check_image(image, min_size=self.min_input_size, training=self.training,
-                    needs_batch_stats=True)
+        check_image(
+            image, min_size=self.min_input_size, training=self.training, needs_batch_stats=True
+        )
         stages = self.backbone(image)
         logits, head = self.head(stages["features"])  # (N, K, h, w), (N, bottleneck, h, w)
-        features = {"stride4": stages["stride4"], "stride8": stages["stride8"],
-                    "backbone": stages["features"], "head": head}
+        features = {
+            "stride4": stages["stride4"],
+            "stride8": stages["stride8"],
+            "backbone": stages["features"],
+            "head": head,
+        }
         return SegmentationOutput(logits=logits, aux_logits=None, features=features)

@@ -62,7 +62,7 @@ def _download(url: str, *, timeout: float) -> Path:
     logger.info("downloading %s to %s", url, target)
     tmp = tempfile.NamedTemporaryFile(dir=cache, prefix=f".{name}.", delete=False)
     try:
-        with tmp, urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with tmp, urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, tmp)
     except (urllib.error.URLError, OSError) as err:
         Path(tmp.name).unlink(missing_ok=True)
@@ -84,14 +84,20 @@ def _resolve(source: str | os.PathLike[str], *, timeout: float) -> Path:
     elif scheme == "" or len(scheme) == 1:  # plain path (a one-letter scheme: a drive)
         path = Path(text)
     else:
-        raise ValueError(f"source={text!r}: unsupported URL scheme {scheme!r} (use a path, file://, http(s)://)")
+        raise ValueError(
+            f"source={text!r}: unsupported URL scheme {scheme!r} (use a path, file://, http(s)://)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (source={text!r})")
     return path
 
 
-def read_state_dict(source: str | os.PathLike[str], *, map_location: str | torch.device = "cpu",
-                    timeout: float = _DEFAULT_TIMEOUT_S) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    source: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    timeout: float = _DEFAULT_TIMEOUT_S,
+) -> dict[str, torch.Tensor]:
     """Read a checkpoint (path, ``file://`` or ``http(s)://`` URL) into a flat state dict.
 
     Raises:
@@ -121,7 +127,7 @@ def read_state_dict(source: str | os.PathLike[str], *, map_location: str | torch
         )
     state = dict(obj)
     if state and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state):
-        state = {k[len(_DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+        state = {k[len(_DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
     return state
 
 
@@ -164,7 +170,8 @@ def load_pretrained(
     renamed = {prefix + k: v for k, v in checkpoint.items()}
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in renamed.items() if k in target and v.shape != target[k].shape
+        for k, v in renamed.items()
+        if k in target and v.shape != target[k].shape
     ]
     if mismatched:
         raise ValueError(
@@ -193,10 +200,18 @@ def load_pretrained(
         )
     model.load_state_dict(matched, strict=False)
     if report.missing_keys:
-        logger.warning("%d key(s) missing from %s: %s", len(report.missing_keys), report.source,
-                       report.missing_keys)
+        logger.warning(
+            "%d key(s) missing from %s: %s",
+            len(report.missing_keys),
+            report.source,
+            report.missing_keys,
+        )
     if report.unexpected_keys:
-        logger.info("%d unexpected key(s) in %s skipped: %s", len(report.unexpected_keys),
-                    report.source, report.unexpected_keys)
+        logger.info(
+            "%d unexpected key(s) in %s skipped: %s",
+            len(report.unexpected_keys),
+            report.source,
+            report.unexpected_keys,
+        )
     logger.info("loaded %d tensor(s) from %s", len(report.loaded), report.source)
     return report

@@ -23,14 +23,20 @@ from torch import nn
 
 from skdlib.models.outputs import SegmentationOutput
 
-__all__ = ["PyramidPooling", "PSPHead", "AuxHead", "PSPNet", "check_image", "init_head_weights"]
+__all__ = ["AuxHead", "PSPHead", "PSPNet", "PyramidPooling", "check_image", "init_head_weights"]
 
 PSP_BINS: tuple[int, ...] = (1, 2, 3, 6)
 HEAD_DROPOUT = 0.1
 
 
-def check_image(image: torch.Tensor, *, in_channels: int = 3, min_size: int = 8,
-                training: bool = False, needs_batch_stats: bool = False) -> None:
+def check_image(
+    image: torch.Tensor,
+    *,
+    in_channels: int = 3,
+    min_size: int = 8,
+    training: bool = False,
+    needs_batch_stats: bool = False,
+) -> None:
     """Raise a ``ValueError`` naming the shape when ``image`` cannot go through a network.
 
     Args:
@@ -105,8 +111,15 @@ class PyramidPooling(nn.Module):
 class PSPHead(nn.Module):
     """Pyramid pooling, 3x3 bottleneck (the ``"head"`` feature), dropout, 1x1 classifier."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, reduction: int, bottleneck: int,
-                 dropout: float = HEAD_DROPOUT) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        reduction: int,
+        bottleneck: int,
+        dropout: float = HEAD_DROPOUT,
+    ) -> None:
         super().__init__()
         self.pyramid = PyramidPooling(in_channels, reduction)
         self.bottleneck = _conv_bn_relu(self.pyramid.out_channels, bottleneck, 3)
@@ -123,8 +136,9 @@ class PSPHead(nn.Module):
 class AuxHead(nn.Module):
     """3x3 conv, BN, ReLU, dropout 0.1, 1x1 classifier (deep supervision on ``layer3``)."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, channels: int,
-                 dropout: float = HEAD_DROPOUT) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, *, channels: int, dropout: float = HEAD_DROPOUT
+    ) -> None:
         super().__init__()
         self.block = _conv_bn_relu(in_channels, channels, 3)
         self.dropout = nn.Dropout2d(dropout)
@@ -147,9 +161,17 @@ class PSPNet(nn.Module):
     module output after its 3x3 bottleneck).
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, *, head_input: str,
-                 reduction: int, bottleneck: int, aux_input: str | None = None,
-                 aux_channels: int = 256) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        head_input: str,
+        reduction: int,
+        bottleneck: int,
+        aux_input: str | None = None,
+        aux_channels: int = 256,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -161,25 +183,30 @@ class PSPNet(nn.Module):
         self.backbone = backbone
         self.head_input = head_input
         self.aux_input = aux_input
-        self.head = PSPHead(channels[head_input], num_classes, reduction=reduction,
-                            bottleneck=bottleneck)
+        self.head = PSPHead(
+            channels[head_input], num_classes, reduction=reduction, bottleneck=bottleneck
+        )
         self.aux_head = (
             AuxHead(channels[aux_input], num_classes, channels=aux_channels)
-            if aux_input is not None else None
+            if aux_input is not None
+            else None
         )
         self.num_classes = num_classes
         self.output_stride: int = 8
         self.min_input_size: int = 8
         self.feature_channels: dict[str, int] = {
-            **channels, "backbone": channels[head_input], "head": bottleneck,
+            **channels,
+            "backbone": channels[head_input],
+            "head": bottleneck,
         }
         for module in (self.head, self.aux_head):
             if module is not None:
                 init_head_weights(module)
 
     def forward(self, image: torch.Tensor) -> SegmentationOutput:
-        check_image(image, min_size=self.min_input_size, training=self.training,
-                    needs_batch_stats=True)
+        check_image(
+            image, min_size=self.min_input_size, training=self.training, needs_batch_stats=True
+        )
         stages: dict[str, torch.Tensor] = self.backbone(image)
         logits, head = self.head(stages[self.head_input])  # (N, K, h, w), (N, bottleneck, h, w)
         aux_logits = None
@@ -199,4 +226,3 @@ def init_head_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-

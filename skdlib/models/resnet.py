@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNetBackbone", "resnet_backbone", "RESNET_DEPTHS"]
+__all__ = ["RESNET_DEPTHS", "BasicBlock", "Bottleneck", "ResNetBackbone", "resnet_backbone"]
 
 #: blocks per stage and block type for each depth (He et al., 2016).
 RESNET_DEPTHS: dict[int, tuple[Literal["basic", "bottleneck"], tuple[int, int, int, int]]] = {
@@ -139,7 +139,9 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"layers must be four positive block counts, got {layers!r}")
         if not width > 0:
             raise ValueError(f"width must be positive, got {width!r}")
-        block_cls: type[BasicBlock] | type[Bottleneck] = BasicBlock if block == "basic" else Bottleneck
+        block_cls: type[BasicBlock] | type[Bottleneck] = (
+            BasicBlock if block == "basic" else Bottleneck
+        )
         stem = max(1, round(_STEM_CHANNELS * width))
         self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
@@ -157,8 +159,13 @@ class ResNetBackbone(nn.Module):
                 dilation = _DILATED_STAGES[index]
                 stride = 1
             stage, in_ch = self._make_stage(
-                block_cls, in_ch, planes, blocks, stride=stride,
-                dilation=dilation, first_dilation=previous_dilation,
+                block_cls,
+                in_ch,
+                planes,
+                blocks,
+                stride=stride,
+                dilation=dilation,
+                first_dilation=previous_dilation,
             )
             self.add_module(f"layer{index}", stage)
             channels[f"layer{index}"] = in_ch
@@ -186,8 +193,14 @@ class ResNetBackbone(nn.Module):
                 nn.BatchNorm2d(out_ch),
             )
         modules = [
-            block_cls(in_ch, planes, stride=stride, dilation=dilation,
-                      first_dilation=first_dilation, downsample=downsample)
+            block_cls(
+                in_ch,
+                planes,
+                stride=stride,
+                dilation=dilation,
+                first_dilation=first_dilation,
+                downsample=downsample,
+            )
         ]
         modules += [
             block_cls(out_ch, planes, dilation=dilation, first_dilation=dilation)

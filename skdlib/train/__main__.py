@@ -20,22 +20,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="YAML preset, e.g. configs/quick.yaml")
     parser.add_argument("--run-dir", required=True, help="run folder, e.g. runs/quick")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted override, repeatable (e.g. --set train.max_iters=100)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, repeatable (e.g. --set train.max_iters=100)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
-    parser.add_argument("--force", action="store_true", help="delete a previous run in --run-dir first")
+    parser.add_argument(
+        "--force", action="store_true", help="delete a previous run in --run-dir first"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     args = parser.parse_args(argv)
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other")
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
 
     from skdlib.train.config import load_config
     from skdlib.train.loop import train
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, args.run_dir, resume=args.resume, force=args.force, progress=not args.no_progress)
+    summary = train(
+        cfg, args.run_dir, resume=args.resume, force=args.force, progress=not args.no_progress
+    )
     if summary:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -70,7 +70,13 @@ __all__ = [
 ]
 
 ModelName = Literal[
-    "pspnet_resnet101", "pspnet_resnet50", "pspnet_resnet34", "pspnet_resnet18", "mobilenetv2plus", "espnet_c", "espnet"
+    "pspnet_resnet101",
+    "pspnet_resnet50",
+    "pspnet_resnet34",
+    "pspnet_resnet18",
+    "mobilenetv2plus",
+    "espnet_c",
+    "espnet",
 ]
 #: Architectures ``skdlib.models.build_model`` is expected to know (checked early, before building).
 KNOWN_MODELS: tuple[str, ...] = get_args(ModelName)
@@ -203,14 +209,20 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise ValueError(f"{path}: expected str, got {_describe(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: expected a list for {_type_name(tp)}, got {_describe(value)}")
+            raise ValueError(
+                f"{path}: expected a list for {_type_name(tp)}, got {_describe(value)}"
+            )
         if len(args) == 2 and args[1] is Ellipsis:
             item_types = [args[0]] * len(value)
         else:
             if len(value) != len(args):
-                raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}: {list(value)!r}")
+                raise ValueError(
+                    f"{path}: expected {len(args)} values, got {len(value)}: {list(value)!r}"
+                )
             item_types = list(args)
-        return tuple(_convert(t, v, f"{path}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+        return tuple(
+            _convert(t, v, f"{path}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))
+        )
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ValueError(f"{path}: expected a mapping, got {_describe(value)}")
@@ -291,15 +303,19 @@ class ModelConfig(_Section):
     _path: ClassVar[str] = "model"
 
     student: ModelName = _doc(
-        "pspnet_resnet18", "architecture being trained (the student; the teacher itself in a teacher run)"
+        "pspnet_resnet18",
+        "architecture being trained (the student; the teacher itself in a teacher run)",
     )
     student_options: dict[str, Any] = _doc({}, "keyword options for build_model, e.g. {width: 0.5}")
     teacher: ModelName | None = _doc(
-        "pspnet_resnet101", "fixed teacher architecture (paper: PSPNet, dilated ResNet-101); null = none"
+        "pspnet_resnet101",
+        "fixed teacher architecture (paper: PSPNet, dilated ResNet-101); null = none",
     )
     teacher_options: dict[str, Any] = _doc({}, "keyword options for building the teacher")
     teacher_checkpoint: str | None = _doc(None, "file with the trained teacher's weights")
-    student_pretrained: str | None = _doc(None, "ImageNet backbone weights file for the student; null = random init")
+    student_pretrained: str | None = _doc(
+        None, "ImageNet backbone weights file for the student; null = random init"
+    )
     num_classes: int | None = _doc(None, "number of classes; null = taken from the data set")
 
     def _validate(self) -> None:
@@ -324,11 +340,14 @@ class UnlabeledConfig(_Section):
     _path: ClassVar[str] = "data.unlabeled"
 
     name: str | None = _doc(
-        None, "data set name for build_dataset ('images' = a plain image folder); null = no unlabeled stream"
+        None,
+        "data set name for build_dataset ('images' = a plain image folder); null = no unlabeled stream",
     )
     root: str | None = _doc(None, "folder of the unlabeled data set")
     split: str = _doc("train", "split of the unlabeled data set")
-    batch_size: int = _doc(0, "unlabeled images per step (the ratio to data.batch_size); 0 = stream off")
+    batch_size: int = _doc(
+        0, "unlabeled images per step (the ratio to data.batch_size); 0 = stream off"
+    )
     options: dict[str, Any] = _doc({}, "extra keyword options for build_dataset")
 
     def _validate(self) -> None:
@@ -339,7 +358,9 @@ class UnlabeledConfig(_Section):
         if self.batch_size > 0 and self.name is None:
             self._fail("batch_size", "needs data.unlabeled.name (and root): which images to draw")
         if self.name is not None and not self.root:
-            self._fail("root", "must name the unlabeled data set's folder when data.unlabeled.name is set")
+            self._fail(
+                "root", "must name the unlabeled data set's folder when data.unlabeled.name is set"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -357,17 +378,25 @@ class DataConfig(_Section):
     root: str = _doc("data/embedded", "data set folder")
     train_split: str = _doc("train", "split used for training")
     val_split: str = _doc("val", "split used for evaluation")
-    crop_size: tuple[int, int] = _doc((512, 512), "random training crop (height, width); paper: 512x512")
-    scale_range: tuple[float, float] = _doc((0.5, 2.1), "random rescaling range (min, max); paper: 0.5-2.1")
+    crop_size: tuple[int, int] = _doc(
+        (512, 512), "random training crop (height, width); paper: 512x512"
+    )
+    scale_range: tuple[float, float] = _doc(
+        (0.5, 2.1), "random rescaling range (min, max); paper: 0.5-2.1"
+    )
     flip: bool = _doc(True, "random horizontal flip; paper: yes")
     batch_size: int = _doc(8, "images per training step; paper: 8")
-    num_workers: int | None = _doc(None, "loader worker processes; null = chosen from the CPU count")
+    num_workers: int | None = _doc(
+        None, "loader worker processes; null = chosen from the CPU count"
+    )
     options: dict[str, Any] = _doc({}, "extra keyword options for build_dataset")
     train_limit: int | None = _doc(
-        None, "train on the first N samples of train_split only (a labelled subset); null = all of them"
+        None,
+        "train on the first N samples of train_split only (a labelled subset); null = all of them",
     )
     unlabeled: UnlabeledConfig = field(
-        default_factory=UnlabeledConfig, metadata={"doc": "optional stream of unlabeled images (distillation only)"}
+        default_factory=UnlabeledConfig,
+        metadata={"doc": "optional stream of unlabeled images (distillation only)"},
     )
 
     def _validate(self) -> None:
@@ -375,8 +404,11 @@ class DataConfig(_Section):
         if not self.name:
             self._fail("name", "must not be empty")
         if self.name == "images":
-            self._fail("name", "'images' reads images without labels: it can feed the unlabeled stream "
-                               "(data.unlabeled.name), not the labelled training and validation data")
+            self._fail(
+                "name",
+                "'images' reads images without labels: it can feed the unlabeled stream "
+                "(data.unlabeled.name), not the labelled training and validation data",
+            )
         _check_crop(self, "crop_size")
         low, high = self.scale_range
         if not (0.0 < low <= high):
@@ -411,42 +443,74 @@ class DistillConfig(_Section):
     local_pairwise: bool = _doc(False, "variant: pair-wise similarity to the 8 neighbours only")
     # Weights.
     lambda_pi: float = _doc(10.0, "weight of the pixel-wise term; paper: lambda1 = 10")
-    lambda_pa: float = _doc(10.0, "weight of the pair-wise term; paper: lambda1 = 10 (authors' code: 0.5)")
-    lambda_ho: float = _doc(0.1, "weight of the holistic term for the student; paper: lambda2 = 0.1")
-    lambda_mimic: float = _doc(10.0, "MIMIC weight; project choice: the weight of the pair-wise term it replaces")
-    lambda_at: float = _doc(10.0, "attention-transfer weight; project choice: the pair-wise term's weight")
-    lambda_local: float = _doc(10.0, "local pair-wise weight; project choice: the pair-wise term's weight")
-    temperature: float = _doc(1.0, "softmax temperature of the pixel-wise term; paper: 1 (plain softmax)")
+    lambda_pa: float = _doc(
+        10.0, "weight of the pair-wise term; paper: lambda1 = 10 (authors' code: 0.5)"
+    )
+    lambda_ho: float = _doc(
+        0.1, "weight of the holistic term for the student; paper: lambda2 = 0.1"
+    )
+    lambda_mimic: float = _doc(
+        10.0, "MIMIC weight; project choice: the weight of the pair-wise term it replaces"
+    )
+    lambda_at: float = _doc(
+        10.0, "attention-transfer weight; project choice: the pair-wise term's weight"
+    )
+    lambda_local: float = _doc(
+        10.0, "local pair-wise weight; project choice: the pair-wise term's weight"
+    )
+    temperature: float = _doc(
+        1.0, "softmax temperature of the pixel-wise term; paper: 1 (plain softmax)"
+    )
     # Pair-wise graph.
     pair_feature: str = _doc(
-        "head", "feature map (model.features key) for pair-wise and its variants; authors' code: PSP output"
+        "head",
+        "feature map (model.features key) for pair-wise and its variants; authors' code: PSP output",
     )
-    node_size: int = _doc(2, "beta: node = beta x beta patch; extended paper's best 2 (CVPR text: 1)")
+    node_size: int = _doc(
+        2, "beta: node = beta x beta patch; extended paper's best 2 (CVPR text: 1)"
+    )
     pool: Literal["avg", "max"] = _doc("avg", "pooling of features into nodes; authors' code: max")
     node_fraction: float | None = _doc(
         None, "pool kernel as a fraction of the map side (needs node_size 1); authors' code: 0.5"
     )
-    detach_norm: bool = _doc(False, "stop the gradient through the feature norms of the cosine similarity")
+    detach_norm: bool = _doc(
+        False, "stop the gradient through the feature norms of the cosine similarity"
+    )
     # Holistic term: discriminator (embedding network) and its training.
-    gan_kind: Literal["wgan", "hinge"] = _doc("wgan", "adversarial loss: WGAN-GP (paper, master) or hinge (cvpr_19)")
+    gan_kind: Literal["wgan", "hinge"] = _doc(
+        "wgan", "adversarial loss: WGAN-GP (paper, master) or hinge (cvpr_19)"
+    )
     gp_weight: float = _doc(10.0, "gradient-penalty weight (WGAN-GP); authors' code: 10")
     disc_widths: tuple[int, int, int, int] = _doc(
         (64, 128, 256, 512), "channels of D's four strided convs; authors' code: 64-128-256-512"
     )
     disc_use_image: bool = _doc(True, "condition D on the RGB image (paper; authors' master: no)")
-    disc_input: Literal["softmax", "logits"] = _doc("softmax", "map fed to D (paper: softmax; master: logits)")
+    disc_input: Literal["softmax", "logits"] = _doc(
+        "softmax", "map fed to D (paper: softmax; master: logits)"
+    )
     disc_input_batchnorm: bool = _doc(False, "batch-norm on D's input (authors' master: yes)")
     disc_lr: float = _doc(4e-4, "discriminator learning rate; authors' code: 4e-4")
-    disc_optimizer: Literal["sgd", "adam"] = _doc("sgd", "discriminator optimiser; authors' code: SGD")
+    disc_optimizer: Literal["sgd", "adam"] = _doc(
+        "sgd", "discriminator optimiser; authors' code: SGD"
+    )
     disc_momentum: float = _doc(0.9, "SGD momentum of the discriminator")
-    disc_betas: tuple[float, float] = _doc((0.9, 0.99), "Adam betas of the discriminator (disc_optimizer: adam)")
+    disc_betas: tuple[float, float] = _doc(
+        (0.9, 0.99), "Adam betas of the discriminator (disc_optimizer: adam)"
+    )
     disc_loss_scale: float = _doc(1.0, "factor on D's own loss (authors' code: lambda2 = 0.1)")
 
     @property
     def enabled(self) -> bool:
         """True when any distillation term is on (a teacher is needed)."""
         return any(
-            (self.pixelwise, self.pairwise, self.holistic, self.mimic, self.attention, self.local_pairwise)
+            (
+                self.pixelwise,
+                self.pairwise,
+                self.holistic,
+                self.mimic,
+                self.attention,
+                self.local_pairwise,
+            )
         )
 
     @property
@@ -456,7 +520,14 @@ class DistillConfig(_Section):
 
     def _validate(self) -> None:
         super()._validate()
-        for name in ("lambda_pi", "lambda_pa", "lambda_ho", "lambda_mimic", "lambda_at", "lambda_local"):
+        for name in (
+            "lambda_pi",
+            "lambda_pa",
+            "lambda_ho",
+            "lambda_mimic",
+            "lambda_at",
+            "lambda_local",
+        ):
             self._at_least(name, 0.0)
         self._positive("temperature")
         if not self.pair_feature:
@@ -523,7 +594,9 @@ class EvalConfig(_Section):
 
     _path: ClassVar[str] = "eval"
 
-    mode: Literal["whole", "sliding"] = _doc("whole", "whole image (authors' code) or sliding window")
+    mode: Literal["whole", "sliding"] = _doc(
+        "whole", "whole image (authors' code) or sliding window"
+    )
     flip: bool = _doc(False, "average with the flipped image; authors' code: no")
     crop_size: tuple[int, int] | None = _doc(None, "sliding-window size; null = data.crop_size")
     stride_rate: float = _doc(2 / 3, "sliding-window stride as a fraction of the window")
@@ -542,11 +615,15 @@ class ExperimentConfig(_Section):
 
     _path: ClassVar[str] = ""
 
-    name: str = _doc("unnamed", "experiment name, also the run folder name (e.g. r18_pi_pa_ho_paper)")
+    name: str = _doc(
+        "unnamed", "experiment name, also the run folder name (e.g. r18_pi_pa_ho_paper)"
+    )
     description: str = _doc("", "one sentence saying what the experiment is")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "networks"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "data and augmentation"})
-    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"doc": "distillation terms"})
+    distill: DistillConfig = field(
+        default_factory=DistillConfig, metadata={"doc": "distillation terms"}
+    )
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"doc": "optimisation"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"doc": "validation inference"})
 
@@ -569,7 +646,9 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
     if not isinstance(data, Mapping):
         raise ValueError(f"config: expected a mapping, got {_describe(data)}")
     if "base" in data:
-        raise ValueError("base: only load_config understands 'base' (a preset file to inherit from)")
+        raise ValueError(
+            "base: only load_config understands 'base' (a preset file to inherit from)"
+        )
     return _build(ExperimentConfig, data)
 
 
@@ -598,7 +677,9 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 def config_hash(config: ExperimentConfig) -> str:
     """Stable 16-hex-digit hash of the canonical dict (independent of key order and of YAML layout)."""
-    canonical = json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    canonical = json.dumps(
+        config_to_dict(config), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
@@ -631,7 +712,9 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, text: str) -
 
 def _apply_raw_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     if isinstance(overrides, str):
-        raise ValueError(f"overrides must be a sequence of 'key=value' strings, got the string {overrides!r}")
+        raise ValueError(
+            f"overrides must be a sequence of 'key=value' strings, got the string {overrides!r}"
+        )
     result = copy.deepcopy(data)
     for text in overrides:
         parts, value = _parse_override(text)
@@ -693,18 +776,24 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
 # --------------------------------------------------------------------------------------------------
 # Checks that need built networks
 # --------------------------------------------------------------------------------------------------
-def validate_with_model(config: ExperimentConfig, model: Any, *, teacher: Any | None = None) -> None:
+def validate_with_model(
+    config: ExperimentConfig, model: Any, *, teacher: Any | None = None
+) -> None:
     """Check the config against built networks (objects exposing ``feature_channels: dict[str, int]``).
 
     Raises ``ValueError`` when a term that reads ``distill.pair_feature`` is on and the student (or the
     teacher, when given) has no such feature, or when ``model.num_classes`` disagrees with a model's
     ``num_classes`` attribute (checked only where the model has one).
     """
-    networks = [("model.student", model)] + ([("model.teacher", teacher)] if teacher is not None else [])
+    networks = [("model.student", model)] + (
+        [("model.teacher", teacher)] if teacher is not None else []
+    )
     for role, network in networks:
         channels = getattr(network, "feature_channels", None)
         if not isinstance(channels, Mapping):
-            raise ValueError(f"{role}: the model has no feature_channels mapping ({type(network).__name__})")
+            raise ValueError(
+                f"{role}: the model has no feature_channels mapping ({type(network).__name__})"
+            )
         if config.distill.uses_pair_feature and config.distill.pair_feature not in channels:
             raise ValueError(
                 f"distill.pair_feature: {config.distill.pair_feature!r} is not a feature of {role} "
@@ -713,7 +802,9 @@ def validate_with_model(config: ExperimentConfig, model: Any, *, teacher: Any | 
         built_classes = getattr(network, "num_classes", None)
         wanted = config.model.num_classes
         if wanted is not None and isinstance(built_classes, int) and built_classes != wanted:
-            raise ValueError(f"model.num_classes: config says {wanted}, {role} was built with {built_classes}")
+            raise ValueError(
+                f"model.num_classes: config says {wanted}, {role} was built with {built_classes}"
+            )
 
 
 def describe_fields(section: type | None = None) -> list[tuple[str, str, Any, str]]:

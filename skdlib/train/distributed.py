@@ -102,7 +102,9 @@ class AllReduceOptimizer:
     Everything else (``zero_grad``, ``param_groups``, ``state_dict``, ...) is the wrapped optimiser's.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]
+    ) -> None:
         self.optimizer = optimizer
         self.params = list(params)
 
@@ -136,7 +138,12 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
     process_group: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
@@ -146,21 +153,31 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         group = self.process_group or dist.group.WORLD
         # Two passes (mean, then centred squares): E[x^2] - E[x]^2 loses the variance of nearly
         # constant channels (e.g. the 1x1 pyramid bin) to float32 cancellation.
-        first = torch.cat([
-            x.sum(dim=(0, 2, 3)),  # (N, C, H, W) -> (C,)
-            x.new_tensor([x.numel() / channels]),  # (1,) pixels per channel here
-        ])  # (C + 1,)
+        first = torch.cat(
+            [
+                x.sum(dim=(0, 2, 3)),  # (N, C, H, W) -> (C,)
+                x.new_tensor([x.numel() / channels]),  # (1,) pixels per channel here
+            ]
+        )  # (C + 1,)
         first = all_reduce(first, group=group)  # (C + 1,) summed over processes, differentiable
         count = first[-1]
         mean = first[:channels] / count  # (C,)
         centred = x - mean.view(1, -1, 1, 1)  # (C,) -> (1, C, 1, 1)
-        square_sum = all_reduce((centred * centred).sum(dim=(0, 2, 3)), group=group)  # (N, C, H, W) -> (C,)
+        square_sum = all_reduce(
+            (centred * centred).sum(dim=(0, 2, 3)), group=group
+        )  # (N, C, H, W) -> (C,)
         var = square_sum / count  # (C,) biased
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = (
-                    1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
                 )
                 unbiased = var * (count / (count - 1).clamp_min(1.0))
                 self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
@@ -168,7 +185,9 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         scale = torch.rsqrt(var + self.eps)  # (C,)
         y = centred * scale.view(1, -1, 1, 1)  # (C,) -> (1, C, 1, 1)
         if self.affine:
-            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)  # (C,) -> (1, C, 1, 1)
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(
+                1, -1, 1, 1
+            )  # (C,) -> (1, C, 1, 1)
         return y
 
 
@@ -176,14 +195,19 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
     """Synchronised BatchNorm for a DDP student: ``nn.SyncBatchNorm`` on CUDA, :class:`CpuSyncBatchNorm` otherwise."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    group = dist.new_group(backend="gloo") if dist.is_available() and dist.is_initialized() else None
+    group = (
+        dist.new_group(backend="gloo") if dist.is_available() and dist.is_initialized() else None
+    )
     return _to_cpu_sync(module, group)
 
 
 def _to_cpu_sync(module: nn.Module, group: Any) -> nn.Module:
     if type(module) is nn.BatchNorm2d:
         sync = CpuSyncBatchNorm(
-            module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine,
+            module.num_features,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
             track_running_stats=module.track_running_stats,
         )
         # The same Parameter and buffer objects: an optimiser built before the conversion keeps working.

@@ -70,8 +70,8 @@ __all__ = [
     "RunFolderError",
     "batch_indices",
     "build_dataset_for",
-    "build_unlabeled_dataset",
     "build_models",
+    "build_unlabeled_dataset",
     "derive_seed",
     "poly_lr",
     "resolve_device",
@@ -102,7 +102,9 @@ class NonFiniteLossError(RuntimeError):
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from any tuple of ints/strings (stable across processes and Python versions)."""
     text = "/".join(str(part) for part in parts)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & ((1 << 63) - 1)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & (
+        (1 << 63) - 1
+    )
 
 
 def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float) -> float:
@@ -133,19 +135,30 @@ def _positions(iteration: int, batch_size: int, world_size: int, rank: int) -> l
 
 
 def batch_indices(
-    iteration: int, *, num_items: int, batch_size: int, seed: int, world_size: int = 1, rank: int = 0
+    iteration: int,
+    *,
+    num_items: int,
+    batch_size: int,
+    seed: int,
+    world_size: int = 1,
+    rank: int = 0,
 ) -> list[int]:
     """Data-set indices of process ``rank``'s batch at ``iteration`` (see the module docstring)."""
     if num_items < 1:
         raise ValueError(f"num_items must be >= 1, got {num_items}")
     order = _EpochOrder(num_items, seed)
-    return [int(order(p // num_items)[p % num_items]) for p in _positions(iteration, batch_size, world_size, rank)]
+    return [
+        int(order(p // num_items)[p % num_items])
+        for p in _positions(iteration, batch_size, world_size, rank)
+    ]
 
 
 class _BatchSampler:
     """Yields the index lists of iterations ``start .. stop - 1`` for one process (a DataLoader batch_sampler)."""
 
-    def __init__(self, num_items: int, *, start: int, stop: int, batch_size: int, seed: int, info: DistInfo) -> None:
+    def __init__(
+        self, num_items: int, *, start: int, stop: int, batch_size: int, seed: int, info: DistInfo
+    ) -> None:
         self.num_items, self.start, self.stop = num_items, start, stop
         self.batch_size, self.info = batch_size, info
         self.order = _EpochOrder(num_items, seed)
@@ -196,8 +209,10 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
     if limit is None or split != cfg.data.train_split:
         return dataset
     if limit > len(dataset):
-        raise DataError(f"data.train_limit={limit}, but the {split!r} split of {cfg.data.root} has only "
-                        f"{len(dataset)} samples")
+        raise DataError(
+            f"data.train_limit={limit}, but the {split!r} split of {cfg.data.root} has only "
+            f"{len(dataset)} samples"
+        )
     return dataset.first(limit)
 
 
@@ -212,7 +227,9 @@ class _WithoutLabels(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.dataset[index])
-        item["label"] = torch.full_like(item["label"], self.ignore_index)  # (H, W), nothing labelled
+        item["label"] = torch.full_like(
+            item["label"], self.ignore_index
+        )  # (H, W), nothing labelled
         item["labelled"] = False
         return item
 
@@ -281,7 +298,9 @@ def build_models(
     student = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
     if cfg.model.student_pretrained is not None:
         report = load_pretrained(student, cfg.model.student_pretrained, prefix="backbone.")
-        logger.info("student backbone initialised from %s: %s", cfg.model.student_pretrained, report)
+        logger.info(
+            "student backbone initialised from %s: %s", cfg.model.student_pretrained, report
+        )
     validate_with_model(cfg, student, teacher=teacher)
     critic = None
     if needs_critic(d):
@@ -293,7 +312,10 @@ def build_models(
                 f"(crops of at least {_CRITIC_MIN_MAP * _OUTPUT_STRIDE} pixels a side) or distill.holistic=false"
             )
         critic = Discriminator(
-            num_classes, widths=tuple(d.disc_widths), use_image=d.disc_use_image, input=d.disc_input,
+            num_classes,
+            widths=tuple(d.disc_widths),
+            use_image=d.disc_use_image,
+            input=d.disc_input,
             input_batchnorm=d.disc_input_batchnorm,
         )
     adapter = None
@@ -370,10 +392,14 @@ def _prepare_folder(folder: RunFolder, cfg: ExperimentConfig, *, resume: bool, f
 # --------------------------------------------------------------------------------------------------
 # Numerics per device
 # --------------------------------------------------------------------------------------------------
-def _amp(cfg: ExperimentConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+def _amp(
+    cfg: ExperimentConfig, device: torch.device
+) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     if device.type != "cuda" or cfg.train.amp == "none":
         if cfg.train.amp != "none":
-            logger.info("train.amp=%s applies on CUDA only; running float32 on %s", cfg.train.amp, device)
+            logger.info(
+                "train.amp=%s applies on CUDA only; running float32 on %s", cfg.train.amp, device
+            )
         return None, None
     if cfg.train.amp == "bf16":
         return torch.bfloat16, None
@@ -393,14 +419,18 @@ class _Logger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.warning("train.tensorboard: the tensorboard package is not installed; skipping it")
+                logger.warning(
+                    "train.tensorboard: the tensorboard package is not installed; skipping it"
+                )
             else:
                 self.writer = SummaryWriter(str(folder.tensorboard))
 
     def record(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.folder.append_metrics({k: _json_float(v) if isinstance(v, float) else v for k, v in record.items()})
+        self.folder.append_metrics(
+            {k: _json_float(v) if isinstance(v, float) else v for k, v in record.items()}
+        )
         if self.writer is not None:
             prefix = "val/" if record.get("split") == "val" else "train/"
             for key, value in record.items():
@@ -419,8 +449,14 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def train(cfg: ExperimentConfig, run_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to ``summary.json``).
 
     Args:
@@ -446,13 +482,29 @@ def train(cfg: ExperimentConfig, run_dir: str | os.PathLike[str], *, resume: boo
         device = torch.device("cuda", info.local_rank)
     created = init_distributed(info, device)
     try:
-        return _train(cfg, RunFolder(Path(run_dir)), info, device, resume=resume, force=force, progress=progress)
+        return _train(
+            cfg,
+            RunFolder(Path(run_dir)),
+            info,
+            device,
+            resume=resume,
+            force=force,
+            progress=progress,
+        )
     finally:
         cleanup(created)
 
 
-def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: torch.device, *, resume: bool,
-           force: bool, progress: bool) -> dict[str, Any]:
+def _train(
+    cfg: ExperimentConfig,
+    folder: RunFolder,
+    info: DistInfo,
+    device: torch.device,
+    *,
+    resume: bool,
+    force: bool,
+    progress: bool,
+) -> dict[str, Any]:
     from skdlib.data.transforms import TrainAugment
     from skdlib.evaluate import evaluate
     from skdlib.models import complexity
@@ -484,7 +536,11 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
     cost = complexity(student, tuple(cfg.data.crop_size)) if main else None
 
     autocast_dtype, scaler = _amp(cfg, device)
-    memory_format = torch.channels_last if (device.type == "cuda" and t_cfg.channels_last) else torch.preserve_format
+    memory_format = (
+        torch.channels_last
+        if (device.type == "cuda" and t_cfg.channels_last)
+        else torch.preserve_format
+    )
     student.to(device=device, memory_format=memory_format)
     if teacher is not None:
         teacher.to(device=device, memory_format=memory_format)
@@ -493,7 +549,9 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
     if adapter is not None:
         adapter.to(device)
 
-    student_params = list(student.parameters()) + (list(adapter.parameters()) if adapter is not None else [])
+    student_params = list(student.parameters()) + (
+        list(adapter.parameters()) if adapter is not None else []
+    )
     optimizer: Any = torch.optim.SGD(
         student_params, lr=t_cfg.lr, momentum=t_cfg.momentum, weight_decay=t_cfg.weight_decay
     )
@@ -523,8 +581,12 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
         streak = int(state.get("nonfinite_streak", 0))
         if main:
             dropped = folder.truncate_metrics(start)
-            logger.info("resumed from %s at iteration %d (%d later metric records dropped)", folder.last, start,
-                        dropped)
+            logger.info(
+                "resumed from %s at iteration %d (%d later metric records dropped)",
+                folder.last,
+                start,
+                dropped,
+            )
 
     core_student = student
     if info.enabled:
@@ -548,76 +610,131 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
 
     critic_generator = torch.Generator(device=device) if critic is not None else None
     ctx = StepContext(
-        distill=d_cfg, aux_weight=t_cfg.aux_weight, ignore_index=getattr(train_set, "ignore_index", _IGNORE_INDEX),
-        autocast_dtype=autocast_dtype, grad_scaler=scaler, critic_generator=critic_generator,
+        distill=d_cfg,
+        aux_weight=t_cfg.aux_weight,
+        ignore_index=getattr(train_set, "ignore_index", _IGNORE_INDEX),
+        autocast_dtype=autocast_dtype,
+        grad_scaler=scaler,
+        critic_generator=critic_generator,
     )
     augment = TrainAugment(cfg.data.crop_size, scale_range=cfg.data.scale_range, flip=cfg.data.flip)
     workers = cfg.data.num_workers
     if workers is None:
         workers = min(4, max(0, (os.cpu_count() or 1) // max(1, info.world_size) - 1))
-    sampler = _BatchSampler(len(train_set), start=start, stop=t_cfg.max_iters, batch_size=cfg.data.batch_size,
-                            seed=t_cfg.seed, info=info)
+    sampler = _BatchSampler(
+        len(train_set),
+        start=start,
+        stop=t_cfg.max_iters,
+        batch_size=cfg.data.batch_size,
+        seed=t_cfg.seed,
+        info=info,
+    )
     loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        train_set,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
 
     unlabeled_loader: Any = itertools.repeat(None)
     unlabeled_size = cfg.data.unlabeled.batch_size
     if unlabeled_set is not None:
         # Its own sample order (seed stream "unlabeled"), a function of the iteration like the labelled one.
-        unlabeled_sampler = _BatchSampler(len(unlabeled_set), start=start, stop=t_cfg.max_iters,
-                                          batch_size=unlabeled_size, seed=derive_seed(t_cfg.seed, "unlabeled"),
-                                          info=info)
-        unlabeled_loader = torch.utils.data.DataLoader(
-            unlabeled_set, batch_sampler=unlabeled_sampler, num_workers=workers, collate_fn=_collate,
-            pin_memory=device.type == "cuda", persistent_workers=False,
+        unlabeled_sampler = _BatchSampler(
+            len(unlabeled_set),
+            start=start,
+            stop=t_cfg.max_iters,
+            batch_size=unlabeled_size,
+            seed=derive_seed(t_cfg.seed, "unlabeled"),
+            info=info,
         )
-        logger.info("unlabeled stream: %d images from %s (%s), %d per step beside %d labelled",
-                    len(unlabeled_set), cfg.data.unlabeled.root, cfg.data.unlabeled.name, unlabeled_size,
-                    cfg.data.batch_size)
+        unlabeled_loader = torch.utils.data.DataLoader(
+            unlabeled_set,
+            batch_sampler=unlabeled_sampler,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        logger.info(
+            "unlabeled stream: %d images from %s (%s), %d per step beside %d labelled",
+            len(unlabeled_set),
+            cfg.data.unlabeled.root,
+            cfg.data.unlabeled.name,
+            unlabeled_size,
+            cfg.data.batch_size,
+        )
 
     def evaluate_now() -> dict[str, Any]:
         return evaluate(
-            core_student, val_set, num_classes=num_classes, device=device, mode=cfg.eval.mode, flip=cfg.eval.flip,
-            crop_size=tuple(cfg.eval.crop_size or cfg.data.crop_size), stride_rate=cfg.eval.stride_rate,
-            rank=info.rank, world_size=info.world_size,
+            core_student,
+            val_set,
+            num_classes=num_classes,
+            device=device,
+            mode=cfg.eval.mode,
+            flip=cfg.eval.flip,
+            crop_size=tuple(cfg.eval.crop_size or cfg.data.crop_size),
+            stride_rate=cfg.eval.stride_rate,
+            rank=info.rank,
+            world_size=info.world_size,
         )
 
     def checkpoint(iteration: int) -> None:
         if not main:
             return
-        save_checkpoint(folder.last, {
-            "format": CHECKPOINT_FORMAT,
-            "iteration": iteration,
-            "config_hash": config_hash(cfg),
-            "student": core_student.state_dict(),
-            "critic": critic.state_dict() if critic is not None else None,
-            "adapter": adapter.state_dict() if adapter is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "critic_optimizer": critic_optimizer.state_dict() if critic_optimizer is not None else None,
-            "scheduler": {"kind": "poly", "power": t_cfg.poly_power, "max_iters": t_cfg.max_iters,
-                          "base_lr": t_cfg.lr, "disc_base_lr": d_cfg.disc_lr, "iteration": iteration},
-            "grad_scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": _rng_state(),
-            "elapsed_s": elapsed_before + (time.perf_counter() - t0),
-            "nonfinite_streak": streak,
-        })
+        save_checkpoint(
+            folder.last,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "iteration": iteration,
+                "config_hash": config_hash(cfg),
+                "student": core_student.state_dict(),
+                "critic": critic.state_dict() if critic is not None else None,
+                "adapter": adapter.state_dict() if adapter is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "critic_optimizer": critic_optimizer.state_dict()
+                if critic_optimizer is not None
+                else None,
+                "scheduler": {
+                    "kind": "poly",
+                    "power": t_cfg.poly_power,
+                    "max_iters": t_cfg.max_iters,
+                    "base_lr": t_cfg.lr,
+                    "disc_base_lr": d_cfg.disc_lr,
+                    "iteration": iteration,
+                },
+                "grad_scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": _rng_state(),
+                "elapsed_s": elapsed_before + (time.perf_counter() - t0),
+                "nonfinite_streak": streak,
+            },
+        )
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=t_cfg.max_iters, initial=start, desc=cfg.name, dynamic_ncols=True,
-               disable=not (progress and main and sys.stderr.isatty()))
+    bar = tqdm(
+        total=t_cfg.max_iters,
+        initial=start,
+        desc=cfg.name,
+        dynamic_ncols=True,
+        disable=not (progress and main and sys.stderr.isatty()),
+    )
     student.train()
     if critic is not None:
         critic.train()
     t0 = time.perf_counter()
     last_logged = time.perf_counter()
     try:
-        for iteration, batch, unlabeled_batch in zip(range(start, t_cfg.max_iters), loader, unlabeled_loader):
+        for iteration, batch, unlabeled_batch in zip(
+            range(start, t_cfg.max_iters), loader, unlabeled_loader
+        ):
             torch.manual_seed(derive_seed(t_cfg.seed, "torch", iteration, info.rank))
             if critic_generator is not None:
-                critic_generator.manual_seed(derive_seed(t_cfg.seed, "critic", iteration, info.rank))
+                critic_generator.manual_seed(
+                    derive_seed(t_cfg.seed, "critic", iteration, info.rank)
+                )
             image = batch["image"].to(device, non_blocking=True)
             label = batch["label"].to(device, non_blocking=True)
             positions = _positions(iteration, cfg.data.batch_size, info.world_size, info.rank)
@@ -625,15 +742,23 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
             for p in positions:
                 generator = torch.Generator().manual_seed(derive_seed(t_cfg.seed, "augment", p))
                 params.extend(augment.sample_params(1, image.shape[2], image.shape[3], generator))
-            image, label = augment.apply(image, label, params)  # (B, 3, h, w), (B, h, w) at the crop size
+            image, label = augment.apply(
+                image, label, params
+            )  # (B, 3, h, w), (B, h, w) at the crop size
             if unlabeled_batch is not None:
                 u_image = unlabeled_batch["image"].to(device, non_blocking=True)
                 u_label = unlabeled_batch["label"].to(device, non_blocking=True)  # all ignore
                 u_params = []
                 for p in _positions(iteration, unlabeled_size, info.world_size, info.rank):
-                    generator = torch.Generator().manual_seed(derive_seed(t_cfg.seed, "augment-unlabeled", p))
-                    u_params.extend(augment.sample_params(1, u_image.shape[2], u_image.shape[3], generator))
-                u_image, _ = augment.apply(u_image, u_label, u_params)  # (M, 3, h, w) at the crop size
+                    generator = torch.Generator().manual_seed(
+                        derive_seed(t_cfg.seed, "augment-unlabeled", p)
+                    )
+                    u_params.extend(
+                        augment.sample_params(1, u_image.shape[2], u_image.shape[3], generator)
+                    )
+                u_image, _ = augment.apply(
+                    u_image, u_label, u_params
+                )  # (M, 3, h, w) at the crop size
                 # (B, 3, h, w) + (M, 3, h, w) -> (B + M, 3, h, w); labels of the M rows all ignore
                 image, label = with_unlabeled(image, label, u_image, ignore_index=ctx.ignore_index)
             if memory_format is torch.channels_last:
@@ -641,18 +766,41 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
             lr = poly_lr(t_cfg.lr, iteration, t_cfg.max_iters, t_cfg.poly_power)
             _set_lr(optimizer, lr)
             if critic_optimizer is not None:
-                _set_lr(critic_optimizer, poly_lr(d_cfg.disc_lr, iteration, t_cfg.max_iters, t_cfg.poly_power))
-            terms = distill_step(student=student, teacher=teacher, optimizer=optimizer, image=image, label=label,
-                                 ctx=ctx, critic=critic, critic_optimizer=critic_optimizer, adapter=adapter)
+                _set_lr(
+                    critic_optimizer,
+                    poly_lr(d_cfg.disc_lr, iteration, t_cfg.max_iters, t_cfg.poly_power),
+                )
+            terms = distill_step(
+                student=student,
+                teacher=teacher,
+                optimizer=optimizer,
+                image=image,
+                label=label,
+                ctx=ctx,
+                critic=critic,
+                critic_optimizer=critic_optimizer,
+                adapter=adapter,
+            )
             done = iteration + 1
             skipped = terms.get("skipped_student", 0.0) > 0 or terms.get("skipped_critic", 0.0) > 0
             if skipped:
                 streak += 1
                 bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
-                logger.warning("iteration %d: non-finite loss (terms %s), step skipped (%d in a row)", done, bad,
-                               streak)
-                log.record({"iter": done, "lr": lr, **terms, "nonfinite": bad,
-                            "time": time.perf_counter() - t0 + elapsed_before})
+                logger.warning(
+                    "iteration %d: non-finite loss (terms %s), step skipped (%d in a row)",
+                    done,
+                    bad,
+                    streak,
+                )
+                log.record(
+                    {
+                        "iter": done,
+                        "lr": lr,
+                        **terms,
+                        "nonfinite": bad,
+                        "time": time.perf_counter() - t0 + elapsed_before,
+                    }
+                )
                 if streak >= t_cfg.max_nonfinite:
                     raise NonFiniteLossError(
                         f"iteration {done}: {streak} consecutive non-finite losses (train.max_nonfinite="
@@ -663,22 +811,51 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
             bar.update(1)
             if done % t_cfg.log_every == 0 and not skipped:
                 now = time.perf_counter()
-                record = {"iter": done, "lr": lr, **terms, "time": now - t0 + elapsed_before,
-                          "sec_per_iter": (now - last_logged) / t_cfg.log_every}
+                record = {
+                    "iter": done,
+                    "lr": lr,
+                    **terms,
+                    "time": now - t0 + elapsed_before,
+                    "sec_per_iter": (now - last_logged) / t_cfg.log_every,
+                }
                 last_logged = now
                 log.record(record)
                 if main:
-                    logger.info("iter %d/%d lr %.3g %s", done, t_cfg.max_iters, lr,
-                                " ".join(f"{k} {v:.4g}" for k, v in terms.items() if not k.startswith("skipped")))
-                bar.set_postfix({k: f"{terms[k]:.3g}" for k in ("total", "pixel", "pair", "gen") if k in terms})
+                    logger.info(
+                        "iter %d/%d lr %.3g %s",
+                        done,
+                        t_cfg.max_iters,
+                        lr,
+                        " ".join(
+                            f"{k} {v:.4g}" for k, v in terms.items() if not k.startswith("skipped")
+                        ),
+                    )
+                bar.set_postfix(
+                    {k: f"{terms[k]:.3g}" for k in ("total", "pixel", "pair", "gen") if k in terms}
+                )
             if t_cfg.eval_every and done % t_cfg.eval_every == 0 and done < t_cfg.max_iters:
                 scores = evaluate_now()
-                log.record({"iter": done, "split": "val", "miou": _json_float(scores["miou"]),
-                            "pixel_acc": _json_float(scores["pixel_acc"])})
+                log.record(
+                    {
+                        "iter": done,
+                        "split": "val",
+                        "miou": _json_float(scores["miou"]),
+                        "pixel_acc": _json_float(scores["pixel_acc"]),
+                    }
+                )
                 if main:
-                    logger.info("iter %d val miou %.4f pixel_acc %.4f", done, scores["miou"], scores["pixel_acc"])
-            if (t_cfg.checkpoint_every and done % t_cfg.checkpoint_every == 0 and done < t_cfg.max_iters
-                    and not skipped):
+                    logger.info(
+                        "iter %d val miou %.4f pixel_acc %.4f",
+                        done,
+                        scores["miou"],
+                        scores["pixel_acc"],
+                    )
+            if (
+                t_cfg.checkpoint_every
+                and done % t_cfg.checkpoint_every == 0
+                and done < t_cfg.max_iters
+                and not skipped
+            ):
                 checkpoint(done)
     finally:
         bar.close()
@@ -687,8 +864,14 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
     checkpoint(t_cfg.max_iters)
     scores = evaluate_now()
     wall = elapsed_before + (time.perf_counter() - t0)
-    log.record({"iter": t_cfg.max_iters, "split": "val", "miou": _json_float(scores["miou"]),
-                "pixel_acc": _json_float(scores["pixel_acc"])})
+    log.record(
+        {
+            "iter": t_cfg.max_iters,
+            "split": "val",
+            "miou": _json_float(scores["miou"]),
+            "pixel_acc": _json_float(scores["pixel_acc"]),
+        }
+    )
     summary: dict[str, Any] = {}
     if main:
         from skdlib.metrics import scores_to_json
@@ -710,7 +893,7 @@ def _train(cfg: ExperimentConfig, folder: RunFolder, info: DistInfo, device: tor
             "macs": cost.macs,
             "flops_input_size": list(cfg.data.crop_size),
             "flops_convention": "torch.utils.flop_counter, batch 1, eval mode; flops = 2 * macs "
-                                "(1 multiply-add = 2 FLOPs; the paper's GFLOPs are GMACs)",
+            "(1 multiply-add = 2 FLOPs; the paper's GFLOPs are GMACs)",
             "eval": {"mode": cfg.eval.mode, "flip": cfg.eval.flip},
             "world_size": info.world_size,
             "device": str(device),
@@ -728,7 +911,11 @@ def _broadcast_flags(info: DistInfo, *flags: bool) -> tuple[bool, ...]:
         return tuple(flags)
     import torch.distributed as dist
 
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     values = torch.tensor([int(f) for f in flags], device=device)
     dist.broadcast(values, src=0)
     return tuple(bool(v) for v in values.tolist())

@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 __all__ = [
-    "cpu_name",
     "RunFolder",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "cpu_name",
     "environment_info",
     "git_commit",
     "load_checkpoint",
@@ -54,7 +54,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -99,7 +101,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; ``FileNotFoundError`` names the file."""
     source = Path(path)
     if not source.is_file():
@@ -115,7 +119,11 @@ def git_commit(folder: str | os.PathLike[str] | None = None) -> str | None:
     where = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=_GIT_TIMEOUT_S,
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
@@ -198,7 +206,14 @@ class RunFolder:
         return self.root / "tensorboard"
 
     def _owned(self) -> list[Path]:
-        return [self.config, self.env, self.metrics, self.summary, self.checkpoints, self.tensorboard]
+        return [
+            self.config,
+            self.env,
+            self.metrics,
+            self.summary,
+            self.checkpoints,
+            self.tensorboard,
+        ]
 
     def is_finished(self) -> bool:
         """True when ``summary.json`` exists and says ``finished: true``."""

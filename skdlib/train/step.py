@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -85,8 +85,14 @@ class StepContext:
 def needs_teacher(distill: DistillConfig) -> bool:
     """Whether any enabled term needs the teacher's outputs."""
     return any(
-        (distill.pixelwise, distill.pairwise, distill.holistic, distill.mimic, distill.attention,
-         distill.local_pairwise)
+        (
+            distill.pixelwise,
+            distill.pairwise,
+            distill.holistic,
+            distill.mimic,
+            distill.attention,
+            distill.local_pairwise,
+        )
     )
 
 
@@ -187,7 +193,11 @@ def student_losses(
         f_t = teacher_out.features[name].float()
     if d.pairwise:
         losses["pair"] = pairwise_similarity_loss(
-            f_s, f_t, node_size=d.node_size, pool=d.pool, node_fraction=d.node_fraction,
+            f_s,
+            f_t,
+            node_size=d.node_size,
+            pool=d.pool,
+            node_fraction=d.node_fraction,
             detach_norm=d.detach_norm,
         )
         weights["pair"] = d.lambda_pa
@@ -343,14 +353,22 @@ def distill_step(
             raise ValueError("distillation terms are enabled but no teacher was given")
         teacher_out = teacher_forward(teacher, image, ctx)
     terms, student_out = student_step(
-        student, optimizer, image, label, ctx, teacher_out=teacher_out, critic=critic,
+        student,
+        optimizer,
+        image,
+        label,
+        ctx,
+        teacher_out=teacher_out,
+        critic=critic,
         adapter=adapter,
     )
     if needs_critic(d):
         if critic is None or critic_optimizer is None:
             raise ValueError("distill.holistic needs a critic and its optimiser")
         terms.update(
-            critic_step(critic, critic_optimizer, teacher_out.logits, student_out.logits, image, ctx)
+            critic_step(
+                critic, critic_optimizer, teacher_out.logits, student_out.logits, image, ctx
+            )
         )
     return terms
 
@@ -378,7 +396,10 @@ def with_unlabeled(
             f"batch {tuple(image.shape)}, got {tuple(unlabeled_image.shape)}"
         )
     ignore = torch.full(
-        (unlabeled_image.shape[0], *label.shape[1:]), ignore_index, dtype=label.dtype, device=label.device
+        (unlabeled_image.shape[0], *label.shape[1:]),
+        ignore_index,
+        dtype=label.dtype,
+        device=label.device,
     )  # (M, H, W)
     return (
         torch.cat([image, unlabeled_image.to(image.device, image.dtype)]),  # (N + M, 3, H, W)
