@@ -51,8 +51,23 @@ def build_dataset(
 
 
 __all__ = [
-    "ADE20KDataset", "CamVidDataset", "CityscapesDataset", "DATASETS", "DataError", "EmbeddedDataset",
-    "EvalTransform", "FolderDataset", "IGNORE_INDEX", "ImageFolderDataset", "ItemAugment", "SegmentationDataset", "TrainAugment",
-    "VOCDataset", "build_dataset", "cityscapes_train_id_to_label_id", "ensure_embedded", "generate_embedded",
+    "DATASETS",
+    "IGNORE_INDEX",
+    "ADE20KDataset",
+    "CamVidDataset",
+    "CityscapesDataset",
+    "DataError",
+    "EmbeddedDataset",
+    "EvalTransform",
+    "FolderDataset",
+    "ImageFolderDataset",
+    "ItemAugment",
+    "SegmentationDataset",
+    "TrainAugment",
+    "VOCDataset",
+    "build_dataset",
+    "cityscapes_train_id_to_label_id",
+    "ensure_embedded",
+    "generate_embedded",
     "make_loader",
 ]

@@ -116,7 +116,9 @@ class SegmentationDataset(Dataset):
         description: str = "",
     ) -> None:
         if len(samples) == 0:
-            raise DataError(f"empty split: no samples found; expected {description or 'at least one image'}")
+            raise DataError(
+                f"empty split: no samples found; expected {description or 'at least one image'}"
+            )
         if len(palette) != len(class_names):
             raise ValueError(f"palette has {len(palette)} colours for {len(class_names)} classes")
         if label_lut.shape != (LUT_SIZE,):
@@ -140,8 +142,10 @@ class SegmentationDataset(Dataset):
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         if count > len(self.samples):
-            raise DataError(f"asked for the first {count} samples, but the data set has only {len(self.samples)} "
-                            f"({self.description})")
+            raise DataError(
+                f"asked for the first {count} samples, but the data set has only {len(self.samples)} "
+                f"({self.description})"
+            )
         view = copy.copy(self)
         view.samples = self.samples[:count]
         view._bad = {i for i in self._bad if i < count}
@@ -167,7 +171,9 @@ class SegmentationDataset(Dataset):
                 f"label file {sample.label} has values {bad.tolist()[:10]} outside the class set "
                 f"({self.num_classes} classes, 255 = ignore)"
             )
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(
+            2, 0, 1
+        )  # (H, W, 3) -> (3, H, W)
         return {
             "image": image_t.to(torch.float32).div_(255.0),
             "label": torch.from_numpy(label.astype(np.int64)),
@@ -176,7 +182,11 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> Item:
         item = load_readable(
-            index, len(self), self.load, bad=self._bad, skip_bad=self.skip_bad,
+            index,
+            len(self),
+            self.load,
+            bad=self._bad,
+            skip_bad=self.skip_bad,
             name=lambda i: self.samples[i].name,
             nothing_left=f"every item of this data set is unreadable ({len(self)} items; {self.description})",
         )
@@ -192,8 +202,16 @@ def check_split(split: str, known: Sequence[str], dataset: str) -> None:
         raise ValueError(f"split must be one of {list(known)} for {dataset}, got {split!r}")
 
 
-def load_readable(index: int, size: int, load: Callable[[int], Any], *, bad: set[int], skip_bad: bool,
-                  name: Callable[[int], str], nothing_left: str) -> Any:
+def load_readable(
+    index: int,
+    size: int,
+    load: Callable[[int], Any],
+    *,
+    bad: set[int],
+    skip_bad: bool,
+    name: Callable[[int], str],
+    nothing_left: str,
+) -> Any:
     """``load(index)`` for a data set of ``size`` items (negative indices count from the end).
 
     A :class:`DataError` or :class:`FileNotFoundError` is raised as it is, unless ``skip_bad``:

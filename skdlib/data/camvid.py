@@ -23,11 +23,30 @@ from skdlib.data.base import (
 )
 
 CLASS_NAMES: tuple[str, ...] = (
-    "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
 )
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
 )
 VOID_ID = len(CLASS_NAMES)  # 11 in the annotation files
 SPLITS = ("train", "val", "test")
@@ -55,10 +74,19 @@ class CamVidDataset(SegmentationDataset):
         root = as_path(root)
         expected = f"{root}/{split}/*.png with labels {root}/{split}annot/*.png (same file names)"
         samples = pair_by_stem(
-            root / split, root / f"{split}annot", image_suffixes=(".png",), label_suffix=".png",
-            skip_bad=skip_bad, expected=expected,
+            root / split,
+            root / f"{split}annot",
+            image_suffixes=(".png",),
+            label_suffix=".png",
+            skip_bad=skip_bad,
+            expected=expected,
         )
         super().__init__(
-            samples, class_names=CLASS_NAMES, palette=PALETTE, label_lut=camvid_label_lut(),
-            transform=transform, skip_bad=skip_bad, description=expected,
+            samples,
+            class_names=CLASS_NAMES,
+            palette=PALETTE,
+            label_lut=camvid_label_lut(),
+            transform=transform,
+            skip_bad=skip_bad,
+            description=expected,
         )

@@ -86,7 +86,10 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 def _train_labels() -> list[CityscapesLabel]:
     """The 19 training classes, ordered by train id."""
-    return sorted((label for label in LABELS if label.train_id != IGNORE_INDEX), key=lambda label: label.train_id)
+    return sorted(
+        (label for label in LABELS if label.train_id != IGNORE_INDEX),
+        key=lambda label: label.train_id,
+    )
 
 
 def cityscapes_class_names() -> list[str]:
@@ -149,7 +152,9 @@ class CityscapesDataset(SegmentationDataset):
                 continue
             samples.append(Sample(image=image, label=label, name=stem))
         if not samples:
-            raise DataError(f"empty split: no image/label pairs under {image_dir}; expected {expected}")
+            raise DataError(
+                f"empty split: no image/label pairs under {image_dir}; expected {expected}"
+            )
         super().__init__(
             samples,
             class_names=cityscapes_class_names(),

@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from skdlib.data.base import DataError, SegmentationDataset, Transform, check_split, identity_lut, pair_by_stem
+from skdlib.data.base import (
+    DataError,
+    SegmentationDataset,
+    Transform,
+    check_split,
+    identity_lut,
+    pair_by_stem,
+)
 from skdlib.data.generate import CLASSES_NAME, SPLITS, ensure_embedded, read_manifest
 
 

@@ -15,7 +15,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from skdlib.data.base import DataError, SegmentationDataset, Transform, as_path, bit_palette, identity_lut, pair_by_stem
+from skdlib.data.base import (
+    DataError,
+    SegmentationDataset,
+    Transform,
+    as_path,
+    bit_palette,
+    identity_lut,
+    pair_by_stem,
+)
 
 
 def read_classes(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -41,7 +49,9 @@ def read_classes(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
     if not names:
         raise DataError(f"{path} lists no classes")
     if len(names) >= 255:
-        raise DataError(f"{path} lists {len(names)} classes; at most 254 fit in a uint8 label with 255 = ignore")
+        raise DataError(
+            f"{path} lists {len(names)} classes; at most 254 fit in a uint8 label with 255 = ignore"
+        )
     fallback = bit_palette(len(names))
     palette = [c if c is not None else fallback[i] for i, c in enumerate(colours)]
     return names, palette
@@ -62,10 +72,19 @@ class FolderDataset(SegmentationDataset):
         names, palette = read_classes(root / "classes.txt")
         expected = f"{root}/images/{split}/*.png|*.jpg with labels {root}/labels/{split}/<stem>.png"
         samples = pair_by_stem(
-            root / "images" / split, root / "labels" / split, image_suffixes=(".png", ".jpg", ".jpeg"),
-            label_suffix=".png", skip_bad=skip_bad, expected=expected,
+            root / "images" / split,
+            root / "labels" / split,
+            image_suffixes=(".png", ".jpg", ".jpeg"),
+            label_suffix=".png",
+            skip_bad=skip_bad,
+            expected=expected,
         )
         super().__init__(
-            samples, class_names=names, palette=palette, label_lut=identity_lut(len(names)),
-            transform=transform, skip_bad=skip_bad, description=expected,
+            samples,
+            class_names=names,
+            palette=palette,
+            label_lut=identity_lut(len(names)),
+            transform=transform,
+            skip_bad=skip_bad,
+            description=expected,
         )

@@ -195,7 +195,9 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
     curb = ground & (lateral < curb_half * depth) & (lateral >= road_half * depth)
     c.paint(curb, np.clip(walk_colour * 1.35 + 20.0, 0, 255), SIDEWALK)
     road = ground & (lateral < road_half * depth)
-    road_img = c.textured(road_colour, 0.1 * grain + 0.05 * _smooth_noise(rng, height, width, 6), 1.0)
+    road_img = c.textured(
+        road_colour, 0.1 * grain + 0.05 * _smooth_noise(rng, height, width, 6), 1.0
+    )
     c.paint(road, road_img, ROAD)
     lane_offset = rng.uniform(-0.15, 0.15) * road_half
     lane = road & (np.abs(xx - vanish_x - lane_offset * depth) < 0.02 * road_half * depth + 0.3)
@@ -216,14 +218,20 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
             wall = _colour(rng, "building")
             period_x = max(3.0, (x1 - x0) / rng.integers(2, 6))
             period_y = max(3.0, height * rng.uniform(0.04, 0.08) * (0.4 + centre_lat))
-            win = (np.mod(xx - x0, period_x) > 0.35 * period_x) & (np.mod(yy - top, period_y) > 0.4 * period_y)
+            win = (np.mod(xx - x0, period_x) > 0.35 * period_x) & (
+                np.mod(yy - top, period_y) > 0.4 * period_y
+            )
             win_colour = _colour(rng, "building") * rng.uniform(0.35, 0.7)
-            img = np.where(win[..., None], win_colour[None, None, :], wall[None, None, :])  # (H, W, 3)
+            img = np.where(
+                win[..., None], win_colour[None, None, :], wall[None, None, :]
+            )  # (H, W, 3)
             img = img * (1.0 + 0.05 * grain[..., None])
             c.paint(facade, img, BUILDING)
         else:
             leaf = _colour(rng, "vegetation")
-            img = c.textured(leaf, 0.25 * _smooth_noise(rng, height, width, 2.5) + 0.06 * grain, 1.0)
+            img = c.textured(
+                leaf, 0.25 * _smooth_noise(rng, height, width, 2.5) + 0.06 * grain, 1.0
+            )
             c.paint(facade, img, VEGETATION)
 
     # Objects on the ground, far (near the horizon) to near so that near ones occlude far ones.
@@ -268,7 +276,9 @@ def _rect(c: _Canvas, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
     return (c.xx >= x0) & (c.xx < x1) & (c.yy >= y0) & (c.yy < y1)
 
 
-def _draw_car(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float, grain: np.ndarray) -> None:
+def _draw_car(
+    rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float, grain: np.ndarray
+) -> None:
     """A car: body, cabin with windows and two wheels, all labelled car."""
     w = c.width * 0.32 * d * rng.uniform(0.85, 1.15)
     h = w * rng.uniform(0.5, 0.62)
@@ -281,7 +291,9 @@ def _draw_car(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: f
     c.paint(lower | cabin, body[None, None, :] * (1.0 + 0.03 * grain[..., None]), CAR)
     c.paint(glass, np.asarray(_FAMILIES["blue"]) * rng.uniform(0.35, 0.6), CAR)
     for wx in (cx - 0.3 * w, cx + 0.3 * w):
-        c.paint(_ellipse(c, wx, foot - 0.12 * h, 0.11 * w, 0.13 * h), _colour(rng, "pole") * 0.6, CAR)
+        c.paint(
+            _ellipse(c, wx, foot - 0.12 * h, 0.11 * w, 0.13 * h), _colour(rng, "pole") * 0.6, CAR
+        )
 
 
 def _draw_person(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float) -> None:
@@ -315,7 +327,9 @@ def _draw_tree(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: 
     """A tree: trunk and textured crown, labelled vegetation (as Cityscapes does)."""
     h = c.height * 0.9 * d * rng.uniform(0.8, 1.2)
     w = max(1.0, 0.05 * h)
-    c.paint(_rect(c, cx - w / 2, cx + w / 2, foot - 0.6 * h, foot), _colour(rng, "trunk"), VEGETATION)
+    c.paint(
+        _rect(c, cx - w / 2, cx + w / 2, foot - 0.6 * h, foot), _colour(rng, "trunk"), VEGETATION
+    )
     crown = _ellipse(c, cx, foot - 0.7 * h, 0.28 * h, 0.3 * h)
     leaf = _colour(rng, "vegetation")
     texture = 0.28 * _smooth_noise(rng, c.height, c.width, 2.0)
@@ -344,12 +358,18 @@ def _check_options(seed: int, height: int, width: int, num_train: int, num_val: 
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if height < 16 or width < 16:
-        raise ValueError(f"height and width must be at least 16, got height={height}, width={width}")
+        raise ValueError(
+            f"height and width must be at least 16, got height={height}, width={width}"
+        )
     if num_train < 1 or num_val < 1:
-        raise ValueError(f"num_train and num_val must be at least 1, got num_train={num_train}, num_val={num_val}")
+        raise ValueError(
+            f"num_train and num_val must be at least 1, got num_train={num_train}, num_val={num_val}"
+        )
 
 
-def draw_sample(seed: int, split: str, index: int, *, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_sample(
+    seed: int, split: str, index: int, *, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8, from stream ``(seed, split, index)``."""
     if split not in SPLIT_STREAM:
         raise ValueError(f"split must be one of {list(SPLIT_STREAM)}, got {split!r}")
@@ -413,18 +433,28 @@ def generate_embedded(
     out = Path(out).absolute()
     with _lock(out):
         _refuse_foreign(out)
-        return _generate_unlocked(out, seed=seed, height=height, width=width, num_train=num_train, num_val=num_val)
+        return _generate_unlocked(
+            out, seed=seed, height=height, width=width, num_train=num_train, num_val=num_val
+        )
 
 
 def _refuse_foreign(out: Path) -> None:
     """Refuse to replace a non-empty directory that is not an embedded data set."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in (MANIFEST_NAME, CLASSES_NAME, *SPLITS)):
-        raise ValueError(f"out={out} is a non-empty directory that is not an embedded data set; pick another folder")
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not any((out / n).exists() for n in (MANIFEST_NAME, CLASSES_NAME, *SPLITS))
+    ):
+        raise ValueError(
+            f"out={out} is a non-empty directory that is not an embedded data set; pick another folder"
+        )
 
 
-def _generate_unlocked(out: Path, *, seed: int, height: int, width: int, num_train: int, num_val: int) -> Path:
+def _generate_unlocked(
+    out: Path, *, seed: int, height: int, width: int, num_train: int, num_val: int
+) -> Path:
     """Body of :func:`generate_embedded`; the caller holds the lock."""
     _remove_stale_temps(out)
     start = time.perf_counter()
@@ -432,7 +462,10 @@ def _generate_unlocked(out: Path, *, seed: int, height: int, width: int, num_tra
     try:
         files: dict[str, str] = {}
         (tmp / CLASSES_NAME).write_text(
-            json.dumps({"names": list(CLASS_NAMES), "palette": [list(p) for p in PALETTE]}, indent=1) + "\n"
+            json.dumps(
+                {"names": list(CLASS_NAMES), "palette": [list(p) for p in PALETTE]}, indent=1
+            )
+            + "\n"
         )
         files[CLASSES_NAME] = _sha256(tmp / CLASSES_NAME)
         for split, count in (("train", num_train), ("val", num_val)):
@@ -444,8 +477,14 @@ def _generate_unlocked(out: Path, *, seed: int, height: int, width: int, num_tra
                     rel = f"{split}/{kind}/{index:06d}.png"
                     Image.fromarray(array, mode=mode).save(tmp / rel, format="PNG", optimize=False)
                     files[rel] = _sha256(tmp / rel)
-        manifest = {"options": _options(seed, height, width, num_train, num_val), "files": files, "complete": True}
-        (tmp / (MANIFEST_NAME + ".part")).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        manifest = {
+            "options": _options(seed, height, width, num_train, num_val),
+            "files": files,
+            "complete": True,
+        }
+        (tmp / (MANIFEST_NAME + ".part")).write_text(
+            json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        )
         os.replace(tmp / (MANIFEST_NAME + ".part"), tmp / MANIFEST_NAME)
         if out.exists():
             _discard(out)
@@ -461,7 +500,12 @@ def _generate_unlocked(out: Path, *, seed: int, height: int, width: int, num_tra
         raise
     logger.info(
         "generated embedded data set at %s (%d train + %d val, %dx%d) in %.1f s",
-        out, num_train, num_val, height, width, time.perf_counter() - start,
+        out,
+        num_train,
+        num_val,
+        height,
+        width,
+        time.perf_counter() - start,
     )
     return out
 
@@ -476,7 +520,9 @@ def _discard(path: Path) -> None:
 def _remove_stale_temps(out: Path) -> None:
     """Delete ``.tmp-<name>-*`` siblings left by interrupted runs (callers hold the lock)."""
     for stale in out.parent.glob(f".tmp-{out.name}-*"):
-        logger.warning("removing leftover temporary directory %s from an interrupted generation", stale)
+        logger.warning(
+            "removing leftover temporary directory %s from an interrupted generation", stale
+        )
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -529,22 +575,36 @@ def ensure_embedded(
         _refuse_foreign(root)
         if root.exists():
             logger.warning("%s is not a complete embedded data set; regenerating it", root)
-        return _generate_unlocked(root, seed=seed, height=height, width=width, num_train=num_train, num_val=num_val)
+        return _generate_unlocked(
+            root, seed=seed, height=height, width=width, num_train=num_train, num_val=num_val
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m skdlib.data.generate --out DIR --seed S [--height H --width W --train N --val M]``."""
-    parser = argparse.ArgumentParser(prog="python -m skdlib.data.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="directory to write (replaced if incomplete)")
+    parser = argparse.ArgumentParser(
+        prog="python -m skdlib.data.generate", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="directory to write (replaced if incomplete)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     parser.add_argument("--train", type=int, default=DEFAULT_NUM_TRAIN, dest="num_train")
     parser.add_argument("--val", type=int, default=DEFAULT_NUM_VAL, dest="num_val")
-    parser.add_argument("--force", action="store_true", help="regenerate even if a complete data set is there")
+    parser.add_argument(
+        "--force", action="store_true", help="regenerate even if a complete data set is there"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = dict(seed=args.seed, height=args.height, width=args.width, num_train=args.num_train, num_val=args.num_val)
+    options = dict(
+        seed=args.seed,
+        height=args.height,
+        width=args.width,
+        num_train=args.num_train,
+        num_val=args.num_val,
+    )
     start = time.perf_counter()
     if args.force:
         generate_embedded(args.out, **options)

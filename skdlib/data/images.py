@@ -39,7 +39,9 @@ def find_image_folder(root: Path, split: str) -> Path:
         if folder.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
             return folder
     tried = ", ".join(str(c) for c in candidates)
-    raise DataError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) found for split {split!r}; looked in {tried}")
+    raise DataError(
+        f"no images ({'/'.join(IMAGE_EXTENSIONS)}) found for split {split!r}; looked in {tried}"
+    )
 
 
 class ImageFolderDataset(Dataset):
@@ -67,7 +69,9 @@ class ImageFolderDataset(Dataset):
     ) -> None:
         root_path = as_path(root)
         self.folder = find_image_folder(root_path, split)
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        self.files = sorted(
+            p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+        )
         self.transform = transform
         self.skip_bad = skip_bad
         self._bad: set[int] = set()
@@ -79,7 +83,9 @@ class ImageFolderDataset(Dataset):
         """Read image ``index``: ``image`` float32 ``(3, H, W)`` in [0, 1], an all-ignore ``label``."""
         path = self.files[index]
         image = read_rgb(path)  # (H, W, 3) uint8; raises naming the file
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(
+            2, 0, 1
+        )  # (H, W, 3) -> (3, H, W)
         height, width = image.shape[:2]
         return {
             "image": image_t.to(torch.float32).div_(255.0),
@@ -89,9 +95,15 @@ class ImageFolderDataset(Dataset):
         }
 
     def __getitem__(self, index: int) -> dict:
-        item = load_readable(index, len(self), self.load, bad=self._bad, skip_bad=self.skip_bad,
-                             name=lambda i: str(self.files[i]),
-                             nothing_left=f"every image in {self.folder} is unreadable")
+        item = load_readable(
+            index,
+            len(self),
+            self.load,
+            bad=self._bad,
+            skip_bad=self.skip_bad,
+            name=lambda i: str(self.files[i]),
+            nothing_left=f"every image in {self.folder} is unreadable",
+        )
         return self.transform(item) if self.transform is not None else item
 
     def __repr__(self) -> str:

@@ -38,10 +38,16 @@ def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
 def _check_batch(images: torch.Tensor, labels: torch.Tensor | None) -> None:
     """``ValueError`` unless images are ``(N, 3, H, W)`` floats and labels ``(N, H, W)`` on the same device."""
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be a float tensor (N, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+        )
     if labels is None:
         return
-    if labels.ndim != 3 or labels.shape[0] != images.shape[0] or labels.shape[1:] != images.shape[2:]:
+    if (
+        labels.ndim != 3
+        or labels.shape[0] != images.shape[0]
+        or labels.shape[1:] != images.shape[2:]
+    ):
         raise ValueError(
             f"labels must be (N, H, W) matching images (N, 3, H, W); got labels {tuple(labels.shape)} "
             f"and images {tuple(images.shape)}"
@@ -58,8 +64,12 @@ def normalize(
 ) -> torch.Tensor:
     """``(images - mean) / std`` per channel; images ``(N, 3, H, W)`` in [0, 1], same shape out."""
     _check_batch(images, None)
-    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(
+        1, 3, 1, 1
+    )  # (3,) -> (1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(
+        1, 3, 1, 1
+    )  # (3,) -> (1, 3, 1, 1)
     return (images - m) / s
 
 
@@ -71,15 +81,21 @@ def denormalize(
 ) -> torch.Tensor:
     """Inverse of :func:`normalize` (for display)."""
     _check_batch(images, None)
-    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(
+        1, 3, 1, 1
+    )  # (3,) -> (1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(
+        1, 3, 1, 1
+    )  # (3,) -> (1, 3, 1, 1)
     return images * s + m
 
 
 class EvalTransform:
     """Normalisation only: ``(images, labels, generator=None) -> (normalised images, labels)``."""
 
-    def __init__(self, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(
@@ -116,13 +132,17 @@ class TrainAugment:
     ) -> None:
         self.crop_size = _pair(crop_size, "crop_size")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}")
+            raise ValueError(
+                f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}"
+            )
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip = flip
         self.mean, self.std = tuple(mean), tuple(std)
         self.pad_value = pad_value
 
-    def sample_params(self, n: int, height: int, width: int, generator: torch.Generator) -> list[dict[str, Any]]:
+    def sample_params(
+        self, n: int, height: int, width: int, generator: torch.Generator
+    ) -> list[dict[str, Any]]:
         """Per-image parameters: scaled size, crop offsets (in the padded scaled image), flip."""
         low, high = self.scale_range
         scales = low + (high - low) * torch.rand(n, generator=generator)  # (N,)
@@ -131,12 +151,21 @@ class TrainAugment:
         ch, cw = self.crop_size
         params = []
         for i in range(n):
-            sh, sw = max(1, round(height * float(scales[i]))), max(1, round(width * float(scales[i])))
+            sh, sw = (
+                max(1, round(height * float(scales[i]))),
+                max(1, round(width * float(scales[i]))),
+            )
             ph, pw = max(sh, ch), max(sw, cw)
             top = int(float(offsets[i, 0]) * (ph - ch + 1))
             left = int(float(offsets[i, 1]) * (pw - cw + 1))
-            params.append({"size": (sh, sw), "top": min(top, ph - ch), "left": min(left, pw - cw),
-                           "flip": bool(flips[i]) and self.flip})
+            params.append(
+                {
+                    "size": (sh, sw),
+                    "top": min(top, ph - ch),
+                    "left": min(left, pw - cw),
+                    "flip": bool(flips[i]) and self.flip,
+                }
+            )
         return params
 
     def apply(
@@ -145,14 +174,20 @@ class TrainAugment:
         """Apply given per-image parameters (from :meth:`sample_params`)."""
         _check_batch(images, labels)
         if len(params) != images.shape[0]:
-            raise ValueError(f"got {len(params)} parameter sets for a batch of {images.shape[0]} images")
+            raise ValueError(
+                f"got {len(params)} parameter sets for a batch of {images.shape[0]} images"
+            )
         ch, cw = self.crop_size
         images = normalize(images, mean=self.mean, std=self.std)
         out_images, out_labels = [], []
         for i, p in enumerate(params):
             sh, sw = p["size"]
-            img = F.interpolate(images[i : i + 1], size=(sh, sw), mode="bilinear", align_corners=False)  # (1, 3, sh, sw)
-            lab = F.interpolate(labels[i : i + 1, None].float(), size=(sh, sw), mode="nearest-exact")  # (1, 1, sh, sw)
+            img = F.interpolate(
+                images[i : i + 1], size=(sh, sw), mode="bilinear", align_corners=False
+            )  # (1, 3, sh, sw)
+            lab = F.interpolate(
+                labels[i : i + 1, None].float(), size=(sh, sw), mode="nearest-exact"
+            )  # (1, 1, sh, sw)
             lab = lab[:, 0].long()  # (1, 1, sh, sw) -> (1, sh, sw)
             pad_h, pad_w = max(ch - sh, 0), max(cw - sw, 0)
             if pad_h or pad_w:
@@ -196,5 +231,7 @@ class ItemAugment:
         return self._generator
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        images, labels = self.augment(item["image"][None], item["label"][None], self._gen())  # add batch dim
+        images, labels = self.augment(
+            item["image"][None], item["label"][None], self._gen()
+        )  # add batch dim
         return {**item, "image": images[0], "label": labels[0]}

@@ -33,8 +33,27 @@ from skdlib.data.base import (
 logger = logging.getLogger(__name__)
 
 CLASS_NAMES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 SPLITS = ("train", "val", "trainval", "train_aug")
 
@@ -60,21 +79,23 @@ class VOCDataset(SegmentationDataset):
         base = _voc_base(as_path(root))
         label_dir = base / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass")
         list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
-        expected = (
-            f"{base}/JPEGImages/<id>.jpg, {label_dir}/<id>.png and the id list {list_file}"
-        )
+        expected = f"{base}/JPEGImages/<id>.jpg, {label_dir}/<id>.png and the id list {list_file}"
         if not list_file.is_file():
             raise DataError(f"split list not found: {list_file}; expected {expected}")
         for directory in (base / "JPEGImages", label_dir):
             if not directory.is_dir():
                 raise DataError(f"directory not found: {directory}; expected {expected}")
-        ids = [line.strip().split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        ids = [
+            line.strip().split()[0] for line in list_file.read_text().splitlines() if line.strip()
+        ]
         samples = []
         for name in ids:
             image, label = base / "JPEGImages" / f"{name}.jpg", label_dir / f"{name}.png"
             missing = [p for p in (image, label) if not p.is_file()]
             if missing:
-                message = f"id {name!r} listed in {list_file} but missing {', '.join(map(str, missing))}"
+                message = (
+                    f"id {name!r} listed in {list_file} but missing {', '.join(map(str, missing))}"
+                )
                 if not skip_bad:
                     raise DataError(message)
                 logger.warning("skipping: %s", message)
@@ -83,6 +104,11 @@ class VOCDataset(SegmentationDataset):
         if not samples:
             raise DataError(f"empty split: {list_file} lists no readable ids; expected {expected}")
         super().__init__(
-            samples, class_names=CLASS_NAMES, palette=bit_palette(len(CLASS_NAMES)),
-            label_lut=identity_lut(len(CLASS_NAMES)), transform=transform, skip_bad=skip_bad, description=expected,
+            samples,
+            class_names=CLASS_NAMES,
+            palette=bit_palette(len(CLASS_NAMES)),
+            label_lut=identity_lut(len(CLASS_NAMES)),
+            transform=transform,
+            skip_bad=skip_bad,
+            description=expected,
         )
