@@ -7,8 +7,8 @@ reads PNG files of labelIds, so the maps are written as PNGs first. Timed:
 
 * official: its ``evaluateImgLists`` call (which reads the PNGs itself), and separately the PNG
   reading alone, to show how much of its time is file I/O;
-* ours with I/O: read the same PNGs, map labelIds to trainIds (a uint8 lookup), ``ConfusionMeter.update``
-  per image, ``segmentation_scores``;
+* ours with I/O: read the same PNGs, map labelIds to trainIds (a uint8 lookup),
+  ``ConfusionMeter.update`` per image, ``segmentation_scores``;
 * ours on tensors: the maps already in memory as uint8 trainId tensors.
 
 Timings are the best of several runs; torch runs on one thread by default (``--threads``), like the
@@ -56,7 +56,8 @@ def cityscapes_tables() -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def make_pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (target, prediction) pair of uint8 trainId maps ``(H, W)`` that look like street scenes."""
+    """One (target, prediction) pair of uint8 trainId maps ``(H, W)`` that look like street
+    scenes."""
     # Coarse cells of random classes, upsampled to blocks, plus random rectangles.
     cells_h, cells_w = 16, 32
     coarse = rng.integers(0, NUM_CLASSES, size=(cells_h, cells_w), dtype=np.uint8)  # (16, 32)
@@ -120,9 +121,8 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
 
     workdir = Path(tempfile.mkdtemp(prefix="skd_eval_bench_"))
-    os.environ.setdefault(
-        "CITYSCAPES_DATASET", str(workdir)
-    )  # the official module reads it at import
+    # the official module reads it at import
+    os.environ.setdefault("CITYSCAPES_DATASET", str(workdir))
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
 
     train_to_label, label_to_train, names = cityscapes_tables()
@@ -152,13 +152,13 @@ def main() -> None:
 
     def read_only() -> int:
         total = 0
-        for gt_path, pred_path in zip(gt_files, pred_files):
+        for gt_path, pred_path in zip(gt_files, pred_files, strict=True):
             total += np.array(Image.open(pred_path)).size + np.array(Image.open(gt_path)).size
         return total
 
     def ours_with_io() -> dict:
         meter = ConfusionMeter(NUM_CLASSES, ignore_index=IGNORE)
-        for gt_path, pred_path in zip(gt_files, pred_files):
+        for gt_path, pred_path in zip(gt_files, pred_files, strict=True):
             gt = torch.from_numpy(
                 label_to_train[np.array(Image.open(gt_path))]
             )  # (H, W) labelId -> trainId
@@ -168,7 +168,7 @@ def main() -> None:
 
     def ours_tensors() -> dict:
         meter = ConfusionMeter(NUM_CLASSES, ignore_index=IGNORE)
-        for gt, pr in zip(targets, preds):
+        for gt, pr in zip(targets, preds, strict=True):
             meter.update(pr, gt)
         return segmentation_scores(meter.matrix)
 
@@ -181,21 +181,22 @@ def main() -> None:
     official_iou = [result["classScores"][name] for name in names]
     max_class_diff = max(
         abs(a - b)
-        for a, b in zip(ours["class_iou"], official_iou)
+        for a, b in zip(ours["class_iou"], official_iou, strict=True)
         if not (np.isnan(a) and np.isnan(b))
     )
     n = opts.num_images
     print(
         f"machine   : {cpu_name()}, {os.cpu_count()} logical CPUs (load average "
-        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} "
-        f"with {torch.get_num_threads()} threads, numpy {np.__version__}, Python {platform.python_version()}"
+        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} "
+        f"threads, numpy {np.__version__}, Python {platform.python_version()}"
     )
     print(
         f"official  : cityscapesscripts evalPixelLevelSemanticLabeling, Cython extension "
         f"{'used' if official.CSUPPORT else 'not available (its numpy path)'}"
     )
     print(
-        f"data      : {n} label maps {opts.height}x{opts.width}, 19 classes, blocky scenes with ignored regions"
+        f"data      : {n} label maps {opts.height}x{opts.width}, 19 classes, blocky scenes with "
+        "ignored regions"
     )
     print(
         f"mIoU      : official {float(official_miou)!r}  ours {ours['miou']!r}  "

@@ -64,11 +64,12 @@ def main() -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     print(
         f"machine: {platform.machine()} {platform.processor()}, torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, input 1x3x{size[0]}x{size[1]}, "
-        f"{args.repeats} alternating rounds"
+        f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, input "
+        f"1x3x{size[0]}x{size[1]}, {args.repeats} alternating rounds"
     )
     print(
-        f"{'network':24s} {'torch ms':>9s} {'onnxrt ms':>10s} {'torch/ort':>10s} {'max |diff|':>11s}"
+        f"{'network':24s} {'torch ms':>9s} {'onnxrt ms':>10s} {'torch/ort':>10s} "
+        f"{'max |diff|':>11s}"
     )
     with tempfile.TemporaryDirectory() as folder:
         for label, name, opts in STUDENTS:

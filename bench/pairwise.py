@@ -130,10 +130,12 @@ def main() -> None:
 
     n = HEIGHT * WIDTH
     print(
-        f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}"
+        f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}, device {args.device}"
     )
     print(
-        f"setting: batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = {n} nodes, float32, forward + backward"
+        f"setting: batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = "
+        f"{n} nodes, float32, forward + backward"
     )
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
@@ -145,31 +147,37 @@ def main() -> None:
     g, a = results["gram"], results["authors"]
     tg, ta = statistics.median(g["times"]), statistics.median(a["times"])
     print(
-        f"{'form':<10}{'loss value':>20}{'median time (s)':>17}{'peak memory (MiB)':>19}   all times (s)"
+        f"{'form':<10}{'loss value':>20}{'median time (s)':>17}{'peak memory (MiB)':>19}"
+        "   all times (s)"
     )
     for name, r in (("gram", g), ("authors", a)):
         ts = ", ".join(f"{t:.3f}" for t in r["times"])
         print(
-            f"{name:<10}{r['value']:>20.10g}{statistics.median(r['times']):>17.3f}{r['peak_bytes'] / 2**20:>19.1f}   {ts}"
+            f"{name:<10}{r['value']:>20.10g}{statistics.median(r['times']):>17.3f}"
+            f"{r['peak_bytes'] / 2**20:>19.1f}   {ts}"
         )
     ref = g["reference_float64"]
     print(
         f"float64 reference (Gram form in float64): {ref:.12g}; relative error of the float32 "
-        f"results: gram {abs(g['value'] - ref) / ref:.2e}, authors {abs(a['value'] - ref) / ref:.2e}"
+        f"results: gram {abs(g['value'] - ref) / ref:.2e}, authors "
+        f"{abs(a['value'] - ref) / ref:.2e}"
     )
     rel_value = abs(g["value"] - a["value"]) / abs(a["value"])
     rel_grad = float((grad_gram - grad_auth).norm() / grad_auth.norm())
     print(
-        f"value relative difference: {rel_value:.2e} (goal <= 1e-5: {'met' if rel_value <= 1e-5 else 'NOT met'})"
+        f"value relative difference: {rel_value:.2e} (goal <= 1e-5: "
+        f"{'met' if rel_value <= 1e-5 else 'NOT met'})"
     )
     print(f"gradient relative difference (L2): {rel_grad:.2e}")
     speed = ta / tg
     memory = a["peak_bytes"] / max(g["peak_bytes"], 1)
     print(
-        f"time ratio authors / gram: {speed:.1f}x (goal >= 10x: {'met' if speed >= 10 else 'NOT met'})"
+        f"time ratio authors / gram: {speed:.1f}x (goal >= 10x: "
+        f"{'met' if speed >= 10 else 'NOT met'})"
     )
     print(
-        f"peak-memory ratio authors / gram: {memory:.1f}x (goal >= 15x: {'met' if memory >= 15 else 'NOT met'})"
+        f"peak-memory ratio authors / gram: {memory:.1f}x (goal >= 15x: "
+        f"{'met' if memory >= 15 else 'NOT met'})"
     )
 
     # Memory model from the measured deltas: the authors' peak grows as B * n^2 (the n x n maps and
@@ -186,9 +194,9 @@ def main() -> None:
         f"gram {per_elem_g:.1f} per (B * C * n)"
     )
     print(
-        f"largest node count in 8 GiB (batch {BATCH}, {CHANNELS} channels, incl. inputs and gradient): "
-        f"authors {n_a} (~{math.isqrt(n_a // 2)} x {2 * math.isqrt(n_a // 2)}), "
-        f"gram {n_g} (~{math.isqrt(n_g // 2)} x {2 * math.isqrt(n_g // 2)})"
+        f"largest node count in 8 GiB (batch {BATCH}, {CHANNELS} channels, incl. inputs and "
+        f"gradient): authors {n_a} (~{math.isqrt(n_a // 2)} x {2 * math.isqrt(n_a // 2)}), gram "
+        f"{n_g} (~{math.isqrt(n_g // 2)} x {2 * math.isqrt(n_g // 2)})"
     )
 
 

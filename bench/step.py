@@ -36,7 +36,7 @@ NUM_CLASSES = 8  # the embedded data set's classes
 
 
 def _variants(distill) -> dict[str, object]:
-    off = dict(pixelwise=False, pairwise=False, holistic=False)
+    off = {"pixelwise": False, "pairwise": False, "holistic": False}
     return {
         "baseline": dataclasses.replace(distill, **off),
         "+pixel": dataclasses.replace(distill, **{**off, "pixelwise": True}),
@@ -134,9 +134,10 @@ def main() -> None:
         f"gpu {env['gpu']}, {platform.system()}, torch {env['torch']}, device {device}"
     )
     print(
-        f"size: batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}; student {cfg.model.student} "
-        f"{dict(cfg.model.student_options)}, teacher {cfg.model.teacher} {dict(cfg.model.teacher_options)}, "
-        f"critic widths {list(d.disc_widths)}; {args.rounds} rounds, median"
+        f"size: batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}; student "
+        f"{cfg.model.student} {dict(cfg.model.student_options)}, teacher {cfg.model.teacher} "
+        f"{dict(cfg.model.teacher_options)}, critic widths {list(d.disc_widths)}; {args.rounds} "
+        "rounds, median"
     )
     for name, value in median.items():
         print(
@@ -151,7 +152,8 @@ def main() -> None:
         share = (median[term] - median["baseline"]) / median["full"]
         print(f"  share of the full iteration, {term[1:]:<8}: {100 * share:6.1f} %")
     print(
-        f"  share of the full iteration, baseline: {100 * median['baseline'] / median['full']:6.1f} %"
+        "  share of the full iteration, baseline: "
+        f"{100 * median['baseline'] / median['full']:6.1f} %"
     )
 
 

@@ -1,4 +1,5 @@
-"""Copy the JavaScript the rendered book needs (widgets, MathJax) into a static folder, from pinned npm packages.
+"""Copy the JavaScript the rendered book needs (widgets, MathJax) into a static folder, from pinned
+npm packages.
 
 The rendered chapters embed the saved ipywidgets state; to draw it, a page needs RequireJS and
 ``@jupyter-widgets/html-manager``'s ``embed-amd.js`` (which bundles the base, controls and output
@@ -29,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HTML_MANAGER_DIST = Path("node_modules/@jupyter-widgets/html-manager/dist")
 REQUIREJS = Path("node_modules/requirejs/require.js")
-# Files of the html-manager's dist folder that pages never load (the non-AMD bundles, the source map).
+# Files of the html-manager's dist folder that pages never load (the non-AMD bundles, the source
+# map).
 SKIPPED = ("embed.js", "embed.js.map", "libembed-amd.js")
 MATHJAX = Path("node_modules/mathjax/es5")
 # The combined component the pages load, and what it fetches on demand (relative to MATHJAX).
@@ -42,7 +44,8 @@ def _lock_digest() -> str:
 
 
 def install(npm_dir: Path) -> None:
-    """``npm ci`` the pinned packages into ``npm_dir`` unless the same lock file is installed there."""
+    """``npm ci`` the pinned packages into ``npm_dir`` unless the same lock file is installed
+    there."""
     npm_dir.mkdir(parents=True, exist_ok=True)
     stamp = npm_dir / STAMP
     digest = _lock_digest()
@@ -92,7 +95,8 @@ def copy_assets(npm_dir: Path, dest: Path) -> list[Path]:
 
 
 def copy_mathjax(npm_dir: Path, dest: Path) -> list[Path]:
-    """Copy MathJax's ``tex-mml-chtml.js`` and the folders it loads lazily into ``dest/mathjax/``."""
+    """Copy MathJax's ``tex-mml-chtml.js`` and the folders it loads lazily into
+    ``dest/mathjax/``."""
     source = npm_dir / MATHJAX
     target = dest / "mathjax"
     if target.exists():
@@ -113,7 +117,7 @@ def copy_mathjax(npm_dir: Path, dest: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--dest",
         type=Path,
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     size = sum(p.stat().st_size for p in copied) / 2**20
     print(
-        f"vendor_widgets: {len(copied)} files ({size:.1f} MiB) in {args.dest}/widgets and {args.dest}/mathjax"
+        f"vendor_widgets: {len(copied)} files ({size:.1f} MiB) in {args.dest}/widgets and "
+        f"{args.dest}/mathjax"
     )
     return 0
 

@@ -7,7 +7,8 @@ Subpackages (arrows point down only; nothing here imports the book, the benchmar
 - ``skdlib.models``: teacher and student networks with named outputs, the discriminator,
   weight loading, complexity (parameters, FLOPs) and ONNX export.
 - ``skdlib.data``: the embedded generated data set, real data-set loaders, transforms.
-- ``skdlib.train``: configuration, the distillation step, the training loop (``python -m skdlib.train``).
+- ``skdlib.train``: configuration, the distillation step, the training loop
+  (``python -m skdlib.train``).
 - ``skdlib.metrics`` and ``skdlib.evaluate``: confusion matrix and scores; whole-image and
   sliding-window evaluation (``python -m skdlib.evaluate``).
 - ``skdlib.analysis``: what the book's chapters compute (toy inputs, probes, run tables).

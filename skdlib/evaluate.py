@@ -44,7 +44,8 @@ _MODES = ("whole", "sliding")
 
 
 def _logits_at(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The model's logits for ``image`` ``(N, 3, h, w)`` upsampled to ``size``: ``(N, K, *size)`` float32."""
+    """The model's logits for ``image`` ``(N, 3, h, w)`` upsampled to ``size``: ``(N, K, *size)``
+    float32."""
     logits = model(image).logits.float()  # (N, K, h/s, w/s)
     if tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(
@@ -54,7 +55,8 @@ def _logits_at(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> 
 
 
 def _probabilities(model: nn.Module, image: torch.Tensor, *, flip: bool) -> torch.Tensor:
-    """Softmax probabilities ``(N, K, H, W)`` at the input's size, averaged with the flipped input."""
+    """Softmax probabilities ``(N, K, H, W)`` at the input's size, averaged with the flipped
+    input."""
     size = (image.shape[-2], image.shape[-1])
     probs = torch.softmax(_logits_at(model, image, size), dim=1)  # (N, K, H, W)
     if flip:
@@ -66,7 +68,8 @@ def _probabilities(model: nn.Module, image: torch.Tensor, *, flip: bool) -> torc
 
 
 def sliding_windows(size: int, window: int, stride: int) -> list[int]:
-    """Start offsets along one axis of length ``size``: every ``stride``, the last flush with the end.
+    """Start offsets along one axis of length ``size``: every ``stride``, the last flush with the
+    end.
 
     ``size <= window`` gives ``[0]`` (the caller pads to the window).
     """
@@ -105,7 +108,8 @@ def predict_probabilities(
             return _probabilities(model, image, flip=flip)
         if crop_size is None or len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(
-                f"crop_size must be (height, width) of positive ints in sliding mode, got {crop_size!r}"
+                "crop_size must be (height, width) of positive ints in sliding mode, got "
+                f"{crop_size!r}"
             )
         if not 0.0 < stride_rate <= 1.0:
             raise ValueError(f"stride_rate must lie in (0, 1], got {stride_rate}")
@@ -154,7 +158,8 @@ def evaluate(
     world_size: int = 1,
     prediction_callback: Any = None,
 ) -> dict[str, Any]:
-    """Scores of ``model`` on ``dataset`` (items ``{"image": (3, H, W) in [0, 1], "label": (H, W)}``).
+    """Scores of ``model`` on ``dataset`` (items
+    ``{"image": (3, H, W) in [0, 1], "label": (H, W)}``).
 
     Images are normalised with the ImageNet statistics (the training transform's). ``batch_size``
     images are stacked when they share a size (whole mode); sliding mode handles one image at a
@@ -212,7 +217,7 @@ def evaluate(
                 pred = probs.argmax(dim=1)  # (B, K, H, W) -> (B, H, W)
                 meter.update(pred, label)
                 if prediction_callback is not None:
-                    for item, one in zip(chunk, pred):
+                    for item, one in zip(chunk, pred, strict=True):
                         prediction_callback(str(item.get("name", "")), one.cpu())
     finally:
         model.train(was_training)

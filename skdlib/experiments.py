@@ -1,4 +1,5 @@
-"""The experiment pipeline: every run of a profile, each one a papermill execution of ``book/training.md``.
+"""The experiment pipeline: every run of a profile, each one a papermill execution of
+``book/training.md``.
 
 ``python -m skdlib.experiments run --profile quick`` (what ``make book`` calls first):
 
@@ -11,9 +12,9 @@
    ``<run_dir>/notebook.ipynb``;
 4. after every run, rewrites ``runs/<profile>/index.json`` atomically.
 
-Which runs train (see :func:`run_action`): a finished run whose ``config_hash`` equals the hash of the
-configuration the plan makes now is reused; a folder written for another configuration is trained
-again from scratch (``FORCE``); an interrupted run is resumed from ``checkpoints/last.pt``
+Which runs train (see :func:`run_action`): a finished run whose ``config_hash`` equals the hash of
+the configuration the plan makes now is reused; a folder written for another configuration is
+trained again from scratch (``FORCE``); an interrupted run is resumed from ``checkpoints/last.pt``
 (``RESUME``); ``--force`` trains everything again. A failed run is recorded as failed and the
 pipeline goes on; the command exits non-zero at the end, naming the failures.
 
@@ -65,7 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The repository holding ``configs/`` and ``book/`` (this file is ``<repo>/skdlib/experiments.py``).
+#: The repository holding ``configs/`` and ``book/`` (this file is
+#: ``<repo>/skdlib/experiments.py``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLAN = REPO_ROOT / "configs" / "experiments.yaml"
 TRAINING_NOTEBOOK = REPO_ROOT / "book" / "training.md"
@@ -115,15 +117,15 @@ class Profile:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One experiment of the plan: named settings and its own overrides on the profile's base preset."""
+    """One experiment of the plan: named settings and its own overrides on the profile's base
+    preset."""
 
     name: str
     groups: tuple[str, ...]
     label: str
     description: str
-    settings: tuple[
-        str, ...
-    ]  #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
+    #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
+    settings: tuple[str, ...]
     overrides: tuple[str, ...]  #: its own overrides, applied after the settings
 
 
@@ -140,13 +142,14 @@ class Plan:
         """The profile ``name``; :class:`PlanError` lists the known ones otherwise."""
         if name not in self.profiles:
             raise PlanError(
-                f"profile: unknown profile {name!r} in {self.source}; known: {', '.join(self.profiles)}"
+                f"profile: unknown profile {name!r} in {self.source}; known: "
+                f"{', '.join(self.profiles)}"
             )
         return self.profiles[name]
 
     def overrides(self, experiment: Experiment, profile: str | Profile) -> tuple[str, ...]:
-        """``experiment``'s overrides under ``profile``: its settings expanded (the profile's own list
-        of a setting when it has one, else the plan's), then its own overrides."""
+        """``experiment``'s overrides under ``profile``: its settings expanded (the profile's own
+        list of a setting when it has one, else the plan's), then its own overrides."""
         prof = self.profile(profile) if isinstance(profile, str) else profile
         expanded: list[str] = []
         for name in experiment.settings:
@@ -219,7 +222,8 @@ def _name(where: str, value: Any) -> str:
 
 
 def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
-    """Read and validate the plan file; unknown keys, bad names and duplicates raise :class:`PlanError`."""
+    """Read and validate the plan file; unknown keys, bad names and duplicates raise
+    :class:`PlanError`."""
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"plan file not found: {source}")
@@ -260,7 +264,8 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         unknown = sorted(set(map(str, own)) - set(settings))
         if unknown:
             raise PlanError(
-                f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}"
+                f"{where}.settings: {unknown} name no setting of the plan; known: "
+                f"{sorted(settings)}"
             )
         profiles[_name("profiles", pname)] = Profile(
             name=pname,
@@ -375,7 +380,8 @@ def build_runs(
     sets: Sequence[str] = (),
     only: Sequence[str] | None = None,
 ) -> list[RunSpec]:
-    """The teacher run and every student run of ``profile`` (``only``: these experiments), validated.
+    """The teacher run and every student run of ``profile`` (``only``: these experiments),
+    validated.
 
     Overrides, in order: the profile's, the experiment's, ``sets`` (the command line), then the
     absolute data root, ``model.teacher_checkpoint`` (the teacher run's ``final.pt``) and
@@ -534,7 +540,8 @@ def _short_error(exc: BaseException) -> str:
 
 
 def _cpu_times() -> tuple[int, int] | None:
-    """``(busy, total)`` CPU time in ticks since boot from ``/proc/stat``, or None where it is absent."""
+    """``(busy, total)`` CPU time in ticks since boot from ``/proc/stat``, or None where it is
+    absent."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
     except (OSError, IndexError):
@@ -565,12 +572,12 @@ def free_cores(sample_s: float = 1.0) -> int:
         after = _cpu_times()
         if after is not None and after[1] > before[1]:
             busy = cpus * (after[0] - before[0]) / (after[1] - before[1])
-            return max(1, min(cpus, cpus - int(round(busy))))
+            return max(1, min(cpus, cpus - round(busy)))
     try:
         load = os.getloadavg()[0]
     except OSError:
         return cpus
-    return max(1, min(cpus, cpus - int(round(load))))
+    return max(1, min(cpus, cpus - round(load)))
 
 
 def default_jobs() -> int:
@@ -603,7 +610,8 @@ def _write_index(
     states: Mapping[str, Mapping[str, Any]],
     num_classes: int | None,
 ) -> None:
-    """Rewrite ``index.json`` atomically; experiments absent from this invocation (``--only``) are kept."""
+    """Rewrite ``index.json`` atomically; experiments absent from this invocation (``--only``) are
+    kept."""
     previous: dict[str, Any] = {}
     if path.is_file():
         try:
@@ -697,7 +705,7 @@ def _ensure_data(runs: Sequence[RunSpec]) -> int | None:
 
 
 def _fmt(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
@@ -715,10 +723,11 @@ def run_pipeline(
     progress: bool = False,
     teacher_threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run every run of ``profile`` (see the module docstring) and return ``{"index", "failed", "actions"}``.
+    """Run every run of ``profile`` (see the module docstring) and return
+    ``{"index", "failed", "actions"}``.
 
-    ``jobs``: student runs at a time (default :func:`default_jobs`); ``threads``: torch threads of each
-    student run (default: the CPU count divided by ``jobs``); the teacher runs alone, with
+    ``jobs``: student runs at a time (default :func:`default_jobs`); ``threads``: torch threads of
+    each student run (default: the CPU count divided by ``jobs``); the teacher runs alone, with
     ``teacher_threads`` (default: :func:`free_cores` when it starts).
     """
     plan = load_plan(plan_path)
@@ -785,7 +794,8 @@ def run_pipeline(
             if spec.key != TEACHER_DIR:
                 durations.append(float(result["elapsed_s"]))
             remaining = total - done
-            # ETA: the mean student run so far, `jobs` at a time (unknown before the first student ends).
+            # ETA: the mean student run so far, `jobs` at a time (unknown before the first student
+            # ends).
             eta = "?"
             if durations or not remaining:
                 mean = sum(durations) / len(durations) if durations else 0.0
@@ -884,7 +894,7 @@ def _status(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m skdlib.experiments {run,status} --profile NAME ...``."""
     parser = argparse.ArgumentParser(
-        prog="python -m skdlib.experiments", description=__doc__.splitlines()[0]
+        prog="python -m skdlib.experiments", description=__doc__.split("\n\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -934,7 +944,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--teacher-threads",
                 type=int,
                 default=None,
-                help="torch threads of the teacher run (default: the cores not busy when it starts)",
+                help=(
+                    "torch threads of the teacher run (default: the cores not busy when it starts)"
+                ),
             )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]

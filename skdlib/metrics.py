@@ -9,9 +9,9 @@ Conventions
   (column), ``IoU_k = TP / (TP + FP + FN)``.
 * A class absent from both prediction and target (``TP + FP + FN == 0``) has IoU ``NaN`` and is left
   out of the mean, exactly as the official Cityscapes evaluation
-  (``cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling``) does: it returns ``NaN`` for such a
-  class and averages the remaining ones. A class that is predicted but absent from the target has
-  IoU 0 (it has false positives) and does count.
+  (``cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling``) does: it returns ``NaN`` for
+  such a class and averages the remaining ones. A class that is predicted but absent from the target
+  has IoU 0 (it has false positives) and does count.
 * :func:`segmentation_scores` returns plain Python floats (``NaN`` kept, convenient for arithmetic).
   Use :func:`scores_to_json` before writing JSON: it turns every ``NaN`` into ``None`` (``null``),
   so the file is strict JSON (``json.dump(..., allow_nan=False)`` succeeds).
@@ -68,11 +68,12 @@ def confusion_matrix(
     *,
     ignore_index: int = 255,
 ) -> Tensor:
-    """Count (target, prediction) pairs into a ``(K, K)`` int64 matrix, rows = target, cols = prediction.
+    """Count (target, prediction) pairs into a ``(K, K)`` int64 matrix, rows = target, cols =
+    prediction.
 
     Args:
-        pred: predicted class indices, integer tensor of shape ``(N, H, W)`` or ``(H, W)``, values in
-            ``[0, K)``.
+        pred: predicted class indices, integer tensor of shape ``(N, H, W)`` or ``(H, W)``, values
+            in ``[0, K)``.
         target: ground-truth class indices, same shape as ``pred``, values in ``[0, K)`` or
             ``ignore_index``.
         num_classes: ``K``.
@@ -84,9 +85,9 @@ def confusion_matrix(
         pixels.
 
     Raises:
-        ValueError: non-tensor or floating inputs, mismatched shapes or devices, ``num_classes < 1``,
-            ``ignore_index`` inside ``[0, K)``, prediction values outside ``[0, K)``, target values
-            outside ``[0, K)`` other than ``ignore_index``.
+        ValueError: non-tensor or floating inputs, mismatched shapes or devices,
+            ``num_classes < 1``, ``ignore_index`` inside ``[0, K)``, prediction values outside
+            ``[0, K)``, target values outside ``[0, K)`` other than ``ignore_index``.
 
     One bincount of ``target * K + pred`` over all pixels, no Python loop over pixels and no boolean
     gather: ignored pixels land in bins beyond ``K * K`` that are dropped, and any other bin beyond
@@ -136,10 +137,11 @@ def confusion_matrix(
         raise ValueError(_target_error(k, ignore_index, bad))
 
     # flat = target * K + pred in the narrowest integer type that holds the largest bin index:
-    # narrow types halve or quarter the memory traffic of the passes. Where int16 still has room, the
-    # histogram is split into _HISTOGRAM_BANKS interleaved copies along the last dimension: label
-    # maps are blocky, so neighbouring pixels hit the same counter, and spreading them over banks
-    # avoids serialised increments (measured ~20% faster on 1024x2048 maps); the banks are summed.
+    # narrow types halve or quarter the memory traffic of the passes. Where int16 still has room,
+    # the histogram is split into _HISTOGRAM_BANKS interleaved copies along the last dimension:
+    # label maps are blocky, so neighbouring pixels hit the same counter, and spreading them over
+    # banks avoids serialised increments (measured ~20% faster on 1024x2048 maps); the banks are
+    # summed.
     num_bins = max(t_max + 1, k) * k  # covers the K*K class bins and every target value seen
     banks = _HISTOGRAM_BANKS if _HISTOGRAM_BANKS * num_bins <= torch.iinfo(torch.int16).max else 1
     largest = banks * num_bins - 1
@@ -153,9 +155,8 @@ def confusion_matrix(
     if banks > 1:
         width = flat.shape[-1]
         bank_offset = (torch.arange(width, device=flat.device) % banks) * num_bins  # (W,)
-        flat += bank_offset.to(
-            index_dtype
-        )  # (..., W) + (W,): pixel column w counts in bank w % banks
+        # (..., W) + (W,): pixel column w counts in bank w % banks
+        flat += bank_offset.to(index_dtype)
     counts = torch.bincount(
         flat.reshape(-1), minlength=banks * num_bins
     )  # (N*H*W,) -> (banks*bins,)
@@ -192,8 +193,8 @@ def segmentation_scores(confusion: Tensor) -> dict[str, Any]:
     Returns a dict of plain Python values:
 
     * ``miou``: mean of ``class_iou`` over classes whose IoU is not NaN (NaN if all are NaN).
-    * ``class_iou``: list of ``K`` floats, ``TP / (TP + FP + FN)``; NaN when the class is absent from
-      both target and prediction (as the official Cityscapes evaluation).
+    * ``class_iou``: list of ``K`` floats, ``TP / (TP + FP + FN)``; NaN when the class is absent
+      from both target and prediction (as the official Cityscapes evaluation).
     * ``pixel_acc``: ``trace(M) / sum(M)`` over non-ignored pixels (NaN for an empty matrix).
     * ``class_acc``: list of ``K`` floats, ``TP / (TP + FN)`` (recall); NaN when the class is absent
       from the target.
@@ -222,13 +223,17 @@ def segmentation_scores(confusion: Tensor) -> dict[str, Any]:
     total = float(m.sum())
 
     class_iou = [
-        float(t / u) if u > 0 else float("nan") for t, u in zip(tp.tolist(), union.tolist())
+        float(t / u) if u > 0 else float("nan")
+        for t, u in zip(tp.tolist(), union.tolist(), strict=True)
     ]
-    class_acc = [float(t / g) if g > 0 else float("nan") for t, g in zip(tp.tolist(), gt.tolist())]
+    class_acc = [
+        float(t / g) if g > 0 else float("nan")
+        for t, g in zip(tp.tolist(), gt.tolist(), strict=True)
+    ]
     if total > 0:
         pixel_acc = float(tp.sum()) / total
         freq_weighted_iou = sum(
-            (g / total) * iou for g, iou in zip(gt.tolist(), class_iou) if g > 0
+            (g / total) * iou for g, iou in zip(gt.tolist(), class_iou, strict=True) if g > 0
         )
     else:
         pixel_acc = float("nan")
@@ -245,7 +250,8 @@ def segmentation_scores(confusion: Tensor) -> dict[str, Any]:
 
 
 def scores_to_json(scores: Any) -> Any:
-    """Return a copy of ``scores`` (nested dicts/lists/tuples of numbers) with NaN turned into ``None``.
+    """Return a copy of ``scores`` (nested dicts/lists/tuples of numbers) with NaN turned into
+    ``None``.
 
     The result is strict JSON: ``json.dumps(scores_to_json(s), allow_nan=False)`` succeeds.
     Tuples become lists; infinite floats are also turned into ``None``.
@@ -262,8 +268,8 @@ def scores_to_json(scores: Any) -> Any:
 class ConfusionMeter:
     """Streaming confusion matrix: ``update`` per batch, ``compute`` at the end.
 
-    The running ``(K, K)`` int64 matrix is the public attribute ``matrix``; it lives on the device of
-    the last batch given to :meth:`update`. Across processes, sum it in place (for example
+    The running ``(K, K)`` int64 matrix is the public attribute ``matrix``; it lives on the device
+    of the last batch given to :meth:`update`. Across processes, sum it in place (for example
     ``torch.distributed.all_reduce(meter.matrix)``) before :meth:`compute`; within one process,
     :meth:`merge` adds another meter's counts.
     """
@@ -281,7 +287,8 @@ class ConfusionMeter:
         self.matrix = self.matrix.to(batch.device) + batch
 
     def merge(self, other: ConfusionMeter) -> None:
-        """Add the counts of ``other`` (same ``num_classes`` and ``ignore_index``) into this meter."""
+        """Add the counts of ``other`` (same ``num_classes`` and ``ignore_index``) into this
+        meter."""
         if not isinstance(other, ConfusionMeter):
             raise ValueError(f"other must be a ConfusionMeter, got {type(other).__name__}")
         if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):

@@ -1,4 +1,5 @@
-"""Palettes and plots shared by the book's chapters (matplotlib is imported only when a plot is made)."""
+"""Palettes and plots shared by the book's chapters (matplotlib is imported only when a plot is
+made)."""
 
 from __future__ import annotations
 
@@ -65,14 +66,15 @@ def colorize(
         raise ValueError(
             f"label {int(labels_np[valid].max())} has no colour in a palette of {len(table)}"
         )
-    out = np.zeros(labels_np.shape + (3,), dtype=np.uint8)  # (H, W, 3)
+    out = np.zeros((*labels_np.shape, 3), dtype=np.uint8)  # (H, W, 3)
     out[valid] = table[labels_np[valid]]
     out[~valid] = IGNORE_COLOUR
     return out
 
 
 def image_to_numpy(image: torch.Tensor) -> np.ndarray:
-    """An image tensor ``(3, H, W)`` (or ``(1, 3, H, W)``) in [0, 1] as ``(H, W, 3)`` float for imshow."""
+    """An image tensor ``(3, H, W)`` (or ``(1, 3, H, W)``) in [0, 1] as ``(H, W, 3)`` float for
+    imshow."""
     if image.dim() == 4:
         if image.shape[0] != 1:
             raise ValueError(f"expected a single image, got batch shape {tuple(image.shape)}")
@@ -89,7 +91,8 @@ def show_row(
     width: float = 3.2,
     colorbar: bool = False,
 ) -> Any:
-    """Plot panels side by side; each panel is ``(title, array)``: RGB ``(H, W, 3)`` or a scalar map ``(H, W)``.
+    """Plot panels side by side; each panel is ``(title, array)``: RGB ``(H, W, 3)`` or a scalar map
+    ``(H, W)``.
 
     Returns the matplotlib figure.
     """
@@ -98,7 +101,7 @@ def show_row(
     fig, axes = plt.subplots(
         1, len(panels), figsize=(width * len(panels), width * 0.75), squeeze=False
     )
-    for ax, (title, data) in zip(axes[0], panels):
+    for ax, (title, data) in zip(axes[0], panels, strict=True):
         array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
         im = ax.imshow(array, cmap=None if array.ndim == 3 else cmap)
         if colorbar and array.ndim == 2:

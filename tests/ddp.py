@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 def become_worker(rank: int, world_size: int, port: int) -> None:
-    """Inside a spawned process: the torchrun environment variables, one torch thread, no dropout."""
+    """Inside a spawned process: the torchrun environment variables, one torch thread, no
+    dropout."""
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world_size),

@@ -1,4 +1,5 @@
-"""Stopping a training run after a number of iterations, as a crash would (shared by the resume tests)."""
+"""Stopping a training run after a number of iterations, as a crash would (shared by the resume
+tests)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, one_thread) -> Path:
-    """Teacher, pi_pa/seed0 and pi_pa_ho/seed0, one iteration each, on 4 train / 3 val 128x128 images."""
+    """Teacher, pi_pa/seed0 and pi_pa_ho/seed0, one iteration each, on 4 train / 3 val 128x128
+    images."""
     return make_demo_runs(
         tmp_path_factory.mktemp("fig3"),
         ["pi_pa", "pi_pa_ho"],

@@ -1,4 +1,5 @@
-"""skdlib.analysis.runs: index reading, seed aggregation by hand, missing/failed runs, the noise test."""
+"""skdlib.analysis.runs: index reading, seed aggregation by hand, missing/failed runs, the noise
+test."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def tree(tmp_path: Path) -> Path:
 # Files
 # --------------------------------------------------------------------------------------------------
 def test_load_index_refuses_missing_and_malformed(tmp_path):
-    with pytest.raises(FileNotFoundError, match="index.json"):
+    with pytest.raises(FileNotFoundError, match=r"index\.json"):
         load_index(tmp_path)
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -194,7 +195,7 @@ def test_table_parity_with_a_plain_rederivation(tree):
 
 def test_collect_runs_rows_and_teacher(tree):
     runs = collect_runs(load_index(tree), "variants", profile_dir=tree)
-    assert list(zip(runs.experiment, runs.seed, runs.status)) == [
+    assert list(zip(runs.experiment, runs.seed, runs.status, strict=True)) == [
         ("b", 0, "finished"),
         ("b", 1, "unfinished"),
         ("b", 2, "failed"),

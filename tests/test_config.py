@@ -267,9 +267,9 @@ def test_circular_and_missing_bases(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="circular inheritance"):
         load_config(tmp_path / "a.yaml")
     _write(tmp_path / "c.yaml", {"base": "nowhere.yaml"})
-    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml"):
         load_config(tmp_path / "c.yaml")
-    with pytest.raises(FileNotFoundError, match="absent.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.yaml"):
         load_config(tmp_path / "absent.yaml")
     _write(tmp_path / "d.yaml", {"base": 3})
     with pytest.raises(ValueError, match="base: expected a file path, got int 3"):
@@ -437,7 +437,7 @@ def test_config_hash_changes_with_any_value() -> None:
     seen = {reference}
     for key, _type, default, _doc in rows:
         changed = _changed_value(key, default)
-        cfg = apply_overrides(base, [f"{key}={changed}"] + _companions(key))
+        cfg = apply_overrides(base, [f"{key}={changed}", *_companions(key)])
         digest = config_hash(cfg)
         assert digest not in seen, key
         seen.add(digest)

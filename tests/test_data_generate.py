@@ -22,7 +22,7 @@ from skdlib.data.generate import (
     verify_embedded,
 )
 
-TINY = dict(seed=3, height=32, width=64, num_train=4, num_val=2)
+TINY = {"seed": 3, "height": 32, "width": 64, "num_train": 4, "num_val": 2}
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -49,7 +49,8 @@ def test_same_seed_same_bytes(tiny_set: Path, tmp_path: Path) -> None:
 
 
 def test_golden_samples() -> None:
-    # Stored digests of two drawn scenes: any change to the drawing code (or the numpy stream) shows here.
+    # Stored digests of two drawn scenes: any change to the drawing code (or the numpy stream) shows
+    # here.
     image, label = draw_sample(0, "train", 0, height=32, width=64)
     assert hashlib.sha256(image.tobytes()).hexdigest() == (
         "c57020676ca6c17fd1c2aad1d1686eafcc0d5daede1b7703d0dda23096ec9277"
@@ -92,7 +93,8 @@ def test_layout_manifest_and_files(tiny_set: Path) -> None:
 
 
 def test_scene_content_at_default_size() -> None:
-    # Every class occurs in a few scenes; perspective: cars near the bottom are bigger than near the horizon.
+    # Every class occurs in a few scenes; perspective: cars near the bottom are bigger than near the
+    # horizon.
     counts = np.zeros(len(CLASS_NAMES), dtype=np.int64)
     for index in range(4):
         image, label = draw_sample(0, "train", index, height=128, width=256)
@@ -100,11 +102,12 @@ def test_scene_content_at_default_size() -> None:
             image.shape == (128, 256, 3) and image.dtype == np.uint8 and label.shape == (128, 256)
         )
         counts += np.bincount(label.ravel(), minlength=256)[: len(CLASS_NAMES)]
-    assert (counts > 0).all(), dict(zip(CLASS_NAMES, counts.tolist()))
+    assert (counts > 0).all(), dict(zip(CLASS_NAMES, counts.tolist(), strict=True))
 
 
 def test_colour_alone_is_ambiguous() -> None:
-    # Pooled over scenes, road/sidewalk and car/building colours differ in mean by far less than their spread.
+    # Pooled over scenes, road/sidewalk and car/building colours differ in mean by far less than
+    # their spread.
     pooled: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: [], 5: []}
     for index in range(8):
         image, label = draw_sample(0, "train", index, height=64, width=128)
@@ -261,7 +264,7 @@ def test_probe_confusion_matches_plain_count() -> None:
     pred = torch.tensor([[0, 1, 1, 2], [2, 1, 0, 0]])
     conf = _confusion(pred, target, 3)
     expected = torch.zeros(3, 3, dtype=torch.int64)
-    for t, p in zip(target.flatten().tolist(), pred.flatten().tolist()):
+    for t, p in zip(target.flatten().tolist(), pred.flatten().tolist(), strict=True):
         if t != 255:
             expected[t, p] += 1
     assert torch.equal(conf, expected)

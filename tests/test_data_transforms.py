@@ -15,13 +15,14 @@ from skdlib.data.transforms import (
     normalize,
 )
 
-NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+NO_NORM = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
 def _coded_batch(
     n: int = 3, h: int = 32, w: int = 48, block: int = 8
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels constant on ``block`` x ``block`` squares; each image pixel encodes its label as (k/20, k/20, k/20)."""
+    """Labels constant on ``block`` x ``block`` squares; each image pixel encodes its label as
+    (k/20, k/20, k/20)."""
     g = torch.Generator().manual_seed(5)
     coarse = torch.randint(0, 20, (n, h // block, w // block), generator=g)  # (N, h/b, w/b)
     labels = coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)  # (N, H, W)

@@ -1,4 +1,5 @@
-"""Tests of skdlib.experiments: the plan, the runs it makes, reuse/resume decisions, the smoke pipeline."""
+"""Tests of skdlib.experiments: the plan, the runs it makes, reuse/resume decisions, the smoke
+pipeline."""
 
 from __future__ import annotations
 
@@ -178,7 +179,8 @@ def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
             k = int(name.rpartition("_unl")[2].removesuffix("x")) if "_unl" in name else 0
             assert unl.enabled == (k > 0), (profile, name)
             if k:
-                # A pool of k x the labelled images, fresh scenes (generator seed 1), under the repository.
+                # A pool of k x the labelled images, fresh scenes (generator seed 1), under the
+                # repository.
                 assert (
                     dict(unl.options)["num_train"] == k * labelled
                     and dict(unl.options)["seed"] == 1
@@ -483,7 +485,8 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
 
 
 def test_interrupted_run_is_resumed(smoke) -> None:
-    """Rewind a finished run to its state after iteration 1 (as if killed there): the pipeline resumes it."""
+    """Rewind a finished run to its state after iteration 1 (as if killed there): the pipeline
+    resumes it."""
     folder = smoke["root"] / "pi_pa_ho" / "seed0"
     state = load_checkpoint(folder / "checkpoints" / "last.pt")
     state["iteration"] = 1
@@ -525,7 +528,7 @@ def test_free_cores_counts_the_cores_busy_now(monkeypatch) -> None:
         (200, 1),
     ):  # of 200 ticks over the sample, on 2 cores
         samples = iter([(1000, 5000), (1000 + busy_ticks, 5200)])
-        monkeypatch.setattr(ex, "_cpu_times", lambda: next(samples))
+        monkeypatch.setattr(ex, "_cpu_times", lambda samples=samples: next(samples))
         assert ex.free_cores() == free
     monkeypatch.setattr(ex, "_cpu_times", lambda: None)  # no /proc/stat: the load average decides
     assert ex.free_cores() == 1

@@ -76,9 +76,10 @@ def test_check_detects_a_changed_model(exported) -> None:
 
 def test_check_rejects_wrong_spatial_size_and_missing_file(exported, tmp_path: Path) -> None:
     model, path = exported["espnet"]
-    with pytest.raises(Exception):  # fixed spatial size: onnxruntime refuses 32x32
+    # fixed spatial size: onnxruntime refuses 32x32
+    with pytest.raises(Exception, match="invalid dimensions"):
         check_onnx(model, path, torch.randn(1, 3, 32, 32))
-    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.onnx"):
         check_onnx(model, tmp_path / "missing.onnx", torch.randn(1, 3, *SIZE))
 
 

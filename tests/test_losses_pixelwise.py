@@ -110,7 +110,7 @@ def test_half_precision_is_promoted() -> None:
 def test_shape_mismatch_names_both_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\).*\(2, 3, 8, 8\)"):
         pixelwise_kd_loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 8, 8))
-    with pytest.raises(ValueError, match="batch|shape"):
+    with pytest.raises(ValueError, match=r"batch|shape"):
         pixelwise_kd_loss(torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 4, 4))
 
 

@@ -1,4 +1,5 @@
-"""Tests of skdlib.metrics: hand-computed cases, a plain re-derivation, the official Cityscapes tool."""
+"""Tests of skdlib.metrics: hand-computed cases, a plain re-derivation, the official Cityscapes
+tool."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def test_empty_and_all_ignored() -> None:
 def _plain_scores(pred: torch.Tensor, target: torch.Tensor, k: int, ignore: int) -> dict:
     valid = target != ignore
     ious, accs, matrix = [], [], [[0] * k for _ in range(k)]
-    for t, p in zip(target.reshape(-1).tolist(), pred.reshape(-1).tolist()):  # one pixel at a time
+    # one pixel at a time
+    for t, p in zip(target.reshape(-1).tolist(), pred.reshape(-1).tolist(), strict=True):
         if t != ignore:
             matrix[t][p] += 1
     for c in range(k):
@@ -135,7 +137,7 @@ def test_parity_with_plain_rederivation(k: int, ignore: int, dtype: torch.dtype)
     assert m.tolist() == plain["matrix"]
     s = segmentation_scores(m)
     assert math.isnan(s["class_iou"][absent])
-    assert all(_same(a, b) for a, b in zip(s["class_iou"], plain["class_iou"]))
+    assert all(_same(a, b) for a, b in zip(s["class_iou"], plain["class_iou"], strict=True))
     assert _same(s["miou"], plain["miou"]) and _same(s["pixel_acc"], plain["pixel_acc"])
     assert _same(s["mean_acc"], plain["mean_acc"])
 
@@ -184,7 +186,9 @@ def test_streaming_equals_one_shot_and_merge_and_reset() -> None:
         singles.update(pred[i], target[i])
     assert torch.equal(singles.matrix, one_shot)
     streamed, direct = meter.compute(), segmentation_scores(one_shot)
-    assert all(_same(a, b, 0.0) for a, b in zip(streamed["class_iou"], direct["class_iou"]))
+    assert all(
+        _same(a, b, 0.0) for a, b in zip(streamed["class_iou"], direct["class_iou"], strict=True)
+    )
     assert _same(streamed["miou"], direct["miou"], 0.0)
     first, second = ConfusionMeter(7), ConfusionMeter(7)
     first.update(pred[:3], target[:3])
@@ -335,5 +339,6 @@ def test_equal_to_official_cityscapes_evaluation(
     assert official_iou[17] == 0.0 and ours["class_iou"][17] == 0.0
     for c in range(k):
         assert _same(ours["class_iou"][c], official_iou[c], 1e-9), (c, names[c])
-    # The official mean averages the non-NaN class scores (ignored labels and absent classes are NaN).
+    # The official mean averages the non-NaN class scores (ignored labels and absent classes are
+    # NaN).
     assert _same(ours["miou"], result["averageScoreClasses"], 1e-9)

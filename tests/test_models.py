@@ -306,7 +306,7 @@ def test_esp_module_matches_plain_hierarchical_fusion() -> None:
         reduced = F.conv2d(x, module.reduce.weight)
         outs = [
             F.conv2d(reduced, b.weight, padding=r, dilation=r)
-            for b, r in zip(module.branches, ESP_DILATIONS)
+            for b, r in zip(module.branches, ESP_DILATIONS, strict=True)
         ]
         hff = [
             outs[0],
@@ -344,7 +344,7 @@ def test_pyramid_pooling_matches_plain_bin_averages() -> None:
 
 
 def test_unknown_name_and_options_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="valid names: .*espnet.*pspnet_resnet18"):
+    with pytest.raises(ValueError, match=r"valid names: .*espnet.*pspnet_resnet18"):
         build_model("pspnet_resnet152", 19)
     with pytest.raises(ValueError, match=r"unknown option.*'widht'.*valid options"):
         build_model("pspnet_resnet18", 19, widht=0.5)

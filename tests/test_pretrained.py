@@ -133,17 +133,17 @@ def test_prefix_selects_the_submodule(tmp_path: Path) -> None:
     assert report.loaded == sorted(f"body.{k}" for k in state)
     torch.testing.assert_close(model.body[1].running_mean, state["1.running_mean"])
     torch.testing.assert_close(model.head.weight, head_before)
-    with pytest.raises(ValueError, match="no key .* matches"):
+    with pytest.raises(ValueError, match=r"no key .* matches"):
         load_pretrained(model, path, prefix="head.")
-    with pytest.raises(ValueError, match="prefix='nothing.'"):
+    with pytest.raises(ValueError, match=r"prefix='nothing\.'"):
         load_pretrained(model, path, prefix="nothing.")
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         load_pretrained(_Tiny(), missing)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         load_pretrained(_Tiny(), missing.as_uri())
 
 
@@ -170,7 +170,7 @@ def test_url_uses_the_hub_cache_without_network(tmp_path: Path, monkeypatch) -> 
 def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "unsafe.pth"
     torch.save({"weight": torch.ones(2), "payload": _Payload()}, path)
-    with pytest.raises(ValueError, match="refusing to load .*unsafe.pth.*weights_only"):
+    with pytest.raises(ValueError, match=r"refusing to load .*unsafe\.pth.*weights_only"):
         load_pretrained(_Tiny(), path)
 
 

@@ -1,4 +1,5 @@
-"""The distillation step: every term reported, gradients only where they belong, non-finite skips."""
+"""The distillation step: every term reported, gradients only where they belong, non-finite
+skips."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from skdlib.train.config import DistillConfig
 from skdlib.train.step import StepContext, critic_step, distill_step, frozen, student_step
 
 NUM_CLASSES = 4
-ALL_OFF = dict(pixelwise=False, pairwise=False, holistic=False)
+ALL_OFF = {"pixelwise": False, "pairwise": False, "holistic": False}
 
 
 def _params(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -22,7 +23,7 @@ def _params(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_baseline_step_equals_plain_cross_entropy(nets, batch):
     loss.backward()
     opt_b.step()
     assert terms["task"] == pytest.approx(loss.item(), rel=1e-6)
-    for p_a, p_b in zip(student_a.parameters(), student_b.parameters()):
+    for p_a, p_b in zip(student_a.parameters(), student_b.parameters(), strict=True):
         torch.testing.assert_close(p_a, p_b)
 
 

@@ -1,4 +1,5 @@
-"""The training loop: run folder contents, refusals, exact resume (also after SIGKILL), non-finite stops."""
+"""The training loop: run folder contents, refusals, exact resume (also after SIGKILL), non-finite
+stops."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ NUM_CLASSES = 8  # the embedded data set's classes
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
-    """Tiny embedded data (6 train / 2 val at 128x128) and a random half-width teacher's final.pt."""
+    """Tiny embedded data (6 train / 2 val at 128x128) and a random half-width teacher's
+    final.pt."""
     root = tmp_path_factory.mktemp("loop")
     data = ensure_embedded(root / "data", height=128, width=128, num_train=6, num_val=2)
     torch.manual_seed(0)
@@ -176,13 +178,13 @@ def test_run_folder_contents(assets, tmp_path, caplog):
     assert lines and all(term in lines[0] for term in ("task", "pixel", "pair", "gen", "critic"))
 
     # A finished run is never overwritten without force, and cannot be resumed.
-    with pytest.raises(RunFolderError, match="finished run.*--force"):
+    with pytest.raises(RunFolderError, match=r"finished run.*--force"):
         train(cfg, run, progress=False)
     with pytest.raises(RunFolderError, match="finished"):
         train(cfg, run, resume=True, progress=False)
     # A partial run (no summary) needs --resume or --force.
     (run / "summary.json").unlink()
-    with pytest.raises(RunFolderError, match="--resume.*--force"):
+    with pytest.raises(RunFolderError, match=r"--resume.*--force"):
         train(cfg, run, progress=False)
     # Resuming with another config is refused.
     other = _smoke(assets, "train.max_iters=1", "train.checkpoint_every=1", "train.lr=0.02")
@@ -205,7 +207,7 @@ def test_missing_teacher_is_a_clear_error_before_training(assets, tmp_path):
 
 def test_small_crops_with_the_holistic_term_fail_early(assets, tmp_path):
     cfg = _smoke(assets, "data.crop_size=[64,128]")
-    with pytest.raises(ValueError, match="data.crop_size.*discriminator"):
+    with pytest.raises(ValueError, match=r"data\.crop_size.*discriminator"):
         train(cfg, tmp_path / "run", progress=False)
 
 
@@ -403,7 +405,8 @@ def test_train_limit_trains_on_the_first_samples_only(assets, tmp_path, monkeypa
     assert [s.name for s in subset.samples] == [s.name for s in full.samples[:2]]
     assert torch.equal(subset[1]["image"], full[1]["image"])
     assert len(build_dataset_for(cfg, "val")) == 2  # validation keeps its whole split
-    # Every item the run reads (3 steps x 2 training images, then the 2 val images) has index 0 or 1.
+    # Every item the run reads (3 steps x 2 training images, then the 2 val images) has
+    # index 0 or 1.
     seen: list[int] = []
     original = SegmentationDataset.__getitem__
 

@@ -120,7 +120,7 @@ def test_image_folder_errors(tmp_path):
     _write_png(tmp_path / "train" / "good.png")
     (tmp_path / "train" / "bad.png").write_bytes(b"broken")
     ds = build_dataset("images", tmp_path, "train")
-    with pytest.raises(DataError, match="bad.png"):
+    with pytest.raises(DataError, match=r"bad\.png"):
         ds[0]
     skipping = build_dataset("images", tmp_path, "train", skip_bad=True)
     assert skipping[0]["name"] == "good"
@@ -147,7 +147,8 @@ def test_with_unlabeled_appends_ignore_labels_so_the_task_loss_is_unchanged():
     assert all_image.shape == (5, 3, 16, 16) and all_label.shape == (5, 16, 16)
     assert torch.equal(all_image[:2], image) and torch.equal(all_label[:2], label)
     assert bool((all_label[2:] == 255).all())
-    # Whatever the network predicts for the unlabeled rows, the task loss is that of the labelled rows.
+    # Whatever the network predicts for the unlabeled rows, the task loss is that of the labelled
+    # rows.
     logits = torch.randn(5, 4, 4, 4, generator=gen)
     aux = torch.randn(5, 4, 4, 4, generator=gen)
     expected = segmentation_task_loss(logits[:2], label, aux_logits=aux[:2])

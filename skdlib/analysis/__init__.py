@@ -6,8 +6,10 @@
   (does a data set need context?).
 - :mod:`skdlib.analysis.runs`: reading a profile's run folders (``index.json``, summaries, metrics),
   mean and spread over seeds, the seed-noise test.
-- :mod:`skdlib.analysis.embedding`: the critic's embedding scores of teacher and student maps (Fig. 3).
-- :mod:`skdlib.analysis.explorer`: everything the interactive explorer shows for one image and pixel.
+- :mod:`skdlib.analysis.embedding`: the critic's embedding scores of teacher and student maps
+  (Fig. 3).
+- :mod:`skdlib.analysis.explorer`: everything the interactive explorer shows for one image and
+  pixel.
 - :mod:`skdlib.analysis.unlabeled`: the unlabeled-images experiment (terms, labelled and unlabeled
   image counts per experiment).
 """

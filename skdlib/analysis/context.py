@@ -97,7 +97,8 @@ def _pixel_mlp(num_classes: int, hidden: int = 64) -> nn.Module:
 
 
 def _confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Confusion matrix ``(K, K)`` int64, rows = target, columns = prediction; ignore pixels dropped."""
+    """Confusion matrix ``(K, K)`` int64, rows = target, columns = prediction; ignore pixels
+    dropped."""
     keep = target != IGNORE_INDEX
     index = target[keep] * num_classes + pred[keep]  # (P,) flat cell ids
     return torch.bincount(index, minlength=num_classes * num_classes).view(
@@ -146,7 +147,8 @@ def _evaluate(
 
 @contextlib.contextmanager
 def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` intra-op threads (``None``: unchanged), restoring the setting after.
+    """Run the block with ``count`` intra-op threads (``None``: unchanged), restoring the setting
+    after.
 
     The per-pixel models do tiny matrix products, for which extra threads only add synchronisation
     (ten times slower on a busy 2-core machine).
@@ -163,7 +165,8 @@ def _torch_threads(count: int | None) -> Iterator[None]:
 def _fit(
     model: nn.Module, sample: Any, *, iters: int, lr: float, generator: torch.Generator
 ) -> None:
-    """Adam with cosine learning-rate decay; ``sample(generator) -> (inputs, targets)`` draws a batch."""
+    """Adam with cosine learning-rate decay; ``sample(generator) -> (inputs, targets)`` draws a
+    batch."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1))
@@ -187,7 +190,8 @@ def pixel_vs_context_probe(
     pixel_batch_size: int = 4096,
     mlp: bool = True,
 ) -> dict[str, Any]:
-    """Train the per-pixel classifiers and the context probe on ``root``'s train split; val mIoU of each.
+    """Train the per-pixel classifiers and the context probe on ``root``'s train split; val mIoU of
+    each.
 
     Args:
         root: an embedded data set (complete manifest; generated if missing, default options).
@@ -225,9 +229,8 @@ def pixel_vs_context_probe(
     for name, build in builders.items():
         if name == "pixel_mlp" and not mlp:
             continue
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # each model seeded alone; the global RNG is left untouched
+        # each model seeded alone; the global RNG is left untouched
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             models[name] = build()
 

@@ -43,7 +43,8 @@ PathLike = str | os.PathLike[str]
 
 
 def _logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """The network's logits ``(N, K, H/8, W/8)`` (float32) for a normalised batch ``(N, 3, H, W)``."""
+    """The network's logits ``(N, K, H/8, W/8)`` (float32) for a normalised batch
+    ``(N, 3, H, W)``."""
     return model(image).logits.float()
 
 
@@ -51,7 +52,8 @@ def _logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 def predict_logits(
     models: Mapping[str, nn.Module], image: torch.Tensor, *, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """Logits of each model for one data-set image ``(3, H, W)`` in [0, 1]: ``{name: (K, h, w)}`` on the CPU.
+    """Logits of each model for one data-set image ``(3, H, W)`` in [0, 1]: ``{name: (K, h, w)}`` on
+    the CPU.
 
     The image is normalised as in training; every model runs in eval mode (its mode is restored).
     """
@@ -98,8 +100,8 @@ def embedding_scores(
         score minus teacher score (Fig. 3a's quantity).
 
     Raises:
-        ValueError: empty ``students`` or dataset, a student named ``"teacher"``, ``batch_size < 1``,
-            or a critic without ``prepare_input``.
+        ValueError: empty ``students`` or dataset, a student named ``"teacher"``,
+            ``batch_size < 1``, or a critic without ``prepare_input``.
     """
     from skdlib.data.transforms import normalize
 
@@ -125,9 +127,8 @@ def embedding_scores(
         while start < len(dataset):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             chunks: list[list[tuple[int, dict[str, Any]]]] = []
-            for offset, item in enumerate(
-                items
-            ):  # consecutive images of one size share a forward pass
+            # consecutive images of one size share a forward pass
+            for offset, item in enumerate(items):
                 if chunks and chunks[-1][0][1]["image"].shape == item["image"].shape:
                     chunks[-1].append((start + offset, item))
                 else:
@@ -149,7 +150,7 @@ def embedding_scores(
                     rows.append(row)
             start += len(items)
     finally:
-        for module, mode in zip(modules, modes):
+        for module, mode in zip(modules, modes, strict=True):
             module.train(mode)
     table = pd.DataFrame(rows)
     for name in students:
@@ -182,7 +183,8 @@ def _resolve(path: str, bases: tuple[Path, ...]) -> Path:
 
 
 def val_dataset_for(cfg: Any, *, base_dir: PathLike) -> Any:
-    """The validation split of a run config's data set, a relative ``data.root`` resolved against ``base_dir``."""
+    """The validation split of a run config's data set, a relative ``data.root`` resolved against
+    ``base_dir``."""
     from skdlib.data import build_dataset
 
     root = _resolve(cfg.data.root, (Path(base_dir),))
@@ -210,7 +212,8 @@ def _run_dir(profile_dir: Path, index: Mapping[str, Any], experiment: str, seed:
                     return profile_dir / run["run_dir"]
             raise ValueError(f"seed: experiment {experiment!r} lists no run with seed {seed}")
     raise ValueError(
-        f"experiment: {experiment!r} is not in the index ({[e['name'] for e in index['experiments']]})"
+        f"experiment: {experiment!r} is not in the index "
+        f"({[e['name'] for e in index['experiments']]})"
     )
 
 
@@ -233,7 +236,8 @@ def load_fig3_models(
 
     Raises:
         FileNotFoundError: a run folder lacks a checkpoint or config.
-        ValueError: an experiment or seed not in the index, a run without a critic, a teacher entry missing.
+        ValueError: an experiment or seed not in the index, a run without a critic, a teacher entry
+            missing.
     """
     from skdlib.analysis.runs import load_run_config, load_summary
     from skdlib.models import build_model, load_pretrained
@@ -282,7 +286,9 @@ def load_fig3_models(
         "teacher": str(teacher_dir),
         "w/o HO": str(plain_dir),
         "w/ HO": str(ho_dir),
-        "critic": f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {state.get('iteration', math.nan)})",
+        "critic": (
+            f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {state.get('iteration', math.nan)})"
+        ),
     }
     logger.info("Fig. 3 models: %s", sources)
     return Fig3Models(

@@ -204,7 +204,8 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
             out = net(batch)
             if FEATURE not in out.features:
                 raise ValueError(
-                    f"network {name!r} returns no features[{FEATURE!r}] (has {sorted(out.features)})"
+                    f"network {name!r} returns no features[{FEATURE!r}] (has "
+                    f"{sorted(out.features)})"
                 )
             logits[name] = out.logits.float().cpu()  # (1, K, h', w')
             up = F.interpolate(
@@ -252,7 +253,8 @@ def _compute_image_outputs(models: ExplorerModels, index: int) -> ImageOutputs:
 def probabilities_at(
     logits: torch.Tensor, pixel: tuple[int, int], size: tuple[int, int]
 ) -> np.ndarray:
-    """Class probabilities ``(K,)`` at ``pixel`` of the logits ``(1, K, h, w)`` upsampled to ``size``.
+    """Class probabilities ``(K,)`` at ``pixel`` of the logits ``(1, K, h, w)`` upsampled to
+    ``size``.
 
     Equal to ``softmax(F.interpolate(logits, size, mode="bilinear", align_corners=False))`` at
     that pixel, without building the ``(K, H, W)`` map: the pixel centre ``(i + 0.5) / H`` is
@@ -288,7 +290,8 @@ def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) ->
         A flat dict (names from ``models.names``; ``student`` ranges over the students):
 
         - ``"image"`` ``(H, W, 3)`` in [0, 1], ``"label"`` ``(H, W)``, ``"pixel"`` ``(2,)``.
-        - ``"prediction/<name>"`` ``(H, W)`` int16, ``"probabilities/<name>"`` ``(K,)`` at the pixel.
+        - ``"prediction/<name>"`` ``(H, W)`` int16, ``"probabilities/<name>"`` ``(K,)`` at the
+          pixel.
         - ``"affinity/<name>"`` ``(h, w)``: the pixel's node's row of the similarity matrix;
           ``"node/<name>"`` ``(2,)`` that node's (row, col) in the grid.
         - ``"affinity_mse/<student>"`` float: mean squared difference of the student's and the

@@ -1,4 +1,5 @@
-"""Reading experiment runs: the pipeline's ``index.json``, run folders, seed aggregation, a noise test.
+"""Reading experiment runs: the pipeline's ``index.json``, run folders, seed aggregation, a noise
+test.
 
 Layout (the pipeline's contract)::
 
@@ -86,7 +87,8 @@ def find_repo_root(start: PathLike, *, fallback_to_package: bool = True) -> Path
     ``skdlib`` package (an editable install lives in it).
 
     Raises:
-        FileNotFoundError: no such folder above ``start`` (nor above the package, with the fallback).
+        FileNotFoundError: no such folder above ``start`` (nor above the package, with the
+            fallback).
     """
     here = Path(start).resolve()
     starts = (here, Path(__file__).resolve().parent) if fallback_to_package else (here,)
@@ -127,13 +129,15 @@ def load_index(profile_dir: PathLike) -> dict[str, Any]:
             lacking = [key for key in _RUN_KEYS if key not in run]
             if lacking:
                 raise ValueError(
-                    f"profile_dir: {path}, experiment {exp['name']!r}: a run lacks {lacking}: {run!r}"
+                    f"profile_dir: {path}, experiment {exp['name']!r}: a run lacks {lacking}: "
+                    f"{run!r}"
                 )
     return index
 
 
 def load_summary(run_dir: PathLike) -> dict[str, Any] | None:
-    """The run's ``summary.json`` as a dict, or ``None`` when the folder has none (or it is unreadable)."""
+    """The run's ``summary.json`` as a dict, or ``None`` when the folder has none (or it is
+    unreadable)."""
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         return None
@@ -183,7 +187,8 @@ def load_run_config(run_dir: PathLike) -> Any:
 
 
 def run_status(run_dir: PathLike, listed: str | None = None) -> str:
-    """``finished`` when ``summary.json`` says so; else ``failed`` if the index lists it failed; else ``unfinished``."""
+    """``finished`` when ``summary.json`` says so; else ``failed`` if the index lists it failed;
+    else ``unfinished``."""
     summary = load_summary(run_dir)
     if summary is not None and summary.get("finished") is True:
         return FINISHED
@@ -210,7 +215,7 @@ def _class_ious(summary: Mapping[str, Any]) -> dict[str, float]:
         items = list(values.items())
     else:
         names = summary.get("class_names") or [f"class{k}" for k in range(len(values))]
-        items = list(zip(names, values))
+        items = list(zip(names, values, strict=False))
     return {str(name): (math.nan if v is None else float(v)) for name, v in items}
 
 
@@ -221,8 +226,9 @@ def _number(value: Any) -> float:
 def collect_runs(
     index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
 ) -> pd.DataFrame:
-    """One row per listed run: ``experiment, label, seed, run_dir, status, miou, pixel_acc, iterations,
-    wall_time_s`` and ``iou/<class>`` columns (NaN where the run is not finished).
+    """One row per listed run:
+    ``experiment, label, seed, run_dir, status, miou, pixel_acc, iterations, wall_time_s`` and
+    ``iou/<class>`` columns (NaN where the run is not finished).
 
     ``group`` keeps the experiments whose ``groups`` contain it (``None``: all).
     """
@@ -325,7 +331,8 @@ def experiment_table(
 
 
 def teacher_summary(index: Mapping[str, Any], *, profile_dir: PathLike) -> dict[str, Any] | None:
-    """The teacher run's summary (with ``status`` and ``run_dir`` added), or ``None`` without a teacher entry."""
+    """The teacher run's summary (with ``status`` and ``run_dir`` added), or ``None`` without a
+    teacher entry."""
     entry = index.get("teacher")
     if not entry or "run_dir" not in entry:
         return None
@@ -340,8 +347,8 @@ def val_curves(
 ) -> pd.DataFrame:
     """Validation records of every listed run (finished or not), long format.
 
-    Columns: ``experiment, label, seed, status, iter, miou, pixel_acc``; one row per ``"split": "val"``
-    record of ``metrics.jsonl`` (a run without records contributes nothing).
+    Columns: ``experiment, label, seed, status, iter, miou, pixel_acc``; one row per
+    ``"split": "val"`` record of ``metrics.jsonl`` (a run without records contributes nothing).
     """
     rows = []
     for exp in _experiments(index, group):
@@ -368,7 +375,8 @@ def val_curves(
 
 
 def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
-    """Per ``(experiment, iter)``: ``mean``, ``min``, ``max``, ``n`` (seeds) of ``metric`` from :func:`val_curves`."""
+    """Per ``(experiment, iter)``: ``mean``, ``min``, ``max``, ``n`` (seeds) of ``metric`` from
+    :func:`val_curves`."""
     if metric not in curves.columns:
         raise ValueError(f"metric: {metric!r} is not a column of curves ({list(curves.columns)})")
     if not len(curves):
@@ -411,7 +419,8 @@ def noise_comparison(
     """Which experiments differ from ``reference`` by more than the seed noise (module docstring).
 
     Args:
-        table: :func:`experiment_table`'s frame (needs ``<metric>_mean``, ``<metric>_std``, ``n_finished``).
+        table: :func:`experiment_table`'s frame (needs ``<metric>_mean``, ``<metric>_std``,
+            ``n_finished``).
         reference: the experiment (row) to compare against.
         metric: ``"miou"`` or ``"pixel_acc"``.
         threshold: ``|t|`` above which a difference is called larger than the noise.
@@ -483,8 +492,9 @@ def contrast(
 
     For "how much more does a term add under preset A than under preset B":
     ``plus=[A_with, B_without]`` and ``minus=[A_without, B_with]``. The experiments' seeds are
-    independent, so the standard error is ``sqrt(sum over all listed of s^2 / n)``; ``t = value / se``; ``exceeds`` when
-    ``|t| > threshold``. With a single experiment on each side this is :func:`welch_t`'s ``t``.
+    independent, so the standard error is ``sqrt(sum over all listed of s^2 / n)``;
+    ``t = value / se``; ``exceeds`` when ``|t| > threshold``. With a single experiment on each side
+    this is :func:`welch_t`'s ``t``.
 
     Returns:
         ``{"value", "se", "t", "exceeds", "verdict"}`` (verdict as in :func:`noise_comparison`;
@@ -522,10 +532,12 @@ def contrast(
             for n in names
         )
     )
-    if se == 0:
-        t = math.copysign(math.inf, value) if value else math.nan
-    else:
+    if se != 0:
         t = value / se
+    elif value:
+        t = math.copysign(math.inf, value)
+    else:
+        t = math.nan
     exceeds = not math.isnan(t) and abs(t) > threshold
     return {
         "value": value,
@@ -654,7 +666,8 @@ def make_demo_runs(
         "train.checkpoint_every=0",
         "model.student_options.width=0.25",
         "model.teacher_options.width=0.5",
-        "distill.node_size=2",  # as the pipeline's smoke profile: quick's 2x2 nodes (smoke.yaml keeps 1x1)
+        # as the pipeline's smoke profile: quick's 2x2 nodes (smoke.yaml keeps 1x1)
+        "distill.node_size=2",
     ]
     teacher_overrides = [
         "model.student_options.width=0.5",
@@ -740,7 +753,8 @@ def _demo_entries(
 
 
 def _source_digest() -> str:
-    """A short hash of the ``skdlib`` sources: a cached demo tree is reused only by the same code."""
+    """A short hash of the ``skdlib`` sources: a cached demo tree is reused only by the same
+    code."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -764,11 +778,11 @@ def open_profile(
 
     * normal mode: ``<repo>/<runs_root>/<profile>`` when its ``index.json`` exists;
     * smoke mode (``smoke=True``): ``<repo>/<runs_root>/smoke`` when its ``index.json`` exists;
-    * otherwise a demo tree of ``demo_experiments`` (one seed, one iteration, :func:`make_demo_runs`)
-      in ``demo_dir``. When ``demo_dir`` is ``None`` the tree is cached in the temporary folder
-      under a name that hashes the ``skdlib`` sources, so chapters checked one after the other
-      share the runs they have in common (finished runs with the same config are reused; an
-      exclusive file lock serialises processes building it at the same time).
+    * otherwise a demo tree of ``demo_experiments`` (one seed, one iteration,
+      :func:`make_demo_runs`) in ``demo_dir``. When ``demo_dir`` is ``None`` the tree is cached in
+      the temporary folder under a name that hashes the ``skdlib`` sources, so chapters checked one
+      after the other share the runs they have in common (finished runs with the same config are
+      reused; an exclusive file lock serialises processes building it at the same time).
 
     ``note`` is one Markdown sentence saying which tree was read (for the chapter to display).
     """
@@ -794,7 +808,8 @@ def open_profile(
     logger.warning(
         "no index.json in %s: using a one-iteration demo tree in %s", profile_dir, folder
     )
-    # The index lists this caller's experiments; it is read under the lock, before another caller rewrites it.
+    # The index lists this caller's experiments; it is read under the lock, before another caller
+    # rewrites it.
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -804,8 +819,8 @@ def open_profile(
             fcntl.flock(lock, fcntl.LOCK_UN)
     note = (
         f"**No runs found under `{runs_root}/{wanted}/`**: everything below comes from a demo tree "
-        "(one seed, one training iteration per run, four 128x128 training images) built on the spot. "
-        "Its numbers only show that the chapter's code runs; they say nothing about the method. "
-        f"Run `make experiments PROFILE={profile}` for real results."
+        "(one seed, one training iteration per run, four 128x128 training images) built on the "
+        "spot. Its numbers only show that the chapter's code runs; they say nothing about the "
+        f"method. Run `make experiments PROFILE={profile}` for real results."
     )
     return folder, index, note

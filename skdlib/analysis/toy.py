@@ -18,7 +18,8 @@ def _generator(seed: int) -> torch.Generator:
 def smooth_noise(
     channels: int, height: int, width: int, *, cells: int = 4, seed: int = 0
 ) -> torch.Tensor:
-    """Smooth random fields ``(channels, height, width)``: noise on a coarse grid, upsampled bilinearly.
+    """Smooth random fields ``(channels, height, width)``: noise on a coarse grid, upsampled
+    bilinearly.
 
     ``cells`` is the number of grid cells along the shorter side (fewer cells, larger blobs).
     """
@@ -38,7 +39,8 @@ def smooth_noise(
 def toy_label_map(
     height: int, width: int, *, num_classes: int, cells: int = 4, seed: int = 0
 ) -> torch.Tensor:
-    """A label map ``(H, W)`` int64 of smooth class regions: the argmax of ``num_classes`` smooth fields."""
+    """A label map ``(H, W)`` int64 of smooth class regions: the argmax of ``num_classes`` smooth
+    fields."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     fields = smooth_noise(num_classes, height, width, cells=cells, seed=seed)  # (K, H, W)

@@ -65,9 +65,8 @@ def unlabeled_table(
             }
             continue
         cfg = load_run_config(folder)
-        labelled = len(
-            build_dataset_for(cfg, cfg.data.train_split)
-        )  # data.train_limit applied, as in the run
+        # data.train_limit applied, as in the run
+        labelled = len(build_dataset_for(cfg, cfg.data.train_split))
         stream = build_unlabeled_dataset(cfg)  # None without a stream, as in the run
         unlabeled = 0 if stream is None else len(stream)
         extra[exp["name"]] = {

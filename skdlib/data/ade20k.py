@@ -189,7 +189,8 @@ SPLIT_DIRS = {
 
 
 def ade20k_label_lut() -> np.ndarray:
-    """Lookup table ``(256,)``: 0 -> 255, ``k`` in 1..150 -> ``k - 1``, 255 -> 255, anything else invalid."""
+    """Lookup table ``(256,)``: 0 -> 255, ``k`` in 1..150 -> ``k - 1``, 255 -> 255, anything else
+    invalid."""
     lut = np.full(LUT_SIZE, INVALID, dtype=np.int16)
     lut[0] = IGNORE_INDEX
     lut[1 : len(CLASS_NAMES) + 1] = np.arange(len(CLASS_NAMES))

@@ -48,7 +48,8 @@ class Sample:
 
 
 def identity_lut(num_classes: int) -> np.ndarray:
-    """Lookup table ``(256,)`` int16: ``k -> k`` for ``k < num_classes``, 255 -> 255, anything else invalid."""
+    """Lookup table ``(256,)`` int16: ``k -> k`` for ``k < num_classes``, 255 -> 255, anything else
+    invalid."""
     if not 0 < num_classes < IGNORE_INDEX:
         raise ValueError(f"num_classes must be in 1..254, got {num_classes}")
     lut = np.full(LUT_SIZE, INVALID, dtype=np.int16)
@@ -58,7 +59,8 @@ def identity_lut(num_classes: int) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8; ``FileNotFoundError`` / ``DataError`` name the file."""
+    """Read an image file as ``(H, W, 3)`` uint8; ``FileNotFoundError`` / ``DataError`` name the
+    file."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
@@ -70,7 +72,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_label(path: Path) -> np.ndarray:
-    """Read a single-channel label PNG (mode ``L`` or palette ``P``) as ``(H, W)`` uint8 raw values."""
+    """Read a single-channel label PNG (mode ``L`` or palette ``P``) as ``(H, W)`` uint8 raw
+    values."""
     if not path.is_file():
         raise FileNotFoundError(f"label file not found: {path}")
     try:
@@ -143,8 +146,8 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"count must be >= 1, got {count}")
         if count > len(self.samples):
             raise DataError(
-                f"asked for the first {count} samples, but the data set has only {len(self.samples)} "
-                f"({self.description})"
+                f"asked for the first {count} samples, but the data set has only "
+                f"{len(self.samples)} ({self.description})"
             )
         view = copy.copy(self)
         view.samples = self.samples[:count]
@@ -188,16 +191,22 @@ class SegmentationDataset(Dataset):
             bad=self._bad,
             skip_bad=self.skip_bad,
             name=lambda i: self.samples[i].name,
-            nothing_left=f"every item of this data set is unreadable ({len(self)} items; {self.description})",
+            nothing_left=(
+                f"every item of this data set is unreadable ({len(self)} items; {self.description})"
+            ),
         )
         return self.transform(item) if self.transform is not None else item
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} items, {self.num_classes} classes, {self.description})"
+        return (
+            f"{type(self).__name__}({len(self)} items, "
+            f"{self.num_classes} classes, {self.description})"
+        )
 
 
 def check_split(split: str, known: Sequence[str], dataset: str) -> None:
-    """``ValueError`` naming the known splits when ``split`` is not one of ``known`` (of ``dataset``)."""
+    """``ValueError`` naming the known splits when ``split`` is not one of ``known`` (of
+    ``dataset``)."""
     if split not in known:
         raise ValueError(f"split must be one of {list(known)} for {dataset}, got {split!r}")
 
@@ -245,7 +254,8 @@ def pair_by_stem(
     skip_bad: bool,
     expected: str,
 ) -> list[Sample]:
-    """Samples for every image in ``image_dir`` with a label ``<stem><label_suffix>`` in ``label_dir``.
+    """Samples for every image in ``image_dir`` with a label ``<stem><label_suffix>`` in
+    ``label_dir``.
 
     A missing label raises ``DataError`` (or is skipped with a warning when ``skip_bad``).
     """
@@ -279,7 +289,8 @@ def as_path(root: str | os.PathLike[str], *, what: str = "root") -> Path:
 
 
 def bit_palette(num_colours: int) -> list[tuple[int, int, int]]:
-    """The Pascal VOC colour map: colour ``k`` spreads the bits of ``k`` over the high bits of R, G, B."""
+    """The Pascal VOC colour map: colour ``k`` spreads the bits of ``k`` over the high bits of R, G,
+    B."""
     colours = []
     for k in range(num_colours):
         r = g = b = 0

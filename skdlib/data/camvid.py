@@ -53,7 +53,8 @@ SPLITS = ("train", "val", "test")
 
 
 def camvid_label_lut() -> np.ndarray:
-    """Lookup table ``(256,)``: 0..10 -> themselves, 11 (void) and 255 -> 255, anything else invalid."""
+    """Lookup table ``(256,)``: 0..10 -> themselves, 11 (void) and 255 -> 255, anything else
+    invalid."""
     lut = identity_lut(len(CLASS_NAMES))
     lut[VOID_ID] = IGNORE_INDEX
     return lut

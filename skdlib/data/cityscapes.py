@@ -103,7 +103,8 @@ def cityscapes_palette() -> list[tuple[int, int, int]]:
 
 
 def cityscapes_label_id_to_train_id() -> np.ndarray:
-    """Lookup table ``(256,)`` int16: label id -> train id (ignored ids -> 255, ids > 33 invalid, 255 -> 255)."""
+    """Lookup table ``(256,)`` int16: label id -> train id (ignored ids -> 255, ids > 33 invalid,
+    255 -> 255)."""
     lut = np.full(LUT_SIZE, INVALID, dtype=np.int16)
     for label in LABELS:
         lut[label.id] = label.train_id

@@ -2,9 +2,9 @@
 
 Layout::
 
-    <root>/classes.txt                  one class per line: "name" or "name R G B" (palette optional)
-    <root>/images/<split>/*.png|*.jpg    RGB images
-    <root>/labels/<split>/<stem>.png     single-channel PNG, class ids 0..K-1, 255 = ignore
+    <root>/classes.txt                 one class per line: "name" or "name R G B" (palette optional)
+    <root>/images/<split>/*.png|*.jpg  RGB images
+    <root>/labels/<split>/<stem>.png   single-channel PNG, class ids 0..K-1, 255 = ignore
 
 Lines of ``classes.txt`` that are empty or start with ``#`` are skipped. Without colours the
 Pascal VOC bit colour map is used.
@@ -58,7 +58,8 @@ def read_classes(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
 
 
 class FolderDataset(SegmentationDataset):
-    """Images and labels in ``<root>/images/<split>`` and ``<root>/labels/<split>`` (see the module docstring)."""
+    """Images and labels in ``<root>/images/<split>`` and ``<root>/labels/<split>`` (see the module
+    docstring)."""
 
     def __init__(
         self,

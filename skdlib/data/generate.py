@@ -149,7 +149,8 @@ class _Canvas:
         self.yy, self.xx = np.mgrid[0:height, 0:width].astype(np.float64)  # (H, W) each
 
     def paint(self, mask: np.ndarray, colour: np.ndarray | float, label: int) -> None:
-        """Paint ``colour`` (``(3,)`` or ``(H, W, 3)`` or scalar) where ``mask`` ``(H, W)`` holds."""
+        """Paint ``colour`` (``(3,)`` or ``(H, W, 3)`` or scalar) where ``mask`` ``(H, W)``
+        holds."""
         if isinstance(colour, np.ndarray) and colour.ndim == 3:
             self.image[mask] = colour[mask]
         else:
@@ -363,14 +364,16 @@ def _check_options(seed: int, height: int, width: int, num_train: int, num_val: 
         )
     if num_train < 1 or num_val < 1:
         raise ValueError(
-            f"num_train and num_val must be at least 1, got num_train={num_train}, num_val={num_val}"
+            f"num_train and num_val must be at least 1, got num_train={num_train}, "
+            f"num_val={num_val}"
         )
 
 
 def draw_sample(
     seed: int, split: str, index: int, *, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8, from stream ``(seed, split, index)``."""
+    """Draw one scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8, from stream
+    ``(seed, split, index)``."""
     if split not in SPLIT_STREAM:
         raise ValueError(f"split must be one of {list(SPLIT_STREAM)}, got {split!r}")
     rng = np.random.default_rng([seed, SPLIT_STREAM[split], index])
@@ -382,7 +385,8 @@ def _sha256(path: Path) -> str:
 
 
 def read_manifest(root: str | os.PathLike[str]) -> dict | None:
-    """The manifest of a complete data set under ``root``, or ``None`` if it is missing or incomplete."""
+    """The manifest of a complete data set under ``root``, or ``None`` if it is missing or
+    incomplete."""
     path = Path(root) / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text())
@@ -448,7 +452,8 @@ def _refuse_foreign(out: Path) -> None:
         and not any((out / n).exists() for n in (MANIFEST_NAME, CLASSES_NAME, *SPLITS))
     ):
         raise ValueError(
-            f"out={out} is a non-empty directory that is not an embedded data set; pick another folder"
+            f"out={out} is a non-empty directory that is not an embedded data set; pick another "
+            "folder"
         )
 
 
@@ -528,7 +533,8 @@ def _remove_stale_temps(out: Path) -> None:
 
 @contextlib.contextmanager
 def _lock(out: Path) -> Iterator[None]:
-    """An exclusive lock on ``<out>.lock`` (POSIX ``flock``; elsewhere racing replaces are tolerated)."""
+    """An exclusive lock on ``<out>.lock`` (POSIX ``flock``; elsewhere racing replaces are
+    tolerated)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -581,7 +587,9 @@ def ensure_embedded(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m skdlib.data.generate --out DIR --seed S [--height H --width W --train N --val M]``."""
+    """Command line:
+    ``python -m skdlib.data.generate --out DIR --seed S [--height H --width W --train N --val M]``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m skdlib.data.generate", description=__doc__.splitlines()[0]
     )
@@ -598,13 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = dict(
-        seed=args.seed,
-        height=args.height,
-        width=args.width,
-        num_train=args.num_train,
-        num_val=args.num_val,
-    )
+    options = {
+        "seed": args.seed,
+        "height": args.height,
+        "width": args.width,
+        "num_train": args.num_train,
+        "num_val": args.num_val,
+    }
     start = time.perf_counter()
     if args.force:
         generate_embedded(args.out, **options)

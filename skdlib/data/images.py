@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def find_image_folder(root: Path, split: str) -> Path:
-    """The first existing folder among the layouts in the module docstring; DataError if none has images."""
+    """The first existing folder among the layouts in the module docstring; DataError if none has
+    images."""
     candidates = [root / split / "images", root / "images" / split, root / split, root]
     for folder in candidates:
         if folder.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
@@ -55,8 +57,8 @@ class ImageFolderDataset(Dataset):
     """
 
     ignore_index: int = IGNORE_INDEX
-    class_names: list[str] = []
-    palette: list[tuple[int, int, int]] = []
+    class_names: ClassVar[list[str]] = []
+    palette: ClassVar[list[tuple[int, int, int]]] = []
     num_classes: int = 0
 
     def __init__(
@@ -80,7 +82,8 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def load(self, index: int) -> dict:
-        """Read image ``index``: ``image`` float32 ``(3, H, W)`` in [0, 1], an all-ignore ``label``."""
+        """Read image ``index``: ``image`` float32 ``(3, H, W)`` in [0, 1], an all-ignore
+        ``label``."""
         path = self.files[index]
         image = read_rgb(path)  # (H, W, 3) uint8; raises naming the file
         image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(

@@ -33,8 +33,9 @@ def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(sizes) > 1:
         names = [item.get("name") for item in items]
         raise ValueError(
-            f"items of one batch must share one image size, got {sorted(sizes)} for {names}; crop them per item "
-            "(skdlib.data.transforms.ItemAugment as the data set's transform) or use batch_size=1"
+            f"items of one batch must share one image size, got {sorted(sizes)} for {names}; crop "
+            "them per item (skdlib.data.transforms.ItemAugment as the data set's transform) or use "
+            "batch_size=1"
         )
     batch: dict[str, Any] = {
         "image": torch.stack([item["image"] for item in items]),  # N x (3, H, W) -> (N, 3, H, W)
@@ -48,7 +49,8 @@ def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a worker from the seed torch gave it (itself derived from the loader's)."""
+    """Seed numpy and ``random`` in a worker from the seed torch gave it (itself derived from the
+    loader's)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -36,7 +36,8 @@ def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
 
 
 def _check_batch(images: torch.Tensor, labels: torch.Tensor | None) -> None:
-    """``ValueError`` unless images are ``(N, 3, H, W)`` floats and labels ``(N, H, W)`` on the same device."""
+    """``ValueError`` unless images are ``(N, 3, H, W)`` floats and labels ``(N, H, W)`` on the same
+    device."""
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(
             f"images must be a float tensor (N, 3, H, W), got {images.dtype} {tuple(images.shape)}"
@@ -49,8 +50,8 @@ def _check_batch(images: torch.Tensor, labels: torch.Tensor | None) -> None:
         or labels.shape[1:] != images.shape[2:]
     ):
         raise ValueError(
-            f"labels must be (N, H, W) matching images (N, 3, H, W); got labels {tuple(labels.shape)} "
-            f"and images {tuple(images.shape)}"
+            "labels must be (N, H, W) matching images (N, 3, H, W); got labels "
+            f"{tuple(labels.shape)} and images {tuple(images.shape)}"
         )
     if labels.device != images.device:
         raise ValueError(f"images are on {images.device} but labels on {labels.device}")

@@ -3,8 +3,8 @@
 Layout::
 
     <root>/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
-    <root>/VOCdevkit/VOC2012/SegmentationClass/<id>.png      palette PNG; index 255 = border (ignore)
-    <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt   one id per line
+    <root>/VOCdevkit/VOC2012/SegmentationClass/<id>.png  palette PNG; index 255 = border (ignore)
+    <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt  one id per line
 
 (``root`` may also be the ``VOC2012`` folder itself.) The augmented training set (SBD labels
 converted to PNG) is read for ``split="train_aug"``: ids from

@@ -116,11 +116,11 @@ def local_pairwise_loss(
     """Pair-wise loss on the 8-neighbour graph: ``mean over pairs of (a_ij^s - a_ij^t)^2``.
 
     Nodes are pooled as in :func:`skdlib.losses.pool_nodes`; ``a_ij`` is the cosine similarity
-    (same normalisation as the global loss, gradient through the norms). Each node is paired with its (up to) 8 neighbours; neighbours outside the map
-    do not exist (no padding): border nodes simply have fewer pairs, and the mean is over the
-    valid ordered pairs of all images, i.e. ``sum / (N * #pairs)``. Since ``a_ij = a_ji`` the
-    sum over the 4 forward offsets counts each unordered pair once, and its mean equals the
-    mean over ordered pairs.
+    (same normalisation as the global loss, gradient through the norms). Each node is paired with
+    its (up to) 8 neighbours; neighbours outside the map do not exist (no padding): border nodes
+    simply have fewer pairs, and the mean is over the valid ordered pairs of all images,
+    i.e. ``sum / (N * #pairs)``. Since ``a_ij = a_ji`` the sum over the 4 forward offsets counts
+    each unordered pair once, and its mean equals the mean over ordered pairs.
 
     Args:
         student_feat: ``(N, C_s, H, W)``.
@@ -138,7 +138,7 @@ def local_pairwise_loss(
     compute = _compute_dtype(student_feat, None)
     fs = pool_nodes(student_feat, node_size=node_size, pool=pool)  # (N, C_s, h, w)
     ft = pool_nodes(teacher_feat.detach(), node_size=node_size, pool=pool)  # (N, C_t, h, w)
-    n_img, _, h, w = fs.shape
+    _, _, h, w = fs.shape
     if h * w < 2:
         raise ValueError(f"local_pairwise_loss needs at least 2 nodes, got {h} x {w}")
     fs = _normalised_nodes(fs, eps=1e-8, detach_norm=False, dtype=compute)

@@ -167,7 +167,8 @@ def measure_latency(
         raise ValueError(f"input_size must be (H, W) with positive ints, got {input_size!r}")
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(
-            f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}"
+            f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, "
+            f"{warmup}"
         )
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)

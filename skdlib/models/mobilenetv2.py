@@ -1,8 +1,8 @@
 """MobileNetV2 (Sandler et al., 2018) dilated to output stride 8, and MobileNetV2Plus.
 
-:class:`MobileNetV2Backbone` keeps torchvision's parameter layout (``features.0`` .. ``features.18``:
-``features.N.conv.M...`` inside the inverted residual blocks), so torchvision's ImageNet
-checkpoint loads unchanged (its ``classifier.*`` entries are reported as unexpected).
+:class:`MobileNetV2Backbone` keeps torchvision's parameter layout (``features.0`` ..
+``features.18``: ``features.N.conv.M...`` inside the inverted residual blocks), so torchvision's
+ImageNet checkpoint loads unchanged (its ``classifier.*`` entries are reported as unexpected).
 
 Dilation: the two stages that would bring the stride from 8 to 16 and from 16 to 32 (the 64- and
 160-channel stages) run at stride 1; every depth-wise 3x3 convolution from the 64-channel stage on
@@ -76,7 +76,8 @@ def _conv_bn_relu6(
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand (skipped when t = 1), depth-wise 3x3, linear 1x1 projection, residual if shapes match."""
+    """1x1 expand (skipped when t = 1), depth-wise 3x3, linear 1x1 projection, residual if shapes
+    match."""
 
     def __init__(
         self, in_ch: int, out_ch: int, *, stride: int, expansion: int, dilation: int = 1

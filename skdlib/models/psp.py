@@ -51,7 +51,8 @@ def check_image(
         raise ValueError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() != 4:
         raise ValueError(
-            f"image must have shape (N, {in_channels}, H, W) (rank 4), got shape {tuple(image.shape)}"
+            f"image must have shape (N, {in_channels}, H, W) (rank 4), got shape "
+            f"{tuple(image.shape)}"
         )
     if image.shape[1] != in_channels:
         raise ValueError(
@@ -99,7 +100,7 @@ class PyramidPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         branches = [x]
-        for bin_count, stage in zip(self.bins, self.stages):
+        for bin_count, stage in zip(self.bins, self.stages, strict=True):
             pooled = F.adaptive_avg_pool2d(x, bin_count)  # (N, C, b, b)
             reduced = stage(pooled)  # (N, reduction, b, b)
             branches.append(  # (N, reduction, h, w)
@@ -178,7 +179,8 @@ class PSPNet(nn.Module):
         channels: dict[str, int] = dict(backbone.channels)
         if head_input not in channels or (aux_input is not None and aux_input not in channels):
             raise ValueError(
-                f"head_input={head_input!r} / aux_input={aux_input!r} must be among {sorted(channels)}"
+                f"head_input={head_input!r} / aux_input={aux_input!r} must be among "
+                f"{sorted(channels)}"
             )
         self.backbone = backbone
         self.head_input = head_input

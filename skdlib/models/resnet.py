@@ -151,7 +151,9 @@ class ResNetBackbone(nn.Module):
         in_ch = stem
         dilation = 1
         channels: dict[str, int] = {}
-        for index, (base_planes, blocks) in enumerate(zip(_STAGE_PLANES, layers), start=1):
+        for index, (base_planes, blocks) in enumerate(
+            zip(_STAGE_PLANES, layers, strict=True), start=1
+        ):
             planes = max(1, round(base_planes * width))
             stride = 1 if index == 1 else 2
             previous_dilation = dilation

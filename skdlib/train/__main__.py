@@ -1,4 +1,6 @@
-"""``python -m skdlib.train --config FILE --run-dir DIR [--set key=value ...] [--resume] [--force]``.
+"""Train one experiment into a run folder::
+
+    python -m skdlib.train --config FILE --run-dir DIR [--set key=value ...] [--resume] [--force]
 
 Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) every process runs this; ``data.batch_size`` is
 per process and only rank 0 writes the run folder.

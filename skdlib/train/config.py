@@ -2,7 +2,8 @@
 
 A configuration is an :class:`ExperimentConfig` made of five sections (``model``, ``data``,
 ``distill``, ``train``, ``eval``). Every field has a default (the paper's value where the paper
-gives one) and a one-line description in its ``metadata["doc"]``; :func:`describe_fields` lists them.
+gives one) and a one-line description in its ``metadata["doc"]``; :func:`describe_fields` lists
+them.
 
 Loading::
 
@@ -10,17 +11,17 @@ Loading::
 
 * A preset may start with ``base: other.yaml`` (a path relative to the including file). The base is
   loaded first (recursively), then the including file is merged into it deeply: mappings merge key
-  by key, every other value (scalars, lists) is replaced. ``name`` is never inherited: a file without
-  ``name`` is named after its file stem.
+  by key, every other value (scalars, lists) is replaced. ``name`` is never inherited: a file
+  without ``name`` is named after its file stem.
 * Overrides ``key=value`` use dotted keys and YAML scalars for values (``data.crop_size=[64,128]``,
   ``model.teacher_checkpoint=null``, ``model.student_options.width=0.5``); they are applied after
   the merge.
 * Type checking follows the annotations: ``int`` (not bool, not float), ``float`` (ints accepted;
-  numeric strings such as ``1e-4``, which PyYAML reads as text, are accepted too), ``bool``, ``str``,
-  ``Literal`` choices, ``tuple`` of fixed or variable length (from YAML lists), ``X | None``, nested
-  sections, and ``dict[str, Any]`` option mappings (stored as :class:`FrozenDict`, lists inside them
-  as tuples). Unknown keys, wrong types and impossible values raise ``ValueError`` naming the dotted
-  key, before any training starts.
+  numeric strings such as ``1e-4``, which PyYAML reads as text, are accepted too), ``bool``,
+  ``str``, ``Literal`` choices, ``tuple`` of fixed or variable length (from YAML lists),
+  ``X | None``, nested sections, and ``dict[str, Any]`` option mappings (stored as
+  :class:`FrozenDict`, lists inside them as tuples). Unknown keys, wrong types and impossible values
+  raise ``ValueError`` naming the dotted key, before any training starts.
 
 How a run is expressed: ``model.student`` is always *the network being trained*. A teacher run (or a
 baseline without distillation) sets every ``distill`` switch off; a teacher run also sets
@@ -221,7 +222,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 )
             item_types = list(args)
         return tuple(
-            _convert(t, v, f"{path}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))
+            _convert(t, v, f"{path}[{i}]")
+            for i, (t, v) in enumerate(zip(item_types, value, strict=True))
         )
     if origin is dict:
         if not isinstance(value, Mapping):
@@ -334,14 +336,16 @@ class UnlabeledConfig(_Section):
     Each iteration then draws ``batch_size`` unlabeled images beside the labelled batch; the task
     loss sees the labelled images only (the unlabeled ones carry ignore labels), the pixel-wise,
     pair-wise and holistic terms and the critic step see both. Labels that the data set has are
-    not read for this stream. ``batch_size: 0`` turns the stream off (a run equal to one without it).
+    not read for this stream. ``batch_size: 0`` turns the stream off (a run equal to one without
+    it).
     """
 
     _path: ClassVar[str] = "data.unlabeled"
 
     name: str | None = _doc(
         None,
-        "data set name for build_dataset ('images' = a plain image folder); null = no unlabeled stream",
+        "data set name for build_dataset ('images' = a plain image folder); null = no unlabeled "
+        "stream",
     )
     root: str | None = _doc(None, "folder of the unlabeled data set")
     split: str = _doc("train", "split of the unlabeled data set")
@@ -464,7 +468,8 @@ class DistillConfig(_Section):
     # Pair-wise graph.
     pair_feature: str = _doc(
         "head",
-        "feature map (model.features key) for pair-wise and its variants; authors' code: PSP output",
+        "feature map (model.features key) for pair-wise and its variants; authors' code: PSP "
+        "output",
     )
     node_size: int = _doc(
         2, "beta: node = beta x beta patch; extended paper's best 2 (CVPR text: 1)"
@@ -538,8 +543,8 @@ class DistillConfig(_Section):
                 self._fail("node_fraction", "must lie in (0, 1] or be null")
             if self.node_size != 1:
                 raise ValueError(
-                    "distill.node_size: must be 1 when distill.node_fraction is set (the kernel then "
-                    f"comes from node_fraction), got node_size={self.node_size}, "
+                    "distill.node_size: must be 1 when distill.node_fraction is set (the kernel "
+                    f"then comes from node_fraction), got node_size={self.node_size}, "
                     f"node_fraction={self.node_fraction}"
                 )
         self._at_least("gp_weight", 0.0)
@@ -642,7 +647,8 @@ class ExperimentConfig(_Section):
 # Dict / YAML conversion, overrides, hashing
 # --------------------------------------------------------------------------------------------------
 def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from a nested mapping (missing keys: defaults)."""
+    """Build and validate an :class:`ExperimentConfig` from a nested mapping (missing keys:
+    defaults)."""
     if not isinstance(data, Mapping):
         raise ValueError(f"config: expected a mapping, got {_describe(data)}")
     if "base" in data:
@@ -668,7 +674,8 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    """Write ``config`` as a resolved YAML file (no ``base``) that :func:`load_config` reads back equal."""
+    """Write ``config`` as a resolved YAML file (no ``base``) that :func:`load_config` reads back
+    equal."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
@@ -676,7 +683,8 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """Stable 16-hex-digit hash of the canonical dict (independent of key order and of YAML layout)."""
+    """Stable 16-hex-digit hash of the canonical dict (independent of key order and of YAML
+    layout)."""
     canonical = json.dumps(
         config_to_dict(config), sort_keys=True, separators=(",", ":"), allow_nan=False
     )
@@ -723,7 +731,8 @@ def _apply_raw_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
-    """Return a new config with ``key=value`` overrides applied (values parsed as YAML) and validated."""
+    """Return a new config with ``key=value`` overrides applied (values parsed as YAML) and
+    validated."""
     return config_from_dict(_apply_raw_overrides(config_to_dict(config), overrides))
 
 
@@ -779,11 +788,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
 def validate_with_model(
     config: ExperimentConfig, model: Any, *, teacher: Any | None = None
 ) -> None:
-    """Check the config against built networks (objects exposing ``feature_channels: dict[str, int]``).
+    """Check the config against built networks (objects exposing
+    ``feature_channels: dict[str, int]``).
 
-    Raises ``ValueError`` when a term that reads ``distill.pair_feature`` is on and the student (or the
-    teacher, when given) has no such feature, or when ``model.num_classes`` disagrees with a model's
-    ``num_classes`` attribute (checked only where the model has one).
+    Raises ``ValueError`` when a term that reads ``distill.pair_feature`` is on and the student (or
+    the teacher, when given) has no such feature, or when ``model.num_classes`` disagrees with a
+    model's ``num_classes`` attribute (checked only where the model has one).
     """
     networks = [("model.student", model)] + (
         [("model.teacher", teacher)] if teacher is not None else []

@@ -67,7 +67,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 def dist_info() -> DistInfo:
-    """Rank, world size and local rank from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
+    """Rank, world size and local rank from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``)."""
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", rank)
@@ -77,9 +78,11 @@ def dist_info() -> DistInfo:
 
 
 def init_distributed(info: DistInfo, device: torch.device) -> bool:
-    """Initialise the default process group when ``info.world_size > 1`` (nccl on CUDA, gloo otherwise).
+    """Initialise the default process group when ``info.world_size > 1`` (nccl on CUDA, gloo
+    otherwise).
 
-    Returns ``True`` when this call created the group (the caller then destroys it with :func:`cleanup`).
+    Returns ``True`` when this call created the group (the caller then destroys it with
+    :func:`cleanup`).
     """
     if not info.enabled or dist.is_initialized():
         return False
@@ -97,9 +100,11 @@ def cleanup(created: bool) -> None:
 
 
 class AllReduceOptimizer:
-    """Wraps an optimiser: before ``step`` the gradients of ``params`` are averaged across processes.
+    """Wraps an optimiser: before ``step`` the gradients of ``params`` are averaged across
+    processes.
 
-    Everything else (``zero_grad``, ``param_groups``, ``state_dict``, ...) is the wrapped optimiser's.
+    Everything else (``zero_grad``, ``param_groups``, ``state_dict``, ...) is the wrapped
+    optimiser's.
     """
 
     def __init__(
@@ -127,14 +132,14 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
 
     Forward in training mode with a process group of more than one process: per-channel sums of
     ``x`` (with the local pixel count), then of the centred squares, are summed across processes
-    with the differentiable all-reduce, so the gradient also flows through the other processes' share of
-    the statistics (as ``nn.SyncBatchNorm`` does). Otherwise it is a plain ``BatchNorm2d``.
+    with the differentiable all-reduce, so the gradient also flows through the other processes'
+    share of the statistics (as ``nn.SyncBatchNorm`` does). Otherwise it is a plain ``BatchNorm2d``.
     Running statistics use the unbiased variance of the global batch, as ``BatchNorm2d`` does.
     """
 
-    #: Process group of the statistics; :func:`convert_sync_batchnorm` gives every layer one group of
-    #: its own, apart from the one DDP averages gradients in (sharing it mixed up the order of the
-    #: gloo collectives from the second iteration on).
+    #: Process group of the statistics; :func:`convert_sync_batchnorm` gives every layer one group
+    #: of its own, apart from the one DDP averages gradients in (sharing it mixed up the order of
+    #: the gloo collectives from the second iteration on).
     process_group: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +197,8 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Synchronised BatchNorm for a DDP student: ``nn.SyncBatchNorm`` on CUDA, :class:`CpuSyncBatchNorm` otherwise."""
+    """Synchronised BatchNorm for a DDP student: ``nn.SyncBatchNorm`` on CUDA,
+    :class:`CpuSyncBatchNorm` otherwise."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     group = (
@@ -210,7 +216,8 @@ def _to_cpu_sync(module: nn.Module, group: Any) -> nn.Module:
             affine=module.affine,
             track_running_stats=module.track_running_stats,
         )
-        # The same Parameter and buffer objects: an optimiser built before the conversion keeps working.
+        # The same Parameter and buffer objects: an optimiser built before the conversion keeps
+        # working.
         if module.affine:
             sync.weight, sync.bias = module.weight, module.bias
         sync.running_mean, sync.running_var = module.running_mean, module.running_var

@@ -89,7 +89,8 @@ _IGNORE_INDEX = 255
 
 
 class RunFolderError(FileExistsError):
-    """The run folder holds a run that this call must not overwrite (see the message for the fix)."""
+    """The run folder holds a run that this call must not overwrite (see the message for the
+    fix)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,7 +101,8 @@ class NonFiniteLossError(RuntimeError):
 # Small pure helpers
 # --------------------------------------------------------------------------------------------------
 def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from any tuple of ints/strings (stable across processes and Python versions)."""
+    """A 63-bit seed from any tuple of ints/strings (stable across processes and Python
+    versions)."""
     text = "/".join(str(part) for part in parts)
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & (
         (1 << 63) - 1
@@ -154,7 +156,8 @@ def batch_indices(
 
 
 class _BatchSampler:
-    """Yields the index lists of iterations ``start .. stop - 1`` for one process (a DataLoader batch_sampler)."""
+    """Yields the index lists of iterations ``start .. stop - 1`` for one process (a DataLoader
+    batch_sampler)."""
 
     def __init__(
         self, num_items: int, *, start: int, stop: int, batch_size: int, seed: int, info: DistInfo
@@ -177,8 +180,8 @@ def _collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     sizes = {tuple(item["image"].shape) for item in items}
     if len(sizes) != 1:
         raise ValueError(
-            f"images of one batch differ in size {sorted(sizes)}; use a data set with one image size "
-            "or data.batch_size=1"
+            f"images of one batch differ in size {sorted(sizes)}; use a data set with one image "
+            "size or data.batch_size=1"
         )
     return {
         "image": torch.stack([item["image"] for item in items]),  # B x (3, H, W) -> (B, 3, H, W)
@@ -259,7 +262,10 @@ def _teacher_hint(path: str) -> str:
             f"it is written by the run in {run_dir} (e.g. `python -m skdlib.train --config "
             f"configs/{run_dir.name}.yaml --run-dir {run_dir}`)"
         )
-    return "train the teacher first (a teacher preset, e.g. configs/teacher_quick.yaml) and point to its final.pt"
+    return (
+        "train the teacher first (a teacher preset, e.g. "
+        "configs/teacher_quick.yaml) and point to its final.pt"
+    )
 
 
 def build_models(
@@ -284,7 +290,8 @@ def build_models(
         path = cfg.model.teacher_checkpoint
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(
-                f"model.teacher_checkpoint: teacher weights not found at {path}; {_teacher_hint(path)}"
+                f"model.teacher_checkpoint: teacher weights not found at {path}; "
+                f"{_teacher_hint(path)}"
             )
         teacher = build_model(cfg.model.teacher, num_classes, **dict(cfg.model.teacher_options))
         if path is None:
@@ -307,9 +314,10 @@ def build_models(
         side = min(cfg.data.crop_size) // _OUTPUT_STRIDE
         if side < _CRITIC_MIN_MAP:
             raise ValueError(
-                f"data.crop_size: {list(cfg.data.crop_size)} gives {side}-pixel logit maps at output stride "
-                f"{_OUTPUT_STRIDE}; the holistic term's discriminator needs >= {_CRITIC_MIN_MAP} "
-                f"(crops of at least {_CRITIC_MIN_MAP * _OUTPUT_STRIDE} pixels a side) or distill.holistic=false"
+                f"data.crop_size: {list(cfg.data.crop_size)} gives {side}-pixel logit maps at "
+                f"output stride {_OUTPUT_STRIDE}; the holistic term's discriminator needs >= "
+                f"{_CRITIC_MIN_MAP} (crops of at least {_CRITIC_MIN_MAP * _OUTPUT_STRIDE} pixels a "
+                "side) or distill.holistic=false"
             )
         critic = Discriminator(
             num_classes,
@@ -357,12 +365,12 @@ def _prepare_folder(folder: RunFolder, cfg: ExperimentConfig, *, resume: bool, f
     if folder.is_finished():
         if resume:
             raise RunFolderError(
-                f"{folder.root} holds a finished run (summary.json says finished: true); nothing to resume. "
-                "Use --force to train it again from scratch"
+                f"{folder.root} holds a finished run (summary.json says finished: true); nothing "
+                "to resume. Use --force to train it again from scratch"
             )
         raise RunFolderError(
-            f"{folder.root} holds a finished run (summary.json says finished: true); it is never overwritten "
-            "without --force"
+            f"{folder.root} holds a finished run (summary.json says finished: true); it is never "
+            "overwritten without --force"
         )
     if not folder.has_partial_run():
         if resume:
@@ -370,8 +378,8 @@ def _prepare_folder(folder: RunFolder, cfg: ExperimentConfig, *, resume: bool, f
         return False
     if not resume:
         raise RunFolderError(
-            f"{folder.root} holds a partial run (no finished summary.json); pass --resume to continue it "
-            "or --force to start over"
+            f"{folder.root} holds a partial run (no finished summary.json); pass --resume to "
+            "continue it or --force to start over"
         )
     if folder.config.is_file():
         from skdlib.train.config import load_config
@@ -380,8 +388,8 @@ def _prepare_folder(folder: RunFolder, cfg: ExperimentConfig, *, resume: bool, f
         current = config_hash(cfg)
         if previous != current:
             raise ValueError(
-                f"--resume: the config differs from the one in {folder.config} (hash {current} vs {previous}); "
-                "resume with the same config or use --force to start over"
+                f"--resume: the config differs from the one in {folder.config} (hash {current} vs "
+                f"{previous}); resume with the same config or use --force to start over"
             )
     if not folder.last.is_file():
         logger.warning("--resume: %s has no checkpoint yet; starting from iteration 0", folder.last)
@@ -530,7 +538,8 @@ def _train(
     val_set = build_dataset_for(cfg, cfg.data.val_split)
     unlabeled_set = build_unlabeled_dataset(cfg)
     num_classes = cfg.model.num_classes or train_set.num_classes
-    # Initial weights are a function of the seed alone (the same on every rank, whatever ran before).
+    # Initial weights are a function of the seed alone (the same on every rank, whatever ran
+    # before).
     torch.manual_seed(derive_seed(t_cfg.seed, "init"))
     student, teacher, critic, adapter = build_models(cfg, num_classes)
     cost = complexity(student, tuple(cfg.data.crop_size)) if main else None
@@ -641,7 +650,8 @@ def _train(
     unlabeled_loader: Any = itertools.repeat(None)
     unlabeled_size = cfg.data.unlabeled.batch_size
     if unlabeled_set is not None:
-        # Its own sample order (seed stream "unlabeled"), a function of the iteration like the labelled one.
+        # Its own sample order (seed stream "unlabeled"), a function of the iteration like the
+        # labelled one.
         unlabeled_sampler = _BatchSampler(
             len(unlabeled_set),
             start=start,
@@ -728,7 +738,7 @@ def _train(
     last_logged = time.perf_counter()
     try:
         for iteration, batch, unlabeled_batch in zip(
-            range(start, t_cfg.max_iters), loader, unlabeled_loader
+            range(start, t_cfg.max_iters), loader, unlabeled_loader, strict=False
         ):
             torch.manual_seed(derive_seed(t_cfg.seed, "torch", iteration, info.rank))
             if critic_generator is not None:
@@ -803,8 +813,9 @@ def _train(
                 )
                 if streak >= t_cfg.max_nonfinite:
                     raise NonFiniteLossError(
-                        f"iteration {done}: {streak} consecutive non-finite losses (train.max_nonfinite="
-                        f"{t_cfg.max_nonfinite}); non-finite terms {bad}; the last good checkpoint is {folder.last}"
+                        f"iteration {done}: {streak} consecutive non-finite losses "
+                        f"(train.max_nonfinite={t_cfg.max_nonfinite}); non-finite terms {bad}; the "
+                        f"last good checkpoint is {folder.last}"
                     )
             else:
                 streak = 0

@@ -51,7 +51,8 @@ _GIT_TIMEOUT_S = 5.0
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync,
+    ``os.replace``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(
@@ -115,7 +116,8 @@ def load_checkpoint(
 
 
 def git_commit(folder: str | os.PathLike[str] | None = None) -> str | None:
-    """The commit checked out in the git repository holding ``folder`` (default: this package), or ``None``."""
+    """The commit checked out in the git repository holding ``folder`` (default: this package), or
+    ``None``."""
     where = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         result = subprocess.run(
@@ -243,7 +245,8 @@ class RunFolder:
             stream.flush()
 
     def truncate_metrics(self, iteration: int) -> int:
-        """Keep only records with ``iter <= iteration`` (and well-formed lines); returns the number dropped.
+        """Keep only records with ``iter <= iteration`` (and well-formed lines); returns the number
+        dropped.
 
         A run killed after its last checkpoint logged iterations that the resumed run repeats.
         """

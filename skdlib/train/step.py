@@ -103,7 +103,8 @@ def needs_critic(distill: DistillConfig) -> bool:
 
 @contextlib.contextmanager
 def frozen(module: nn.Module | None) -> Iterator[None]:
-    """Temporarily stop gradients into ``module``'s parameters (the critic during the student step)."""
+    """Temporarily stop gradients into ``module``'s parameters (the critic during the student
+    step)."""
     if module is None:
         yield
         return
@@ -113,7 +114,7 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
     try:
         yield
     finally:
-        for p, flag in zip(module.parameters(), flags):
+        for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
 
 
@@ -132,7 +133,8 @@ def teacher_forward(teacher: nn.Module, image: torch.Tensor, ctx: StepContext):
 
 
 def _critic_map(critic: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-    """Logits ``(N, K, h, w)`` -> the map the critic scores (probabilities or logits), in float32."""
+    """Logits ``(N, K, h, w)`` -> the map the critic scores (probabilities or logits), in
+    float32."""
     inner = critic.module if hasattr(critic, "module") else critic
     return inner.prepare_input(logits.float())
 
@@ -392,8 +394,8 @@ def with_unlabeled(
         return image, label
     if unlabeled_image.dim() != 4 or unlabeled_image.shape[1:] != image.shape[1:]:
         raise ValueError(
-            f"unlabeled_image must be (M, {image.shape[1]}, {image.shape[2]}, {image.shape[3]}) like the labelled "
-            f"batch {tuple(image.shape)}, got {tuple(unlabeled_image.shape)}"
+            f"unlabeled_image must be (M, {image.shape[1]}, {image.shape[2]}, {image.shape[3]}) "
+            f"like the labelled batch {tuple(image.shape)}, got {tuple(unlabeled_image.shape)}"
         )
     ignore = torch.full(
         (unlabeled_image.shape[0], *label.shape[1:]),
