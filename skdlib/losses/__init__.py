@@ -8,8 +8,12 @@
 - variants: :func:`mimic_loss`, :func:`make_mimic_adapter`, :func:`attention_transfer_loss`,
   :func:`local_pairwise_loss`
 - task: :func:`segmentation_task_loss`, :func:`cross_entropy_2d`
+- later methods, for comparisons: :func:`cwd_loss` (channel-wise distillation, Shu et al.,
+  ICCV 2021), :func:`dist_loss` (DIST, Huang et al., NeurIPS 2022)
 """
 
+from skdlib.losses.channelwise import cwd_loss
+from skdlib.losses.correlation import dist_loss
 from skdlib.losses.holistic import gradient_penalty, holistic_critic_loss, holistic_generator_loss
 from skdlib.losses.pairwise import pairwise_similarity_loss, pairwise_similarity_map, pool_nodes
 from skdlib.losses.pixelwise import pixelwise_kd_loss, pixelwise_kl_map
@@ -24,6 +28,8 @@ from skdlib.losses.variants import (
 __all__ = [
     "attention_transfer_loss",
     "cross_entropy_2d",
+    "cwd_loss",
+    "dist_loss",
     "gradient_penalty",
     "holistic_critic_loss",
     "holistic_generator_loss",
