@@ -16,15 +16,21 @@ from skdlib.losses.pixelwise import _at_least_float32, _check_logits_pair
 
 __all__ = ["dist_loss"]
 
-# Added to the product of the norms in the Pearson denominator, as in the authors' code.
+# Lower bound of the Pearson denominator (the authors' code adds 1e-8 to it instead).
 _PEARSON_EPS = 1e-8
 
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(R, D), (R, D) -> (R,)``: ``<a_c, b_c> / (|a_c| |b_c| + eps)``, ``x_c = x - mean(x)``."""
+    """``(R, D), (R, D) -> (R,)``: ``<a_c, b_c> / max(|a_c| |b_c|, eps)``, ``x_c = x - mean(x)``.
+
+    The denominator is ``sqrt(|a_c|^2 |b_c|^2)``, so for ``a == b`` it equals the numerator
+    exactly (``sqrt(x * x) == x`` in IEEE arithmetic) and the correlation is exactly 1.
+    """
     a = a - a.mean(dim=1, keepdim=True)  # (R, D) centred per row
     b = b - b.mean(dim=1, keepdim=True)  # (R, D)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + _PEARSON_EPS)  # (R,)
+    # (R,): max(|a_c| |b_c|, eps), clamped before the square root (finite gradient at zero)
+    norms = torch.sqrt((a.pow(2).sum(dim=1) * b.pow(2).sum(dim=1)).clamp_min(_PEARSON_EPS**2))
+    return (a * b).sum(dim=1) / norms  # (R,)
 
 
 def _check_weight(name: str, value: float) -> None:
@@ -48,18 +54,21 @@ def dist_loss(
     ``N*H*W`` pixel rows, the Pearson correlation of student and teacher across the ``K``
     classes; the ``gamma`` term (intra-class relation) averages, over the ``K`` class columns,
     the Pearson correlation across all ``N*H*W`` pixels of the batch. ``rho(x, y) =
-    <x_c, y_c> / (|x_c| |y_c| + eps)`` with ``x_c = x - mean(x)`` and ``eps = 1e-8``: exactly the
-    authors' code (cosine similarity of mean-centred vectors, ``eps=1e-8``), no departure. The
+    <x_c, y_c> / max(|x_c| |y_c|, eps)`` with ``x_c = x - mean(x)`` and ``eps = 1e-8``. The
     value lies in ``[0, 2 * T**2 * (beta + gamma)]``.
+
+    Departure from the authors' code (cosine similarity of mean-centred vectors,
+    ``<x_c, y_c> / (|x_c| |y_c| + 1e-8)``): ``eps`` bounds the denominator from below instead of
+    being added to it, so ``dist_loss(x, x) == 0`` exactly (every correlation is exactly 1).
+    Where ``|x_c| |y_c| > eps`` the two differ by a relative ``eps / (|x_c| |y_c|)`` of ``rho``.
 
     Zero variance: a row or column that is constant for either network (a pixel with equal
     logits for all classes; a class with the same probability at every pixel; ``K = 1``; a
     single pixel) has ``rho = 0`` (numerator 0 over ``eps``), so it adds the full 1 to its mean
-    even when student and teacher agree, and ``dist_loss(x, x)`` is 0 only up to
-    ``~eps / (|x_c|^2)`` per row or column. The value and gradient stay finite, but as in the
+    even when student and teacher agree. The value and gradient stay finite, but as in the
     authors' code the gradient through a (near) constant student row or column grows like
-    ``1 / (|x_c| + eps / |y_c|)`` (the cosine's gradient): for an all-equal student row at
-    ``T = 1`` the gradient w.r.t. its logits is the teacher's centred probabilities times
+    ``1 / eps`` (the cosine's gradient): for an all-equal student row at ``T = 1`` the gradient
+    w.r.t. its logits is the teacher's centred probabilities times
     ``beta / (eps * K * N*H*W)``, i.e. of order ``1e8 / (K * N*H*W)``.
 
     Invariances: adding a per-pixel constant to the logits (softmax over classes); a joint
