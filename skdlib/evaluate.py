@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skdlib.constants import IGNORE_INDEX
 from skdlib.metrics import ConfusionMeter, scores_to_json
 
 __all__ = ["evaluate", "main", "predict_probabilities", "sliding_windows"]
@@ -153,7 +154,7 @@ def evaluate(
     crop_size: tuple[int, int] | None = None,
     stride_rate: float = 2 / 3,
     batch_size: int = 1,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     rank: int = 0,
     world_size: int = 1,
     prediction_callback: Any = None,
@@ -306,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from skdlib.models import build_model
+    from skdlib.train.build import build_dataset_for, resolve_device
     from skdlib.train.config import load_config
-    from skdlib.train.loop import build_dataset_for, resolve_device
 
     cfg = load_config(args.config, args.overrides)
     checkpoint = Path(args.checkpoint)

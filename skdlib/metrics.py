@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from skdlib.constants import IGNORE_INDEX
+
 __all__ = [
     "ConfusionMeter",
     "confusion_matrix",
@@ -66,7 +68,7 @@ def confusion_matrix(
     target: Tensor,
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Count (target, prediction) pairs into a ``(K, K)`` int64 matrix, rows = target, cols =
     prediction.
@@ -274,7 +276,7 @@ class ConfusionMeter:
     :meth:`merge` adds another meter's counts.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from skdlib.constants import IGNORE_INDEX
+
 # Colours of the 19 Cityscapes training classes (official palette), used when a data set has none.
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
     (128, 64, 128),
@@ -49,7 +51,7 @@ def colorize(
     labels: torch.Tensor | np.ndarray,
     palette: Sequence[tuple[int, int, int]] | None = None,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
     """A label map ``(H, W)`` as an RGB uint8 image ``(H, W, 3)``; ``ignore_index`` is black."""
     labels_np = (

@@ -95,7 +95,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 def _initial() -> dict[str, torch.Tensor]:
     """The student's initial weights (the loop seeds them from train.seed alone)."""
-    from skdlib.train.loop import derive_seed
+    from skdlib.train.sampling import derive_seed
 
     torch.manual_seed(derive_seed(0, "init"))
     build_model("pspnet_resnet18", 8, width=0.5)  # the teacher is built first

@@ -21,8 +21,9 @@ from skdlib.data.generate import ensure_embedded
 from skdlib.experiments import load_plan
 from skdlib.losses import segmentation_task_loss
 from skdlib.models import build_model
+from skdlib.train.build import build_unlabeled_dataset
 from skdlib.train.config import load_config, save_config
-from skdlib.train.loop import build_unlabeled_dataset, train
+from skdlib.train.loop import train
 from skdlib.train.step import with_unlabeled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ def test_image_folder_reads_images_only_and_ignores_label_folders(tmp_path):
     item = ds[0]
     assert item["image"].shape == (3, 8, 12) and item["image"].dtype == torch.float32
     assert item["label"].shape == (8, 12) and bool((item["label"] == 255).all())
-    assert item["labelled"] is False and item["name"] == "a"
+    assert item["name"] == "a"
 
 
 @pytest.mark.parametrize("layout", ["images/train", "train", "."])
@@ -130,7 +131,7 @@ def test_a_labelled_data_set_as_unlabeled_stream_has_its_labels_replaced(assets)
     cfg = _config(assets, "data.unlabeled.name=embedded", unlabeled=2)
     ds = build_unlabeled_dataset(cfg)
     item = ds[0]
-    assert bool((item["label"] == 255).all()) and item["labelled"] is False
+    assert bool((item["label"] == 255).all())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ term) and the critic from a runs tree written by the pipeline (see
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -240,9 +239,7 @@ def load_fig3_models(
             missing.
     """
     from skdlib.analysis.runs import load_run_config, load_summary
-    from skdlib.models import build_model, load_pretrained
-    from skdlib.models.discriminator import Discriminator
-    from skdlib.train.runfolder import load_checkpoint
+    from skdlib.train.build import load_run_critic, load_run_network
 
     profile_dir = Path(profile_dir)
     teacher_entry = index.get("teacher") or {}
@@ -253,42 +250,20 @@ def load_fig3_models(
     plain_dir = _run_dir(profile_dir, index, without_ho, seed)
     ho_cfg = load_run_config(ho_dir)
     num_classes = _num_classes(index, load_summary(ho_dir), ho_cfg)
-
-    def network(run_dir: Path) -> nn.Module:
-        cfg = load_run_config(run_dir)
-        model = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
-        final = run_dir / "checkpoints" / "final.pt"
-        if not final.is_file():
-            raise FileNotFoundError(
-                f"run_dir: no checkpoints/final.pt in {run_dir} (the run did not finish)"
-            )
-        load_pretrained(model, final, strict=True)
-        return model.eval()
-
-    teacher = network(teacher_dir)
-    students = {"w/o HO": network(plain_dir), "w/ HO": network(ho_dir)}
-    state = load_checkpoint(ho_dir / "checkpoints" / "last.pt")
-    if state.get("critic") is None:
-        raise ValueError(
-            f"with_ho: {ho_dir} has no critic in last.pt (is the holistic term on in that run?)"
-        )
-    d = ho_cfg.distill
-    critic = Discriminator(
-        num_classes,
-        widths=tuple(d.disc_widths),
-        use_image=d.disc_use_image,
-        input=d.disc_input,
-        input_batchnorm=d.disc_input_batchnorm,
-    )
-    critic.load_state_dict(state["critic"])
-    critic.eval()
+    teacher = load_run_network(teacher_dir, num_classes)
+    students = {
+        "w/o HO": load_run_network(plain_dir, num_classes),
+        "w/ HO": load_run_network(ho_dir, num_classes),
+    }
+    try:
+        critic, iteration = load_run_critic(ho_dir, num_classes)
+    except ValueError as error:
+        raise ValueError(f"with_ho: {error}") from error
     sources = {
         "teacher": str(teacher_dir),
         "w/o HO": str(plain_dir),
         "w/ HO": str(ho_dir),
-        "critic": (
-            f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {state.get('iteration', math.nan)})"
-        ),
+        "critic": (f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {iteration})"),
     }
     logger.info("Fig. 3 models: %s", sources)
     return Fig3Models(

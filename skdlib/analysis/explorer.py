@@ -365,42 +365,6 @@ def _teacher_dir(runs_root: Path) -> str:
     return str(teacher.get("run_dir", "teacher"))
 
 
-def _load_network(run_dir: Path, num_classes: int, device: torch.device) -> nn.Module:
-    """The network a run trained (``model.student`` of its config) with its ``final.pt``."""
-    from skdlib.models import build_model
-    from skdlib.train.config import load_config
-
-    cfg = load_config(run_dir / "config.yaml")
-    final = run_dir / "checkpoints" / "final.pt"
-    if not final.is_file():
-        raise FileNotFoundError(f"run {run_dir}: no checkpoints/final.pt (has the run finished?)")
-    net = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
-    net.load_state_dict(torch.load(final, map_location="cpu", weights_only=True), strict=True)
-    return net.to(device).eval()
-
-
-def _load_critic(run_dir: Path, num_classes: int, device: torch.device) -> nn.Module:
-    """The discriminator saved in ``last.pt["critic"]``, built from the run's ``distill`` config."""
-    from skdlib.models.discriminator import Discriminator
-    from skdlib.train.config import load_config
-    from skdlib.train.runfolder import load_checkpoint
-
-    cfg = load_config(run_dir / "config.yaml")
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    if state.get("critic") is None:
-        raise ValueError(f"run {run_dir}: last.pt has no critic (was distill.holistic on?)")
-    d = cfg.distill
-    critic = Discriminator(
-        num_classes,
-        widths=tuple(d.disc_widths),
-        use_image=d.disc_use_image,
-        input=d.disc_input,
-        input_batchnorm=d.disc_input_batchnorm,
-    )
-    critic.load_state_dict(state["critic"], strict=True)
-    return critic.to(device).eval()
-
-
 def load_explorer_models(
     runs_root: str | os.PathLike[str],
     *,
@@ -422,6 +386,7 @@ def load_explorer_models(
             missing. ``ValueError``: no students, or the critic's run saved no critic.
     """
     from skdlib.data import build_dataset
+    from skdlib.train.build import load_run_critic, load_run_network
     from skdlib.train.config import load_config
 
     root = Path(runs_root)
@@ -443,12 +408,9 @@ def load_explorer_models(
         data_root = base / data_root
     dataset = build_dataset(cfg.data.name, data_root, "val", **dict(cfg.data.options))
     torch_device = torch.device(device)
-    networks = {
-        name: _load_network(run, dataset.num_classes, torch_device) for name, run in runs.items()
-    }
-    critic = (
-        _load_critic(root / critic_run, dataset.num_classes, torch_device) if critic_run else None
-    )
+    k = dataset.num_classes
+    networks = {name: load_run_network(run, k, device=torch_device) for name, run in runs.items()}
+    critic = load_run_critic(root / critic_run, k, device=torch_device)[0] if critic_run else None
     logger.info("explorer models loaded from %s", root)
     return ExplorerModels(
         teacher=networks.pop(TEACHER),

@@ -47,7 +47,7 @@ def unlabeled_table(
     unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
     run folder of the experiment that holds a ``config.yaml`` (NaN / ``""`` when none does yet).
     """
-    from skdlib.train.loop import build_dataset_for, build_unlabeled_dataset
+    from skdlib.train.build import build_dataset_for, build_unlabeled_dataset
 
     table = experiment_table(index, group, profile_dir=profile_dir)
     extra: dict[str, dict[str, Any]] = {}

@@ -24,9 +24,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from skdlib.constants import IGNORE_INDEX
+
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 INVALID = -1  # lookup-table entry of a raw label value that is neither a class nor ignore
 LUT_SIZE = 256
 

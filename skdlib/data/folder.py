@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from skdlib.constants import IGNORE_INDEX
 from skdlib.data.base import (
     DataError,
     SegmentationDataset,
@@ -48,7 +49,7 @@ def read_classes(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
             colours.append(None)
     if not names:
         raise DataError(f"{path} lists no classes")
-    if len(names) >= 255:
+    if len(names) >= IGNORE_INDEX:
         raise DataError(
             f"{path} lists {len(names)} classes; at most 254 fit in a uint8 label with 255 = ignore"
         )

@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from skdlib.constants import IGNORE_INDEX
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
@@ -52,7 +54,6 @@ MANIFEST_NAME = "manifest.json"
 CLASSES_NAME = "classes.json"
 SPLITS = ("train", "val")
 SPLIT_STREAM = {"train": 0, "val": 1}
-IGNORE_INDEX = 255
 
 CLASS_NAMES: tuple[str, ...] = (
     "road",

@@ -12,7 +12,7 @@ that exists:
 
 with the extensions ``.png``, ``.jpg`` and ``.jpeg`` (not recursive), sorted by name. Items carry
 an all-ignore label (255 everywhere), so they batch and augment like labelled items and a task
-loss over them counts nothing, and ``"labelled": False``.
+loss over them counts nothing.
 """
 
 from __future__ import annotations
@@ -94,7 +94,6 @@ class ImageFolderDataset(Dataset):
             "image": image_t.to(torch.float32).div_(255.0),
             "label": torch.full((height, width), IGNORE_INDEX, dtype=torch.int64),
             "name": path.stem,
-            "labelled": False,
         }
 
     def __getitem__(self, index: int) -> dict:

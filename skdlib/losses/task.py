@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from skdlib.constants import IGNORE_INDEX
+
 __all__ = ["cross_entropy_2d", "segmentation_task_loss"]
 
 
 def cross_entropy_2d(
-    logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = 255
+    logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Cross-entropy averaged over the labelled pixels of the batch.
 
@@ -57,7 +59,7 @@ def segmentation_task_loss(
     *,
     aux_logits: torch.Tensor | None = None,
     aux_weight: float = 0.4,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """``CE(logits) + aux_weight * CE(aux_logits)`` (the second term only with ``aux_logits``).
 

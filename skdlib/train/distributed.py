@@ -3,7 +3,7 @@
 Conventions of the library:
 
 * ``data.batch_size`` is **per process**; the global batch is ``batch_size * world_size``. The
-  sample order is global (see :func:`skdlib.train.loop.batch_indices`): process ``r`` takes the
+  sample order is global (see :func:`skdlib.train.sampling.batch_indices`): process ``r`` takes the
   ``r``-th slice of each global batch, so a 2-process run with batch 2 sees exactly the images of
   a 1-process run with batch 4.
 * The student is wrapped in ``DistributedDataParallel`` after synchronised-BatchNorm conversion,

@@ -2,27 +2,24 @@
 
 Each iteration, as in the paper: the teacher's forward pass (eval mode, no gradient), a student
 update with the critic fixed, a critic update with the student fixed (all in
-:func:`skdlib.train.step.distill_step`). The student's optimiser is SGD (``train.lr``,
-``train.momentum``, ``train.weight_decay``); the critic's is SGD or Adam (``distill.disc_*``,
-no weight decay: spectral normalisation already bounds it). Both follow the poly schedule
-``lr * (1 - it / max_iters) ** poly_power``, set from the iteration number before every step.
+:func:`skdlib.train.step.distill_step`). The optimisers come from :mod:`skdlib.train.build`; both
+follow the poly schedule ``lr * (1 - it / max_iters) ** poly_power``, set from the iteration
+number before every step.
 
-Reproducibility and exact resume: every random number is a function of ``(seed, iteration)``:
+The loop reads as three parts: :func:`_setup` (folder checks, networks, optimisers, a resumed
+state, loaders) returns a :class:`_State`; :func:`_iteration` runs one iteration on it (step,
+logging, validation, checkpoint); :func:`_finish` writes the final checkpoint and the summary.
 
-* sample order: epoch ``e``'s permutation comes from a generator seeded with ``(seed, e)``; the
-  global batch of iteration ``i`` takes positions ``[i * G, (i + 1) * G)`` of the concatenated
-  epochs (``G = batch_size * world_size``; process ``r`` takes its ``r``-th slice);
-* augmentation: each image's parameters come from a generator seeded with ``(seed, position)``,
-  so they do not depend on the batch split across processes;
-* the global torch generator (dropout) and the gradient penalty's generator are re-seeded every
-  iteration from ``(seed, iteration, rank)``.
+Reproducibility and exact resume: every random number is a function of ``(seed, iteration)``.
+The sample order and the augmentation parameters are seeded per sample position
+(:mod:`skdlib.train.sampling`); the global torch generator (dropout) and the gradient penalty's
+generator are re-seeded every iteration from ``(seed, iteration, rank)``.
 
 Unlabeled images (``data.unlabeled``, off by default): each iteration also draws
 ``data.unlabeled.batch_size`` images from a second data set, in a sample order of their own (the
-seed stream ``"unlabeled"``) and with augmentation parameters seeded by ``(seed, position)`` of
-that stream. They are appended to the labelled batch with all-ignore labels
-(:func:`skdlib.train.step.with_unlabeled`): the task loss counts labelled pixels only, the
-distillation terms and the critic see every image.
+seed stream ``"unlabeled"``) and with augmentation parameters of their own stream. They are
+appended to the labelled batch with all-ignore labels (:func:`skdlib.train.step.with_unlabeled`):
+the task loss counts labelled pixels only, the distillation terms and the critic see every image.
 
 A resumed run therefore needs only the iteration number and the optimiser states: on CPU,
 ``N`` iterations straight and ``N/2`` + resume + ``N/2`` give identical weights.
@@ -33,21 +30,33 @@ Run folder: see :mod:`skdlib.train.runfolder`. ``data.batch_size`` is per proces
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from skdlib.train.config import ExperimentConfig, config_hash, save_config, validate_with_model
+from skdlib.constants import IGNORE_INDEX
+from skdlib.train import step
+from skdlib.train.build import (
+    build_critic_optimizer,
+    build_dataset_for,
+    build_models,
+    build_student_optimizer,
+    build_unlabeled_dataset,
+    make_train_loader,
+    num_classes_of,
+    resolve_device,
+)
+from skdlib.train.config import ExperimentConfig, config_hash, save_config
 from skdlib.train.distributed import (
     AllReduceOptimizer,
     DistInfo,
@@ -63,18 +72,13 @@ from skdlib.train.runfolder import (
     load_checkpoint,
     save_checkpoint,
 )
+from skdlib.train.sampling import augment_batch, batch_positions, derive_seed
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "NonFiniteLossError",
     "RunFolderError",
-    "batch_indices",
-    "build_dataset_for",
-    "build_models",
-    "build_unlabeled_dataset",
-    "derive_seed",
     "poly_lr",
-    "resolve_device",
     "train",
 ]
 
@@ -82,10 +86,6 @@ logger = logging.getLogger(__name__)
 
 #: Version of the ``last.pt`` layout.
 CHECKPOINT_FORMAT = 1
-#: The discriminator's five convolutions include four stride-2 ones after the 1/8 logits.
-_CRITIC_MIN_MAP = 16
-_OUTPUT_STRIDE = 8
-_IGNORE_INDEX = 255
 
 
 class RunFolderError(FileExistsError):
@@ -97,250 +97,11 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive iterations had a non-finite loss."""
 
 
-# --------------------------------------------------------------------------------------------------
-# Small pure helpers
-# --------------------------------------------------------------------------------------------------
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from any tuple of ints/strings (stable across processes and Python
-    versions)."""
-    text = "/".join(str(part) for part in parts)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & (
-        (1 << 63) - 1
-    )
-
-
 def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float) -> float:
     """``base_lr * (1 - iteration / max_iters) ** power`` (the paper's schedule)."""
     if max_iters < 1 or not 0 <= iteration <= max_iters:
         raise ValueError(f"iteration must lie in [0, max_iters={max_iters}], got {iteration}")
     return base_lr * (1.0 - iteration / max_iters) ** power
-
-
-class _EpochOrder:
-    """Permutations of ``range(n)`` per epoch, seeded by ``(seed, epoch)``; the latest is cached."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.int64)
-
-    def __call__(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
-        return self._perm
-
-
-def _positions(iteration: int, batch_size: int, world_size: int, rank: int) -> list[int]:
-    """Global sample positions this process takes at ``iteration``."""
-    start = (iteration * world_size + rank) * batch_size
-    return list(range(start, start + batch_size))
-
-
-def batch_indices(
-    iteration: int,
-    *,
-    num_items: int,
-    batch_size: int,
-    seed: int,
-    world_size: int = 1,
-    rank: int = 0,
-) -> list[int]:
-    """Data-set indices of process ``rank``'s batch at ``iteration`` (see the module docstring)."""
-    if num_items < 1:
-        raise ValueError(f"num_items must be >= 1, got {num_items}")
-    order = _EpochOrder(num_items, seed)
-    return [
-        int(order(p // num_items)[p % num_items])
-        for p in _positions(iteration, batch_size, world_size, rank)
-    ]
-
-
-class _BatchSampler:
-    """Yields the index lists of iterations ``start .. stop - 1`` for one process (a DataLoader
-    batch_sampler)."""
-
-    def __init__(
-        self, num_items: int, *, start: int, stop: int, batch_size: int, seed: int, info: DistInfo
-    ) -> None:
-        self.num_items, self.start, self.stop = num_items, start, stop
-        self.batch_size, self.info = batch_size, info
-        self.order = _EpochOrder(num_items, seed)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        n = self.num_items
-        for iteration in range(self.start, self.stop):
-            positions = _positions(iteration, self.batch_size, self.info.world_size, self.info.rank)
-            yield [int(self.order(p // n)[p % n]) for p in positions]
-
-
-def _collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    sizes = {tuple(item["image"].shape) for item in items}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"images of one batch differ in size {sorted(sizes)}; use a data set with one image "
-            "size or data.batch_size=1"
-        )
-    return {
-        "image": torch.stack([item["image"] for item in items]),  # B x (3, H, W) -> (B, 3, H, W)
-        "label": torch.stack([item["label"] for item in items]),  # B x (H, W) -> (B, H, W)
-        "name": [item.get("name", "") for item in items],
-    }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> ``cuda`` if available else ``cpu``; other names checked for availability."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"train.device: {name!r} requested but MPS is not available")
-    return device
-
-
-def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
-    """The data set of ``split`` from ``cfg.data`` via :func:`skdlib.data.build_dataset`; the
-    training split restricted to its first ``data.train_limit`` samples when that is set."""
-    from skdlib.data import DataError, build_dataset
-
-    dataset = build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
-    limit = cfg.data.train_limit
-    if limit is None or split != cfg.data.train_split:
-        return dataset
-    if limit > len(dataset):
-        raise DataError(
-            f"data.train_limit={limit}, but the {split!r} split of {cfg.data.root} has only "
-            f"{len(dataset)} samples"
-        )
-    return dataset.first(limit)
-
-
-class _WithoutLabels(torch.utils.data.Dataset):
-    """A labelled data set used as unlabeled images: every label replaced by ``ignore_index``."""
-
-    def __init__(self, dataset: Any, ignore_index: int) -> None:
-        self.dataset, self.ignore_index = dataset, ignore_index
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = dict(self.dataset[index])
-        item["label"] = torch.full_like(
-            item["label"], self.ignore_index
-        )  # (H, W), nothing labelled
-        item["labelled"] = False
-        return item
-
-
-def build_unlabeled_dataset(cfg: ExperimentConfig) -> Any:
-    """The unlabeled stream's data set (``cfg.data.unlabeled``), or ``None`` when it is off.
-
-    ``images`` reads image files only (no label file is opened); any other data set is read
-    through :func:`skdlib.data.build_dataset` and its labels are replaced by the ignore label.
-    """
-    from skdlib.data import build_dataset
-
-    unl = cfg.data.unlabeled
-    if not unl.enabled:
-        return None
-    dataset = build_dataset(unl.name, unl.root, unl.split, **dict(unl.options))
-    if unl.name == "images":
-        return dataset
-    return _WithoutLabels(dataset, getattr(dataset, "ignore_index", _IGNORE_INDEX))
-
-
-def _teacher_hint(path: str) -> str:
-    parts = Path(path).parts
-    if len(parts) >= 3 and parts[-2] == "checkpoints" and parts[-1] == "final.pt":
-        run_dir = Path(*parts[:-2])
-        return (
-            f"it is written by the run in {run_dir} (e.g. `python -m skdlib.train --config "
-            f"configs/{run_dir.name}.yaml --run-dir {run_dir}`)"
-        )
-    return (
-        "train the teacher first (a teacher preset, e.g. "
-        "configs/teacher_quick.yaml) and point to its final.pt"
-    )
-
-
-def build_models(
-    cfg: ExperimentConfig, num_classes: int
-) -> tuple[nn.Module, nn.Module | None, nn.Module | None, nn.Module | None]:
-    """``(student, teacher, critic, adapter)`` on the CPU, checked against the config.
-
-    The teacher is built when a term needs it and loaded (strict) from ``model.teacher_checkpoint``;
-    a null checkpoint leaves it randomly initialised (smoke runs), with a warning.
-
-    Raises:
-        FileNotFoundError: the teacher checkpoint is set but missing (the message says which run
-            writes it); ``ValueError`` from :func:`validate_with_model` and the critic's size check.
-    """
-    from skdlib.models import build_model, load_pretrained
-    from skdlib.models.discriminator import Discriminator
-    from skdlib.train.step import needs_critic, needs_teacher
-
-    d = cfg.distill
-    teacher = None
-    if needs_teacher(d):
-        path = cfg.model.teacher_checkpoint
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(
-                f"model.teacher_checkpoint: teacher weights not found at {path}; "
-                f"{_teacher_hint(path)}"
-            )
-        teacher = build_model(cfg.model.teacher, num_classes, **dict(cfg.model.teacher_options))
-        if path is None:
-            logger.warning("model.teacher_checkpoint is null: the teacher is randomly initialised")
-        else:
-            load_pretrained(teacher, path, strict=True)
-            logger.info("teacher loaded from %s", path)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    student = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
-    if cfg.model.student_pretrained is not None:
-        report = load_pretrained(student, cfg.model.student_pretrained, prefix="backbone.")
-        logger.info(
-            "student backbone initialised from %s: %s", cfg.model.student_pretrained, report
-        )
-    validate_with_model(cfg, student, teacher=teacher)
-    critic = None
-    if needs_critic(d):
-        side = min(cfg.data.crop_size) // _OUTPUT_STRIDE
-        if side < _CRITIC_MIN_MAP:
-            raise ValueError(
-                f"data.crop_size: {list(cfg.data.crop_size)} gives {side}-pixel logit maps at "
-                f"output stride {_OUTPUT_STRIDE}; the holistic term's discriminator needs >= "
-                f"{_CRITIC_MIN_MAP} (crops of at least {_CRITIC_MIN_MAP * _OUTPUT_STRIDE} pixels a "
-                "side) or distill.holistic=false"
-            )
-        critic = Discriminator(
-            num_classes,
-            widths=tuple(d.disc_widths),
-            use_image=d.disc_use_image,
-            input=d.disc_input,
-            input_batchnorm=d.disc_input_batchnorm,
-        )
-    adapter = None
-    if d.mimic:
-        from skdlib.losses import make_mimic_adapter
-
-        adapter = make_mimic_adapter(
-            student.feature_channels[d.pair_feature], teacher.feature_channels[d.pair_feature]
-        )
-    return student, teacher, critic, adapter
-
-
-def _critic_optimizer(cfg: ExperimentConfig, critic: nn.Module) -> torch.optim.Optimizer:
-    d = cfg.distill
-    if d.disc_optimizer == "adam":
-        return torch.optim.Adam(critic.parameters(), lr=d.disc_lr, betas=tuple(d.disc_betas))
-    return torch.optim.SGD(critic.parameters(), lr=d.disc_lr, momentum=d.disc_momentum)
 
 
 def _set_lr(optimizer: Any, lr: float) -> None:
@@ -414,9 +175,6 @@ def _amp(
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
-# --------------------------------------------------------------------------------------------------
-# The loop
-# --------------------------------------------------------------------------------------------------
 class _Logger:
     """metrics.jsonl, logging lines and optional TensorBoard (rank 0 only)."""
 
@@ -450,11 +208,45 @@ class _Logger:
             self.writer.close()
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+# --------------------------------------------------------------------------------------------------
+# The loop: set-up, one iteration, finish
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    """Everything one run holds while it trains (built by :func:`_setup`)."""
+
+    cfg: ExperimentConfig
+    folder: RunFolder
+    info: DistInfo
+    device: torch.device
+    student: nn.Module  #: what the step calls (DistributedDataParallel under torchrun)
+    core_student: nn.Module  #: the network itself (saved, evaluated)
+    teacher: nn.Module | None
+    critic: nn.Module | None
+    adapter: nn.Module | None
+    optimizer: Any
+    critic_optimizer: Any
+    scaler: torch.amp.GradScaler | None
+    ctx: step.StepContext
+    memory_format: torch.memory_format
+    val_set: Any
+    num_classes: int
+    cost: Any  #: the student's complexity (rank 0), for the summary
+    log: _Logger | None = None
+    augment: Any = None
+    start: int = 0
+    elapsed_before: float = 0.0
+    streak: int = 0
+    t0: float = 0.0
+    last_logged: float = 0.0
+
+    @property
+    def main(self) -> bool:
+        return self.info.is_main
+
+    def elapsed(self) -> float:
+        """Training seconds, the time before a resume included."""
+        return self.elapsed_before + (time.perf_counter() - self.t0)
 
 
 def train(
@@ -490,40 +282,20 @@ def train(
         device = torch.device("cuda", info.local_rank)
     created = init_distributed(info, device)
     try:
-        return _train(
-            cfg,
-            RunFolder(Path(run_dir)),
-            info,
-            device,
-            resume=resume,
-            force=force,
-            progress=progress,
-        )
+        state, loaders = _setup(cfg, RunFolder(Path(run_dir)), info, device, resume, force)
+        _loop(state, loaders, progress=progress)
+        return _finish(state)
     finally:
         cleanup(created)
 
 
-def _train(
-    cfg: ExperimentConfig,
-    folder: RunFolder,
-    info: DistInfo,
-    device: torch.device,
-    *,
-    resume: bool,
-    force: bool,
-    progress: bool,
-) -> dict[str, Any]:
-    from skdlib.data.transforms import TrainAugment
-    from skdlib.evaluate import evaluate
-    from skdlib.models import complexity
-    from skdlib.train.step import StepContext, distill_step, with_unlabeled
-
-    t_cfg, d_cfg = cfg.train, cfg.distill
-    main = info.is_main
-    # Folder checks happen on rank 0; the others wait and learn the outcome.
+def _check_folder(
+    folder: RunFolder, cfg: ExperimentConfig, info: DistInfo, *, resume: bool, force: bool
+) -> bool:
+    """Rank 0 checks what the folder holds, the others learn the outcome; True when resuming."""
     error: BaseException | None = None
     resuming = False
-    if main:
+    if info.is_main:
         try:
             resuming = _prepare_folder(folder, cfg, resume=resume, force=force)
         except (RunFolderError, ValueError) as exc:
@@ -533,386 +305,403 @@ def _train(
         raise error
     if failed:
         raise RunFolderError(f"rank 0 refused the run folder {folder.root} (see its log)")
+    return resuming
 
+
+def _setup(
+    cfg: ExperimentConfig,
+    folder: RunFolder,
+    info: DistInfo,
+    device: torch.device,
+    resume: bool,
+    force: bool,
+) -> tuple[_State, tuple[Iterable[Any], Iterable[Any]]]:
+    """Check the folder, build data, networks and optimisers, restore a resumed run, write the
+    run's config and environment; the state and the (labelled, unlabeled) loaders."""
+    from skdlib.data.transforms import TrainAugment
+    from skdlib.models import complexity
+
+    resuming = _check_folder(folder, cfg, info, resume=resume, force=force)
     train_set = build_dataset_for(cfg, cfg.data.train_split)
     val_set = build_dataset_for(cfg, cfg.data.val_split)
-    unlabeled_set = build_unlabeled_dataset(cfg)
-    num_classes = cfg.model.num_classes or train_set.num_classes
+    num_classes = num_classes_of(cfg, train_set)
     # Initial weights are a function of the seed alone (the same on every rank, whatever ran
     # before).
-    torch.manual_seed(derive_seed(t_cfg.seed, "init"))
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     student, teacher, critic, adapter = build_models(cfg, num_classes)
-    cost = complexity(student, tuple(cfg.data.crop_size)) if main else None
-
+    cost = complexity(student, tuple(cfg.data.crop_size)) if info.is_main else None
     autocast_dtype, scaler = _amp(cfg, device)
-    memory_format = (
-        torch.channels_last
-        if (device.type == "cuda" and t_cfg.channels_last)
-        else torch.preserve_format
+    on_cuda = device.type == "cuda" and cfg.train.channels_last
+    memory_format = torch.channels_last if on_cuda else torch.preserve_format
+    for network in (student, teacher):
+        if network is not None:
+            network.to(device=device, memory_format=memory_format)
+    for module in (critic, adapter):
+        if module is not None:
+            module.to(device)
+    state = _State(
+        cfg=cfg,
+        folder=folder,
+        info=info,
+        device=device,
+        student=student,
+        core_student=student,
+        teacher=teacher,
+        critic=critic,
+        adapter=adapter,
+        optimizer=build_student_optimizer(cfg, student, adapter),
+        critic_optimizer=build_critic_optimizer(cfg, critic) if critic is not None else None,
+        scaler=scaler,
+        ctx=step.StepContext(
+            distill=cfg.distill,
+            aux_weight=cfg.train.aux_weight,
+            ignore_index=getattr(train_set, "ignore_index", IGNORE_INDEX),
+            autocast_dtype=autocast_dtype,
+            grad_scaler=scaler,
+            critic_generator=torch.Generator(device=device) if critic is not None else None,
+        ),
+        memory_format=memory_format,
+        val_set=val_set,
+        num_classes=num_classes,
+        cost=cost,
+        augment=TrainAugment(
+            cfg.data.crop_size, scale_range=cfg.data.scale_range, flip=cfg.data.flip
+        ),
     )
-    student.to(device=device, memory_format=memory_format)
-    if teacher is not None:
-        teacher.to(device=device, memory_format=memory_format)
-    if critic is not None:
-        critic.to(device)
-    if adapter is not None:
-        adapter.to(device)
-
-    student_params = list(student.parameters()) + (
-        list(adapter.parameters()) if adapter is not None else []
-    )
-    optimizer: Any = torch.optim.SGD(
-        student_params, lr=t_cfg.lr, momentum=t_cfg.momentum, weight_decay=t_cfg.weight_decay
-    )
-    critic_optimizer: Any = _critic_optimizer(cfg, critic) if critic is not None else None
-
-    start = 0
-    elapsed_before = 0.0
-    streak = 0
     if resuming:
-        state = load_checkpoint(folder.last, map_location=device)
-        if state.get("config_hash") != config_hash(cfg):
-            raise ValueError(
-                f"--resume: {folder.last} was written for config hash {state.get('config_hash')}, "
-                f"this config hashes to {config_hash(cfg)}"
-            )
-        student.load_state_dict(state["student"])
-        optimizer.load_state_dict(state["optimizer"])
-        if critic is not None:
-            critic.load_state_dict(state["critic"])
-            critic_optimizer.load_state_dict(state["critic_optimizer"])
-        if adapter is not None:
-            adapter.load_state_dict(state["adapter"])
-        if scaler is not None and state.get("grad_scaler"):
-            scaler.load_state_dict(state["grad_scaler"])
-        start = int(state["iteration"])
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-        streak = int(state.get("nonfinite_streak", 0))
-        if main:
-            dropped = folder.truncate_metrics(start)
-            logger.info(
-                "resumed from %s at iteration %d (%d later metric records dropped)",
-                folder.last,
-                start,
-                dropped,
-            )
+        _restore(state)
+    _wrap_distributed(state)
+    _write_run_files(state, resuming=resuming)
+    return state, _loaders(state, train_set)
 
-    core_student = student
-    if info.enabled:
-        student = convert_sync_batchnorm(student, device)
-        core_student = student
-        student = nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None
+
+def _restore(state: _State) -> None:
+    """Load ``last.pt`` into the networks and optimisers; the iteration to start from."""
+    cfg, folder = state.cfg, state.folder
+    saved = load_checkpoint(folder.last, map_location=state.device)
+    if saved.get("config_hash") != config_hash(cfg):
+        raise ValueError(
+            f"--resume: {folder.last} was written for config hash {saved.get('config_hash')}, "
+            f"this config hashes to {config_hash(cfg)}"
         )
-        if critic is not None:
-            critic_optimizer = AllReduceOptimizer(critic_optimizer, critic.parameters())
-        if adapter is not None:
-            optimizer = AllReduceOptimizer(optimizer, adapter.parameters())
+    state.student.load_state_dict(saved["student"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.critic is not None:
+        state.critic.load_state_dict(saved["critic"])
+        state.critic_optimizer.load_state_dict(saved["critic_optimizer"])
+    if state.adapter is not None:
+        state.adapter.load_state_dict(saved["adapter"])
+    if state.scaler is not None and saved.get("grad_scaler"):
+        state.scaler.load_state_dict(saved["grad_scaler"])
+    state.start = int(saved["iteration"])
+    state.elapsed_before = float(saved.get("elapsed_s", 0.0))
+    state.streak = int(saved.get("nonfinite_streak", 0))
+    if state.main:
+        dropped = folder.truncate_metrics(state.start)
+        logger.info(
+            "resumed from %s at iteration %d (%d later metric records dropped)",
+            folder.last,
+            state.start,
+            dropped,
+        )
 
-    if main:
-        folder.root.mkdir(parents=True, exist_ok=True)
+
+def _wrap_distributed(state: _State) -> None:
+    """Under torchrun: synchronised batch-norm and DDP for the student; the critic's and the
+    adapter's gradients averaged by :class:`AllReduceOptimizer`."""
+    if not state.info.enabled:
+        return
+    core = convert_sync_batchnorm(state.student, state.device)
+    device_ids = [state.device.index] if state.device.type == "cuda" else None
+    state.core_student = core
+    state.student = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    if state.critic is not None:
+        state.critic_optimizer = AllReduceOptimizer(
+            state.critic_optimizer, state.critic.parameters()
+        )
+    if state.adapter is not None:
+        state.optimizer = AllReduceOptimizer(state.optimizer, state.adapter.parameters())
+
+
+def _write_run_files(state: _State, *, resuming: bool) -> None:
+    """``config.yaml`` (a new run), ``env.json`` and the metrics logger (rank 0 writes)."""
+    folder = state.folder
+    if state.main:
         folder.checkpoints.mkdir(parents=True, exist_ok=True)
         if not resuming:
-            save_config(cfg, folder.config)
-        atomic_write_json(folder.env, environment_info(device, world_size=info.world_size))
-    log = _Logger(folder, enabled=main, tensorboard=t_cfg.tensorboard)
+            save_config(state.cfg, folder.config)
+        env = environment_info(state.device, world_size=state.info.world_size)
+        atomic_write_json(folder.env, env)
+    state.log = _Logger(folder, enabled=state.main, tensorboard=state.cfg.train.tensorboard)
 
-    critic_generator = torch.Generator(device=device) if critic is not None else None
-    ctx = StepContext(
-        distill=d_cfg,
-        aux_weight=t_cfg.aux_weight,
-        ignore_index=getattr(train_set, "ignore_index", _IGNORE_INDEX),
-        autocast_dtype=autocast_dtype,
-        grad_scaler=scaler,
-        critic_generator=critic_generator,
+
+def _loaders(state: _State, train_set: Any) -> tuple[Iterable[Any], Iterable[Any]]:
+    """The labelled loader and the unlabeled one (``None`` forever when the stream is off), both
+    from the state's start iteration."""
+    cfg, info = state.cfg, state.info
+    common = {
+        "start": state.start,
+        "stop": cfg.train.max_iters,
+        "num_workers": cfg.data.num_workers,
+        "device": state.device,
+        "world_size": info.world_size,
+        "rank": info.rank,
+    }
+    loader = make_train_loader(
+        train_set, batch_size=cfg.data.batch_size, seed=cfg.train.seed, **common
     )
-    augment = TrainAugment(cfg.data.crop_size, scale_range=cfg.data.scale_range, flip=cfg.data.flip)
-    workers = cfg.data.num_workers
-    if workers is None:
-        workers = min(4, max(0, (os.cpu_count() or 1) // max(1, info.world_size) - 1))
-    sampler = _BatchSampler(
-        len(train_set),
-        start=start,
-        stop=t_cfg.max_iters,
-        batch_size=cfg.data.batch_size,
-        seed=t_cfg.seed,
-        info=info,
+    unlabeled_set = build_unlabeled_dataset(cfg)
+    if unlabeled_set is None:
+        return loader, itertools.repeat(None)
+    unl = cfg.data.unlabeled
+    logger.info(
+        "unlabeled stream: %d images from %s (%s), %d per step beside %d labelled",
+        len(unlabeled_set),
+        unl.root,
+        unl.name,
+        unl.batch_size,
+        cfg.data.batch_size,
     )
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    # Its own sample order (seed stream "unlabeled"), a function of the iteration like the
+    # labelled one.
+    seed = derive_seed(cfg.train.seed, "unlabeled")
+    return loader, make_train_loader(unlabeled_set, batch_size=unl.batch_size, seed=seed, **common)
 
-    unlabeled_loader: Any = itertools.repeat(None)
-    unlabeled_size = cfg.data.unlabeled.batch_size
-    if unlabeled_set is not None:
-        # Its own sample order (seed stream "unlabeled"), a function of the iteration like the
-        # labelled one.
-        unlabeled_sampler = _BatchSampler(
-            len(unlabeled_set),
-            start=start,
-            stop=t_cfg.max_iters,
-            batch_size=unlabeled_size,
-            seed=derive_seed(t_cfg.seed, "unlabeled"),
-            info=info,
-        )
-        unlabeled_loader = torch.utils.data.DataLoader(
-            unlabeled_set,
-            batch_sampler=unlabeled_sampler,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-        logger.info(
-            "unlabeled stream: %d images from %s (%s), %d per step beside %d labelled",
-            len(unlabeled_set),
-            cfg.data.unlabeled.root,
-            cfg.data.unlabeled.name,
-            unlabeled_size,
-            cfg.data.batch_size,
-        )
 
-    def evaluate_now() -> dict[str, Any]:
-        return evaluate(
-            core_student,
-            val_set,
-            num_classes=num_classes,
-            device=device,
-            mode=cfg.eval.mode,
-            flip=cfg.eval.flip,
-            crop_size=tuple(cfg.eval.crop_size or cfg.data.crop_size),
-            stride_rate=cfg.eval.stride_rate,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
-
-    def checkpoint(iteration: int) -> None:
-        if not main:
-            return
-        save_checkpoint(
-            folder.last,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "iteration": iteration,
-                "config_hash": config_hash(cfg),
-                "student": core_student.state_dict(),
-                "critic": critic.state_dict() if critic is not None else None,
-                "adapter": adapter.state_dict() if adapter is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "critic_optimizer": critic_optimizer.state_dict()
-                if critic_optimizer is not None
-                else None,
-                "scheduler": {
-                    "kind": "poly",
-                    "power": t_cfg.poly_power,
-                    "max_iters": t_cfg.max_iters,
-                    "base_lr": t_cfg.lr,
-                    "disc_base_lr": d_cfg.disc_lr,
-                    "iteration": iteration,
-                },
-                "grad_scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": _rng_state(),
-                "elapsed_s": elapsed_before + (time.perf_counter() - t0),
-                "nonfinite_streak": streak,
-            },
-        )
-
+def _loop(state: _State, loaders: tuple[Iterable[Any], Iterable[Any]], *, progress: bool) -> None:
+    """Every iteration from the state's start to ``train.max_iters``."""
     from tqdm.auto import tqdm
 
+    max_iters = state.cfg.train.max_iters
     bar = tqdm(
-        total=t_cfg.max_iters,
-        initial=start,
-        desc=cfg.name,
+        total=max_iters,
+        initial=state.start,
+        desc=state.cfg.name,
         dynamic_ncols=True,
-        disable=not (progress and main and sys.stderr.isatty()),
+        disable=not (progress and state.main and sys.stderr.isatty()),
     )
-    student.train()
-    if critic is not None:
-        critic.train()
-    t0 = time.perf_counter()
-    last_logged = time.perf_counter()
+    state.student.train()
+    if state.critic is not None:
+        state.critic.train()
+    state.t0 = state.last_logged = time.perf_counter()
+    batches = zip(range(state.start, max_iters), *loaders, strict=False)
     try:
-        for iteration, batch, unlabeled_batch in zip(
-            range(start, t_cfg.max_iters), loader, unlabeled_loader, strict=False
-        ):
-            torch.manual_seed(derive_seed(t_cfg.seed, "torch", iteration, info.rank))
-            if critic_generator is not None:
-                critic_generator.manual_seed(
-                    derive_seed(t_cfg.seed, "critic", iteration, info.rank)
-                )
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            positions = _positions(iteration, cfg.data.batch_size, info.world_size, info.rank)
-            params = []
-            for p in positions:
-                generator = torch.Generator().manual_seed(derive_seed(t_cfg.seed, "augment", p))
-                params.extend(augment.sample_params(1, image.shape[2], image.shape[3], generator))
-            image, label = augment.apply(
-                image, label, params
-            )  # (B, 3, h, w), (B, h, w) at the crop size
-            if unlabeled_batch is not None:
-                u_image = unlabeled_batch["image"].to(device, non_blocking=True)
-                u_label = unlabeled_batch["label"].to(device, non_blocking=True)  # all ignore
-                u_params = []
-                for p in _positions(iteration, unlabeled_size, info.world_size, info.rank):
-                    generator = torch.Generator().manual_seed(
-                        derive_seed(t_cfg.seed, "augment-unlabeled", p)
-                    )
-                    u_params.extend(
-                        augment.sample_params(1, u_image.shape[2], u_image.shape[3], generator)
-                    )
-                u_image, _ = augment.apply(
-                    u_image, u_label, u_params
-                )  # (M, 3, h, w) at the crop size
-                # (B, 3, h, w) + (M, 3, h, w) -> (B + M, 3, h, w); labels of the M rows all ignore
-                image, label = with_unlabeled(image, label, u_image, ignore_index=ctx.ignore_index)
-            if memory_format is torch.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            lr = poly_lr(t_cfg.lr, iteration, t_cfg.max_iters, t_cfg.poly_power)
-            _set_lr(optimizer, lr)
-            if critic_optimizer is not None:
-                _set_lr(
-                    critic_optimizer,
-                    poly_lr(d_cfg.disc_lr, iteration, t_cfg.max_iters, t_cfg.poly_power),
-                )
-            terms = distill_step(
-                student=student,
-                teacher=teacher,
-                optimizer=optimizer,
-                image=image,
-                label=label,
-                ctx=ctx,
-                critic=critic,
-                critic_optimizer=critic_optimizer,
-                adapter=adapter,
-            )
-            done = iteration + 1
-            skipped = terms.get("skipped_student", 0.0) > 0 or terms.get("skipped_critic", 0.0) > 0
-            if skipped:
-                streak += 1
-                bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
-                logger.warning(
-                    "iteration %d: non-finite loss (terms %s), step skipped (%d in a row)",
-                    done,
-                    bad,
-                    streak,
-                )
-                log.record(
-                    {
-                        "iter": done,
-                        "lr": lr,
-                        **terms,
-                        "nonfinite": bad,
-                        "time": time.perf_counter() - t0 + elapsed_before,
-                    }
-                )
-                if streak >= t_cfg.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"iteration {done}: {streak} consecutive non-finite losses "
-                        f"(train.max_nonfinite={t_cfg.max_nonfinite}); non-finite terms {bad}; the "
-                        f"last good checkpoint is {folder.last}"
-                    )
-            else:
-                streak = 0
+        for iteration, batch, unlabeled_batch in batches:
+            terms = _iteration(state, iteration, batch, unlabeled_batch)
             bar.update(1)
-            if done % t_cfg.log_every == 0 and not skipped:
-                now = time.perf_counter()
-                record = {
-                    "iter": done,
-                    "lr": lr,
-                    **terms,
-                    "time": now - t0 + elapsed_before,
-                    "sec_per_iter": (now - last_logged) / t_cfg.log_every,
-                }
-                last_logged = now
-                log.record(record)
-                if main:
-                    logger.info(
-                        "iter %d/%d lr %.3g %s",
-                        done,
-                        t_cfg.max_iters,
-                        lr,
-                        " ".join(
-                            f"{k} {v:.4g}" for k, v in terms.items() if not k.startswith("skipped")
-                        ),
-                    )
-                bar.set_postfix(
-                    {k: f"{terms[k]:.3g}" for k in ("total", "pixel", "pair", "gen") if k in terms}
-                )
-            if t_cfg.eval_every and done % t_cfg.eval_every == 0 and done < t_cfg.max_iters:
-                scores = evaluate_now()
-                log.record(
-                    {
-                        "iter": done,
-                        "split": "val",
-                        "miou": _json_float(scores["miou"]),
-                        "pixel_acc": _json_float(scores["pixel_acc"]),
-                    }
-                )
-                if main:
-                    logger.info(
-                        "iter %d val miou %.4f pixel_acc %.4f",
-                        done,
-                        scores["miou"],
-                        scores["pixel_acc"],
-                    )
-            if (
-                t_cfg.checkpoint_every
-                and done % t_cfg.checkpoint_every == 0
-                and done < t_cfg.max_iters
-                and not skipped
-            ):
-                checkpoint(done)
+            if (iteration + 1) % state.cfg.train.log_every == 0:
+                shown = ("total", "pixel", "pair", "gen")
+                bar.set_postfix({k: f"{terms[k]:.3g}" for k in shown if k in terms})
     finally:
         bar.close()
-        log.close()
+        state.log.close()
 
-    checkpoint(t_cfg.max_iters)
-    scores = evaluate_now()
-    wall = elapsed_before + (time.perf_counter() - t0)
-    log.record(
+
+def _batch(
+    state: _State, iteration: int, batch: dict[str, Any], unlabeled: dict[str, Any] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The iteration's augmented input: ``(B [+ M], 3, h, w)`` images and ``(B [+ M], h, w)``
+    labels (the ``M`` unlabeled rows all ignore)."""
+    cfg, info, device = state.cfg, state.info, state.device
+    seed = cfg.train.seed
+
+    def augmented(data: dict[str, Any], size: int, stream: str) -> tuple[torch.Tensor, ...]:
+        positions = batch_positions(iteration, size, info.world_size, info.rank)
+        image = data["image"].to(device, non_blocking=True)
+        label = data["label"].to(device, non_blocking=True)
+        return augment_batch(
+            state.augment, image, label, positions=positions, seed=seed, stream=stream
+        )  # (B, 3, h, w), (B, h, w) at the crop size
+
+    image, label = augmented(batch, cfg.data.batch_size, "augment")
+    if unlabeled is not None:
+        u_image, _ = augmented(unlabeled, cfg.data.unlabeled.batch_size, "augment-unlabeled")
+        # (B, 3, h, w) + (M, 3, h, w) -> (B + M, 3, h, w); labels of the M rows all ignore
+        image, label = step.with_unlabeled(
+            image, label, u_image, ignore_index=state.ctx.ignore_index
+        )
+    if state.memory_format is torch.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return image, label
+
+
+def _iteration(
+    state: _State, iteration: int, batch: dict[str, Any], unlabeled: dict[str, Any] | None
+) -> dict[str, float]:
+    """One iteration: seeds, learning rates, the two-step distillation step, then the records,
+    a validation and a checkpoint when they are due. Returns the step's terms."""
+    t = state.cfg.train
+    rank = state.info.rank
+    torch.manual_seed(derive_seed(t.seed, "torch", iteration, rank))
+    if state.ctx.critic_generator is not None:
+        state.ctx.critic_generator.manual_seed(derive_seed(t.seed, "critic", iteration, rank))
+    image, label = _batch(state, iteration, batch, unlabeled)
+    lr = poly_lr(t.lr, iteration, t.max_iters, t.poly_power)
+    _set_lr(state.optimizer, lr)
+    if state.critic_optimizer is not None:
+        disc_lr = poly_lr(state.cfg.distill.disc_lr, iteration, t.max_iters, t.poly_power)
+        _set_lr(state.critic_optimizer, disc_lr)
+    # Looked up at call time (step.distill_step), so tests can wrap it.
+    terms = step.distill_step(
+        student=state.student,
+        teacher=state.teacher,
+        optimizer=state.optimizer,
+        image=image,
+        label=label,
+        ctx=state.ctx,
+        critic=state.critic,
+        critic_optimizer=state.critic_optimizer,
+        adapter=state.adapter,
+    )
+    done = iteration + 1
+    skipped = terms.get("skipped_student", 0.0) > 0 or terms.get("skipped_critic", 0.0) > 0
+    if skipped:
+        _skipped(state, done, lr, terms)
+    else:
+        state.streak = 0
+        if done % t.log_every == 0:
+            _record_terms(state, done, lr, terms)
+    if t.eval_every and done % t.eval_every == 0 and done < t.max_iters:
+        _validate(state, done)
+    due = t.checkpoint_every and done % t.checkpoint_every == 0
+    if due and done < t.max_iters and not skipped:
+        _checkpoint(state, done)
+    return terms
+
+
+def _skipped(state: _State, done: int, lr: float, terms: dict[str, float]) -> None:
+    """Record a skipped (non-finite) step; stop after ``train.max_nonfinite`` in a row."""
+    state.streak += 1
+    bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
+    logger.warning(
+        "iteration %d: non-finite loss (terms %s), step skipped (%d in a row)",
+        done,
+        bad,
+        state.streak,
+    )
+    state.log.record({"iter": done, "lr": lr, **terms, "nonfinite": bad, "time": state.elapsed()})
+    limit = state.cfg.train.max_nonfinite
+    if state.streak >= limit:
+        raise NonFiniteLossError(
+            f"iteration {done}: {state.streak} consecutive non-finite losses "
+            f"(train.max_nonfinite={limit}); non-finite terms {bad}; the "
+            f"last good checkpoint is {state.folder.last}"
+        )
+
+
+def _record_terms(state: _State, done: int, lr: float, terms: dict[str, float]) -> None:
+    """A training record in ``metrics.jsonl`` and one log line."""
+    now = time.perf_counter()
+    log_every = state.cfg.train.log_every
+    state.log.record(
         {
-            "iter": t_cfg.max_iters,
-            "split": "val",
-            "miou": _json_float(scores["miou"]),
-            "pixel_acc": _json_float(scores["pixel_acc"]),
+            "iter": done,
+            "lr": lr,
+            **terms,
+            "time": state.elapsed(),
+            "sec_per_iter": (now - state.last_logged) / log_every,
         }
     )
-    summary: dict[str, Any] = {}
-    if main:
-        from skdlib.metrics import scores_to_json
+    state.last_logged = now
+    if state.main:
+        shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items() if not k.startswith("skipped"))
+        logger.info("iter %d/%d lr %.3g %s", done, state.cfg.train.max_iters, lr, shown)
 
-        save_checkpoint(folder.final, core_student.state_dict())
-        json_scores = scores_to_json(scores)
-        summary = {
-            "name": cfg.name,
-            "miou": json_scores["miou"],
-            "class_iou": json_scores["class_iou"],
-            "pixel_acc": json_scores["pixel_acc"],
-            "class_names": list(getattr(val_set, "class_names", [])),
-            "num_val_images": scores["num_images"],
-            "iterations": t_cfg.max_iters,
-            "wall_time_s": wall,
-            "params": cost.params,
-            "params_total": cost.params_total,
-            "flops": cost.flops,
-            "macs": cost.macs,
-            "flops_input_size": list(cfg.data.crop_size),
-            "flops_convention": "torch.utils.flop_counter, batch 1, eval mode; flops = 2 * macs "
-            "(1 multiply-add = 2 FLOPs; the paper's GFLOPs are GMACs)",
-            "eval": {"mode": cfg.eval.mode, "flip": cfg.eval.flip},
-            "world_size": info.world_size,
-            "device": str(device),
-            "config_hash": config_hash(cfg),
-            "finished": True,
-        }
-        atomic_write_json(folder.summary, summary)
-        logger.info("finished %s: val miou %.4f in %.1f s", cfg.name, scores["miou"], wall)
+
+def _evaluate(state: _State) -> dict[str, Any]:
+    """The student's scores on the validation split (each process its share under torchrun)."""
+    from skdlib.evaluate import evaluate
+
+    cfg = state.cfg
+    return evaluate(
+        state.core_student,
+        state.val_set,
+        num_classes=state.num_classes,
+        device=state.device,
+        mode=cfg.eval.mode,
+        flip=cfg.eval.flip,
+        crop_size=tuple(cfg.eval.crop_size or cfg.data.crop_size),
+        stride_rate=cfg.eval.stride_rate,
+        rank=state.info.rank,
+        world_size=state.info.world_size,
+    )
+
+
+def _validate(state: _State, done: int) -> dict[str, Any]:
+    """Evaluate, record ``{"split": "val", miou, pixel_acc}`` at ``done``; the scores."""
+    scores = _evaluate(state)
+    miou, acc = scores["miou"], scores["pixel_acc"]
+    record = {"iter": done, "split": "val", "miou": _json_float(miou)}
+    state.log.record({**record, "pixel_acc": _json_float(acc)})
+    if state.main:
+        logger.info("iter %d val miou %.4f pixel_acc %.4f", done, miou, acc)
+    return scores
+
+
+def _checkpoint(state: _State, iteration: int) -> None:
+    """``last.pt``: everything a resume needs (rank 0 writes)."""
+    if not state.main:
+        return
+
+    def saved(module: Any) -> Any:
+        return module.state_dict() if module is not None else None
+
+    save_checkpoint(
+        state.folder.last,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": iteration,
+            "config_hash": config_hash(state.cfg),
+            "student": state.core_student.state_dict(),
+            "critic": saved(state.critic),
+            "adapter": saved(state.adapter),
+            "optimizer": state.optimizer.state_dict(),
+            "critic_optimizer": saved(state.critic_optimizer),
+            "grad_scaler": saved(state.scaler),
+            "elapsed_s": state.elapsed(),
+            "nonfinite_streak": state.streak,
+        },
+    )
+
+
+def _finish(state: _State) -> dict[str, Any]:
+    """The final checkpoint, validation, ``final.pt`` and ``summary.json`` (rank 0); the
+    summary (empty on the other ranks)."""
+    from skdlib.metrics import scores_to_json
+
+    cfg, folder = state.cfg, state.folder
+    _checkpoint(state, cfg.train.max_iters)
+    scores = _validate(state, cfg.train.max_iters)
+    wall = state.elapsed()
+    if not state.main:
+        return {}
+    save_checkpoint(folder.final, state.core_student.state_dict())
+    json_scores = scores_to_json(scores)
+    cost = state.cost
+    summary = {
+        "name": cfg.name,
+        "miou": json_scores["miou"],
+        "class_iou": json_scores["class_iou"],
+        "pixel_acc": json_scores["pixel_acc"],
+        "class_names": list(getattr(state.val_set, "class_names", [])),
+        "num_val_images": scores["num_images"],
+        "iterations": cfg.train.max_iters,
+        "wall_time_s": wall,
+        "params": cost.params,
+        "params_total": cost.params_total,
+        "flops": cost.flops,
+        "macs": cost.macs,
+        "flops_input_size": list(cfg.data.crop_size),
+        "flops_convention": "torch.utils.flop_counter, batch 1, eval mode; flops = 2 * macs "
+        "(1 multiply-add = 2 FLOPs; the paper's GFLOPs are GMACs)",
+        "eval": {"mode": cfg.eval.mode, "flip": cfg.eval.flip},
+        "world_size": state.info.world_size,
+        "device": str(state.device),
+        "config_hash": config_hash(cfg),
+        "finished": True,
+    }
+    atomic_write_json(folder.summary, summary)
+    logger.info("finished %s: val miou %.4f in %.1f s", cfg.name, scores["miou"], wall)
     return summary
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from skdlib.constants import IGNORE_INDEX
 from skdlib.losses import (
     attention_transfer_loss,
     gradient_penalty,
@@ -76,7 +77,7 @@ class StepContext:
 
     distill: DistillConfig
     aux_weight: float = 0.4
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     autocast_dtype: torch.dtype | None = None
     grad_scaler: torch.amp.GradScaler | None = None
     critic_generator: torch.Generator | None = None
@@ -135,8 +136,7 @@ def teacher_forward(teacher: nn.Module, image: torch.Tensor, ctx: StepContext):
 def _critic_map(critic: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     """Logits ``(N, K, h, w)`` -> the map the critic scores (probabilities or logits), in
     float32."""
-    inner = critic.module if hasattr(critic, "module") else critic
-    return inner.prepare_input(logits.float())
+    return critic.prepare_input(logits.float())
 
 
 def student_losses(
@@ -380,7 +380,7 @@ def with_unlabeled(
     label: torch.Tensor,
     unlabeled_image: torch.Tensor | None,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Append a batch of unlabeled images to a labelled batch, with all-ignore labels.
 
