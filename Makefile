@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 # Chapters that are notebooks: MyST markdown files with a jupytext header.
 NOTEBOOK_SOURCES := $(shell grep -l '^jupytext:' book/*.md 2>/dev/null)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
+# The chapter every pipeline run executes (papermill), its executed copy kept in the run folder.
+TRAINING_NOTEBOOK := book/training.md
 
 .PHONY: book experiments widgets test test-lib test-notebooks test-pipeline notebooks bench install clean help
 help:
@@ -47,6 +49,7 @@ test-notebooks: $(NOTEBOOKS)
 # The main job end to end in the smoke profile (every experiment, tiny sizes) in a temporary runs folder.
 test-pipeline: $(STAMP)
 	tmp=$$(mktemp -d) && $(BIN)/python -m skdlib.experiments run --profile smoke --runs-root $$tmp/runs \
+	  --notebook $(TRAINING_NOTEBOOK) \
 	  && $(BIN)/python -m skdlib.experiments status --profile smoke --runs-root $$tmp/runs && rm -rf $$tmp
 
 bench: $(STAMP)
@@ -63,7 +66,7 @@ DATA_ROOT ?=
 EXPERIMENT_SETS := $(if $(DATA),--set data.name=$(DATA)) $(if $(DATA_ROOT),--set data.root=$(DATA_ROOT))
 
 experiments: $(STAMP)
-	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) $(EXPERIMENT_SETS)
+	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)
 
 # The widgets' and MathJax's JavaScript, pinned in package-lock.json, copied into the book (no CDN).
 widgets: $(STAMP)

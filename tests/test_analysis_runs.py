@@ -296,7 +296,7 @@ def test_demo_experiments_come_from_the_plan(tmp_path):
     assert (
         "distill.disc_input=logits" in specs["official_pi_pa_ho"]["overrides"]
     )  # settings expanded
-    with pytest.raises(ValueError, match="unknown names"):
+    with pytest.raises(ValueError, match=r"unknown experiment\(s\) \[.no_such_experiment.\]"):
         make_demo_runs(tmp_path, ["pi", "no_such_experiment"])
     with pytest.raises(ValueError, match="iters"):
         make_demo_runs(tmp_path, ["pi"], iters=0)

@@ -12,10 +12,14 @@ import torch
 import yaml
 
 import skdlib.experiments as ex
+import skdlib.experiments.executors as executors
+import skdlib.experiments.pipeline as pipeline
 from skdlib.train.config import config_hash, load_config, save_config
 from skdlib.train.runfolder import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+PLAN = REPO / "configs" / "experiments.yaml"
+NOTEBOOK = REPO / "book" / "training.md"
 
 # The experiment table of the pipeline's contract: name -> (groups, label).
 TABLE = {
@@ -75,7 +79,7 @@ TERMS = {
 # The plan
 # --------------------------------------------------------------------------------------------------
 def test_plan_has_the_contracts_profiles_and_experiments() -> None:
-    plan = ex.load_plan()
+    plan = ex.load_plan(PLAN)
     assert set(plan.profiles) == {"quick", "smoke", "paper"}
     assert plan.profile("quick").seeds == (0, 1, 2) == plan.profile("paper").seeds
     assert plan.profile("smoke").seeds == (0,)
@@ -87,8 +91,8 @@ def test_plan_has_the_contracts_profiles_and_experiments() -> None:
 
 @pytest.mark.parametrize("profile", ["quick", "smoke", "paper"])
 def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> None:
-    plan = ex.load_plan()
-    runs = ex.build_runs(plan, profile, runs_root=tmp_path)
+    plan = ex.load_plan(PLAN)
+    runs = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO)
     seeds = plan.profile(profile).seeds
     ran = [name for name, (groups, _) in TABLE.items() if set(groups) & PROFILE_GROUPS[profile]]
     assert [s.key for s in runs[1:]] == [f"{name}/seed{seed}" for name in ran for seed in seeds]
@@ -113,7 +117,10 @@ def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> N
 
 
 def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
-    runs = {s.key: s.config for s in ex.build_runs(ex.load_plan(), "quick", runs_root=tmp_path)}
+    runs = {
+        s.key: s.config
+        for s in ex.build_runs(ex.load_plan(PLAN), "quick", runs_root=tmp_path, project_root=REPO)
+    }
     base = load_config(REPO / "configs" / "quick.yaml")
     assert runs["pi_pa/seed0"].distill.node_size == base.distill.node_size == 2
     assert runs["pi_pa_node1/seed0"].distill.node_size == 1
@@ -143,9 +150,10 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
 
 def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
     runs = ex.build_runs(
-        ex.load_plan(),
+        ex.load_plan(PLAN),
         "paper",
         runs_root=tmp_path,
+        project_root=REPO,
         sets=["data.name=camvid", f"data.root={tmp_path / 'camvid'}"],
         only=["pi"],
     )
@@ -156,14 +164,18 @@ def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
 
 
 def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
-    plan = ex.load_plan()
+    plan = ex.load_plan(PLAN)
     few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
     for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2)):
         runs = {
             s.experiment: s.config
-            for s in ex.build_runs(plan, profile, runs_root=tmp_path, only=few)[1:]
+            for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=few)[
+                1:
+            ]
         }
-        ablation = ex.build_runs(plan, profile, runs_root=tmp_path, only=["baseline"])[1].config
+        ablation = ex.build_runs(
+            plan, profile, runs_root=tmp_path, project_root=REPO, only=["baseline"]
+        )[1].config
         for name, cfg in runs.items():
             # The first images of the profile's own data set, validated on its own val split.
             assert cfg.data.train_limit == labelled and ablation.data.train_limit is None, (
@@ -195,12 +207,12 @@ def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     with pytest.raises(
         ex.PlanError, match=r"\['few_pi'\] are not in the groups .* of profile 'paper'"
     ):
-        ex.build_runs(plan, "paper", runs_root=tmp_path, only=["few_pi"])
+        ex.build_runs(plan, "paper", runs_root=tmp_path, project_root=REPO, only=["few_pi"])
     assert "few_pi" not in [e.name for e in plan.select(None, "paper")]
 
 
 def _write_plan(tmp_path: Path, mutate) -> Path:
-    data = yaml.safe_load(ex.DEFAULT_PLAN.read_text())
+    data = yaml.safe_load(PLAN.read_text())
     mutate(data)
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -264,29 +276,27 @@ def test_bad_plans_fail_clearly(tmp_path: Path, mutate, message: str) -> None:
 
 
 def test_bad_requests_fail_before_anything_runs(tmp_path: Path) -> None:
-    plan = ex.load_plan()
+    plan = ex.load_plan(PLAN)
     with pytest.raises(ex.PlanError, match=r"unknown profile 'quik'.*quick, smoke, paper"):
-        ex.build_runs(plan, "quik", runs_root=tmp_path)
+        ex.build_runs(plan, "quik", runs_root=tmp_path, project_root=REPO)
     with pytest.raises(ex.PlanError, match=r"--only: unknown experiment\(s\) \['pi_ho'\]"):
-        ex.build_runs(plan, "quick", runs_root=tmp_path, only=["pi_ho"])
+        ex.build_runs(plan, "quick", runs_root=tmp_path, project_root=REPO, only=["pi_ho"])
     # A typo in an override names the run and the key, in seconds (no teacher trained first).
     with pytest.raises(
         ex.PlanError, match=r"run 'teacher'.*unknown key 'train.max_iter'.*did you mean"
     ):
-        ex.build_runs(plan, "quick", runs_root=tmp_path, sets=["train.max_iter=5"])
+        ex.build_runs(
+            plan, "quick", runs_root=tmp_path, project_root=REPO, sets=["train.max_iter=5"]
+        )
     bad = _write_plan(
         tmp_path, lambda d: d["experiments"][4].update(overrides=["distill.mimic=yes please"])
     )
     with pytest.raises(ex.PlanError, match=r"run 'pi_mimic/seed0'.*distill.mimic: expected bool"):
-        ex.build_runs(ex.load_plan(bad), "quick", runs_root=tmp_path)
+        ex.build_runs(ex.load_plan(bad), "quick", runs_root=tmp_path, project_root=REPO)
     with pytest.raises(FileNotFoundError, match="plan file not found"):
         ex.load_plan(tmp_path / "missing.yaml")
-    assert (
-        ex.main(
-            ["run", "--profile", "quick", "--runs-root", str(tmp_path), "--set", "train.max_iter=5"]
-        )
-        == 2
-    )
+    args = ["run", "--profile", "quick", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    assert ex.main([*args, "--notebook", str(NOTEBOOK), "--set", "train.max_iter=5"]) == 2
     assert not (tmp_path / "quick").exists()
 
 
@@ -294,7 +304,9 @@ def test_bad_requests_fail_before_anything_runs(tmp_path: Path) -> None:
 # Reuse / retrain / resume decisions (files written by hand, nothing trained)
 # --------------------------------------------------------------------------------------------------
 def test_run_action_follows_the_folder(tmp_path: Path) -> None:
-    spec = ex.build_runs(ex.load_plan(), "smoke", runs_root=tmp_path, only=["pi"])[1]
+    spec = ex.build_runs(
+        ex.load_plan(PLAN), "smoke", runs_root=tmp_path, project_root=REPO, only=["pi"]
+    )[1]
     folder = spec.run_dir
     assert ex.run_action(spec) == ("train", "new run")
     folder.mkdir(parents=True)
@@ -323,7 +335,7 @@ def test_run_action_follows_the_folder(tmp_path: Path) -> None:
 def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypatch) -> None:
     calls: list[dict] = []
 
-    def fake(notebook, payload):
+    def fake(notebook, payload, cwd):
         calls.append(payload)
         Path(payload["run_dir"]).mkdir(parents=True, exist_ok=True)
         name = Path(payload["run_dir"]).parent.name
@@ -331,21 +343,10 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
             return {"status": "failed", "error": "RuntimeError: boom", "elapsed_s": 1.0}
         return {"status": "finished", "error": None, "elapsed_s": 1.0}
 
-    monkeypatch.setattr(ex, "execute_run", fake)
-    monkeypatch.setattr(ex, "_ensure_data", lambda cfg: 8)
-    args = [
-        "run",
-        "--profile",
-        "smoke",
-        "--runs-root",
-        str(tmp_path),
-        "--only",
-        "baseline",
-        "pi",
-        "pi_pa",
-        "--jobs",
-        "1",
-    ]
+    monkeypatch.setattr(executors, "execute_notebook_run", fake)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
+    args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi", "pi_pa", "--jobs", "1"]
     assert ex.main(args) == 1
     assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
         "teacher",
@@ -353,12 +354,7 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
         "pi/seed0",
         "pi_pa/seed0",
     ]
-    assert (
-        1 <= calls[0]["threads"] <= (os.cpu_count() or 1)
-        and not calls[0]["resume"]
-        and not calls[0]["force"]
-    )
-    assert {c["threads"] for c in calls[1:]} == {max(1, (os.cpu_count() or 1) // 1)}
+    assert not calls[0]["resume"] and not calls[0]["force"]
     index = json.loads((tmp_path / "smoke" / "index.json").read_text())
     status = {e["name"]: e["runs"][0] for e in index["experiments"]}
     assert [e["name"] for e in index["experiments"]] == ["baseline", "pi", "pi_pa"]
@@ -368,9 +364,9 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     # A failed teacher: no student starts, every one is recorded as failed.
     calls.clear()
     monkeypatch.setattr(
-        ex,
-        "execute_run",
-        lambda nb, p: (
+        executors,
+        "execute_notebook_run",
+        lambda nb, p, cwd: (
             calls.append(p)
             or {"status": "failed", "error": "FileNotFoundError: x", "elapsed_s": 0.5}
         ),
@@ -384,6 +380,34 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     }
 
 
+def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monkeypatch) -> None:
+    calls: list[dict] = []
+
+    def fake(notebook, payload, cwd):
+        calls.append(payload)
+        return {"status": "finished", "error": None, "elapsed_s": 0.0}
+
+    monkeypatch.setattr(executors, "execute_notebook_run", fake)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # never read: the profile decides
+    quick = ex.load_plan(PLAN).profile("quick")
+    assert (quick.jobs, quick.threads, quick.teacher_threads) == (2, 1, 2)
+    args = ["run", "--profile", "quick", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "--jobs", "1"]
+    ex.main(args)
+    assert [c["threads"] for c in calls] == [2, 1, 1, 1]  # teacher, then seeds 0-2
+    calls.clear()
+    ex.main([*args, "--force", "--threads", "3", "--teacher-threads", "4"])
+    assert [c["threads"] for c in calls] == [4, 3, 3, 3]
+    assert ex.main([*args, "--threads", "0"]) == 2
+
+
+def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
+    with pytest.raises(ex.PlanError, match="--notebook"):
+        ex.run_pipeline("smoke", plan_path=PLAN, project_root=REPO, runs_root=tmp_path)
+    assert not (tmp_path / "smoke").exists()
+
+
 # --------------------------------------------------------------------------------------------------
 # The smoke profile end to end (real papermill executions of book/training.md)
 # --------------------------------------------------------------------------------------------------
@@ -393,7 +417,14 @@ def smoke(tmp_path_factory) -> dict:
     sets = [f"data.root={root / 'data'}"]
     # Two student runs at a time (worker processes), as `make book` runs them on two cores.
     result = ex.run_pipeline(
-        "smoke", runs_root=root / "runs", only=["baseline", "pi_pa_ho"], jobs=2, sets=sets
+        "smoke",
+        plan_path=PLAN,
+        project_root=REPO,
+        notebook=NOTEBOOK,
+        runs_root=root / "runs",
+        only=["baseline", "pi_pa_ho"],
+        jobs=2,
+        sets=sets,
     )
     return {
         "root": root / "runs" / "smoke",
@@ -433,7 +464,7 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     specs = {
         s.key: s
         for s in ex.build_runs(
-            ex.load_plan(),
+            ex.load_plan(PLAN),
             "smoke",
             runs_root=smoke["runs_root"],
             sets=smoke["sets"],
@@ -464,12 +495,15 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
     }
 
-    def refuse(notebook, payload):
+    def refuse(notebook, payload, cwd):
         raise AssertionError(f"no run should execute, got {payload['run_dir']}")
 
-    monkeypatch.setattr(ex, "execute_run", refuse)
+    monkeypatch.setattr(executors, "execute_notebook_run", refuse)
     result = ex.run_pipeline(
         "smoke",
+        plan_path=PLAN,
+        project_root=REPO,
+        notebook=NOTEBOOK,
         runs_root=smoke["runs_root"],
         only=["baseline", "pi_pa_ho"],
         jobs=2,
@@ -497,7 +531,14 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     assert json.loads(first_record)["iter"] == 1
 
     result = ex.run_pipeline(
-        "smoke", runs_root=smoke["runs_root"], only=["pi_pa_ho"], jobs=1, sets=smoke["sets"]
+        "smoke",
+        plan_path=PLAN,
+        project_root=REPO,
+        notebook=NOTEBOOK,
+        runs_root=smoke["runs_root"],
+        only=["pi_pa_ho"],
+        jobs=1,
+        sets=smoke["sets"],
     )
     assert (
         result["actions"] == {"teacher": "reuse", "pi_pa_ho/seed0": "resume"}
@@ -514,21 +555,3 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     assert train_iters == [1, 2, 3]  # iteration 1 kept, 2 and 3 trained again, nothing twice
     assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_record
     assert torch.load(folder / "checkpoints" / "final.pt", weights_only=True)
-
-
-def test_free_cores_counts_the_cores_busy_now(monkeypatch) -> None:
-    monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(ex.time, "sleep", lambda s: None)
-    monkeypatch.setattr(
-        ex.os, "getloadavg", lambda: (1.4, 1.0, 1.0)
-    )  # stale: the last minute's own work
-    for busy_ticks, free in (
-        (0, 2),
-        (100, 1),
-        (200, 1),
-    ):  # of 200 ticks over the sample, on 2 cores
-        samples = iter([(1000, 5000), (1000 + busy_ticks, 5200)])
-        monkeypatch.setattr(ex, "_cpu_times", lambda samples=samples: next(samples))
-        assert ex.free_cores() == free
-    monkeypatch.setattr(ex, "_cpu_times", lambda: None)  # no /proc/stat: the load average decides
-    assert ex.free_cores() == 1

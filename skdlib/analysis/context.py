@@ -179,6 +179,23 @@ def _fit(
         sched.step()
 
 
+def _probe_models(k: int, *, seed: int, mlp: bool) -> dict[str, nn.Module]:
+    """The probe's models, each seeded alone (the global RNG is left untouched)."""
+    builders = {
+        "pixel_linear": lambda: _PerPixel(_pixel_linear(k)),
+        "pixel_mlp": lambda: _PerPixel(_pixel_mlp(k)),
+        "context": lambda: ContextProbeNet(k),
+    }
+    models: dict[str, nn.Module] = {}
+    for name, build in builders.items():
+        if name == "pixel_mlp" and not mlp:
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            models[name] = build()
+    return models
+
+
 def pixel_vs_context_probe(
     root: str | os.PathLike[str],
     *,
@@ -220,20 +237,7 @@ def pixel_vs_context_probe(
     mean = pixels.mean(1).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
     std = pixels.std(1).clamp(min=1e-3).view(1, 3, 1, 1).to(device)  # (3,) -> (1, 3, 1, 1)
 
-    builders = {
-        "pixel_linear": lambda: _PerPixel(_pixel_linear(k)),
-        "pixel_mlp": lambda: _PerPixel(_pixel_mlp(k)),
-        "context": lambda: ContextProbeNet(k),
-    }
-    models: dict[str, nn.Module] = {}
-    for name, build in builders.items():
-        if name == "pixel_mlp" and not mlp:
-            continue
-        # each model seeded alone; the global RNG is left untouched
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            models[name] = build()
-
+    models = _probe_models(k, seed=seed, mlp=mlp)
     flat_x = train_x.permute(0, 2, 3, 1).reshape(-1, 3)  # (N, 3, H, W) -> (N*H*W, 3) uint8
     flat_y = train_y.reshape(-1)  # (N, H, W) -> (N*H*W,)
 

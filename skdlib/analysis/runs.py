@@ -551,22 +551,20 @@ def contrast(
 # --------------------------------------------------------------------------------------------------
 # A tiny runs tree for smoke checks and tests
 # --------------------------------------------------------------------------------------------------
-_OFF = ("distill.pixelwise=false", "distill.pairwise=false", "distill.holistic=false")
+def _plan_path(repo: PathLike | None) -> Path:
+    root = find_repo_root(repo if repo is not None else Path(__file__))
+    return root / "configs" / "experiments.yaml"
 
 
 def demo_experiments(
     repo: PathLike | None = None, *, profile: str = "smoke"
 ) -> dict[str, dict[str, Any]]:
-    """The pipeline's experiments ``{name: {groups, label, description, overrides}}`` from its plan
-    (``configs/experiments.yaml`` via :func:`skdlib.experiments.load_plan`), their settings expanded
-    as ``profile`` expands them (the smoke profile's tiny sizes by default)."""
+    """The pipeline's experiments ``{name: {groups, label, description, overrides}}`` from its
+    plan (``configs/experiments.yaml``), their settings expanded as ``profile`` expands them (the
+    smoke profile's tiny sizes by default)."""
     from skdlib.experiments import load_plan
 
-    plan = load_plan(
-        find_repo_root(repo if repo is not None else Path(__file__))
-        / "configs"
-        / "experiments.yaml"
-    )
+    plan = load_plan(_plan_path(repo))
     prof = plan.profile(profile)
     return {
         e.name: {
@@ -579,177 +577,64 @@ def demo_experiments(
     }
 
 
-def _demo_run(
-    preset: Path, overrides: list[str], run_dir: Path, *, tree: Path, reuse: bool
-) -> dict[str, Any]:
-    """Train one demo run, or keep a finished one whose config hashes the same (``reuse``).
-
-    Relative data roots in ``overrides`` (an experiment's own data, e.g. a labelled subset or an
-    unlabeled pool) are placed under ``<tree>/extra`` (beside the tree's own data set)."""
-    from skdlib.experiments import load_config_pinned
-    from skdlib.train.config import config_hash
-    from skdlib.train.loop import train
-
-    _, cfg = load_config_pinned(preset, overrides, base=tree / "extra")
-    summary = load_summary(run_dir)
-    if (
-        reuse
-        and summary is not None
-        and summary.get("finished") is True
-        and (summary.get("config_hash") == config_hash(cfg))
-        and (run_dir / "checkpoints" / "final.pt").is_file()
-    ):
-        return summary
-    return train(cfg, run_dir, force=True, progress=False)
-
-
 def make_demo_runs(
     root: PathLike,
     experiments: Iterable[str],
     *,
-    seeds: Sequence[int] = (0,),
     iters: int = 1,
     repo: PathLike | None = None,
     num_train: int = 4,
     num_val: int = 2,
     reuse: bool = False,
-    threads: int | None = 1,
+    threads: int = 1,
 ) -> Path:
-    """Train a tiny runs tree under ``root`` in the pipeline's layout and return ``root``.
+    """Train a tiny runs tree with the pipeline itself and return its profile folder
+    (``<root>/smoke``).
 
-    A generated 128x128 embedded data set (``num_train`` / ``num_val`` images), a teacher run and
-    one run per listed experiment and seed, each ``iters`` iterations of ``configs/smoke.yaml``
-    (student width 0.25, teacher width 0.5 as in the quick profile), and an ``index.json`` in the
-    contract's format (profile ``demo``) listing exactly the requested experiments. Meant for smoke
-    checks and tests: about a second per run on a CPU; the numbers mean nothing.
+    :func:`skdlib.experiments.run_pipeline` runs the smoke profile of the plan in-process (no
+    notebook) for the listed experiments: a teacher and one run per experiment, ``iters``
+    iterations each, on a generated 128x128 embedded data set of ``num_train`` / ``num_val``
+    images placed under ``root`` (as every data set the runs read). About a second per run on a
+    CPU; the numbers mean nothing. ``threads`` torch threads (restored afterwards): on a shared
+    2-core machine one thread was measured 8x faster than two for such a tree.
 
     Existing run folders are trained again from scratch, unless ``reuse`` is set and the folder
-    holds a finished run of the same config (same config hash). Callers sharing ``root`` across
-    processes should hold a lock (see :func:`open_profile`).
-
-    ``threads`` sets torch's intra-op threads while training (restored afterwards; ``None`` leaves
-    them alone). One thread by default: the runs are tiny, and on a shared 2-core machine with
-    other work running, 2 threads were measured 8x slower than 1 for this tree (47 s vs 5.7 s).
-
-    The experiments' groups, labels and overrides come from the pipeline's plan
-    (:func:`demo_experiments`), applied after the smoke preset's sizes.
+    holds a finished run of the same config (the pipeline's reuse by config hash). Callers
+    sharing ``root`` across processes should hold a lock (see :func:`open_profile`).
 
     Raises:
-        ValueError: an unknown experiment name (see :func:`demo_experiments`), ``iters < 1`` or
-            ``threads < 1``.
+        ValueError: an unknown experiment name, ``iters < 1`` or ``threads < 1`` (before any
+            work).
     """
-    from skdlib.data.generate import ensure_embedded
-    from skdlib.train.runfolder import atomic_write_json
+    from skdlib.experiments import run_pipeline
 
-    names = list(experiments)
-    known = demo_experiments(repo)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"experiments: unknown names {unknown}; known: {list(known)}")
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {threads}")
-    root = Path(root)
-    preset = find_repo_root(repo if repo is not None else Path(__file__)) / "configs" / "smoke.yaml"
-    data = ensure_embedded(
-        root / "data", height=128, width=128, num_train=num_train, num_val=num_val
-    )
-    common = [
-        "data.name=embedded",
-        f"data.root={data}",
-        "data.num_workers=0",
-        "train.device=cpu",
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    plan = _plan_path(repo)
+    sets = [
+        f"data.options={{height: 128, width: 128, num_train: {num_train}, num_val: {num_val}}}",
         f"train.max_iters={iters}",
         "train.log_every=1",
-        "train.eval_every=0",
-        "train.checkpoint_every=0",
-        "model.student_options.width=0.25",
-        "model.teacher_options.width=0.5",
-        # as the pipeline's smoke profile: quick's 2x2 nodes (smoke.yaml keeps 1x1)
-        "distill.node_size=2",
     ]
-    teacher_overrides = [
-        "model.student_options.width=0.5",
-        "model.teacher=null",
-        "model.teacher_checkpoint=null",
-        *_OFF,
-    ]
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        entries = _demo_entries(
-            preset, common, teacher_overrides, root, names, known, seeds, reuse=reuse
-        )
-    finally:
-        torch.set_num_threads(previous_threads)
-    index = {
-        "profile": "demo",
-        "data": {"name": "embedded", "root": str(data)},
-        "num_classes": 8,
-        "teacher": {
-            "run_dir": "teacher",
-            "config": str(preset),
-            "overrides": teacher_overrides,
-            "status": FINISHED,
-        },
-        "experiments": entries,
-    }
-    atomic_write_json(root / "index.json", index)
-    return root
-
-
-def _demo_entries(
-    preset: Path,
-    common: list[str],
-    teacher_overrides: list[str],
-    root: Path,
-    names: list[str],
-    known: Mapping[str, dict[str, Any]],
-    seeds: Sequence[int],
-    *,
-    reuse: bool,
-) -> list[dict[str, Any]]:
-    """Train the demo teacher and every listed experiment and seed; the index entries."""
-    _demo_run(preset, [*common, *teacher_overrides], root / "teacher", tree=root, reuse=reuse)
-    teacher_ckpt = root / "teacher" / "checkpoints" / "final.pt"
-    entries = []
-    for name in names:
-        spec = known[name]
-        runs = []
-        for seed in seeds:
-            overrides = [
-                *spec["overrides"],
-                f"model.teacher_checkpoint={teacher_ckpt}",
-                f"train.seed={seed}",
-            ]
-            run_dir = f"{name}/seed{seed}"
-            summary = _demo_run(
-                preset, [*common, *overrides], root / run_dir, tree=root, reuse=reuse
-            )
-            runs.append(
-                {
-                    "seed": seed,
-                    "run_dir": run_dir,
-                    "config_hash": summary.get("config_hash"),
-                    "status": FINISHED,
-                }
-            )
-        entries.append(
-            {
-                "name": name,
-                "groups": list(spec["groups"]),
-                "label": spec["label"],
-                "description": spec["description"],
-                "config": str(preset),
-                "overrides": list(spec["overrides"]),
-                "runs": runs,
-            }
-        )
-    return entries
+    result = run_pipeline(
+        "smoke",
+        plan_path=plan,
+        runs_root=Path(root).resolve(),
+        project_root=plan.parents[1],
+        data_base=Path(root).resolve(),
+        executor="inprocess",
+        force=not reuse,
+        only=list(experiments),
+        sets=sets,
+        jobs=1,
+        threads=threads,
+        teacher_threads=threads,
+    )
+    if result["failed"]:
+        raise RuntimeError(f"demo runs failed: {result['failed']} (see the log)")
+    return Path(result["index"]).parent
 
 
 def _source_digest() -> str:
@@ -813,8 +698,8 @@ def open_profile(
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            make_demo_runs(folder, demo_experiments, iters=1, repo=repo, reuse=True)
-            index = load_index(folder)
+            tree = make_demo_runs(folder, demo_experiments, iters=1, repo=repo, reuse=True)
+            index = load_index(tree)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     note = (
@@ -823,4 +708,4 @@ def open_profile(
         "spot. Its numbers only show that the chapter's code runs; they say nothing about the "
         f"method. Run `make experiments PROFILE={profile}` for real results."
     )
-    return folder, index, note
+    return tree, index, note

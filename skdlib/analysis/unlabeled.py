@@ -1,4 +1,4 @@
-"""The unlabeled-images experiment, read from a runs tree (``book/unlabeled.md``).
+"""The unlabeled-images experiment, read from a runs tree (the unlabeled-images chapter).
 
 Each experiment of the group trains a student on a small labelled subset, with or without a
 stream of unlabeled images (``data.unlabeled``). :func:`unlabeled_table` adds to

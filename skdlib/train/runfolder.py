@@ -226,6 +226,14 @@ class RunFolder:
         except (OSError, ValueError, AttributeError):
             return False
 
+    def read_summary(self) -> dict[str, Any] | None:
+        """``summary.json`` as a dict, or ``None`` when it is absent or unreadable."""
+        try:
+            summary = json.loads(self.summary.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) else None
+
     def has_partial_run(self) -> bool:
         """True when any file a run writes is present (finished or not)."""
         return any(path.exists() for path in self._owned())

@@ -1,0 +1,44 @@
+"""The experiment pipeline: the plan's runs of a profile, each trained once, and their index.
+
+- :mod:`skdlib.experiments.plan`: the plan file (profiles, named settings, experiments).
+- :mod:`skdlib.experiments.runs`: the runs of a profile (:class:`RunSpec`) and what to do with
+  each folder (reuse, train, resume, retrain).
+- :mod:`skdlib.experiments.executors`: how a run runs (a papermill execution of the training
+  notebook, or ``train()`` in-process), ``jobs`` at a time.
+- :mod:`skdlib.experiments.index`: ``<runs_root>/<profile>/index.json``.
+- :mod:`skdlib.experiments.pipeline`: :func:`run_pipeline`, the whole job.
+- :mod:`skdlib.experiments.cli`: ``python -m skdlib.experiments {run,status}``.
+
+``python -m skdlib.experiments run --profile quick --notebook NOTEBOOK`` is what
+``make experiments`` calls, with the book's training chapter as the notebook: the library names
+no chapter, the notebook path comes from the caller.
+"""
+
+from skdlib.experiments.cli import main
+from skdlib.experiments.pipeline import EXECUTORS, run_pipeline
+from skdlib.experiments.plan import (
+    DEFAULT_PLAN,
+    TEACHER_DIR,
+    Experiment,
+    Plan,
+    PlanError,
+    Profile,
+    load_plan,
+)
+from skdlib.experiments.runs import RunSpec, build_runs, run_action
+
+__all__ = [
+    "DEFAULT_PLAN",
+    "EXECUTORS",
+    "TEACHER_DIR",
+    "Experiment",
+    "Plan",
+    "PlanError",
+    "Profile",
+    "RunSpec",
+    "build_runs",
+    "load_plan",
+    "main",
+    "run_action",
+    "run_pipeline",
+]

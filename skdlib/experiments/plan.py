@@ -1,0 +1,294 @@
+"""The experiment plan (``configs/experiments.yaml``): profiles, named settings, experiments.
+
+A profile names the students' base preset, the teacher's preset, the seeds, overrides shared by
+every run, and how its runs use the machine: ``jobs`` student runs at a time, each with
+``threads`` torch threads, the teacher alone with ``teacher_threads``. Thread counts come from
+the profile (never from the machine's load or core count), so the same commit on the same
+machine gives the same numbers. :func:`load_plan` validates the file; every error names the
+key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEFAULT_PLAN",
+    "TEACHER_DIR",
+    "Experiment",
+    "Plan",
+    "PlanError",
+    "Profile",
+    "load_plan",
+]
+
+#: The plan ``make book`` runs, relative to the project's root (the current directory).
+DEFAULT_PLAN = Path("configs") / "experiments.yaml"
+#: The folder of the teacher run inside ``<runs-root>/<profile>/``.
+TEACHER_DIR = "teacher"
+
+_PROFILE_KEYS = {
+    "description",
+    "config",
+    "teacher_config",
+    "seeds",
+    "overrides",
+    "settings",
+    "groups",
+    "jobs",
+    "threads",
+    "teacher_threads",
+}
+_EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
+_PLAN_KEYS = {"profiles", "settings", "experiments"}
+
+
+class PlanError(ValueError):
+    """The plan file (``configs/experiments.yaml``) or a request against it is invalid."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    """One profile: the students' base preset, the teacher's preset, seeds and shared overrides."""
+
+    name: str
+    description: str
+    config: str
+    teacher_config: str
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...]
+    #: The profile's own values of named settings (replacing the plan's list of the same name).
+    settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The experiment groups this profile runs; empty: every group.
+    groups: tuple[str, ...] = ()
+    #: Student runs at a time, each in its own process.
+    jobs: int = 1
+    #: Torch threads of each student run.
+    threads: int = 1
+    #: Torch threads of the teacher run (it trains alone, before the students).
+    teacher_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of the plan: named settings and its own overrides on the profile's base
+    preset."""
+
+    name: str
+    groups: tuple[str, ...]
+    label: str
+    description: str
+    #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
+    settings: tuple[str, ...]
+    overrides: tuple[str, ...]  #: its own overrides, applied after the settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The validated plan: profiles, named settings and experiments."""
+
+    profiles: Mapping[str, Profile]
+    experiments: tuple[Experiment, ...]
+    source: Path
+    settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def profile(self, name: str) -> Profile:
+        """The profile ``name``; :class:`PlanError` lists the known ones otherwise."""
+        if name not in self.profiles:
+            raise PlanError(
+                f"profile: unknown profile {name!r} in {self.source}; known: "
+                f"{', '.join(self.profiles)}"
+            )
+        return self.profiles[name]
+
+    def overrides(self, experiment: Experiment, profile: str | Profile) -> tuple[str, ...]:
+        """``experiment``'s overrides under ``profile``: its settings expanded (the profile's own
+        list of a setting when it has one, else the plan's), then its own overrides."""
+        prof = self.profile(profile) if isinstance(profile, str) else profile
+        expanded: list[str] = []
+        for name in experiment.settings:
+            expanded.extend(prof.settings.get(name, self.settings[name]))
+        return (*expanded, *experiment.overrides)
+
+    def select(
+        self, only: Sequence[str] | None, profile: str | Profile | None = None
+    ) -> tuple[Experiment, ...]:
+        """The experiments named in ``only`` (all when empty/None), in plan order; with ``profile``,
+        only those in the profile's groups (an ``only`` name outside them is an error)."""
+        prof = self.profile(profile) if isinstance(profile, str) else profile
+        ran = tuple(
+            e
+            for e in self.experiments
+            if prof is None or not prof.groups or set(e.groups) & set(prof.groups)
+        )
+        if not only:
+            return ran
+        known = [e.name for e in self.experiments]
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise PlanError(f"--only: unknown experiment(s) {unknown}; known: {', '.join(known)}")
+        outside = [n for n in only if n not in {e.name for e in ran}]
+        if outside:
+            raise PlanError(
+                f"--only: experiment(s) {outside} are not in the groups {list(prof.groups)} "
+                f"of profile {prof.name!r}"
+            )
+        return tuple(e for e in ran if e.name in set(only))
+
+
+def _check_keys(where: str, data: Any, allowed: set[str], required: set[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise PlanError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    unknown = sorted(set(map(str, data)) - allowed)
+    if unknown:
+        raise PlanError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(data))
+    if missing:
+        raise PlanError(f"{where}: missing key(s) {missing}")
+
+
+def _str_list(where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PlanError(f"{where}: expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def _override_list(where: str, value: Any) -> tuple[str, ...]:
+    items = _str_list(where, value)
+    bad = [item for item in items if "=" not in item or not item.partition("=")[0].strip()]
+    if bad:
+        raise PlanError(f"{where}: overrides must look like key=value, got {bad}")
+    return items
+
+
+def _name(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "_-" for c in value):
+        raise PlanError(
+            f"{where}: expected a folder-safe name (letters, digits, '_', '-'), got {value!r}"
+        )
+    if value == TEACHER_DIR:
+        raise PlanError(
+            f"{where}: {TEACHER_DIR!r} is the teacher's run folder and cannot name an experiment"
+        )
+    return value
+
+
+def _positive_int(where: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PlanError(f"{where}: expected an int >= 1, got {value!r}")
+    return value
+
+
+def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) -> Profile:
+    where = f"profiles.{name}"
+    _check_keys(where, raw, _PROFILE_KEYS, {"config", "teacher_config", "seeds"})
+    seeds = raw["seeds"]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or len(set(seeds)) != len(seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise PlanError(
+            f"{where}.seeds: expected a non-empty list of distinct ints >= 0, got {seeds!r}"
+        )
+    for key in ("config", "teacher_config"):
+        if not isinstance(raw[key], str) or not raw[key]:
+            raise PlanError(f"{where}.{key}: expected a preset path, got {raw[key]!r}")
+    own = raw.get("settings") or {}
+    if not isinstance(own, Mapping):
+        raise PlanError(
+            f"{where}.settings: expected a mapping of named override lists, got {own!r}"
+        )
+    unknown = sorted(set(map(str, own)) - set(settings))
+    if unknown:
+        raise PlanError(
+            f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}"
+        )
+    threads = _positive_int(f"{where}.threads", raw.get("threads", 1))
+    return Profile(
+        name=_name("profiles", name),
+        description=str(raw.get("description", "")),
+        config=raw["config"],
+        teacher_config=raw["teacher_config"],
+        seeds=tuple(seeds),
+        overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+        settings={str(k): _override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
+        groups=_str_list(f"{where}.groups", raw.get("groups")),
+        jobs=_positive_int(f"{where}.jobs", raw.get("jobs", 1)),
+        threads=threads,
+        teacher_threads=_positive_int(
+            f"{where}.teacher_threads", raw.get("teacher_threads", threads)
+        ),
+    )
+
+
+def _load_experiment(
+    where: str, raw: Any, settings: Mapping[str, tuple[str, ...]], taken: set[str]
+) -> Experiment:
+    _check_keys(where, raw, _EXPERIMENT_KEYS, {"name", "groups", "label"})
+    name = _name(f"{where}.name", raw["name"])
+    if name in taken:
+        raise PlanError(f"{where}.name: duplicate experiment name {name!r}")
+    groups = _str_list(f"{where}.groups", raw["groups"])
+    if not groups:
+        raise PlanError(f"{where}.groups: expected at least one group, got {raw['groups']!r}")
+    if not isinstance(raw["label"], str) or not raw["label"]:
+        raise PlanError(f"{where}.label: expected a non-empty string, got {raw['label']!r}")
+    names = _str_list(f"{where}.settings", raw.get("settings"))
+    for setting in names:
+        if setting not in settings:
+            raise PlanError(
+                f"{where}.settings: unknown setting {setting!r}; known: {sorted(settings)}"
+            )
+    return Experiment(
+        name=name,
+        groups=groups,
+        label=raw["label"],
+        description=str(raw.get("description", "")),
+        settings=names,
+        overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+    )
+
+
+def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
+    """Read and validate the plan file; unknown keys, bad names and duplicates raise
+    :class:`PlanError` naming the key. ``path`` is relative to the current directory."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"plan file not found: {source}")
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    _check_keys(str(source), data, _PLAN_KEYS, {"profiles", "experiments"})
+    settings_raw = data.get("settings") or {}
+    if not isinstance(settings_raw, Mapping):
+        raise PlanError(
+            f"settings: expected a mapping of named override lists, got {settings_raw!r}"
+        )
+    settings = {str(k): _override_list(f"settings.{k}", v) for k, v in settings_raw.items()}
+    profiles_raw = data["profiles"]
+    if not isinstance(profiles_raw, Mapping) or not profiles_raw:
+        raise PlanError(f"profiles: expected a non-empty mapping, got {profiles_raw!r}")
+    profiles = {str(k): _load_profile(str(k), raw, settings) for k, raw in profiles_raw.items()}
+    experiments_raw = data["experiments"]
+    if not isinstance(experiments_raw, list) or not experiments_raw:
+        raise PlanError(f"experiments: expected a non-empty list, got {experiments_raw!r}")
+    experiments: list[Experiment] = []
+    for i, raw in enumerate(experiments_raw):
+        taken = {e.name for e in experiments}
+        experiments.append(_load_experiment(f"experiments[{i}]", raw, settings, taken))
+    for prof in profiles.values():
+        empty = [g for g in prof.groups if not any(g in e.groups for e in experiments)]
+        if empty:
+            raise PlanError(f"profiles.{prof.name}.groups: no experiment is in group(s) {empty}")
+    return Plan(profiles=profiles, experiments=tuple(experiments), source=source, settings=settings)

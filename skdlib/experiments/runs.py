@@ -1,0 +1,141 @@
+"""The runs of a profile: what each run gets, and what the pipeline does with its folder.
+
+Paths: preset paths in the plan and ``runs_root`` are relative to the project root (the folder
+``make`` runs in); the relative file paths inside each configuration (data roots, pretrained
+weights) are pinned to ``data_base`` (default: the project root) with
+:func:`skdlib.train.build.load_config_pinned`, so a run does not depend on the directory it
+runs in. Layout under ``<runs_root>/<profile>/``: ``index.json``, ``teacher/``,
+``<experiment>/seed<k>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from skdlib.experiments.plan import TEACHER_DIR, Plan, PlanError, _override_list
+from skdlib.train.build import load_config_pinned
+from skdlib.train.config import ExperimentConfig, config_hash, load_config
+from skdlib.train.runfolder import RunFolder
+
+__all__ = ["Action", "RunSpec", "build_runs", "resolve", "run_action"]
+
+Action = Literal["reuse", "train", "resume", "retrain"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the plan: what its executor gets (absolute paths) and the config it makes."""
+
+    key: str  #: "teacher" or "<experiment>/seed<k>" (also the folder under the profile's root)
+    experiment: str | None  #: None for the teacher
+    seed: int | None
+    config_path: Path
+    overrides: tuple[str, ...]  #: every override passed to the run, in order
+    run_dir: Path
+    config: ExperimentConfig = field(compare=False, repr=False)
+
+    @property
+    def hash(self) -> str:
+        """The config hash the finished run's ``summary.json`` must hold to be reused."""
+        return config_hash(self.config)
+
+
+def resolve(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """``path`` if absolute, else relative to ``root`` (made absolute)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (Path(root).resolve() / p)
+
+
+def build_runs(
+    plan: Plan,
+    profile: str,
+    *,
+    runs_root: str | os.PathLike[str] = "runs",
+    project_root: str | os.PathLike[str] = ".",
+    data_base: str | os.PathLike[str] | None = None,
+    sets: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+) -> list[RunSpec]:
+    """The teacher run and every student run of ``profile`` (``only``: these experiments),
+    validated.
+
+    Overrides, in order: the profile's, the experiment's, ``sets`` (the command line), then the
+    pinned paths, ``model.teacher_checkpoint`` (the teacher run's ``final.pt``) and
+    ``train.seed``. Every configuration is loaded here, so any error (a typo, a value out of
+    range) surfaces before anything trains; the message names the run.
+    """
+    prof = plan.profile(profile)
+    experiments = plan.select(only, prof)
+    _override_list("--set", list(sets))
+    base = resolve(runs_root, project_root) / profile
+    pin_base = resolve(data_base if data_base is not None else ".", project_root)
+
+    def make(
+        key: str, experiment: str | None, seed: int | None, preset: str, overrides: list[str]
+    ) -> RunSpec:
+        path = resolve(preset, project_root)
+        try:
+            overrides, cfg = load_config_pinned(path, overrides, pin_base)
+        except (ValueError, FileNotFoundError) as error:
+            raise PlanError(
+                f"profile {profile!r}, run {key!r} ({path.name} + {overrides}): {error}"
+            ) from error
+        return RunSpec(
+            key=key,
+            experiment=experiment,
+            seed=seed,
+            config_path=path,
+            overrides=tuple(overrides),
+            run_dir=base / key,
+            config=cfg,
+        )
+
+    teacher = make(TEACHER_DIR, None, None, prof.teacher_config, [*prof.overrides, *sets])
+    checkpoint = json.dumps(str(RunFolder(teacher.run_dir).final))
+    runs = [teacher]
+    for exp in experiments:
+        for seed in prof.seeds:
+            overrides = [
+                *prof.overrides,
+                *plan.overrides(exp, prof),
+                *sets,
+                f"model.teacher_checkpoint={checkpoint}",
+                f"train.seed={seed}",
+            ]
+            runs.append(make(f"{exp.name}/seed{seed}", exp.name, seed, prof.config, overrides))
+    return runs
+
+
+def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
+    """What the pipeline does with ``spec``'s folder, and why (one sentence for the log).
+
+    * ``reuse``: ``summary.json`` says finished and its ``config_hash`` equals ``spec.hash``;
+    * ``retrain``: the folder holds a run of another configuration (or ``force``): start over;
+    * ``resume``: a partial run of this configuration (from ``checkpoints/last.pt``);
+    * ``train``: nothing there yet.
+    """
+    folder = RunFolder(spec.run_dir)
+    if force:
+        return "retrain", "--force"
+    if folder.is_finished():
+        found = json.loads(folder.summary.read_text()).get("config_hash")
+        if found == spec.hash:
+            return "reuse", f"finished with config hash {found}"
+        return "retrain", f"finished run has config hash {found}, the plan now makes {spec.hash}"
+    if not folder.has_partial_run():
+        return "train", "new run"
+    if folder.config.is_file():
+        try:
+            found = config_hash(load_config(folder.config))
+        except (ValueError, OSError) as error:
+            return "retrain", f"unreadable config.yaml ({error})"
+        if found != spec.hash:
+            return "retrain", f"partial run has config hash {found}, the plan now makes {spec.hash}"
+    if folder.last.is_file():
+        return "resume", "interrupted run: resuming from checkpoints/last.pt"
+    return "resume", "interrupted run without a checkpoint: starting it again"
