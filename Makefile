@@ -13,11 +13,12 @@ NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
 # The chapter every pipeline run executes (papermill), its executed copy kept in the run folder.
 TRAINING_NOTEBOOK := book/training.md
 
-.PHONY: book experiments widgets test test-lib test-notebooks test-pipeline notebooks bench install clean help
+.PHONY: book experiments widgets test test-lib test-notebooks test-pipeline test-slurm notebooks bench install clean help
 help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
 	@echo "make test   run every test (library and notebooks)"
 	@echo "make bench  run the benchmarks in bench/ and save their outputs in bench/results/"
+	@echo "make test-slurm  (root) start a single-node SLURM cluster here and run the slurm tests"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,13 @@ test-pipeline: $(STAMP)
 	tmp=$$(mktemp -d) && $(BIN)/python -m skdlib.experiments run --profile smoke --runs-root $$tmp/runs \
 	  --notebook $(TRAINING_NOTEBOOK) \
 	  && $(BIN)/python -m skdlib.experiments status --profile smoke --runs-root $$tmp/runs && rm -rf $$tmp
+
+# submitit against a real single-node SLURM cluster on this machine (not part of `make test`): needs
+# root; installs Debian's munge, slurmctld, slurmd, slurmdbd and mariadb-server when missing, starts
+# the daemons and leaves them running (tests/slurm/stop_cluster.sh stops them).
+test-slurm: $(STAMP)
+	bash tests/slurm/start_cluster.sh
+	SKD_SLURM=1 $(BIN)/python -m pytest -m slurm tests -q -p no:cacheprovider || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no slurm tests"; exit $$rc; }
 
 bench: $(STAMP)
 	mkdir -p bench/results
