@@ -1,6 +1,7 @@
 # skd-book: two commands do everything on a fresh machine with Python 3.11.
 #   make book   create .venv if missing, install, run the main job, render _build/html/index.html
-#   make test   create .venv if missing, install, run every test (library, notebooks under nbval)
+#   make test   create .venv if missing, install, run every test (lint, library, notebooks under
+#               nbval, the smoke pipeline); make test-fast: lint and the library tests not marked slow
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -13,10 +14,11 @@ NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
 # The chapter every pipeline run executes (papermill), its executed copy kept in the run folder.
 TRAINING_NOTEBOOK := book/training.md
 
-.PHONY: book experiments widgets test test-lib test-notebooks test-pipeline test-slurm notebooks bench install clean help
+.PHONY: book experiments widgets test test-fast lint test-lib test-notebooks test-pipeline test-slurm notebooks bench install clean help
 help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
-	@echo "make test   run every test (library and notebooks)"
+	@echo "make test   run every test (lint, library, notebooks, the smoke pipeline)"
+	@echo "make test-fast  lint and the library tests not marked slow (a couple of minutes)"
 	@echo "make bench  run the benchmarks in bench/ and save their outputs in bench/results/"
 	@echo "make test-slurm  (root) start a single-node SLURM cluster here and run the slurm tests"
 
@@ -37,11 +39,20 @@ book/%.ipynb: book/%.md $(STAMP)
 
 notebooks: $(NOTEBOOKS)
 
-test: test-lib test-notebooks test-pipeline
+test: lint test-lib test-notebooks test-pipeline
+
+# ruff: lint rules and formatting, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # pytest exits 5 when it collects no test: that is a failure here, said clearly.
 test-lib: $(STAMP)
 	$(BIN)/python -m pytest tests -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
+
+# The fast loop while working: lint, then every library test not marked slow.
+test-fast: lint
+	$(BIN)/python -m pytest tests -q -m "not slow" || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
 
 # Every chapter notebook runs under nbval in the smoke size (SKD_SMOKE=1 is read in each parameters cell).
 test-notebooks: $(NOTEBOOKS)

@@ -108,6 +108,7 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> np.ndarra
     return (log_t.exp() * (log_t - log_s)).sum(dim=0).numpy()  # (K, h, w) -> (h, w)
 
 
+@pytest.mark.slow
 def test_loads_the_runs_tree(loaded: ExplorerModels, runs_tree: Path):
     assert loaded.names == [TEACHER, WITHOUT_HO, WITH_HO]
     assert isinstance(loaded.critic, Discriminator)

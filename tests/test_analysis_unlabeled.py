@@ -30,6 +30,7 @@ def test_terms_label_names_the_switched_on_terms(overrides: list[str], label: st
     assert terms_label(load_config(REPO / "configs" / "quick.yaml", overrides).distill) == label
 
 
+@pytest.mark.slow
 def test_unlabeled_table_reads_counts_from_the_runs_data(tmp_path: Path) -> None:
     # The smoke profile's sizes: 4 labelled images, the 4x pool has 16 fresh scenes.
     root = make_demo_runs(tmp_path / "tree", ["few_baseline", "few_pi_unl4x"], iters=1, repo=REPO)

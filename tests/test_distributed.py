@@ -55,6 +55,7 @@ def _worker(rank: int, world_size: int, port: int, data: str, run: str) -> None:
     train(_config(Path(data), batch_size=2), run, progress=False)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
     data = ensure_embedded(tmp_path / "data", height=64, width=64, num_train=6, num_val=2)
     mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path / "ddp")), nprocs=2, join=True)

@@ -443,6 +443,7 @@ def _injected_parameters(notebook: Path) -> str:
     )
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     root = smoke["root"]
     assert smoke["result"]["failed"] == []
@@ -489,6 +490,7 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     )
 
 
+@pytest.mark.slow
 def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
     root = smoke["root"]
     before = {
@@ -518,6 +520,7 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
     assert after == before
 
 
+@pytest.mark.slow
 def test_interrupted_run_is_resumed(smoke) -> None:
     """Rewind a finished run to its state after iteration 1 (as if killed there): the pipeline
     resumes it."""

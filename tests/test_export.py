@@ -48,6 +48,7 @@ def exported(tmp_path_factory) -> dict[str, tuple[nn.Module, Path]]:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pspnet_resnet18", "espnet"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_logits_match_pytorch_with_dynamic_batch(exported, name: str, batch: int) -> None:

@@ -109,6 +109,7 @@ def test_resnet_dilation_and_v15_stride_placement() -> None:
     assert basic.layer4[1].conv1.dilation == (4, 4) and basic.layer4[1].conv2.dilation == (4, 4)
 
 
+@pytest.mark.slow
 def test_teacher_resnet101_once_small_input() -> None:
     torch.manual_seed(0)
     model = build_model("pspnet_resnet101", 19).train()

@@ -118,6 +118,7 @@ def test_batch_order_is_a_permutation_per_epoch_and_split_across_ranks():
 # --------------------------------------------------------------------------------------------------
 # A run and its folder
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_run_folder_contents(assets, tmp_path, caplog):
     cfg = _smoke(assets, "train.max_iters=2", "train.checkpoint_every=1")
     run = tmp_path / "run"
@@ -222,6 +223,7 @@ def test_small_crops_with_the_holistic_term_fail_early(assets, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Exact resume
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_gives_identical_weights(assets, tmp_path, monkeypatch):
     cfg = _smoke(assets, "train.max_iters=4", "train.checkpoint_every=2")
     train(cfg, tmp_path / "straight", progress=False)
@@ -271,6 +273,7 @@ def _cli(run: Path, assets: dict[str, Path], *flags: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
     straight = _cli(tmp_path / "straight", assets)
     killed_run = tmp_path / "killed"
@@ -387,6 +390,7 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
         ),
     ],
 )
+@pytest.mark.slow
 def test_each_preset_family_runs(assets, tmp_path, preset, extra):
     teacher = (
         [] if preset.startswith("teacher") else [f"model.teacher_checkpoint={assets['teacher']}"]
@@ -405,6 +409,7 @@ def test_each_preset_family_runs(assets, tmp_path, preset, extra):
         assert {"pixel", "pair", "gen", "critic"} <= record.keys()
 
 
+@pytest.mark.slow
 def test_train_limit_trains_on_the_first_samples_only(assets, tmp_path, monkeypatch):
     full = build_dataset_for(_smoke(assets), "train")
     assert len(full) == 6

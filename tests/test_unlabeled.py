@@ -165,6 +165,7 @@ def test_with_unlabeled_appends_ignore_labels_so_the_task_loss_is_unchanged():
         with_unlabeled(image, label, torch.randn(1, 3, 8, 8))
 
 
+@pytest.mark.slow
 def test_the_step_receives_unlabeled_images_with_ignore_labels(assets, tmp_path, monkeypatch):
     seen = []
     real_step = step_module.distill_step
@@ -186,6 +187,7 @@ def test_the_step_receives_unlabeled_images_with_ignore_labels(assets, tmp_path,
 # ------------------------------------------------------------------------------------------------
 # Equivalences: zero unlabeled images, resume, DDP
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_zero_unlabeled_images_equal_a_run_without_the_option(assets, tmp_path):
     train(
         _config(assets, "train.max_iters=2", unlabeled=None), tmp_path / "without", progress=False
@@ -194,6 +196,7 @@ def test_zero_unlabeled_images_equal_a_run_without_the_option(assets, tmp_path):
     _assert_same(_final(tmp_path / "without"), _final(tmp_path / "zero"))
 
 
+@pytest.mark.slow
 def test_resume_with_the_stream_is_exact(assets, tmp_path, monkeypatch):
     cfg = _config(assets, "train.max_iters=4", "train.checkpoint_every=2", unlabeled=2)
     train(cfg, tmp_path / "straight", progress=False)
@@ -232,6 +235,7 @@ def _worker(
     train(_ddp_config(data, extra, teacher, batch_size=1, unlabeled=1), run, progress=False)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_with_the_stream_match_one_process(assets, tmp_path, monkeypatch):
     """2 processes x (1 labelled + 1 unlabeled) against 1 process x (2 + 2): same global batch.
 
@@ -267,6 +271,7 @@ def test_every_student_preset_takes_the_stream_and_records_it(preset, tmp_path):
     )  # the run folder's config.yaml records the stream
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["paper", "authors_code"])
 def test_a_step_with_the_stream_runs_under_each_presets_distillation_settings(
     assets, tmp_path, setting
