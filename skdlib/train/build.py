@@ -26,6 +26,7 @@ from torch import nn
 from skdlib.constants import IGNORE_INDEX
 from skdlib.train.config import ExperimentConfig, load_config, validate_with_model
 from skdlib.train.runfolder import RunFolder, load_checkpoint
+from skdlib.train.terms import needs_adapter, needs_critic
 
 __all__ = [
     "PINNED_PATHS",
@@ -302,8 +303,8 @@ def build_models(
     """``(student, teacher, critic, adapter)`` on the CPU, checked against the config.
 
     Built in this order (the teacher first), so that after one ``torch.manual_seed`` the initial
-    weights are a function of the seed alone. The critic exists when the holistic term is on, the
-    adapter when MIMIC is.
+    weights are a function of the seed alone. The critic exists when an enabled term reads it
+    (the holistic term), the adapter likewise (MIMIC): see :mod:`skdlib.train.terms`.
 
     Raises:
         FileNotFoundError: the teacher checkpoint is set but missing. ``ValueError`` from
@@ -313,9 +314,9 @@ def build_models(
     student = build_student(cfg, num_classes)
     validate_with_model(cfg, student, teacher=teacher)
     critic = None
-    if cfg.distill.holistic:
+    if needs_critic(cfg.distill):
         critic = build_critic(cfg, num_classes, output_stride=student.output_stride)
-    adapter = build_adapter(cfg, student, teacher) if cfg.distill.mimic else None
+    adapter = build_adapter(cfg, student, teacher) if needs_adapter(cfg.distill) else None
     return student, teacher, critic, adapter
 
 

@@ -462,6 +462,15 @@ class DistillConfig(_Section):
     lambda_local: float = _doc(
         10.0, "local pair-wise weight; project choice: the pair-wise term's weight"
     )
+    # Later methods (off by default), on the logits.
+    cwd: bool = _doc(False, "later method: channel-wise distillation on logits (CWD)")
+    lambda_cwd: float = _doc(3.0, "CWD weight; CWD's Cityscapes setting on logits: 3")
+    cwd_temperature: float = _doc(4.0, "CWD temperature; CWD's Cityscapes setting: 4")
+    dist: bool = _doc(False, "later method: DIST (inter- and intra-class Pearson correlation)")
+    lambda_dist: float = _doc(1.0, "DIST weight; DIST's segmentation code: lambda_kd = 1")
+    dist_temperature: float = _doc(1.0, "DIST temperature; DIST's segmentation code: none (1)")
+    dist_beta: float = _doc(1.0, "DIST inter-class weight beta; DIST: 1")
+    dist_gamma: float = _doc(1.0, "DIST intra-class weight gamma; DIST: 1")
     temperature: float = _doc(
         1.0, "softmax temperature of the pixel-wise term; paper: 1 (plain softmax)"
     )
@@ -506,35 +515,29 @@ class DistillConfig(_Section):
 
     @property
     def enabled(self) -> bool:
-        """True when any distillation term is on (a teacher is needed)."""
-        return any(
-            (
-                self.pixelwise,
-                self.pairwise,
-                self.holistic,
-                self.mimic,
-                self.attention,
-                self.local_pairwise,
-            )
-        )
+        """True when any distillation term of the registry is on (a teacher is needed)."""
+        from skdlib.train.terms import needs_teacher
+
+        return needs_teacher(self)
 
     @property
     def uses_pair_feature(self) -> bool:
-        """True when a term reads ``features[pair_feature]``."""
-        return any((self.pairwise, self.mimic, self.attention, self.local_pairwise))
+        """True when an enabled term reads ``features[pair_feature]``."""
+        from skdlib.train.terms import needs_features
+
+        return needs_features(self)
 
     def _validate(self) -> None:
+        from skdlib.train.terms import TERMS
+
         super()._validate()
-        for name in (
-            "lambda_pi",
-            "lambda_pa",
-            "lambda_ho",
-            "lambda_mimic",
-            "lambda_at",
-            "lambda_local",
-        ):
-            self._at_least(name, 0.0)
-        self._positive("temperature")
+        for term in TERMS:
+            if hasattr(self, term.weight):
+                self._at_least(term.weight, 0.0)
+        for name in ("temperature", "cwd_temperature", "dist_temperature"):
+            self._positive(name)
+        self._at_least("dist_beta", 0.0)
+        self._at_least("dist_gamma", 0.0)
         if not self.pair_feature:
             self._fail("pair_feature", "must not be empty")
         self._at_least("node_size", 1)

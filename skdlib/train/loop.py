@@ -73,6 +73,7 @@ from skdlib.train.runfolder import (
     save_checkpoint,
 )
 from skdlib.train.sampling import augment_batch, batch_positions, derive_seed
+from skdlib.train.terms import active_terms
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -490,7 +491,7 @@ def _loop(state: _State, loaders: tuple[Iterable[Any], Iterable[Any]], *, progre
             terms = _iteration(state, iteration, batch, unlabeled_batch)
             bar.update(1)
             if (iteration + 1) % state.cfg.train.log_every == 0:
-                shown = ("total", "pixel", "pair", "gen")
+                shown = ("total", *(t.name for t in active_terms(state.cfg.distill)))
                 bar.set_postfix({k: f"{terms[k]:.3g}" for k in shown if k in terms})
     finally:
         bar.close()

@@ -8,8 +8,10 @@ The paper's objective (Sec. 3.4) is
 minimised over the student S and maximised over the critic D, alternately:
 
 1. :func:`student_step`: the teacher runs in eval mode without gradients; the student is updated
-   on ``task + lambda_pi * pixel + lambda_pa * pair + lambda_ho * gen (+ variants)`` with the
-   critic fixed. ``gen = -E[D(Q_s | I)]``: the teacher half of ``-l_ho`` is constant for S.
+   on ``task + sum(weight * term)`` over the enabled terms of the registry
+   (:data:`skdlib.train.terms.TERMS`: ``lambda_pi * pixel + lambda_pa * pair + lambda_ho * gen``
+   for the paper's objective, the variants and later methods likewise) with the critic fixed.
+   ``gen = -E[D(Q_s | I)]``: the teacher half of ``-l_ho`` is constant for S.
 2. :func:`critic_step`: the critic is updated on ``critic + gp_weight * gp`` (times
    ``disc_loss_scale``) with the student fixed (its maps detached).
 
@@ -25,25 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from skdlib.constants import IGNORE_INDEX
-from skdlib.losses import (
-    attention_transfer_loss,
-    gradient_penalty,
-    holistic_critic_loss,
-    holistic_generator_loss,
-    local_pairwise_loss,
-    mimic_loss,
-    pairwise_similarity_loss,
-    pixelwise_kd_loss,
-    segmentation_task_loss,
-)
+from skdlib.losses import gradient_penalty, holistic_critic_loss, segmentation_task_loss
+from skdlib.train import terms as registry
 from skdlib.train.config import DistillConfig
+from skdlib.train.terms import frozen, needs_critic, needs_teacher
 
 __all__ = [
     "StepContext",
@@ -81,42 +74,6 @@ class StepContext:
     autocast_dtype: torch.dtype | None = None
     grad_scaler: torch.amp.GradScaler | None = None
     critic_generator: torch.Generator | None = None
-
-
-def needs_teacher(distill: DistillConfig) -> bool:
-    """Whether any enabled term needs the teacher's outputs."""
-    return any(
-        (
-            distill.pixelwise,
-            distill.pairwise,
-            distill.holistic,
-            distill.mimic,
-            distill.attention,
-            distill.local_pairwise,
-        )
-    )
-
-
-def needs_critic(distill: DistillConfig) -> bool:
-    """Whether the holistic term (and so a critic and its optimiser) is enabled."""
-    return distill.holistic
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module | None) -> Iterator[None]:
-    """Temporarily stop gradients into ``module``'s parameters (the critic during the student
-    step)."""
-    if module is None:
-        yield
-        return
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
 
 
 def _autocast(ctx: StepContext, device: torch.device) -> contextlib.AbstractContextManager:
@@ -162,8 +119,8 @@ def student_losses(
         adapter: the MIMIC 1x1 adapter (required when ``distill.mimic``).
 
     Returns:
-        ``task``, the enabled terms among ``pixel``, ``pair``, ``gen``, ``mimic``, ``attention``,
-        ``local_pair``, and ``total`` = task + sum of weight * term. Scalar tensors.
+        ``task``, every enabled term of the registry under its name (``pixel``, ``pair``,
+        ``gen``, ...), and ``total`` = task + sum of weight * term. Scalar tensors.
     """
     d = ctx.distill
     losses: dict[str, torch.Tensor] = {
@@ -175,53 +132,22 @@ def student_losses(
             ignore_index=ctx.ignore_index,
         )
     }
-    weights: dict[str, float] = {"task": 1.0}
-    if needs_teacher(d) and teacher_out is None:
+    total = losses["task"]
+    active = registry.active_terms(d)
+    if active and teacher_out is None:
         raise ValueError("a distillation term is enabled but teacher_out is None")
-    if d.pixelwise:
-        losses["pixel"] = pixelwise_kd_loss(
-            student_out.logits.float(), teacher_out.logits.float(), temperature=d.temperature
-        )
-        weights["pixel"] = d.lambda_pi
-    feature_terms = d.pairwise or d.mimic or d.attention or d.local_pairwise
-    if feature_terms:
-        name = d.pair_feature
-        if name not in student_out.features or name not in teacher_out.features:
-            raise ValueError(
-                f"distill.pair_feature {name!r} is missing: the student has "
-                f"{sorted(student_out.features)}, the teacher {sorted(teacher_out.features)}"
-            )
-        f_s = student_out.features[name].float()
-        f_t = teacher_out.features[name].float()
-    if d.pairwise:
-        losses["pair"] = pairwise_similarity_loss(
-            f_s,
-            f_t,
-            node_size=d.node_size,
-            pool=d.pool,
-            node_fraction=d.node_fraction,
-            detach_norm=d.detach_norm,
-        )
-        weights["pair"] = d.lambda_pa
-    if d.mimic:
-        if adapter is None:
-            raise ValueError("distill.mimic needs the 1x1 adapter module")
-        losses["mimic"] = mimic_loss(f_s, f_t, adapter=adapter)
-        weights["mimic"] = d.lambda_mimic
-    if d.attention:
-        losses["attention"] = attention_transfer_loss(f_s, f_t)
-        weights["attention"] = d.lambda_at
-    if d.local_pairwise:
-        losses["local_pair"] = local_pairwise_loss(f_s, f_t, node_size=d.node_size, pool=d.pool)
-        weights["local_pair"] = d.lambda_local
-    if d.holistic:
-        if critic is None:
-            raise ValueError("distill.holistic needs the critic")
-        with frozen(critic):
-            score_s = critic(_critic_map(critic, student_out.logits), image)
-        losses["gen"] = holistic_generator_loss(score_s, kind=d.gan_kind)
-        weights["gen"] = d.lambda_ho
-    losses["total"] = sum(weights[k] * losses[k] for k in weights)
+    inputs = registry.TermInputs(
+        student=student_out,
+        teacher=teacher_out,
+        image=image,
+        distill=d,
+        critic=critic,
+        adapter=adapter,
+    )
+    for term in active:
+        losses[term.name] = term.loss(inputs)
+        total = total + float(getattr(d, term.weight)) * losses[term.name]
+    losses["total"] = total
     return losses
 
 
