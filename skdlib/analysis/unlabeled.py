@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from skdlib.analysis.runs import experiment_table, load_run_config
+from skdlib.analysis.runs import experiment_table
+from skdlib.train.runfolder import RunFolder
 
 __all__ = ["terms_label", "unlabeled_table"]
 
@@ -54,8 +55,8 @@ def unlabeled_table(
     for exp in index.get("experiments", []):
         if group not in exp.get("groups", []) or exp["name"] not in table.index:
             continue
-        folders = [Path(profile_dir) / run["run_dir"] for run in exp.get("runs", [])]
-        folder = next((f for f in folders if (f / "config.yaml").is_file()), None)
+        folders = [RunFolder(Path(profile_dir) / run["run_dir"]) for run in exp.get("runs", [])]
+        folder = next((f for f in folders if f.config.is_file()), None)
         if folder is None:
             extra[exp["name"]] = {
                 "terms": "",
@@ -64,7 +65,7 @@ def unlabeled_table(
                 "ratio": math.nan,
             }
             continue
-        cfg = load_run_config(folder)
+        cfg = folder.read_config()
         # data.train_limit applied, as in the run
         labelled = len(build_dataset_for(cfg, cfg.data.train_split))
         stream = build_unlabeled_dataset(cfg)  # None without a stream, as in the run
