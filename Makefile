@@ -15,7 +15,7 @@ NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
 help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
 	@echo "make test   run every test (library and notebooks)"
-	@echo "make bench  run the benchmarks in bench/ and save their outputs in bench/results/"
+	@echo "make bench  run the benchmarks in bench/ and save their outputs (text and JSON) in bench/results/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,8 @@ test-pipeline: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p bench/results
-	for f in bench/*.py; do n=$$(basename $$f .py); echo "== $$f"; $(BIN)/python $$f | tee bench/results/$$n.txt; done
+	for f in bench/*.py; do n=$$(basename $$f .py); echo "== $$f"; \
+	  $(BIN)/python $$f --json bench/results/$$n.json | tee bench/results/$$n.txt; done
 
 # The main job: every experiment of the profile (data set, teacher, students; finished runs are
 # reused, interrupted ones resumed), then the rendered book, whose chapters read the run folders.
