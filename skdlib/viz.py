@@ -33,6 +33,7 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 IGNORE_COLOUR = (0, 0, 0)
 _TITLE_INCHES = 0.5  # height of a panel's title above its image
+_LEGEND_INCHES = 0.4  # room below the panels for a class_legend (trimmed when saved tight)
 
 
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
@@ -155,7 +156,7 @@ def show_panels(
     fig, axes = plt.subplots(
         rows,
         columns,
-        figsize=(width * columns, row_height * rows),
+        figsize=(width * columns, row_height * rows + _LEGEND_INCHES),
         squeeze=False,
         layout="constrained",
     )

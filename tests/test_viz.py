@@ -53,13 +53,13 @@ def test_show_panels_grid_and_row() -> None:
     fig = show_panels(panels, ncols=2)
     assert len(fig.axes) == 6  # 3 rows x 2 columns, the last one empty
     assert [ax.get_title() for ax in fig.axes[:5]] == [f"p{k}" for k in range(5)]
-    # 3.2 inches wide, 3.2 * 4 / 6 high plus 0.5 for the title, per panel
-    assert tuple(fig.get_size_inches()) == pytest.approx((6.4, 3 * (3.2 * 4 / 6 + 0.5)))
+    # 3.2 inches wide, 3.2 * 4 / 6 high plus 0.5 for the title, per panel; 0.4 for a legend
+    assert tuple(fig.get_size_inches()) == pytest.approx((6.4, 3 * (3.2 * 4 / 6 + 0.5) + 0.4))
     plt.close(fig)
     fig = show_panels([panels[0], None, panels[1]], ncols=2)
     assert [ax.get_title() for ax in fig.axes] == ["p0", "", "p1", ""]
     plt.close(fig)
     fig = show_row(panels[:3])
     assert len(fig.axes) == 3
-    assert tuple(fig.get_size_inches()) == pytest.approx((9.6, 3.2 * 4 / 6 + 0.5))
+    assert tuple(fig.get_size_inches()) == pytest.approx((9.6, 3.2 * 4 / 6 + 0.5 + 0.4))
     plt.close(fig)
