@@ -24,6 +24,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,9 @@ def _calibrate(model: nn.Module, size: tuple[int, int]) -> nn.Module:
     return model.eval()
 
 
-def time_pair(model: nn.Module, session, image: torch.Tensor, repeats: int) -> tuple[float, float]:
+def time_pair(
+    model: nn.Module, session: Any, image: torch.Tensor, repeats: int
+) -> tuple[float, float]:
     """Median seconds of one PyTorch pass and one ONNX Runtime pass, run alternately."""
     feed = {"image": image.numpy()}
     torch_times, ort_times = [], []
@@ -68,7 +71,7 @@ def time_pair(model: nn.Module, session, image: torch.Tensor, repeats: int) -> t
     return statistics.median(torch_times), statistics.median(ort_times)
 
 
-def measure(args: argparse.Namespace, options, folder: Path) -> list[dict]:
+def measure(args: argparse.Namespace, options: Any, folder: Path) -> list[dict]:
     """One row per student: PyTorch and ONNX Runtime milliseconds, their ratio, the largest
     difference of the outputs."""
     import onnxruntime

@@ -40,7 +40,7 @@ import torch
 
 from skdlib.models import build_model
 from skdlib.models.discriminator import Discriminator
-from skdlib.train.config import load_config
+from skdlib.train.config import ExperimentConfig, load_config
 from skdlib.train.runfolder import atomic_write_json, environment_info
 from skdlib.train.step import StepContext, distill_step, student_step, teacher_forward
 
@@ -183,7 +183,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def make_runner(args: argparse.Namespace, cfg, device: torch.device) -> Callable[[str], float]:
+def make_runner(
+    args: argparse.Namespace, cfg: ExperimentConfig, device: torch.device
+) -> Callable[[str], float]:
     """Networks, optimisers and one batch at the quick preset's size; returns ``run(variant)``,
     which times one iteration of that variant in seconds."""
     torch.manual_seed(0)
