@@ -19,7 +19,7 @@ help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
 	@echo "make test   run every test (lint, library, notebooks, the smoke pipeline)"
 	@echo "make test-fast  lint and the library tests not marked slow (a couple of minutes)"
-	@echo "make bench  run the benchmarks in bench/ and save their outputs in bench/results/"
+	@echo "make bench  run the benchmarks in bench/ and save their outputs (text and JSON) in bench/results/"
 	@echo "make test-slurm  (root) start a single-node SLURM cluster here and run the slurm tests"
 
 $(BIN)/python:
@@ -73,7 +73,8 @@ test-slurm: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p bench/results
-	for f in bench/*.py; do n=$$(basename $$f .py); echo "== $$f"; $(BIN)/python $$f | tee bench/results/$$n.txt; done
+	for f in bench/*.py; do n=$$(basename $$f .py); echo "== $$f"; \
+	  $(BIN)/python $$f --json bench/results/$$n.json | tee bench/results/$$n.txt; done
 
 # The main job: every experiment of the profile (data set, teacher, students; finished runs are
 # reused, interrupted ones resumed), then the rendered book, whose chapters read the run folders.

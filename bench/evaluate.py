@@ -16,6 +16,9 @@ official numpy path, which also keeps it steady on a shared machine. Both mIoU v
 full and must agree to 1e-9. Usage::
 
     python bench/evaluate.py [--num-images 20] [--height 1024] [--width 2048] [--repeats 3]
+        [--json PATH]
+
+``--json`` also writes the printed numbers (and the goal) to a JSON file.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import torch
 from PIL import Image
 
 from skdlib.metrics import ConfusionMeter, segmentation_scores
-from skdlib.train.runfolder import cpu_name
+from skdlib.train.runfolder import atomic_write_json, cpu_name
 
 NUM_CLASSES = 19
 IGNORE = 255
+GOAL = 50.0  # speed-up of the evaluation on tensors over the official call (wall time)
 
 
 def cityscapes_tables() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -102,6 +106,54 @@ def best_of(repeats: int, fn: Callable[[], object]) -> tuple[tuple[float, float]
     return (min(walls), min(cpus)), result
 
 
+def speedups(t: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """Speed-ups of ours over the official tool, for wall time (index 0) and CPU time (1)."""
+    ratios = {
+        "tensors_vs_official_call": lambda i: t["official_call"][i] / t["ours_tensors"][i],
+        "both_reading_pngs": lambda i: t["official_call"][i] / t["ours_reading_pngs"][i],
+        "evaluation_only": lambda i: (
+            (t["official_call"][i] - t["png_reading"][i]) / t["ours_tensors"][i]
+        ),
+    }
+    return {name: {"wall": ratio(0), "cpu": ratio(1)} for name, ratio in ratios.items()}
+
+
+def report(summary: dict) -> None:
+    """Print what ``summary`` holds (the same numbers as the JSON)."""
+    data, miou = summary["data"], summary["miou"]
+    n = data["num_images"]
+    print(f"machine   : {summary['machine']}")
+    print(f"official  : {summary['official']}")
+    print(
+        f"data      : {n} label maps {data['height']}x{data['width']}, {data['classes']} classes, "
+        f"{data['scenes']}"
+    )
+    print(
+        f"mIoU      : official {miou['official']!r}  ours {miou['ours']!r}  |diff| "
+        f"{miou['abs_diff']:.1e}  (ours from PNGs {miou['ours_from_pngs']!r})"
+    )
+    print(f"class IoU : max |diff| over 19 classes {summary['class_iou_max_abs_diff']:.1e}")
+    print(f"{'best of runs':42s} {'wall s':>8s} {'ms/image':>9s} {'CPU s':>8s} {'ms/image':>9s}")
+    labels = {
+        "official_call": "official evaluateImgLists (reads PNGs)",
+        "png_reading": "  of which PNG reading alone",
+        "ours_reading_pngs": "ours, reading the same PNGs",
+        "ours_tensors": "ours, tensors in memory",
+    }
+    for key, label in labels.items():
+        wall, cpu = summary["timings"][key]["wall_s"], summary["timings"][key]["cpu_s"]
+        print(f"{label:42s} {wall:8.3f} {1000 * wall / n:9.2f} {cpu:8.3f} {1000 * cpu / n:9.2f}")
+    print(f"{'speed-up (wall, CPU)':42s}")
+    names = {
+        "tensors_vs_official_call": "evaluation on tensors vs official call",
+        "both_reading_pngs": "both reading PNGs",
+        "evaluation_only": "evaluation only (official minus reading)",
+    }
+    for key, label in names.items():
+        ratio = summary["speedups"][key]
+        print(f"  {label:40s} {ratio['wall']:7.1f}x {ratio['cpu']:7.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-images", type=int, default=20)
@@ -117,6 +169,7 @@ def main() -> None:
         default=1,
         help="torch intra-op threads (the official numpy path uses one core)",
     )
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
 
@@ -177,52 +230,51 @@ def main() -> None:
     t_ours_io, ours_io = best_of(opts.repeats, ours_with_io)
     t_ours, ours = best_of(3 * opts.repeats, ours_tensors)
 
-    official_miou = result["averageScoreClasses"]
+    official_miou = float(result["averageScoreClasses"])
     official_iou = [result["classScores"][name] for name in names]
     max_class_diff = max(
         abs(a - b)
         for a, b in zip(ours["class_iou"], official_iou, strict=True)
         if not (np.isnan(a) and np.isnan(b))
     )
-    n = opts.num_images
-    print(
-        f"machine   : {cpu_name()}, {os.cpu_count()} logical CPUs (load average "
-        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} "
-        f"threads, numpy {np.__version__}, Python {platform.python_version()}"
-    )
-    print(
-        f"official  : cityscapesscripts evalPixelLevelSemanticLabeling, Cython extension "
-        f"{'used' if official.CSUPPORT else 'not available (its numpy path)'}"
-    )
-    print(
-        f"data      : {n} label maps {opts.height}x{opts.width}, 19 classes, blocky scenes with "
-        "ignored regions"
-    )
-    print(
-        f"mIoU      : official {float(official_miou)!r}  ours {ours['miou']!r}  "
-        f"|diff| {abs(official_miou - ours['miou']):.1e}  (ours from PNGs {ours_io['miou']!r})"
-    )
-    print(f"class IoU : max |diff| over 19 classes {max_class_diff:.1e}")
-    print(f"{'best of runs':42s} {'wall s':>8s} {'ms/image':>9s} {'CPU s':>8s} {'ms/image':>9s}")
-    rows = [
-        ("official evaluateImgLists (reads PNGs)", t_official),
-        ("  of which PNG reading alone", t_read),
-        ("ours, reading the same PNGs", t_ours_io),
-        ("ours, tensors in memory", t_ours),
-    ]
-    for label, (wall, cpu) in rows:
-        print(f"{label:42s} {wall:8.3f} {1000 * wall / n:9.2f} {cpu:8.3f} {1000 * cpu / n:9.2f}")
-    print(f"{'speed-up (wall, CPU)':42s}")
-    ratios = [
-        ("evaluation on tensors vs official call", lambda i: t_official[i] / t_ours[i]),
-        ("both reading PNGs", lambda i: t_official[i] / t_ours_io[i]),
-        (
-            "evaluation only (official minus reading)",
-            lambda i: (t_official[i] - t_read[i]) / t_ours[i],
+    timings = {
+        "official_call": t_official,
+        "png_reading": t_read,
+        "ours_reading_pngs": t_ours_io,
+        "ours_tensors": t_ours,
+    }
+    load = os.getloadavg()[0]  # one reading for the text and the JSON
+    summary = {
+        "machine": (
+            f"{cpu_name()}, {os.cpu_count()} logical CPUs (load average {load:.1f}), "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads, numpy "
+            f"{np.__version__}, Python {platform.python_version()}"
         ),
-    ]
-    for label, ratio in ratios:
-        print(f"  {label:40s} {ratio(0):7.1f}x {ratio(1):7.1f}x")
+        "load_average": load,
+        "cpu_count": os.cpu_count(),
+        "official": "cityscapesscripts evalPixelLevelSemanticLabeling, Cython extension "
+        + ("used" if official.CSUPPORT else "not available (its numpy path)"),
+        "data": {
+            "num_images": opts.num_images,
+            "height": opts.height,
+            "width": opts.width,
+            "classes": NUM_CLASSES,
+            "scenes": "blocky scenes with ignored regions",
+        },
+        "miou": {
+            "official": official_miou,
+            "ours": float(ours["miou"]),
+            "ours_from_pngs": float(ours_io["miou"]),
+            "abs_diff": abs(official_miou - float(ours["miou"])),
+        },
+        "class_iou_max_abs_diff": float(max_class_diff),
+        "timings": {k: {"wall_s": wall, "cpu_s": cpu} for k, (wall, cpu) in timings.items()},
+        "speedups": speedups(timings),
+        "goal": GOAL,
+    }
+    report(summary)
+    if opts.json is not None:
+        atomic_write_json(opts.json, summary)
     if abs(official_miou - ours["miou"]) > 1e-9 or max_class_diff > 1e-9:
         raise SystemExit("MISMATCH between the official evaluation and skdlib.metrics")
     for path in (*gt_files, *pred_files):

@@ -8,7 +8,9 @@ peak on a GPU. Timings: median of a few repeats after that first run. The values
 with ``detach_norm=True`` (the same gradient formulation as the authors' code); the gradients
 are compared too.
 
-    python bench/pairwise.py [--repeats 5] [--device cpu|cuda]
+    python bench/pairwise.py [--repeats 5] [--device cpu|cuda] [--json PATH]
+
+``--json`` also writes the printed numbers (and the goals) to a JSON file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -27,10 +30,11 @@ from pathlib import Path
 import torch
 
 from skdlib.losses import pairwise_similarity_loss
-from skdlib.train.runfolder import cpu_name
+from skdlib.train.runfolder import atomic_write_json, cpu_name
 
 BATCH, CHANNELS, HEIGHT, WIDTH = 2, 512, 64, 128
 BUDGET_BYTES = 8 * 1024**3  # 8 GiB
+GOALS = {"time_ratio": 10.0, "memory_ratio": 15.0, "value_relative_difference": 1e-5}
 
 
 def authors_form(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -123,63 +127,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--grad-path", default="")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.repeats, args.device, args.grad_path)
         return
 
-    n = HEIGHT * WIDTH
-    print(
-        f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch "
-        f"{torch.__version__}, device {args.device}"
-    )
-    print(
-        f"setting: batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = "
-        f"{n} nodes, float32, forward + backward"
-    )
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for form in ("gram", "authors"):
             results[form] = run_worker(form, args.repeats, args.device, f"{tmp}/{form}.pt")
         grad_gram = torch.load(f"{tmp}/gram.pt")
         grad_auth = torch.load(f"{tmp}/authors.pt")
+    result = summarise(results, float((grad_gram - grad_auth).norm() / grad_auth.norm()), args)
+    report(result)
+    if args.json is not None:
+        atomic_write_json(args.json, result)
 
+
+def summarise(results: dict, rel_grad: float, args: argparse.Namespace) -> dict:
+    """Everything the script prints, as one JSON-ready dict."""
+    n = HEIGHT * WIDTH
     g, a = results["gram"], results["authors"]
-    tg, ta = statistics.median(g["times"]), statistics.median(a["times"])
-    print(
-        f"{'form':<10}{'loss value':>20}{'median time (s)':>17}{'peak memory (MiB)':>19}"
-        "   all times (s)"
-    )
-    for name, r in (("gram", g), ("authors", a)):
-        ts = ", ".join(f"{t:.3f}" for t in r["times"])
-        print(
-            f"{name:<10}{r['value']:>20.10g}{statistics.median(r['times']):>17.3f}"
-            f"{r['peak_bytes'] / 2**20:>19.1f}   {ts}"
-        )
     ref = g["reference_float64"]
-    print(
-        f"float64 reference (Gram form in float64): {ref:.12g}; relative error of the float32 "
-        f"results: gram {abs(g['value'] - ref) / ref:.2e}, authors "
-        f"{abs(a['value'] - ref) / ref:.2e}"
-    )
-    rel_value = abs(g["value"] - a["value"]) / abs(a["value"])
-    rel_grad = float((grad_gram - grad_auth).norm() / grad_auth.norm())
-    print(
-        f"value relative difference: {rel_value:.2e} (goal <= 1e-5: "
-        f"{'met' if rel_value <= 1e-5 else 'NOT met'})"
-    )
-    print(f"gradient relative difference (L2): {rel_grad:.2e}")
-    speed = ta / tg
-    memory = a["peak_bytes"] / max(g["peak_bytes"], 1)
-    print(
-        f"time ratio authors / gram: {speed:.1f}x (goal >= 10x: "
-        f"{'met' if speed >= 10 else 'NOT met'})"
-    )
-    print(
-        f"peak-memory ratio authors / gram: {memory:.1f}x (goal >= 15x: "
-        f"{'met' if memory >= 15 else 'NOT met'})"
-    )
-
     # Memory model from the measured deltas: the authors' peak grows as B * n^2 (the n x n maps and
     # their temporaries), the Gram form's as B * C * n (normalised copies of the features; the
     # C x C Gram matrices are a constant, folded in here, which overestimates). Both add the input
@@ -187,12 +157,81 @@ def main() -> None:
     input_per_node = 3 * BATCH * CHANNELS * 4
     per_elem_a = a["peak_bytes"] / (BATCH * n * n)
     per_elem_g = g["peak_bytes"] / (BATCH * CHANNELS * n)
-    n_a = largest_nodes(per_elem_a * BATCH, input_per_node)
-    n_g = largest_nodes(0.0, per_elem_g * BATCH * CHANNELS + input_per_node)
+    forms = {
+        name: {
+            "value": r["value"],
+            "median_s": statistics.median(r["times"]),
+            "peak_mib": r["peak_bytes"] / 2**20,
+            "times_s": r["times"],
+            "relative_error_float64": abs(r["value"] - ref) / ref,
+        }
+        for name, r in (("gram", g), ("authors", a))
+    }
+    load = os.getloadavg()[0]  # one reading for the text and the JSON
+    return {
+        "machine": (
+            f"{cpu_name()} ({os.cpu_count()} CPUs, load average {load:.1f}), "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"device {args.device}"
+        ),
+        "load_average": load,
+        "cpu_count": os.cpu_count(),
+        "setting": (
+            f"batch {BATCH}, {CHANNELS} channels (student and teacher), {HEIGHT} x {WIDTH} = "
+            f"{n} nodes, float32, forward + backward"
+        ),
+        "forms": forms,
+        "reference_float64": ref,
+        "value_relative_difference": abs(g["value"] - a["value"]) / abs(a["value"]),
+        "gradient_relative_difference": rel_grad,
+        "time_ratio": forms["authors"]["median_s"] / forms["gram"]["median_s"],
+        "memory_ratio": a["peak_bytes"] / max(g["peak_bytes"], 1),
+        "bytes_per_element": {"authors_per_b_n2": per_elem_a, "gram_per_b_c_n": per_elem_g},
+        "largest_nodes_8gib": {
+            "authors": largest_nodes(per_elem_a * BATCH, input_per_node),
+            "gram": largest_nodes(0.0, per_elem_g * BATCH * CHANNELS + input_per_node),
+        },
+        "goals": GOALS,
+    }
+
+
+def _met(value: float, goal: float, *, at_least: bool) -> str:
+    return "met" if (value >= goal if at_least else value <= goal) else "NOT met"
+
+
+def report(result: dict) -> None:
+    """Print what ``result`` holds (the same numbers as the JSON)."""
+    print(f"machine: {result['machine']}")
+    print(f"setting: {result['setting']}")
     print(
-        f"measured bytes per element: authors {per_elem_a:.1f} per (B * n^2), "
-        f"gram {per_elem_g:.1f} per (B * C * n)"
+        f"{'form':<10}{'loss value':>20}{'median time (s)':>17}{'peak memory (MiB)':>19}"
+        "   all times (s)"
     )
+    for name, r in result["forms"].items():
+        ts = ", ".join(f"{t:.3f}" for t in r["times_s"])
+        print(f"{name:<10}{r['value']:>20.10g}{r['median_s']:>17.3f}{r['peak_mib']:>19.1f}   {ts}")
+    forms, goals = result["forms"], result["goals"]
+    print(
+        f"float64 reference (Gram form in float64): {result['reference_float64']:.12g}; relative "
+        f"error of the float32 results: gram {forms['gram']['relative_error_float64']:.2e}, "
+        f"authors {forms['authors']['relative_error_float64']:.2e}"
+    )
+    rel, goal = result["value_relative_difference"], goals["value_relative_difference"]
+    verdict = _met(rel, goal, at_least=False)
+    print(f"value relative difference: {rel:.2e} (goal <= {goal:g}: {verdict})")
+    print(f"gradient relative difference (L2): {result['gradient_relative_difference']:.2e}")
+    for key, label in (("time_ratio", "time"), ("memory_ratio", "peak-memory")):
+        value, goal = result[key], goals[key]
+        print(
+            f"{label} ratio authors / gram: {value:.1f}x (goal >= {goal:g}x: "
+            f"{_met(value, goal, at_least=True)})"
+        )
+    per, largest = result["bytes_per_element"], result["largest_nodes_8gib"]
+    print(
+        f"measured bytes per element: authors {per['authors_per_b_n2']:.1f} per (B * n^2), "
+        f"gram {per['gram_per_b_c_n']:.1f} per (B * C * n)"
+    )
+    n_a, n_g = largest["authors"], largest["gram"]
     print(
         f"largest node count in 8 GiB (batch {BATCH}, {CHANNELS} channels, incl. inputs and "
         f"gradient): authors {n_a} (~{math.isqrt(n_a // 2)} x {2 * math.isqrt(n_a // 2)}), gram "

@@ -1,38 +1,52 @@
 """Cost of one distillation iteration against a plain student step, at the quick preset's size.
 
-Measured side by side in one process (interleaved rounds, median per variant), with random
-weights: batch 8, 128x256 crops, half-width PSPNet-ResNet18 student, full-width PSPNet-ResNet18
-teacher, the quick preset's discriminator (widths 32-64-128-256), every loss from
-``skdlib.train.step.distill_step``.
+Measured side by side in one process (interleaved rounds: every round runs each variant once, so
+a change of load hits every variant alike), with random weights: batch 8, 128x256 crops, the quick
+preset's student, teacher and discriminator, every loss from ``skdlib.train.step.distill_step``.
 
 * ``baseline``: teacher forward + student step on the task loss only (what any distillation run
   pays at least);
 * ``+pixel``, ``+pair``, ``+holistic`` (generator term + critic step): one term added;
 * ``full``: all three terms (the paper's iteration).
 
-Printed: the machine, each variant's median seconds, ``full / baseline`` (goal <= 1.35) and each
-term's share of the full iteration, ``(t(+term) - t(baseline)) / t(full)``.
+Rounds are repeated until every variant's median is stable (it moves by less than ``--tol`` when
+the last ``--window`` rounds are left out) or ``--max-rounds`` is reached. Printed (and written
+to ``--json``): each variant's median, interquartile range, min and max over the rounds; the
+ratio ``full / baseline`` per round (median and interquartile range; goal <= 1.35); and for each
+term the extra time per round over the baseline in the same round (``t(+term) - t(baseline)``,
+median and interquartile range). A term's share of the full iteration, ``median extra /
+median(full)``, is given only where the extra time's interquartile range excludes zero;
+otherwise the term's cost is within the noise of this machine.
 
-Usage: ``python bench/step.py [--rounds 3] [--device cpu] [--batch 8] [--size 128 256]``
+One torch thread by default: on a machine shared with other jobs, two OpenMP threads wait on each
+other whenever one is descheduled, and single iterations then vary by 10x or more.
+
+Usage: ``python bench/step.py [--min-rounds 6] [--max-rounds 30] [--threads 1] [--device cpu]
+[--json PATH]``
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
 from skdlib.models import build_model
-from skdlib.models.discriminator import Discriminator
-from skdlib.train.config import load_config
-from skdlib.train.runfolder import environment_info
+from skdlib.train.build import build_critic
+from skdlib.train.config import ExperimentConfig, load_config
+from skdlib.train.runfolder import atomic_write_json, environment_info
 from skdlib.train.step import StepContext, distill_step, student_step, teacher_forward
 
 NUM_CLASSES = 8  # the embedded data set's classes
+GOAL = 1.35  # full / baseline
+TERMS = ("+pixel", "+pair", "+holistic")
 
 
 def _variants(distill) -> dict[str, object]:
@@ -46,43 +60,139 @@ def _variants(distill) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="timed rounds per variant (after one warm-up)"
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min, first quartile, median, third quartile, max (quartiles inclusive of the extremes)."""
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"min": min(values), "q1": q1, "median": median, "q3": q3, "max": max(values)}
+
+
+def is_stable(times: dict[str, list[float]], window: int, tol: float) -> bool:
+    """True when leaving out the last ``window`` rounds moves no variant's median by ``tol``
+    (relative) or more."""
+    for values in times.values():
+        full, earlier = statistics.median(values), statistics.median(values[:-window])
+        if abs(full - earlier) >= tol * full:
+            return False
+    return True
+
+
+def measure(
+    run: Callable[[str], float], names: Sequence[str], args: argparse.Namespace
+) -> tuple[dict[str, list[float]], bool]:
+    """Interleaved rounds until the medians are stable or ``args.max_rounds``; the times per
+    variant and whether they became stable."""
+    for _ in range(args.warmup):
+        for name in names:
+            run(name)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    while True:
+        for name in names:
+            times[name].append(run(name))
+        rounds = len(times[names[0]])
+        if rounds >= max(args.min_rounds, args.window + 2) and is_stable(
+            times, args.window, args.tol
+        ):
+            return times, True
+        if rounds >= args.max_rounds:
+            return times, False
+
+
+def summarise(times: dict[str, list[float]]) -> dict:
+    """Spreads of the times, of the per-round ratio full / baseline and of each term's per-round
+    extra time over the baseline, with the share where that extra time is above the noise."""
+    base = times["baseline"]
+    ratio = spread([f / b for f, b in zip(times["full"], base, strict=True)])
+    full_median = statistics.median(times["full"])
+    terms = {}
+    for term in TERMS:
+        extra = spread([t - b for t, b in zip(times[term], base, strict=True)])
+        resolved = extra["q1"] > 0 or extra["q3"] < 0  # the interquartile range excludes zero
+        terms[term[1:]] = {
+            "extra_s": extra,
+            "above_noise": resolved,
+            "share": extra["median"] / full_median if resolved else None,
+        }
+    return {
+        "variants": {
+            name: {**spread(values), "rounds_s": values} for name, values in times.items()
+        },
+        "ratio_full_baseline": ratio,
+        "baseline_share": statistics.median(base) / full_median,
+        "terms": terms,
+    }
+
+
+def verdict(ratio: dict[str, float]) -> str:
+    """``met`` when the ratio's interquartile range lies at or below the goal, ``NOT met`` when
+    above it, else within the noise of the goal."""
+    if ratio["q3"] <= GOAL:
+        return "met"
+    if ratio["q1"] > GOAL:
+        return "NOT met"
+    return "within the noise of the goal"
+
+
+def report(result: dict) -> None:
+    """Print what ``result`` holds (the same numbers as the JSON)."""
+    print(f"machine: {result['machine']}")
+    print(f"size: {result['size']}")
+    stable = "medians stable" if result["stable"] else "medians NOT stable within the cap"
+    print(f"rounds: {result['rounds']} interleaved ({stable}; tolerance {result['tol']:.0%})")
+    print(f"  {'variant':<10} {'median s':>9} {'q1 s':>8} {'q3 s':>8} {'min s':>8} {'max s':>8}")
+    for name, v in result["variants"].items():
+        print(
+            f"  {name:<10} {v['median']:9.3f} {v['q1']:8.3f} {v['q3']:8.3f} "
+            f"{v['min']:8.3f} {v['max']:8.3f}"
+        )
+    r = result["ratio_full_baseline"]
+    print(
+        f"full / baseline per round: median {r['median']:.3f}, interquartile {r['q1']:.3f}-"
+        f"{r['q3']:.3f} (goal <= {GOAL}: {result['verdict']})"
     )
+    for term, t in result["terms"].items():
+        e = t["extra_s"]
+        share = (
+            f"share of the full iteration {100 * t['share']:5.1f} %"
+            if t["above_noise"]
+            else "within the noise (interquartile range includes 0)"
+        )
+        print(
+            f"  extra time of {term:<8}: median {e['median']:+.3f} s, interquartile "
+            f"{e['q1']:+.3f} to {e['q3']:+.3f} s: {share}"
+        )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--min-rounds", type=int, default=6, help="timed rounds at least")
+    parser.add_argument("--max-rounds", type=int, default=30, help="timed rounds at most")
     parser.add_argument(
-        "--warmup",
-        type=int,
-        default=2,
-        help="untimed rounds first (CPU kernels and allocator warm up)",
+        "--window", type=int, default=3, help="stable: leaving out this many last rounds ..."
+    )
+    parser.add_argument("--tol", type=float, default=0.02, help="... moves no median this much")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed rounds first (kernels, allocator)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: steadiest on a shared machine)"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(128, 256))
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    return parser.parse_args()
 
-    cfg = load_config("configs/quick.yaml")
-    device = torch.device(args.device)
+
+def make_runner(
+    args: argparse.Namespace, cfg: ExperimentConfig, device: torch.device
+) -> Callable[[str], float]:
+    """Networks, optimisers and one batch at the quick preset's size; returns ``run(variant)``,
+    which times one iteration of that variant in seconds."""
     torch.manual_seed(0)
-    student = (
-        build_model(cfg.model.student, NUM_CLASSES, **dict(cfg.model.student_options))
-        .to(device)
-        .train()
-    )
-    teacher = (
-        build_model(cfg.model.teacher, NUM_CLASSES, **dict(cfg.model.teacher_options))
-        .to(device)
-        .eval()
-    )
-    d = cfg.distill
-    critic = Discriminator(
-        NUM_CLASSES,
-        widths=tuple(d.disc_widths),
-        use_image=d.disc_use_image,
-        input=d.disc_input,
-        input_batchnorm=d.disc_input_batchnorm,
-    ).to(device)
+    m, d = cfg.model, cfg.distill
+    student = build_model(m.student, NUM_CLASSES, **dict(m.student_options)).to(device).train()
+    teacher = build_model(m.teacher, NUM_CLASSES, **dict(m.teacher_options)).to(device).eval()
+    critic = build_critic(cfg, NUM_CLASSES).to(device)
     opt_s = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     opt_d = torch.optim.SGD(critic.parameters(), lr=1e-5, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
@@ -119,42 +229,41 @@ def main() -> None:
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    for _ in range(args.warmup):
-        for name in contexts:
-            run(name)
-    times: dict[str, list[float]] = {name: [] for name in contexts}
-    for _ in range(args.rounds):
-        for name in contexts:  # interleaved: load changes hit every variant alike
-            times[name].append(run(name))
-    median = {name: statistics.median(values) for name, values in times.items()}
+    return run
 
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config("configs/quick.yaml")
+    device = torch.device(args.device)
+    run = make_runner(args, cfg, device)
+    times, stable = measure(run, list(_variants(cfg.distill)), args)
     env = environment_info(device)
-    print(
-        f"machine: {env['cpu']} ({env['cpu_count']} CPUs, {env['threads']} torch threads), "
-        f"gpu {env['gpu']}, {platform.system()}, torch {env['torch']}, device {device}"
-    )
-    print(
-        f"size: batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}; student "
-        f"{cfg.model.student} {dict(cfg.model.student_options)}, teacher {cfg.model.teacher} "
-        f"{dict(cfg.model.teacher_options)}, critic widths {list(d.disc_widths)}; {args.rounds} "
-        "rounds, median"
-    )
-    for name, value in median.items():
-        print(
-            f"  {name:<10} {value:8.3f} s   (rounds: {', '.join(f'{v:.3f}' for v in times[name])})"
-        )
-    ratio = median["full"] / median["baseline"]
-    print(
-        f"full / baseline (teacher forward + plain student step): {ratio:.3f}  (goal <= 1.35: "
-        f"{'met' if ratio <= 1.35 else 'NOT met'})"
-    )
-    for term in ("+pixel", "+pair", "+holistic"):
-        share = (median[term] - median["baseline"]) / median["full"]
-        print(f"  share of the full iteration, {term[1:]:<8}: {100 * share:6.1f} %")
-    print(
-        "  share of the full iteration, baseline: "
-        f"{100 * median['baseline'] / median['full']:6.1f} %"
-    )
+    load = os.getloadavg()[0]  # one reading for the text and the JSON
+    result = {
+        "machine": (
+            f"{env['cpu']} ({env['cpu_count']} CPUs, load average {load:.1f}, "
+            f"{env['threads']} torch threads), gpu {env['gpu']}, {platform.system()}, torch "
+            f"{env['torch']}, device {device}"
+        ),
+        "load_average": load,
+        "cpu_count": env["cpu_count"],
+        "size": (
+            f"batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}; student "
+            f"{cfg.model.student} {dict(cfg.model.student_options)}, teacher {cfg.model.teacher} "
+            f"{dict(cfg.model.teacher_options)}, critic widths {list(cfg.distill.disc_widths)}"
+        ),
+        "rounds": len(times["full"]),
+        "stable": stable,
+        "tol": args.tol,
+        "goal": GOAL,
+        **summarise(times),
+    }
+    result["verdict"] = verdict(result["ratio_full_baseline"])
+    report(result)
+    if args.json is not None:
+        atomic_write_json(args.json, result)
 
 
 if __name__ == "__main__":

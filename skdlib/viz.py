@@ -34,6 +34,8 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
     (119, 11, 32),
 )
 IGNORE_COLOUR = (0, 0, 0)
+_TITLE_INCHES = 0.5  # height of a panel's title above its image
+_LEGEND_INCHES = 0.4  # room below the panels for a class_legend (trimmed when saved tight)
 
 
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
@@ -86,6 +88,94 @@ def image_to_numpy(image: torch.Tensor) -> np.ndarray:
     return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()  # (H, W, 3)
 
 
+def _class_names(classes: int | Sequence[str]) -> list[str]:
+    return [f"class {k}" for k in range(classes)] if isinstance(classes, int) else list(classes)
+
+
+def class_legend(
+    fig: Any,
+    classes: int | Sequence[str],
+    palette: Sequence[tuple[int, int, int]] | None = None,
+    *,
+    present: Sequence[torch.Tensor | np.ndarray] | None = None,
+    ncol: int = 8,
+) -> Any:
+    """A legend of class colours below a figure's panels; returns the matplotlib legend.
+
+    ``classes`` are the class names (a data set's ``class_names``) or a class count (toy maps:
+    "class 0", "class 1", ...); ``palette`` the colours the maps were drawn with by
+    :func:`colorize` (``None``: :func:`default_palette`, as :func:`colorize` uses without one).
+    With ``present`` (the label maps drawn), only the classes that occur in them are listed.
+    The figure should use matplotlib's constrained layout (:func:`show_panels` does), which makes
+    room for the legend.
+    """
+    import matplotlib.patches as mpatches
+
+    names = _class_names(classes)
+    colours = list(palette) if palette is not None else default_palette(len(names))
+    if len(colours) < len(names):
+        raise ValueError(f"palette has {len(colours)} colours for {len(names)} classes")
+    shown = range(len(names))
+    if present is not None:
+        found: set[int] = set()
+        for labels in present:
+            array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+            found.update(int(v) for v in np.unique(np.asarray(array)))
+        shown = [k for k in shown if k in found]
+    handles = [mpatches.Patch(color=np.asarray(colours[k]) / 255.0, label=names[k]) for k in shown]
+    return fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=max(1, min(ncol, len(handles))),
+        frameon=False,
+        fontsize=9,
+    )
+
+
+def show_panels(
+    panels: Sequence[tuple[str, Any] | None],
+    *,
+    ncols: int | None = None,
+    cmap: str = "magma",
+    width: float = 3.2,
+    colorbar: bool = False,
+) -> Any:
+    """Plot panels in a grid of ``ncols`` columns (``None``: one row); each panel is
+    ``(title, array)``: RGB ``(H, W, 3)`` or a scalar map ``(H, W)``, or ``None`` for an empty
+    place (to start a new row). Each panel is ``width`` inches wide; rows are as high as the first
+    panel's aspect needs, plus its title.
+
+    The figure uses constrained layout, so a :func:`class_legend` added afterwards gets its room.
+    Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    columns = len(panels) if ncols is None else max(1, min(ncols, len(panels)))
+    rows = -(-len(panels) // columns)
+    drawn = [panel for panel in panels if panel is not None]
+    height, breadth = np.asarray(drawn[0][1]).shape[:2]
+    row_height = width * height / breadth + _TITLE_INCHES  # the first panel's aspect, its title
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(width * columns, row_height * rows + _LEGEND_INCHES),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        if panel is None:
+            continue
+        title, data = panel
+        array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        im = ax.imshow(array, cmap=None if array.ndim == 3 else cmap)
+        if colorbar and array.ndim == 2:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(title, fontsize=10)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig
+
+
 def show_row(
     panels: Sequence[tuple[str, Any]],
     *,
@@ -93,22 +183,5 @@ def show_row(
     width: float = 3.2,
     colorbar: bool = False,
 ) -> Any:
-    """Plot panels side by side; each panel is ``(title, array)``: RGB ``(H, W, 3)`` or a scalar map
-    ``(H, W)``.
-
-    Returns the matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(width * len(panels), width * 0.75), squeeze=False
-    )
-    for ax, (title, data) in zip(axes[0], panels, strict=True):
-        array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-        im = ax.imshow(array, cmap=None if array.ndim == 3 else cmap)
-        if colorbar and array.ndim == 2:
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-    fig.tight_layout()
-    return fig
+    """:func:`show_panels` in one row. Returns the matplotlib figure."""
+    return show_panels(panels, cmap=cmap, width=width, colorbar=colorbar)

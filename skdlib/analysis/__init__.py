@@ -6,6 +6,10 @@
   (does a data set need context?).
 - :mod:`skdlib.analysis.runs`: reading a profile's run folders (``index.json``, summaries, metrics),
   mean and spread over seeds, the seed-noise test.
+- :mod:`skdlib.analysis.report`: what the result chapters print: scores in mIoU points, differences
+  against the seed noise as sentences, tables of experiments and of their settings, a run's config.
+- :mod:`skdlib.analysis.benchmarks`: the benchmarks' JSON results laid out for the performance
+  appendix.
 - :mod:`skdlib.analysis.embedding`: the critic's embedding scores of teacher and student maps
   (Fig. 3).
 - :mod:`skdlib.analysis.explorer`: everything the interactive explorer shows for one image and

@@ -37,9 +37,14 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from skdlib.train.runfolder import RunFolder
+
+if TYPE_CHECKING:
+    from skdlib.train.config import ExperimentConfig
 
 __all__ = [
     "FAILED",
@@ -137,53 +142,24 @@ def load_index(profile_dir: PathLike) -> dict[str, Any]:
 
 def load_summary(run_dir: PathLike) -> dict[str, Any] | None:
     """The run's ``summary.json`` as a dict, or ``None`` when the folder has none (or it is
-    unreadable)."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        logger.warning("unreadable summary %s: counted as unfinished", path)
-        return None
-    return summary if isinstance(summary, dict) else None
+    unreadable): :meth:`skdlib.train.runfolder.RunFolder.read_summary`."""
+    return RunFolder(Path(run_dir)).read_summary()
 
 
 def load_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` in file order (``[]`` without the file).
-
-    A line that is not a JSON object (e.g. the torn last line of an interrupted run) is skipped
-    with a warning.
-    """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s line %d is not JSON: skipped", path, number)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    """The records of ``metrics.jsonl`` in file order (``[]`` without the file; torn lines skipped
+    with a warning): :meth:`skdlib.train.runfolder.RunFolder.read_metrics`."""
+    return RunFolder(Path(run_dir)).read_metrics()
 
 
-def load_run_config(run_dir: PathLike) -> Any:
-    """The run's ``config.yaml`` as an :class:`skdlib.train.config.ExperimentConfig`.
+def load_run_config(run_dir: PathLike) -> ExperimentConfig:
+    """The run's ``config.yaml`` as an :class:`skdlib.train.config.ExperimentConfig`:
+    :meth:`skdlib.train.runfolder.RunFolder.read_config`.
 
     Raises:
         FileNotFoundError: the folder has no config.yaml.
     """
-    from skdlib.train.config import load_config
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"run_dir: no config.yaml in {Path(run_dir)}")
-    return load_config(path)
+    return RunFolder(Path(run_dir)).read_config()
 
 
 def run_status(run_dir: PathLike, listed: str | None = None) -> str:

@@ -13,15 +13,29 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from skdlib.analysis.runs import experiment_table, load_run_config
+from skdlib.analysis.report import first_config, network, points
+from skdlib.analysis.runs import experiment_table
+from skdlib.train.runfolder import RunFolder
 
-__all__ = ["terms_label", "unlabeled_table"]
+if TYPE_CHECKING:
+    from skdlib.train.config import ExperimentConfig
+
+__all__ = [
+    "stream_reuse",
+    "terms_label",
+    "unlabeled_grid",
+    "unlabeled_pairs",
+    "unlabeled_setup",
+    "unlabeled_table",
+]
 
 PathLike = str | os.PathLike[str]
+
+_TERMS_ORDER = ("baseline", "+PI", "+PI+PA+HO")  # the chapter's rows, then any other terms
 
 
 def terms_label(distill: Any) -> str:
@@ -54,8 +68,8 @@ def unlabeled_table(
     for exp in index.get("experiments", []):
         if group not in exp.get("groups", []) or exp["name"] not in table.index:
             continue
-        folders = [Path(profile_dir) / run["run_dir"] for run in exp.get("runs", [])]
-        folder = next((f for f in folders if (f / "config.yaml").is_file()), None)
+        folders = [RunFolder(Path(profile_dir) / run["run_dir"]) for run in exp.get("runs", [])]
+        folder = next((f for f in folders if f.config.is_file()), None)
         if folder is None:
             extra[exp["name"]] = {
                 "terms": "",
@@ -64,7 +78,7 @@ def unlabeled_table(
                 "ratio": math.nan,
             }
             continue
-        cfg = load_run_config(folder)
+        cfg = folder.read_config()
         # data.train_limit applied, as in the run
         labelled = len(build_dataset_for(cfg, cfg.data.train_split))
         stream = build_unlabeled_dataset(cfg)  # None without a stream, as in the run
@@ -82,3 +96,142 @@ def unlabeled_table(
             else []
         )
     return table
+
+
+def _finished(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["n_finished"] > 0]
+
+
+def _terms_order(table: pd.DataFrame) -> list[str]:
+    present = set(table["terms"])
+    first = [t for t in _TERMS_ORDER if t in present]
+    return first + sorted(present - set(first))
+
+
+def unlabeled_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's table from :func:`unlabeled_table`: one row per ``terms`` (baseline, +PI,
+    +PI+PA+HO, then any other), one column per unlabeled-image count with the mIoU in points
+    (mean ± std over the finished seeds, ``""`` where no such experiment finished), and ``seeds
+    finished`` (``"n/m"`` per experiment of the row, by unlabeled count)."""
+    done = _finished(table)
+    order = _terms_order(done)
+    cells = {(row["terms"], row["unlabeled"]): row for _, row in done.iterrows()}
+    grid = pd.DataFrame(
+        {
+            f"{int(n)} unlabeled": [
+                points(cells[t, n]["miou_mean"], cells[t, n]["miou_std"]) if (t, n) in cells else ""
+                for t in order
+            ]
+            for n in sorted(done["unlabeled"].unique())
+        },
+        index=order,
+    )
+    grid["seeds finished"] = [
+        ", ".join(
+            f"{int(r.n_finished)}/{int(r.n_runs)}"
+            for r in done[done["terms"] == t].sort_values("unlabeled").itertuples()
+        )
+        for t in order
+    ]
+    grid.index.name = "val mIoU % (mean ± std over seeds)"
+    return grid
+
+
+def unlabeled_pairs(table: pd.DataFrame, *, baseline: bool = True) -> list[tuple[str, str]]:
+    """``(experiment, reference)`` pairs of :func:`unlabeled_table`'s finished experiments: every
+    distilled experiment with unlabeled images against the same terms without, and (``baseline``)
+    every distilled experiment against the baseline; by terms, then by unlabeled count."""
+    done = _finished(table)
+    base = list(done.index[done["terms"] == "baseline"])
+    pairs = []
+    for terms in _terms_order(done):
+        if terms == "baseline":
+            continue
+        mine = done[done["terms"] == terms].sort_values("unlabeled", kind="stable")
+        zero = list(mine.index[mine["unlabeled"] == 0])
+        for name, row in mine.iterrows():
+            if zero and row["unlabeled"] > 0:
+                pairs.append((name, zero[0]))
+            if baseline and base:
+                pairs.append((name, base[0]))
+    return pairs
+
+
+def _configs(
+    table: pd.DataFrame, index: Mapping[str, Any], profile_dir: PathLike
+) -> tuple[ExperimentConfig, ExperimentConfig | None]:
+    """The first finished run's config of the table's first experiment, and of its first
+    experiment with a stream (``None`` without one)."""
+    names = list(_finished(table).index)
+    if not names:
+        raise ValueError("table: no experiment with a finished run")
+    cfg = first_config(index, names[0], profile_dir=profile_dir)
+    streaming = [n for n in names if table.loc[n, "unlabeled"] > 0]
+    stream = first_config(index, streaming[0], profile_dir=profile_dir) if streaming else None
+    return cfg, stream
+
+
+def unlabeled_setup(
+    table: pd.DataFrame,
+    index: Mapping[str, Any],
+    *,
+    profile_dir: PathLike,
+    teacher_miou: float = math.nan,
+) -> pd.DataFrame:
+    """``setting, value`` rows of the experiment, read from the first finished run of the first
+    experiment of :func:`unlabeled_table` (and of the first one with a stream): student, teacher
+    (with ``teacher_miou``, a fraction), labelled and unlabeled image counts, images per step,
+    iterations, seeds per setting.
+
+    Raises:
+        ValueError: no experiment of the table has a finished run.
+    """
+    cfg, stream = _configs(table, index, profile_dir)
+    m = cfg.model
+    per_step = stream.data.unlabeled.batch_size if stream is not None else 0
+    labelled = int(table["labelled"].dropna().iloc[0])
+    rows = [
+        (
+            "student",
+            f"{network(m.student, m.student_options)}, init {m.student_pretrained or 'random'}",
+        ),
+        (
+            "teacher",
+            f"{network(m.teacher, m.teacher_options)} (the profile's teacher run, "
+            f"val mIoU {points(teacher_miou)} %)",
+        ),
+        (
+            "labelled images",
+            f"the first {labelled} training images (data.train_limit) of {cfg.data.name}",
+        ),
+        ("unlabeled images", ", ".join(str(n) for n in _counts(table))),
+        ("labelled / unlabeled images per step", f"{cfg.data.batch_size} / {per_step}"),
+        ("iterations", str(cfg.train.max_iters)),
+        ("seeds per setting", str(int(table["n_runs"].max()))),
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _counts(table: pd.DataFrame) -> list[int]:
+    return sorted(int(v) for v in table["unlabeled"].dropna().unique())
+
+
+def stream_reuse(table: pd.DataFrame, index: Mapping[str, Any], *, profile_dir: PathLike) -> str:
+    """How often a run with a stream sees each unlabeled image, as a sentence: ``iterations x
+    unlabeled images per step`` draws over each pool size of :func:`unlabeled_table`.
+
+    Raises:
+        ValueError: no experiment of the table has a finished run.
+    """
+    stream = _configs(table, index, profile_dir)[1]
+    if stream is None:
+        return "No run of this tree has an unlabeled stream."
+    per_step = stream.data.unlabeled.batch_size
+    draws = stream.train.max_iters * per_step
+    pools = [n for n in _counts(table) if n > 0]
+    return (
+        f"Each run with a stream draws {stream.train.max_iters} x {per_step} = {draws} unlabeled "
+        "images, so it sees each image of the pool of "
+        + ", ".join(f"{n} about {draws / n:.2g} times" for n in pools)
+        + "."
+    )

@@ -341,12 +341,6 @@ def build_critic_optimizer(cfg: ExperimentConfig, critic: nn.Module) -> torch.op
 # --------------------------------------------------------------------------------------------------
 # Networks read back from a run folder
 # --------------------------------------------------------------------------------------------------
-def _run_config(folder: RunFolder) -> ExperimentConfig:
-    if not folder.config.is_file():
-        raise FileNotFoundError(f"run_dir: no config.yaml in {folder.root}")
-    return load_config(folder.config)
-
-
 def load_run_network(
     run_dir: str | os.PathLike[str],
     num_classes: int,
@@ -362,7 +356,7 @@ def load_run_network(
     from skdlib.models import build_model, load_pretrained
 
     folder = RunFolder(Path(run_dir))
-    cfg = _run_config(folder)
+    cfg = folder.read_config()
     if not folder.final.is_file():
         raise FileNotFoundError(
             f"run_dir: no checkpoints/final.pt in {folder.root} (has the run finished?)"
@@ -386,7 +380,7 @@ def load_run_critic(
             (the holistic term was off in that run).
     """
     folder = RunFolder(Path(run_dir))
-    cfg = _run_config(folder)
+    cfg = folder.read_config()
     state = load_checkpoint(folder.last)
     if state.get("critic") is None:
         raise ValueError(

@@ -29,9 +29,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from skdlib.train.config import ExperimentConfig
 
 __all__ = [
     "RunFolder",
@@ -217,22 +220,60 @@ class RunFolder:
             self.tensorboard,
         ]
 
-    def is_finished(self) -> bool:
-        """True when ``summary.json`` exists and says ``finished: true``."""
-        if not self.summary.is_file():
-            return False
-        try:
-            return bool(json.loads(self.summary.read_text()).get("finished", False))
-        except (OSError, ValueError, AttributeError):
-            return False
-
     def read_summary(self) -> dict[str, Any] | None:
-        """``summary.json`` as a dict, or ``None`` when it is absent or unreadable."""
+        """``summary.json`` as a dict; ``None`` when it is absent or unreadable (not JSON, not an
+        object), which a warning names."""
+        if not self.summary.is_file():
+            return None
         try:
             summary = json.loads(self.summary.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            logger.warning("unreadable summary %s: counted as unfinished", self.summary)
             return None
-        return summary if isinstance(summary, dict) else None
+        if not isinstance(summary, dict):
+            logger.warning("summary %s is not a JSON object: counted as unfinished", self.summary)
+            return None
+        return summary
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl`` in file order (``[]`` without the file).
+
+        A line that is not a JSON object (e.g. the torn last line of an interrupted run) is skipped
+        with a warning; blank lines are skipped silently.
+        """
+        if not self.metrics.is_file():
+            return []
+        records = []
+        lines = self.metrics.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                logger.warning("%s line %d is not a JSON object: skipped", self.metrics, number)
+        return records
+
+    def read_config(self) -> ExperimentConfig:
+        """``config.yaml`` as an :class:`~skdlib.train.config.ExperimentConfig`.
+
+        Raises:
+            FileNotFoundError: the folder has no ``config.yaml`` (the message names the folder).
+        """
+        from skdlib.train.config import load_config
+
+        if not self.config.is_file():
+            raise FileNotFoundError(f"run folder {self.root}: no config.yaml")
+        return load_config(self.config)
+
+    def is_finished(self) -> bool:
+        """True when ``summary.json`` exists and says ``finished: true``."""
+        summary = self.read_summary()
+        return bool(summary is not None and summary.get("finished", False))
 
     def has_partial_run(self) -> bool:
         """True when any file a run writes is present (finished or not)."""

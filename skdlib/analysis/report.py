@@ -1,0 +1,420 @@
+"""What the result chapters print about a profile's runs: scores in mIoU points, differences
+against the seed noise as sentences, tables of experiments and of their settings.
+
+Every value of :func:`skdlib.analysis.runs.experiment_table` is a fraction in [0, 1]; the chapters
+print percent, i.e. **mIoU points** (``POINTS`` times the fraction). The verdicts come from
+:func:`skdlib.analysis.runs.noise_comparison` and :func:`skdlib.analysis.runs.contrast` (or
+:func:`paired_difference`, the same rule for paired per-image values); this module only words
+them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from skdlib.analysis.runs import FINISHED, collect_runs, contrast, noise_comparison, run_status
+from skdlib.train.runfolder import RunFolder
+
+if TYPE_CHECKING:
+    from skdlib.train.config import DistillConfig, ExperimentConfig
+
+__all__ = [
+    "POINTS",
+    "best_line",
+    "comparison_lines",
+    "comparison_table",
+    "difference",
+    "experiment_cell",
+    "first_config",
+    "measured",
+    "network",
+    "paired_difference",
+    "points",
+    "results_table",
+    "seeds_finished",
+    "setting_value",
+    "settings_table",
+    "setup_table",
+    "skipped_steps",
+    "transfer",
+]
+
+PathLike = str | os.PathLike[str]
+
+POINTS = 100.0  # a fraction in [0, 1] printed in percent: mIoU points
+
+
+# --------------------------------------------------------------------------------------------------
+# Words for numbers
+# --------------------------------------------------------------------------------------------------
+def points(mean: float, std: float = math.nan, *, digits: int = 2) -> str:
+    """A fraction's mean (and its sample standard deviation over seeds) in points:
+    ``points(0.5, 0.0125) == "50.00 ± 1.25"``; ``"n/a"`` for a NaN mean, no ``±`` for a NaN std."""
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    text = f"{POINTS * mean:.{digits}f}"
+    return text if std is None or pd.isna(std) else f"{text} ± {POINTS * std:.{digits}f}"
+
+
+def seeds_finished(row: Mapping[str, Any]) -> str:
+    """``"2/3 (seed2 failed)"`` from a row of :func:`~skdlib.analysis.runs.experiment_table`."""
+    text = f"{int(row['n_finished'])}/{int(row['n_runs'])}"
+    return f"{text} ({row['missing']})" if row.get("missing") else text
+
+
+def experiment_cell(table: pd.DataFrame, name: str) -> str:
+    """One experiment's mIoU for a table cell: ``"50.00 ± 1.25 (2/3 seeds)"``, or ``"not run"``
+    when the table lacks it or none of its seeds finished."""
+    if name not in table.index or pd.isna(table.loc[name, "miou_mean"]):
+        return "not run"
+    row = table.loc[name]
+    count = f"{int(row['n_finished'])}/{int(row['n_runs'])} seeds"
+    return f"{points(row['miou_mean'], row['miou_std'])} ({count})"
+
+
+def difference(
+    result: Mapping[str, Any], *, scale: float = POINTS, unit: str = "points", digits: int = 2
+) -> str:
+    """A difference against the seed noise as words: ``"+1.23 ± 0.45 points (within seed noise)"``.
+
+    ``result`` is a row of :func:`~skdlib.analysis.runs.noise_comparison` (``diff``, ``se``,
+    ``verdict``), a :func:`~skdlib.analysis.runs.contrast` or a :func:`paired_difference` (``value``
+    in place of ``diff``); the value and standard error are multiplied by ``scale`` (fractions to
+    points by default; 1 for values that are not fractions). No ``±`` without a standard error.
+    """
+    value = result["value"] if "value" in result else result["diff"]
+    text = f"{scale * value:+.{digits}f}"
+    if not pd.isna(result.get("se", math.nan)):
+        text += f" ± {scale * result['se']:.{digits}f}"
+    return f"{text}{' ' + unit if unit else ''} ({result['verdict']})"
+
+
+def measured(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str]) -> str:
+    """:func:`~skdlib.analysis.runs.contrast` of mIoU ``sum(plus) - sum(minus)`` as
+    :func:`difference` words, or ``"not measured in this tree (no finished runs of ...)"``."""
+    missing = [
+        n for n in [*plus, *minus] if n not in table.index or table.loc[n, "n_finished"] == 0
+    ]
+    if missing:
+        return f"not measured in this tree (no finished runs of {', '.join(missing)})"
+    return difference(contrast(table, plus, minus))
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], *, threshold: float = 2.0
+) -> dict[str, Any]:
+    """Mean of the paired differences ``a[i] - b[i]`` against their noise, as
+    :func:`~skdlib.analysis.runs.contrast` returns it: ``{"value", "se", "t", "exceeds",
+    "verdict"}`` with ``se = std(a - b, ddof=1) / sqrt(n)``, ``t = value / se`` and ``exceeds`` when
+    ``|t| > threshold``; "not testable" below two pairs.
+
+    Raises:
+        ValueError: ``a`` and ``b`` differ in length, or ``threshold <= 0``.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"a and b must pair up, got {len(a)} and {len(b)} values")
+    if threshold <= 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    gaps = pd.Series([float(x) - float(y) for x, y in zip(a, b, strict=True)], dtype=float)
+    value = float(gaps.mean()) if len(gaps) else math.nan
+    if len(gaps) < 2:
+        verdict = f"not testable: {len(gaps)} pair(s) (needs 2)"
+        return {"value": value, "se": math.nan, "t": math.nan, "exceeds": False, "verdict": verdict}
+    se = float(gaps.std(ddof=1)) / math.sqrt(len(gaps))
+    t = value / se if se else (math.copysign(math.inf, value) if value else math.nan)
+    exceeds = not math.isnan(t) and abs(t) > threshold
+    verdict = "larger than the noise" if exceeds else "within the noise"
+    return {"value": value, "se": se, "t": t, "exceeds": exceeds, "verdict": verdict}
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparisons
+# --------------------------------------------------------------------------------------------------
+def _compare(table: pd.DataFrame, name: str, reference: str) -> pd.Series:
+    return noise_comparison(table.loc[[reference, name]], reference).loc[name]
+
+
+def _label(table: pd.DataFrame, name: str) -> str:
+    return str(table.loc[name, "label"]) if "label" in table.columns else name
+
+
+def comparison_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """One row per ``(experiment, reference)`` pair of an
+    :func:`~skdlib.analysis.runs.experiment_table`: ``comparison`` (their labels), ``difference
+    (mIoU points)``, ``standard error``, ``t`` and ``verdict`` of
+    :func:`~skdlib.analysis.runs.noise_comparison`, as text; pairs naming an experiment the table
+    lacks are left out."""
+    rows = []
+    for name, reference in pairs:
+        if name not in table.index or reference not in table.index:
+            continue
+        result = _compare(table, name, reference)
+        rows.append(
+            {
+                "comparison": f"{_label(table, name)} vs {_label(table, reference)}",
+                "difference (mIoU points)": f"{POINTS * result['diff']:+.2f}",
+                "standard error": "n/a"
+                if pd.isna(result["se"])
+                else f"{POINTS * result['se']:.2f}",
+                "t": "n/a" if pd.isna(result["t"]) else f"{result['t']:+.2f}",
+                "verdict": result["verdict"],
+            }
+        )
+    columns = ["comparison", "difference (mIoU points)", "standard error", "t", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def comparison_lines(
+    table: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    paper: Mapping[str, float] | None = None,
+) -> list[str]:
+    """Markdown bullets, one per ``(experiment, reference)`` pair whose both sides have a finished
+    seed: ``"- +PI vs baseline: +1.23 ± 0.45 points (within seed noise); the paper: +1.41."``.
+
+    ``paper`` maps experiment names to the paper's mIoU in points; the paper's difference is added
+    when it has both sides.
+    """
+    lines = []
+    for name, reference in pairs:
+        if name not in table.index or reference not in table.index:
+            continue
+        if table.loc[[name, reference], "n_finished"].min() == 0:
+            continue
+        line = f"- {_label(table, name)} vs {_label(table, reference)}: "
+        line += difference(_compare(table, name, reference))
+        if paper is not None and name in paper and reference in paper:
+            line += f"; the paper: {paper[name] - paper[reference]:+.2f}"
+        lines.append(line + ".")
+    return lines
+
+
+def best_line(table: pd.DataFrame) -> str:
+    """``"- The highest mean is +PI+PA (51.20)."`` over the experiments with a finished seed;
+    ``""`` when none has one."""
+    done = table[table["n_finished"] > 0]
+    if not len(done):
+        return ""
+    best = done["miou_mean"].idxmax()
+    return f"- The highest mean is {_label(done, best)} ({points(done.loc[best, 'miou_mean'])})."
+
+
+def results_table(
+    table: pd.DataFrame,
+    *,
+    reference: str | None = None,
+    paper: Mapping[str, float] | None = None,
+    teacher: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The results of an :func:`~skdlib.analysis.runs.experiment_table`, one row per experiment,
+    as text: ``setting``, ``seeds finished``, ``mIoU % (mean ± std)``, ``range %``, ``pixel acc %``;
+    with a ``reference`` experiment, the difference to it in points with ``t`` and ``verdict``;
+    with ``paper`` (name -> the paper's mIoU in points), the paper's value and difference.
+
+    ``teacher`` (a :func:`~skdlib.analysis.runs.teacher_summary`) adds a last row, ``setting``
+    ``"teacher"``, with its run status, mIoU and pixel accuracy (and ``paper["teacher"]``).
+    """
+    rows = []
+    for name, row in table.iterrows():
+        out = {
+            "setting": row["label"],
+            "seeds finished": seeds_finished(row),
+            "mIoU % (mean ± std)": points(row["miou_mean"], row["miou_std"]),
+            "range %": _range(row),
+            "pixel acc %": points(row["pixel_acc_mean"], row["pixel_acc_std"]),
+        }
+        if reference is not None and reference in table.index:
+            out.update(_against(table, name, reference))
+        if paper is not None:
+            out.update(_paper(table, paper, name, reference))
+        rows.append(out)
+    if teacher is not None:
+        rows.append(_teacher_row(teacher, paper))
+    return pd.DataFrame(rows).fillna("")
+
+
+def _teacher_row(teacher: Mapping[str, Any], paper: Mapping[str, float] | None) -> dict[str, str]:
+    row = {
+        "setting": "teacher",
+        "seeds finished": str(teacher.get("status", "absent")),
+        "mIoU % (mean ± std)": points(teacher.get("miou", math.nan)),
+        "pixel acc %": points(teacher.get("pixel_acc", math.nan)),
+    }
+    if paper is not None and "teacher" in paper:
+        row["paper mIoU %"] = f"{paper['teacher']:.2f}"
+    return row
+
+
+def _range(row: Mapping[str, Any]) -> str:
+    if pd.isna(row["miou_min"]):
+        return "n/a"
+    return f"{POINTS * row['miou_min']:.2f}-{POINTS * row['miou_max']:.2f}"
+
+
+def _against(table: pd.DataFrame, name: str, reference: str) -> dict[str, str]:
+    column = f"vs {_label(table, reference)} (points)"
+    if name == reference:
+        return {column: "reference", "t": "", "verdict": ""}
+    result = _compare(table, name, reference)
+    return {
+        column: "n/a" if pd.isna(result["diff"]) else f"{POINTS * result['diff']:+.2f}",
+        "t": "" if pd.isna(result["t"]) else f"{result['t']:+.2f}",
+        "verdict": result["verdict"],
+    }
+
+
+def _paper(
+    table: pd.DataFrame, paper: Mapping[str, float], name: str, reference: str | None
+) -> dict[str, str]:
+    out = {"paper mIoU %": f"{paper[name]:.2f}" if name in paper else ""}
+    if reference is not None and reference in table.index:
+        both = name in paper and reference in paper and name != reference
+        column = f"paper vs {_label(table, reference)}"
+        out[column] = f"{paper[name] - paper[reference]:+.2f}" if both else ""
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Run folders
+# --------------------------------------------------------------------------------------------------
+def first_config(
+    index: Mapping[str, Any], experiment: str, *, profile_dir: PathLike
+) -> ExperimentConfig | None:
+    """The ``config.yaml`` of the experiment's first finished run (index order), or ``None`` when
+    the index lacks the experiment or none of its runs has finished."""
+    exp = next((e for e in index.get("experiments", []) if e["name"] == experiment), None)
+    for run in (exp or {}).get("runs", []):
+        folder = RunFolder(Path(profile_dir) / run["run_dir"])
+        if run_status(folder.root, run.get("status")) == FINISHED:
+            return folder.read_config()
+    return None
+
+
+def skipped_steps(
+    index: Mapping[str, Any], experiments: Sequence[str], *, profile_dir: PathLike
+) -> dict[str, int]:
+    """Per listed experiment with runs in the index: how many logged records of its runs'
+    ``metrics.jsonl`` say a step was skipped (``nonfinite`` set, or ``skipped_critic > 0``)."""
+    runs = collect_runs(index, profile_dir=profile_dir)
+    counts = {}
+    for name in experiments:
+        mine = runs[runs["experiment"] == name] if len(runs) else runs
+        if not len(mine):
+            continue
+        records = [r for path in mine["run_dir"] for r in RunFolder(Path(path)).read_metrics()]
+        counts[name] = sum(
+            1 for r in records if r.get("nonfinite") or (r.get("skipped_critic") or 0) > 0
+        )
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------------
+def network(name: str, options: Mapping[str, Any]) -> str:
+    """A network as the tables name it: ``"pspnet_resnet18 width 0.25"`` (width 1 by default)."""
+    return f"{name} width {dict(options).get('width', 1.0):g}"
+
+
+def _dataset_sizes(cfg: ExperimentConfig, repo: PathLike) -> tuple[int, int]:
+    """Training images (``data.train_limit`` applied) and validation images of a run's data."""
+    from skdlib.data import build_dataset
+
+    root = Path(cfg.data.root)
+    root = root if root.is_absolute() else Path(repo) / root
+    n_train = len(build_dataset(cfg.data.name, root, cfg.data.train_split))
+    if cfg.data.train_limit is not None:
+        n_train = min(n_train, cfg.data.train_limit)
+    return n_train, len(build_dataset(cfg.data.name, root, cfg.data.val_split))
+
+
+def _setup_rows(
+    student: ExperimentConfig, teacher: ExperimentConfig, sizes: tuple[int, int]
+) -> list[tuple[str, Any]]:
+    d, data, m = student.distill, student.data, student.model
+    init = m.student_pretrained or "random"
+    return [
+        ("teacher", network(teacher.model.student, teacher.model.student_options)),
+        ("teacher iterations", teacher.train.max_iters),
+        ("student", f"{network(m.student, m.student_options)}, init {init}"),
+        ("data", f"{data.name}, {sizes[0]} train / {sizes[1]} val"),
+        ("crop", " x ".join(map(str, data.crop_size))),
+        ("random scale", "-".join(f"{v:g}" for v in data.scale_range)),
+        ("batch", data.batch_size),
+        ("student iterations", student.train.max_iters),
+        ("discriminator widths", "-".join(map(str, d.disc_widths))),
+        ("node size beta", f"{d.node_size} x {d.node_size}"),
+        ("lambda1 (PI, PA) / lambda2 (HO)", f"{d.lambda_pi:g}, {d.lambda_pa:g} / {d.lambda_ho:g}"),
+    ]
+
+
+def setup_table(
+    student: ExperimentConfig,
+    teacher: ExperimentConfig,
+    *,
+    repo: PathLike,
+    paper: Mapping[str, tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """The setup of a profile's runs from a student run's and the teacher run's configs:
+    networks, iterations, data set and its sizes, crop, scale, batch, critic widths, node size and
+    the loss weights, one ``setting`` per row with ``these runs``' value.
+
+    ``paper`` maps a setting to ``(the paper's value, why these runs differ)``; with it the table
+    has the columns ``setting, paper, these runs, why``. A relative ``data.root`` is taken relative
+    to ``repo``.
+    """
+    rows = _setup_rows(student, teacher, _dataset_sizes(student, repo))
+    if paper is None:
+        return pd.DataFrame(rows, columns=["setting", "these runs"])
+    full = []
+    for setting, value in rows:
+        theirs, why = paper.get(setting, ("", ""))
+        full.append((setting, theirs, str(value), why))
+    return pd.DataFrame(full, columns=["setting", "paper", "these runs", "why"])
+
+
+def setting_value(cfg: ExperimentConfig | None, dotted: str) -> str:
+    """One setting of a config as the tables print it: ``setting_value(cfg, "data.scale_range")
+    == "0.75-1.5"``, floats with ``:g``; ``"n/a"`` without a config."""
+    if cfg is None:
+        return "n/a"
+    section, key = dotted.split(".")
+    value = getattr(getattr(cfg, section), key)
+    if isinstance(value, tuple):
+        return "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_table(configs: Mapping[str, ExperimentConfig], fields: Sequence[str]) -> pd.DataFrame:
+    """``setting`` (a dotted field such as ``"distill.pool"``), one column of values per named
+    config, and ``differs`` (True when the values are not all equal)."""
+    rows = []
+    for field in fields:
+        values = [setting_value(cfg, field) for cfg in configs.values()]
+        rows.append([field, *values, len(set(values)) > 1])
+    return pd.DataFrame(rows, columns=["setting", *configs, "differs"])
+
+
+def transfer(distill: DistillConfig) -> str:
+    """What a student's extra term transfers, beside the pixel-wise one: ``"global pair-wise
+    (lambda 10; avg pooling, 2x2 nodes)"``, ``"local pair-wise, 8 neighbours (lambda 1)"``, MIMIC,
+    attention transfer or ``"none"``."""
+    d = distill
+    if d.pairwise:
+        size = f"{d.node_size}x{d.node_size} nodes"
+        kernel = f"kernel {d.node_fraction:g} of the map" if d.node_fraction else size
+        return f"global pair-wise (lambda {d.lambda_pa:g}; {d.pool} pooling, {kernel})"
+    if d.local_pairwise:
+        return f"local pair-wise, 8 neighbours (lambda {d.lambda_local:g})"
+    if d.mimic:
+        return f"MIMIC, 1x1-conv regression (lambda {d.lambda_mimic:g})"
+    if d.attention:
+        return f"attention transfer (lambda {d.lambda_at:g})"
+    return "none"
