@@ -257,7 +257,7 @@ def run_pipeline(
     track.write()
     notebook_path = resolve(notebook, root) if executor == "local" else None
     with LocalExecutor(notebook=notebook_path, cwd=root, jobs=jobs) as runner:
-        _execute(runner, todo, actions, track, threads, teacher_threads, progress)
+        _execute(runner, list(todo), actions, track, threads, teacher_threads, progress)
     failed = [key for key, state in track.states.items() if state["status"] == "failed"]
     logger.info(
         "profile %s: %d run(s) trained, %d reused, %d failed, in %s; index %s",
