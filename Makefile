@@ -14,7 +14,7 @@ NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
 # The chapter every pipeline run executes (papermill), its executed copy kept in the run folder.
 TRAINING_NOTEBOOK := book/training.md
 
-.PHONY: book experiments widgets test test-fast lint test-lib test-notebooks test-pipeline test-slurm notebooks bench install clean help
+.PHONY: book experiments teacher widgets test test-fast lint test-lib test-notebooks test-pipeline test-slurm notebooks bench install clean help
 help:
 	@echo "make book   run the main job and render the book to _build/html/index.html"
 	@echo "make test   run every test (lint, library, notebooks, the smoke pipeline)"
@@ -84,6 +84,11 @@ PROFILE ?= quick
 DATA ?=
 DATA_ROOT ?=
 EXPERIMENT_SETS := $(if $(DATA),--set data.name=$(DATA)) $(if $(DATA_ROOT),--set data.root=$(DATA_ROOT))
+
+# The profile's teacher trained again from scratch (the quick profile keeps it in teachers/quick,
+# committed: make book reuses it while its configuration matches).
+teacher: $(STAMP)
+	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --teacher-only --force --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)
 
 experiments: $(STAMP)
 	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)

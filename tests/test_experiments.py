@@ -558,3 +558,57 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     assert train_iters == [1, 2, 3]  # iteration 1 kept, 2 and 3 trained again, nothing twice
     assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_record
     assert torch.load(folder / "checkpoints" / "final.pt", weights_only=True)
+
+
+def _copy_project(root: Path, teacher_dir: str) -> Path:
+    """A project folder with the repository's configs and a plan whose smoke profile keeps its
+    teacher in ``teacher_dir``."""
+    import shutil
+
+    shutil.copytree(REPO / "configs", root / "configs")
+    plan = yaml.safe_load(PLAN.read_text())
+    plan["profiles"]["smoke"]["teacher_dir"] = teacher_dir
+    (root / "configs" / "experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    return root
+
+
+def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, monkeypatch):
+    trained: list[str] = []
+
+    def fake(notebook, payload, cwd):
+        cfg = load_config(payload["config"], payload["overrides"])
+        folder = Path(payload["run_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / "config.yaml")
+        summary = {"finished": True, "config_hash": config_hash(cfg)}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        trained.append(folder.name)
+        return {"status": "finished", "error": None, "elapsed_s": 0.0}
+
+    monkeypatch.setattr(executors, "execute_notebook_run", fake)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
+    first = _copy_project(tmp_path / "a", "teachers/smoke")
+    args = ["run", "--profile", "smoke", "--notebook", str(NOTEBOOK), "--only", "baseline"]
+    args += ["--jobs", "1"]
+    assert ex.main([*args, "--root", str(first)]) == 0
+    kept = first / "teachers" / "smoke"
+    summary = json.loads((kept / "summary.json").read_text())
+    assert trained == ["smoke", "seed0"] and summary["portable_config_hash"]
+    index = json.loads((first / "runs" / "smoke" / "index.json").read_text())
+    assert (first / "runs" / "smoke" / index["teacher"]["run_dir"]).resolve() == kept.resolve()
+    spec = ex.build_runs(ex.load_plan(first / "configs" / "experiments.yaml"), "smoke",
+                         project_root=first)[0]  # fmt: skip
+    assert spec.run_dir == kept.resolve() and summary["config_hash"] == spec.hash
+
+    # Another checkout (other absolute paths), the kept folder copied with it: reused.
+    import shutil
+
+    second = _copy_project(tmp_path / "b", "teachers/smoke")
+    shutil.copytree(kept, second / "teachers" / "smoke")
+    trained.clear()
+    assert ex.main([*args, "--root", str(second)]) == 0
+    assert trained == ["seed0"]  # the student only
+    # A teacher configuration that differs: trained again; --teacher-only stops after it.
+    trained.clear()
+    assert ex.main([*args, "--root", str(second), "--teacher-only", "--set", "train.lr=0.02"]) == 0
+    assert trained == ["smoke"]

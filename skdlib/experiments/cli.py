@@ -46,6 +46,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="train every run again from scratch")
     p.add_argument(
+        "--teacher-only",
+        action="store_true",
+        help="train (or reuse) the profile's teacher and stop (make teacher: with --force)",
+    )
+    p.add_argument(
         "--executor",
         default="local",
         choices=EXECUTORS,
@@ -125,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         threads=args.threads,
         teacher_threads=args.teacher_threads,
+        teacher_only=args.teacher_only,
     )
     if result["failed"]:
         logger.error("failed runs (see their run folders): %s", ", ".join(result["failed"]))

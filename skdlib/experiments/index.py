@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 
 
-def _run_entry(spec: RunSpec, state: Mapping[str, Any]) -> dict[str, Any]:
+def _run_entry(spec: RunSpec, state: Mapping[str, Any], profile_dir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "run_dir": spec.key,
+        "run_dir": os.path.relpath(spec.run_dir, profile_dir),  # a kept teacher lies elsewhere
         "config_hash": spec.hash,
         "status": state["status"],
     }
@@ -79,7 +80,7 @@ def write_index(
         "teacher": {
             "config": _display(teacher.config_path, project_root),
             "overrides": list(profile.overrides),
-            **_run_entry(teacher, states[teacher.key]),
+            **_run_entry(teacher, states[teacher.key], path.parent),
         },
         "experiments": [],
     }
@@ -98,7 +99,9 @@ def write_index(
                     "description": exp.description,
                     "config": _display(specs[0].config_path, project_root),
                     "overrides": list(plan.overrides(exp, profile)),
-                    "runs": [{"seed": s.seed, **_run_entry(s, states[s.key])} for s in specs],
+                    "runs": [
+                        {"seed": s.seed, **_run_entry(s, states[s.key], path.parent)} for s in specs
+                    ],
                 }
             )
         elif exp.name in old:

@@ -30,9 +30,9 @@ from typing import Any, Literal
 from skdlib.experiments.executors import LocalExecutor
 from skdlib.experiments.index import INDEX_NAME, write_index
 from skdlib.experiments.plan import DEFAULT_PLAN, TEACHER_DIR, Plan, PlanError, Profile, load_plan
-from skdlib.experiments.runs import RunSpec, build_runs, resolve, run_action
+from skdlib.experiments.runs import PORTABLE_HASH, RunSpec, build_runs, resolve, run_action
 from skdlib.train.config import ExperimentConfig
-from skdlib.train.runfolder import RunFolder
+from skdlib.train.runfolder import RunFolder, atomic_write_json
 
 __all__ = ["EXECUTORS", "run_pipeline"]
 
@@ -124,6 +124,8 @@ class _Progress:
         logger.info("[%d/%d] start %s: %s (%s)", self.started_count, self.total, key, action, why)
 
     def finished(self, spec: RunSpec, result: Mapping[str, Any]) -> None:
+        if spec.kept_in is not None and result["status"] == "finished":
+            _mark_portable(spec)
         self.done_count += 1
         self.states[spec.key] = dict(result)
         self.write()
@@ -151,6 +153,14 @@ class _Progress:
             _fmt(time.perf_counter() - self.t0),
             eta,
         )
+
+
+def _mark_portable(spec: RunSpec) -> None:
+    """Record in a kept run's ``summary.json`` the hash that matches it in any checkout."""
+    folder = RunFolder(spec.run_dir)
+    summary = folder.read_summary()
+    if summary is not None:
+        atomic_write_json(folder.summary, {**summary, PORTABLE_HASH: spec.reuse_hash})
 
 
 def _payload(spec: RunSpec, action: str, threads: int, progress: bool) -> dict[str, Any]:
@@ -187,6 +197,7 @@ def run_pipeline(
     threads: int | None = None,
     teacher_threads: int | None = None,
     progress: bool = False,
+    teacher_only: bool = False,
 ) -> dict[str, Any]:
     """Run every run of ``profile`` and return ``{"index", "failed", "actions"}``.
 
@@ -200,6 +211,7 @@ def run_pipeline(
             executor runs with papermill for each run.
         executor: ``local`` (papermill, needs ``notebook``) or ``inprocess``.
         jobs, threads, teacher_threads: default to the profile's values.
+        teacher_only: train (or reuse) the teacher and stop.
 
     Raises:
         PlanError: a bad plan, profile, experiment name, override or count (before any run).
@@ -220,6 +232,8 @@ def run_pipeline(
         sets=sets,
         only=only,
     )
+    if teacher_only:
+        runs = runs[:1]
     jobs = prof.jobs if jobs is None else jobs
     threads = prof.threads if threads is None else threads
     teacher_threads = prof.teacher_threads if teacher_threads is None else teacher_threads

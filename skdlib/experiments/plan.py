@@ -44,6 +44,7 @@ _PROFILE_KEYS = {
     "jobs",
     "threads",
     "teacher_threads",
+    "teacher_dir",
 }
 _EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
 _PLAN_KEYS = {"profiles", "settings", "experiments"}
@@ -76,6 +77,9 @@ class Profile:
     threads: int = 1
     #: Torch threads of the teacher run (it trains alone, before the students).
     teacher_threads: int = 1
+    #: A teacher run folder kept in the repository (relative to the project root), reused while
+    #: its configuration matches; ``None``: ``<runs_root>/<profile>/teacher``.
+    teacher_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,9 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
             f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}"
         )
     threads = _positive_int(f"{where}.threads", raw.get("threads", 1))
+    teacher_dir = raw.get("teacher_dir")
+    if teacher_dir is not None and (not isinstance(teacher_dir, str) or not teacher_dir):
+        raise PlanError(f"{where}.teacher_dir: expected a folder path, got {teacher_dir!r}")
     return Profile(
         name=_name("profiles", name),
         description=str(raw.get("description", "")),
@@ -231,6 +238,7 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         teacher_threads=_positive_int(
             f"{where}.teacher_threads", raw.get("teacher_threads", threads)
         ),
+        teacher_dir=teacher_dir,
     )
 
 

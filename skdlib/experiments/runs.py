@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Literal
 
 from skdlib.experiments.plan import TEACHER_DIR, Plan, PlanError, _override_list
-from skdlib.train.build import load_config_pinned
+from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder
 
-__all__ = ["Action", "RunSpec", "build_runs", "resolve", "run_action"]
+__all__ = ["PORTABLE_HASH", "Action", "RunSpec", "build_runs", "resolve", "run_action"]
 
 Action = Literal["reuse", "train", "resume", "retrain"]
+
+#: ``summary.json`` key of a kept run's portable config hash (written by the pipeline).
+PORTABLE_HASH = "portable_config_hash"
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,26 @@ class RunSpec:
     overrides: tuple[str, ...]  #: every override passed to the run, in order
     run_dir: Path
     config: ExperimentConfig = field(compare=False, repr=False)
+    #: For a run folder kept in the repository: the project root its paths are relative to.
+    kept_in: Path | None = None
 
     @property
     def hash(self) -> str:
-        """The config hash the finished run's ``summary.json`` must hold to be reused."""
+        """The config hash the finished run's ``summary.json`` holds (``config_hash``)."""
         return config_hash(self.config)
+
+    @property
+    def reuse_key(self) -> str:
+        """The ``summary.json`` key holding the hash a finished run must match to be reused."""
+        return "config_hash" if self.kept_in is None else PORTABLE_HASH
+
+    @property
+    def reuse_hash(self) -> str:
+        """The hash that key must hold: the config hash, or for a kept run the hash with its
+        paths relative to the project root (the same in every checkout)."""
+        if self.kept_in is None:
+            return self.hash
+        return portable_config_hash(self.config, self.kept_in)
 
 
 def resolve(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
@@ -76,7 +94,12 @@ def build_runs(
     pin_base = resolve(data_base if data_base is not None else ".", project_root)
 
     def make(
-        key: str, experiment: str | None, seed: int | None, preset: str, overrides: list[str]
+        key: str,
+        experiment: str | None,
+        seed: int | None,
+        preset: str,
+        overrides: list[str],
+        run_dir: Path | None = None,
     ) -> RunSpec:
         path = resolve(preset, project_root)
         try:
@@ -91,11 +114,14 @@ def build_runs(
             seed=seed,
             config_path=path,
             overrides=tuple(overrides),
-            run_dir=base / key,
+            run_dir=run_dir or base / key,
             config=cfg,
+            kept_in=Path(project_root).resolve() if run_dir is not None else None,
         )
 
-    teacher = make(TEACHER_DIR, None, None, prof.teacher_config, [*prof.overrides, *sets])
+    kept = resolve(prof.teacher_dir, project_root) if prof.teacher_dir else None
+    teacher_overrides = [*prof.overrides, *sets]
+    teacher = make(TEACHER_DIR, None, None, prof.teacher_config, teacher_overrides, kept)
     checkpoint = json.dumps(str(RunFolder(teacher.run_dir).final))
     runs = [teacher]
     for exp in experiments:
@@ -123,10 +149,11 @@ def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
     if force:
         return "retrain", "--force"
     if folder.is_finished():
-        found = json.loads(folder.summary.read_text()).get("config_hash")
-        if found == spec.hash:
-            return "reuse", f"finished with config hash {found}"
-        return "retrain", f"finished run has config hash {found}, the plan now makes {spec.hash}"
+        found = (folder.read_summary() or {}).get(spec.reuse_key)
+        wanted = spec.reuse_hash
+        if found == wanted:
+            return "reuse", f"finished with {spec.reuse_key} {found}"
+        return "retrain", f"finished run has {spec.reuse_key} {found}, the plan now makes {wanted}"
     if not folder.has_partial_run():
         return "train", "new run"
     if folder.config.is_file():

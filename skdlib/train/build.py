@@ -24,7 +24,13 @@ import torch
 from torch import nn
 
 from skdlib.constants import IGNORE_INDEX
-from skdlib.train.config import ExperimentConfig, load_config, validate_with_model
+from skdlib.train.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_hash,
+    load_config,
+    validate_with_model,
+)
 from skdlib.train.runfolder import RunFolder, load_checkpoint
 from skdlib.train.terms import needs_adapter, needs_critic
 
@@ -45,6 +51,7 @@ __all__ = [
     "load_run_network",
     "make_train_loader",
     "num_classes_of",
+    "portable_config_hash",
     "resolve_device",
 ]
 
@@ -96,6 +103,24 @@ def load_config_pinned(
             pins.append(f"{key}={json.dumps(str(Path(base) / Path(value).expanduser()))}")
     pinned = [*overrides, *pins]
     return pinned, (load_config(preset, pinned) if pins else cfg)
+
+
+def portable_config_hash(cfg: ExperimentConfig, root: str | os.PathLike[str]) -> str:
+    """:func:`config_hash` of ``cfg`` with the :data:`PINNED_PATHS` that lie inside ``root``
+    written relative to it: the same run set up in another checkout hashes the same (a run
+    folder kept in the repository is matched this way)."""
+    base = Path(root).resolve()
+    relative = []
+    for key in PINNED_PATHS:
+        value = _dotted(cfg, key)
+        if value is None or not Path(value).is_absolute():
+            continue
+        try:
+            inside = Path(value).resolve().relative_to(base)
+        except ValueError:
+            continue
+        relative.append(f"{key}={json.dumps(str(inside))}")
+    return config_hash(apply_overrides(cfg, relative) if relative else cfg)
 
 
 # --------------------------------------------------------------------------------------------------
