@@ -612,3 +612,34 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
     trained.clear()
     assert ex.main([*args, "--root", str(second), "--teacher-only", "--set", "train.lr=0.02"]) == 0
     assert trained == ["smoke"]
+
+
+@pytest.mark.slow
+def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
+    """Two smoke pipelines from scratch (papermill runs, two at a time, thread counts from the
+    profile): every run's scores and final weights are identical."""
+    only = ["baseline", "pi_pa_ho", "few_pi_unl1x"]
+    trees = []
+    for name in ("first", "second"):
+        root = tmp_path / name
+        result = ex.run_pipeline(
+            "smoke",
+            plan_path=PLAN,
+            project_root=REPO,
+            data_base=root,
+            notebook=NOTEBOOK,
+            runs_root=root / "runs",
+            only=only,
+            sets=[f"data.root={root / 'data'}"],
+        )
+        assert result["failed"] == []
+        trees.append(root / "runs" / "smoke")
+    keys = ["teacher", *(f"{name}/seed0" for name in only)]
+    for key in keys:
+        a, b = (json.loads((tree / key / "summary.json").read_text()) for tree in trees)
+        for field in ("miou", "pixel_acc", "class_iou"):
+            assert a[field] == b[field], (key, field)
+        weights = [torch.load(t / key / "checkpoints" / "final.pt") for t in trees]
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), key
+    env = json.loads((trees[0] / "baseline" / "seed0" / "env.json").read_text())
+    assert env["threads"] == ex.load_plan(PLAN).profile("smoke").threads
