@@ -11,6 +11,7 @@ from skdlib.analysis.embedding import (
     embedding_scores,
     load_fig3_models,
     predict_logits,
+    train_fair_judge,
     val_dataset_for,
 )
 from skdlib.analysis.runs import experiment_table, load_index, make_demo_runs
@@ -153,3 +154,80 @@ def test_refusals(models, val_set, demo):
         load_fig3_models(demo, index, without_ho="nope")
     with pytest.raises(ValueError, match="seed"):
         load_fig3_models(demo, index, seed=7)
+
+
+def _train_set(models):
+    from skdlib.data import build_dataset
+
+    cfg = models.critic_config
+    return build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split)
+
+
+def test_fair_judge_is_deterministic_and_leaves_the_networks_alone(models):
+    train_set = _train_set(models)
+    before = {k: v.clone() for k, v in models.students["w/ HO"].state_dict().items()}
+    first = train_fair_judge(
+        models.critic_config, models.teacher, models.students, train_set, iters=3, batch_size=2
+    )
+    second = train_fair_judge(
+        models.critic_config, models.teacher, models.students, train_set, iters=3, batch_size=2
+    )
+    assert not first.critic.training and list(first.history["iter"]) == [1, 2, 3]
+    for key, value in first.critic.state_dict().items():
+        assert torch.equal(value, second.critic.state_dict()[key]), key
+    after = models.students["w/ HO"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # A fresh critic of the trained one's architecture, not the trained one.
+    assert type(first.critic) is type(models.critic)
+    assert any(
+        not torch.equal(v, models.critic.state_dict()[k])
+        for k, v in first.critic.state_dict().items()
+    )
+
+
+class _Maps(torch.nn.Module):
+    """A stand-in network: confident logits of a class that depends on the image's mean
+    brightness (``sharp``), or flat logits; 1/8 of the input's size."""
+
+    def __init__(self, num_classes: int, *, sharp: bool) -> None:
+        super().__init__()
+        self.num_classes, self.sharp = num_classes, sharp
+
+    def forward(self, image: torch.Tensor):
+        from skdlib.models.outputs import SegmentationOutput
+
+        n, _, h, w = image.shape
+        logits = torch.zeros(n, self.num_classes, h // 8, w // 8)
+        if self.sharp:
+            cls = (image.mean(dim=(1, 2, 3)) > 0).long()  # (N,)
+            logits[torch.arange(n), cls] = 6.0
+        return SegmentationOutput(logits=logits, aux_logits=None, features={})
+
+
+def test_fair_judge_learns_to_tell_the_teacher_from_the_students(models):
+    """With a teacher of confident maps and students of flat ones, a few dozen steps make the judge
+    score the teacher's maps above the students' on the training images."""
+    import dataclasses
+
+    cfg = models.critic_config
+    cfg = dataclasses.replace(
+        cfg, distill=dataclasses.replace(cfg.distill, disc_optimizer="adam", disc_lr=1e-3)
+    )
+    k = models.num_classes
+    history = train_fair_judge(
+        cfg,
+        _Maps(k, sharp=True),
+        {"a": _Maps(k, sharp=False), "b": _Maps(k, sharp=False)},
+        _train_set(models),
+        iters=30,
+        batch_size=2,
+    ).history
+    gap = history["score_teacher"] - history["score_student"]
+    assert gap.iloc[-5:].mean() > gap.iloc[:3].mean() + 0.05 and gap.iloc[-5:].mean() > 0
+
+
+def test_fair_judge_refusals(models):
+    with pytest.raises(ValueError, match="iters"):
+        train_fair_judge(models.critic_config, models.teacher, models.students, [], iters=0)
+    with pytest.raises(ValueError, match="student"):
+        train_fair_judge(models.critic_config, models.teacher, {}, _train_set(models), iters=1)

@@ -12,7 +12,9 @@ statistics), so the scores are deterministic.
 
 :func:`load_fig3_models` builds the teacher, the two students (without and with the holistic
 term) and the critic from a runs tree written by the pipeline (see
-:mod:`skdlib.analysis.runs`).
+:mod:`skdlib.analysis.runs`). That critic trained the holistic student, so it favours it;
+:func:`train_fair_judge` trains a second critic of the same architecture afresh, after the runs,
+on the teacher's maps against the maps of both students: an independent judge.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from torch import nn
 
 __all__ = [
     "Fig3Models",
+    "JudgeTraining",
     "embedding_scores",
     "load_fig3_models",
     "predict_logits",
+    "train_fair_judge",
     "val_dataset_for",
 ]
 
@@ -274,3 +278,89 @@ def load_fig3_models(
         num_classes=num_classes,
         sources=sources,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# A fair judge: a critic trained afresh on both students' maps
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class JudgeTraining:
+    """A critic trained after the runs, and the record of its training."""
+
+    critic: nn.Module
+    history: pd.DataFrame  #: per iteration: iter, critic, gp, score_teacher, score_student
+
+
+def _train_batch(
+    dataset: Any, iteration: int, *, batch_size: int, seed: int, device: torch.device
+) -> torch.Tensor:
+    """A normalised batch ``(B, 3, H, W)`` of training images, drawn with the sample order of
+    the training loop (a function of ``(seed, iteration)``)."""
+    from skdlib.data.transforms import normalize
+    from skdlib.train.sampling import batch_indices
+
+    indices = batch_indices(iteration, num_items=len(dataset), batch_size=batch_size, seed=seed)
+    image = torch.stack([dataset[i]["image"] for i in indices]).float().to(device)  # (B, 3, H, W)
+    return normalize(image)
+
+
+def train_fair_judge(
+    config: Any,
+    teacher: nn.Module,
+    students: Mapping[str, nn.Module],
+    dataset: Any,
+    *,
+    iters: int,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> JudgeTraining:
+    """Train a critic of the architecture and optimiser of ``config.distill`` from scratch, with
+    the teacher's maps as real and the maps of *every* student as fake, on ``dataset`` (the
+    training split). Neither student was trained against it, so its scores of their maps are a
+    fairer judge of "teacher-like" than the critic that trained the holistic student.
+
+    Each iteration draws ``batch_size`` training images (no augmentation), runs the networks in
+    eval mode, and takes one step of :func:`skdlib.train.step.critic_step` on the teacher's maps
+    repeated once per student against the students' maps concatenated (WGAN-GP or hinge, the
+    gradient penalty and the loss scale of ``config.distill``), the learning rate following the
+    poly schedule over ``iters``. The critic is returned in eval mode on ``device``.
+
+    Raises:
+        ValueError: ``iters < 1``, ``batch_size < 1``, no student, or an empty dataset.
+    """
+    from skdlib.train.build import build_critic, build_critic_optimizer
+    from skdlib.train.loop import poly_lr
+    from skdlib.train.sampling import derive_seed
+    from skdlib.train.step import StepContext, critic_step
+
+    if iters < 1 or batch_size < 1:
+        raise ValueError(f"iters and batch_size must be >= 1, got {iters} and {batch_size}")
+    if not students or len(dataset) == 0:
+        raise ValueError("train_fair_judge needs at least one student and a non-empty dataset")
+    device = torch.device(device)
+    num_classes = int(getattr(teacher, "num_classes", 0)) or dataset.num_classes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "judge"))
+        critic = build_critic(config, num_classes).to(device).train()
+    optimizer = build_critic_optimizer(config, critic)
+    generator = torch.Generator(device=device)
+    ctx = StepContext(distill=config.distill, critic_generator=generator)
+    networks = [teacher, *students.values()]
+    for net in networks:
+        net.to(device).eval()
+    rows = []
+    for iteration in range(iters):
+        generator.manual_seed(derive_seed(seed, "judge-gp", iteration))
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(config.distill.disc_lr, iteration, iters, config.train.poly_power)
+        image = _train_batch(dataset, iteration, batch_size=batch_size, seed=seed, device=device)
+        with torch.no_grad():
+            t_logits = _logits(teacher, image)  # (B, K, h, w)
+            s_logits = torch.cat([_logits(net, image) for net in students.values()])  # (S*B, ...)
+        reals = t_logits.repeat(len(students), 1, 1, 1)  # (B, K, h, w) -> (S*B, K, h, w)
+        images = image.repeat(len(students), 1, 1, 1)  # (B, 3, H, W) -> (S*B, 3, H, W)
+        terms = critic_step(critic, optimizer, reals, s_logits, images, ctx)
+        rows.append({"iter": iteration + 1, **terms})
+    logger.info("fair judge: %d iterations on %d training images", iters, len(dataset))
+    return JudgeTraining(critic=critic.eval(), history=pd.DataFrame(rows))
