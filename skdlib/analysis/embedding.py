@@ -185,13 +185,14 @@ def _resolve(path: str, bases: tuple[Path, ...]) -> Path:
     return next((p for p in options if p.exists()), options[0])
 
 
-def val_dataset_for(cfg: Any, *, base_dir: PathLike) -> Any:
-    """The validation split of a run config's data set, a relative ``data.root`` resolved against
-    ``base_dir``."""
+def val_dataset_for(cfg: Any, *, base_dir: PathLike, split: str | None = None) -> Any:
+    """A split of a run config's data set (default: its validation split), a relative
+    ``data.root`` resolved against ``base_dir``."""
     from skdlib.data import build_dataset
 
     root = _resolve(cfg.data.root, (Path(base_dir),))
-    return build_dataset(cfg.data.name, str(root), cfg.data.val_split, **dict(cfg.data.options))
+    name = split or cfg.data.val_split
+    return build_dataset(cfg.data.name, str(root), name, **dict(cfg.data.options))
 
 
 def _num_classes(index: Mapping[str, Any], summary: Mapping[str, Any] | None, cfg: Any) -> int:
