@@ -326,3 +326,29 @@ def test_contrast_by_hand_and_parity_with_welch():
         contrast(table, ["zz"], ["a0"])
     with pytest.raises(ValueError, match="plus and minus"):
         contrast(table, [], ["a0"])
+
+
+def test_plateau_check_by_hand():
+    from skdlib.analysis.runs import plateau_check
+
+    rows = []
+    # a: seeds rise 0.40 -> 0.405 and 0.50 -> 0.50 between iterations 75 and 100: +0.0025, flat.
+    for seed, (at, last) in enumerate([(0.40, 0.405), (0.50, 0.50)]):
+        for it, value in ((25, 0.1), (50, 0.3), (75, at), (100, last)):
+            rows.append(("a", "A", seed, "finished", it, value))
+    # b: +0.03 over the last quarter: still climbing.
+    for it, value in ((30, 0.2), (60, 0.25), (90, 0.30), (120, 0.33)):
+        rows.append(("b", "B", 0, "finished", it, value))
+    # c: only a final record; d: not finished (ignored).
+    rows.append(("c", "C", 0, "finished", 10, 0.5))
+    rows.append(("d", "D", 0, "unfinished", 10, 0.5))
+    curves = pd.DataFrame(rows, columns=["experiment", "label", "seed", "status", "iter", "miou"])
+    table = plateau_check(curves)
+    assert list(table.index) == ["a", "b", "c"]
+    assert table.loc["a", "at_iter"] == 75 and table.loc["a", "rise"] == pytest.approx(0.0025)
+    assert bool(table.loc["a", "at_plateau"]) and table.loc["a", "n_seeds"] == 2
+    assert table.loc["b", "at_iter"] == 90 and table.loc["b", "rise"] == pytest.approx(0.03)
+    assert not bool(table.loc["b", "at_plateau"])
+    assert math.isnan(table.loc["c", "rise"]) and not bool(table.loc["c", "at_plateau"])
+    with pytest.raises(ValueError, match="fraction"):
+        plateau_check(curves, fraction=1.0)

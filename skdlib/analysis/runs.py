@@ -63,6 +63,7 @@ __all__ = [
     "make_demo_runs",
     "noise_comparison",
     "open_profile",
+    "plateau_check",
     "run_status",
     "teacher_summary",
     "val_curves",
@@ -360,6 +361,62 @@ def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
     grouped = curves.groupby(["experiment", "label", "iter"], sort=False)[metric]
     out = grouped.agg(mean="mean", min="min", max="max", n="count").reset_index()
     return out.sort_values(["experiment", "iter"], kind="stable").reset_index(drop=True)
+
+
+#: The plateau rule of the book: the mean over seeds rises by less than this (mIoU as a fraction)
+#: between the validation at 75 % of training and the final one.
+PLATEAU_TOLERANCE = 0.01
+PLATEAU_FRACTION = 0.75
+
+
+def plateau_check(
+    curves: pd.DataFrame,
+    *,
+    fraction: float = PLATEAU_FRACTION,
+    tolerance: float = PLATEAU_TOLERANCE,
+) -> pd.DataFrame:
+    """Per experiment of :func:`val_curves` (finished runs only): the seed mean of the validation
+    mIoU at ``fraction`` of training and at the end, the rise between them, and whether it is
+    below ``tolerance`` (``at_plateau``).
+
+    The iteration at ``fraction`` is the validation record closest to ``fraction * last``
+    (``at_iter`` says which); an experiment whose runs have no record before the last one gets
+    NaN and ``at_plateau`` False. Columns: ``label, n_seeds, at_iter, last_iter, miou_at,
+    miou_last, rise, at_plateau``; the index is the experiment name (curve order).
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1) or a negative ``tolerance``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    done = curves[curves["status"] == FINISHED] if len(curves) else curves
+    rows = []
+    for name, runs in done.groupby("experiment", sort=False):
+        last = int(runs["iter"].max())
+        earlier = sorted(i for i in runs["iter"].unique() if i < last)
+        at = min(earlier, key=lambda i: abs(i - fraction * last)) if earlier else None
+        at_mean = runs.loc[runs["iter"] == at, "miou"].mean() if at is not None else math.nan
+        last_mean = runs.loc[runs["iter"] == last, "miou"].mean()
+        rise = last_mean - at_mean
+        rows.append(
+            {
+                "experiment": name,
+                "label": runs["label"].iloc[0],
+                "n_seeds": int(runs["seed"].nunique()),
+                "at_iter": at if at is not None else math.nan,
+                "last_iter": last,
+                "miou_at": at_mean,
+                "miou_last": last_mean,
+                "rise": rise,
+                "at_plateau": bool(rise < tolerance) if not math.isnan(rise) else False,
+            }
+        )
+    columns = ["label", "n_seeds", "at_iter", "last_iter", "miou_at", "miou_last", "rise"]
+    if not rows:
+        return pd.DataFrame(columns=[*columns, "at_plateau"])
+    return pd.DataFrame(rows).set_index("experiment")
 
 
 # --------------------------------------------------------------------------------------------------
