@@ -370,6 +370,8 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
         (["distill.disc_lr=0"], r"distill.disc_lr: must be > 0"),
         (["distill.disc_betas=[0.9,1.0]"], r"distill.disc_betas: must lie in \[0, 1\)"),
         (["distill.disc_loss_scale=0"], r"distill.disc_loss_scale: must be > 0"),
+        (["distill.disc_downsample=0"], r"distill.disc_downsample: must lie in \[1, 4\]"),
+        (["distill.disc_downsample=5"], r"distill.disc_downsample: must lie in \[1, 4\]"),
         (["model.num_classes=0"], r"model.num_classes: must be >= 1, got 0"),
         (["model.teacher_checkpoint="], None),  # empty value = null: accepted
         (["model.student_pretrained=''"], r"model.student_pretrained: must be a file path or null"),
@@ -418,7 +420,7 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     cfg = ExperimentConfig()
     assert config_hash(cfg) == config_hash(ExperimentConfig())
     # Golden value: changes only if a default (or the canonical form) changes; update deliberately.
-    assert config_hash(cfg) == "d1f53185be42f895"  # updated when CWD and DIST were added
+    assert config_hash(cfg) == "8cfc1c474f7fa4ef"  # updated when distill.disc_downsample was added
     # Same content written with a different key order hashes the same.
     as_dict = config_to_dict(cfg)
     reordered = {key: as_dict[key] for key in reversed(list(as_dict))}
@@ -459,6 +461,7 @@ def _changed_value(key: str, default: object) -> str:
         "distill.node_fraction": "0.5",
         "distill.disc_betas": "[0.5, 0.9]",
         "distill.disc_widths": "[8, 16, 32, 64]",
+        "distill.disc_downsample": "3",
         "data.crop_size": "[64, 64]",
         "data.scale_range": "[1.0, 1.5]",
         "eval.crop_size": "[64, 64]",

@@ -184,7 +184,67 @@ def test_refuses_foreign_directory(tmp_path: Path) -> None:
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("bad", [{"height": 4}, {"num_train": 0}, {"seed": -1}])
+def test_small_object_scale_default_is_the_original_and_larger_grows_persons_and_poles(
+    tmp_path: Path,
+) -> None:
+    # 1.0 is today's scene byte for byte (and stays out of the manifest); a larger scale draws more
+    # person and pole pixels and leaves the sky (drawn first, never over an object) as it was.
+    for index in range(3):
+        plain = draw_sample(0, "train", index, height=64, width=128)
+        same = draw_sample(0, "train", index, height=64, width=128, small_object_scale=1.0)
+        assert all(np.array_equal(a, b) for a, b in zip(plain, same, strict=True))
+    person, pole = CLASS_NAMES.index("person"), CLASS_NAMES.index("pole")
+    counts = {1.0: np.zeros(2), 2.0: np.zeros(2)}
+    for scale, total in counts.items():
+        for index in range(6):
+            _, label = draw_sample(
+                0, "train", index, height=64, width=128, small_object_scale=scale
+            )
+            total += [(label == person).sum(), (label == pole).sum()]
+    assert (counts[2.0] > 2 * counts[1.0]).all(), counts
+    assert read_manifest(generate_embedded(tmp_path / "plain", **TINY, small_object_scale=1.0))[
+        "options"
+    ] == {"generator_version": 1, **TINY}
+    big = generate_embedded(tmp_path / "big", **TINY, small_object_scale=2)
+    assert read_manifest(big)["options"]["small_object_scale"] == 2.0
+    assert ensure_embedded(big, **TINY, small_object_scale=2.0) == big.absolute()
+    with pytest.raises(ValueError, match="pick another folder or delete"):
+        ensure_embedded(big, **TINY)
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path / "cli"),
+                "--seed",
+                "3",
+                "--height",
+                "32",
+                "--width",
+                "64",
+                "--train",
+                "4",
+                "--val",
+                "2",
+                "--small-object-scale",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert _tree_digest(tmp_path / "cli") == _tree_digest(big)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"height": 4},
+        {"num_train": 0},
+        {"seed": -1},
+        {"small_object_scale": 0.0},
+        {"small_object_scale": True},
+        {"small_object_scale": float("nan")},
+    ],
+)
 def test_bad_options(tmp_path: Path, bad: dict) -> None:
     with pytest.raises(ValueError):
         generate_embedded(tmp_path / "x", **{**TINY, **bad})

@@ -8,7 +8,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from skdlib.losses import gradient_penalty, holistic_critic_loss
-from skdlib.models.discriminator import Discriminator, SelfAttention
+from skdlib.models.discriminator import MIN_SIZE, Discriminator, SelfAttention, min_map_size
 
 SMALL = (8, 8, 16, 16)
 
@@ -139,3 +139,44 @@ def test_bad_inputs() -> None:
         Discriminator(4, input="probabilities")
     with pytest.raises(ValueError, match="widths"):
         Discriminator(4, widths=(8, 8, 8))
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 3, 4])
+def test_fewer_stride2_convolutions_accept_smaller_maps(downsample: int) -> None:
+    # downsample=n: the first n of the four convolutions halve the size, the rest are 3x3 stride 1.
+    torch.manual_seed(17)
+    d = Discriminator(4, widths=SMALL, downsample=downsample)
+    side = min_map_size(downsample)
+    assert d.min_size == side == 2**downsample
+    convs = [d.conv1, d.conv2, d.conv3, d.conv4]
+    assert [c.stride for c in convs] == [(2, 2)] * downsample + [(1, 1)] * (4 - downsample)
+    assert [c.kernel_size for c in convs] == [(4, 4)] * downsample + [(3, 3)] * (4 - downsample)
+    image = rand(2, 3, 8 * side, 8 * side, seed=18)
+    q_t = d.prepare_input(rand(2, 4, side, side, seed=19))
+    q_s = d.prepare_input(rand(2, 4, side, side, seed=20))
+    score = d(q_s, image)
+    assert score.shape == (2,) and torch.isfinite(score).all()
+    gp = gradient_penalty(d, q_t, q_s, image, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(gp)
+    with pytest.raises(
+        ValueError, match=f"{downsample} stride-2 convolutions need at least {side} x {side}"
+    ):
+        d(torch.zeros(2, 4, side - 1, side), image)
+
+
+def test_default_downsample_is_the_authors_four() -> None:
+    torch.manual_seed(21)
+    default = Discriminator(4, widths=SMALL)
+    torch.manual_seed(21)
+    explicit = Discriminator(4, widths=SMALL, downsample=4)
+    assert default.min_size == MIN_SIZE == 16
+    for (name, a), (_, b) in zip(
+        default.state_dict().items(), explicit.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("bad", [0, 5, 2.0, True])
+def test_bad_downsample(bad: object) -> None:
+    with pytest.raises(ValueError, match="downsample must be an int in"):
+        Discriminator(4, widths=SMALL, downsample=bad)  # type: ignore[arg-type]

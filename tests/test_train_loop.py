@@ -216,8 +216,26 @@ def test_missing_teacher_is_a_clear_error_before_training(assets, tmp_path):
 
 def test_small_crops_with_the_holistic_term_fail_early(assets, tmp_path):
     cfg = _smoke(assets, "data.crop_size=[64,128]")
-    with pytest.raises(ValueError, match=r"data\.crop_size.*discriminator"):
+    with pytest.raises(
+        ValueError, match=r"data.crop_size.*discriminator.*disc_downsample=4.*>= 16"
+    ):
         train(cfg, tmp_path / "run", progress=False)
+    # One stride-2 convolution fewer is not enough for 56-pixel crops (7x7 logits) either.
+    cfg = _smoke(assets, "data.crop_size=[56,128]", "distill.disc_downsample=3")
+    with pytest.raises(ValueError, match=r"disc_downsample=3.*>= 8"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_small_crops_train_with_a_critic_of_fewer_stride2_convolutions(assets, tmp_path):
+    # 64x64 crops: 8x8 logits, which a critic with three stride-2 convolutions accepts.
+    cfg = _smoke(assets, "data.crop_size=[64,64]", "distill.disc_downsample=3", "train.max_iters=2")
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["finished"]
+    critic = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["critic"]
+    assert critic["conv4.parametrizations.weight.original"].shape[-2:] == (
+        3,
+        3,
+    )  # the size-keeping one
 
 
 # --------------------------------------------------------------------------------------------------

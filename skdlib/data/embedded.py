@@ -33,9 +33,10 @@ class EmbeddedDataset(SegmentationDataset):
         split: ``"train"`` or ``"val"``.
         generate: generate the set into ``root`` when it holds no complete one (default ``True``).
         transform, skip_bad: see :class:`SegmentationDataset`.
-        **generate_options: ``seed``, ``height``, ``width``, ``num_train``, ``num_val`` for
-            :func:`skdlib.data.generate.ensure_embedded`. When given, an existing set must match
-            them; when omitted, any complete set under ``root`` is used as it is.
+        **generate_options: ``seed``, ``height``, ``width``, ``num_train``, ``num_val``,
+            ``small_object_scale`` for :func:`skdlib.data.generate.ensure_embedded`. When given,
+            an existing set must match them; when omitted, any complete set under ``root`` is used
+            as it is.
     """
 
     def __init__(

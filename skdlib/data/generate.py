@@ -82,6 +82,9 @@ DEFAULT_HEIGHT = 128
 DEFAULT_WIDTH = 256
 DEFAULT_NUM_TRAIN = 300
 DEFAULT_NUM_VAL = 100
+#: Size factor of the small objects (persons; poles' thickness and signs). 1.0 draws the original
+#: scenes byte for byte; larger values make them segmentable at output stride 8 on small images.
+DEFAULT_SMALL_OBJECT_SCALE = 1.0
 
 # Colour families (RGB means). Classes draw from overlapping subsets of them.
 _FAMILIES: dict[str, tuple[float, float, float]] = {
@@ -163,8 +166,19 @@ class _Canvas:
         return base[None, None, :] * (1.0 + amount * texture[..., None])  # (H, W, 3)
 
 
-def _draw_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8."""
+def _draw_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    *,
+    small_object_scale: float = DEFAULT_SMALL_OBJECT_SCALE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8.
+
+    ``small_object_scale`` multiplies the height and width of persons and the thickness of poles
+    and the size of their signs (poles keep their height); it draws no extra random numbers, so
+    every other part of the scene is the same at any scale.
+    """
     c = _Canvas(height, width)
     yy, xx = c.yy, c.xx
     horizon = height * rng.uniform(0.36, 0.5)
@@ -249,10 +263,10 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
             _draw_car(rng, c, foot, vanish_x + rng.uniform(-0.8, 0.8) * road_half * d, d, grain)
         elif kind == "person":
             lat = rng.uniform(1.05, 0.95 * walk_half / road_half) * road_half * d
-            _draw_person(rng, c, foot, vanish_x + side * lat, d)
+            _draw_person(rng, c, foot, vanish_x + side * lat, d, scale=small_object_scale)
         elif kind == "pole":
             lat = rng.uniform(1.1, 1.3) * road_half * d
-            _draw_pole(rng, c, foot, vanish_x + side * lat, d)
+            _draw_pole(rng, c, foot, vanish_x + side * lat, d, scale=small_object_scale)
         else:
             lat = rng.uniform(1.3, 0.98 * walk_half / road_half) * road_half * d
             _draw_tree(rng, c, foot, vanish_x + side * lat, d)
@@ -298,9 +312,11 @@ def _draw_car(
         )
 
 
-def _draw_person(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float) -> None:
-    """A person: head, torso, two legs; clothes share the vegetation greens."""
-    h = c.height * 0.42 * d * rng.uniform(0.85, 1.15)
+def _draw_person(
+    rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float, *, scale: float = 1.0
+) -> None:
+    """A person: head, torso, two legs; clothes share the vegetation greens; ``scale``: size."""
+    h = c.height * 0.42 * d * rng.uniform(0.85, 1.15) * scale
     w = h * 0.3
     head = _ellipse(c, cx, foot - 0.9 * h, 0.1 * h * 0.8, 0.1 * h)
     torso = _rect(c, cx - w / 2, cx + w / 2, foot - 0.8 * h, foot - 0.42 * h)
@@ -312,12 +328,17 @@ def _draw_person(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d
     c.paint(head, np.asarray(_FAMILIES["beige"]) * rng.uniform(0.6, 1.1), PERSON)
 
 
-def _draw_pole(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float) -> None:
-    """A pole with a sign plate (rectangle or disc) near its top; both labelled pole."""
+def _draw_pole(
+    rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: float, *, scale: float = 1.0
+) -> None:
+    """A pole with a sign plate (rectangle or disc) near its top; both labelled pole.
+
+    ``scale`` multiplies the pole's thickness and the plate's size, not the pole's height.
+    """
     h = c.height * 0.85 * d * rng.uniform(0.85, 1.15)
-    w = max(1.0, 0.035 * h)
+    w = max(1.0, 0.035 * h * scale)
     c.paint(_rect(c, cx - w / 2, cx + w / 2, foot - h, foot), _colour(rng, "pole"), POLE)
-    r = 0.09 * h
+    r = 0.09 * h * scale
     if rng.uniform() < 0.5:
         plate = _ellipse(c, cx, foot - h + r, r, r)
     else:
@@ -343,9 +364,15 @@ def _draw_tree(rng: np.random.Generator, c: _Canvas, foot: float, cx: float, d: 
 # ----------------------------------------------------------------------------------------------
 
 
-def _options(seed: int, height: int, width: int, num_train: int, num_val: int) -> dict[str, int]:
-    """The options a manifest records and ``ensure_embedded`` compares."""
-    return {
+def _options(
+    seed: int, height: int, width: int, num_train: int, num_val: int, small_object_scale: float
+) -> dict[str, int | float]:
+    """The options a manifest records and ``ensure_embedded`` compares.
+
+    ``small_object_scale`` is recorded only when it differs from its default, so data sets written
+    before the option existed keep matching their manifests.
+    """
+    options: dict[str, int | float] = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "height": height,
@@ -353,9 +380,14 @@ def _options(seed: int, height: int, width: int, num_train: int, num_val: int) -
         "num_train": num_train,
         "num_val": num_val,
     }
+    if small_object_scale != DEFAULT_SMALL_OBJECT_SCALE:
+        options["small_object_scale"] = float(small_object_scale)
+    return options
 
 
-def _check_options(seed: int, height: int, width: int, num_train: int, num_val: int) -> None:
+def _check_options(
+    seed: int, height: int, width: int, num_train: int, num_val: int, small_object_scale: float
+) -> None:
     """Raise ``ValueError`` for options the generator cannot honour."""
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -368,17 +400,35 @@ def _check_options(seed: int, height: int, width: int, num_train: int, num_val: 
             f"num_train and num_val must be at least 1, got num_train={num_train}, "
             f"num_val={num_val}"
         )
+    if (
+        isinstance(small_object_scale, bool)
+        or not isinstance(small_object_scale, (int, float))
+        or not np.isfinite(small_object_scale)
+        or small_object_scale <= 0
+    ):
+        raise ValueError(
+            f"small_object_scale must be a positive number, got {small_object_scale!r}"
+        )
 
 
 def draw_sample(
-    seed: int, split: str, index: int, *, height: int, width: int
+    seed: int,
+    split: str,
+    index: int,
+    *,
+    height: int,
+    width: int,
+    small_object_scale: float = DEFAULT_SMALL_OBJECT_SCALE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8, from stream
-    ``(seed, split, index)``."""
+    """Draw one scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8.
+
+    The scene comes from the random stream ``(seed, split, index)``. ``small_object_scale``: size
+    factor of persons and of poles' thickness and signs (see :func:`generate_embedded`).
+    """
     if split not in SPLIT_STREAM:
         raise ValueError(f"split must be one of {list(SPLIT_STREAM)}, got {split!r}")
     rng = np.random.default_rng([seed, SPLIT_STREAM[split], index])
-    return _draw_scene(rng, height, width)
+    return _draw_scene(rng, height, width, small_object_scale=float(small_object_scale))
 
 
 def _sha256(path: Path) -> str:
@@ -423,8 +473,13 @@ def generate_embedded(
     width: int = DEFAULT_WIDTH,
     num_train: int = DEFAULT_NUM_TRAIN,
     num_val: int = DEFAULT_NUM_VAL,
+    small_object_scale: float = DEFAULT_SMALL_OBJECT_SCALE,
 ) -> Path:
     """Write the embedded data set to ``out`` atomically and return ``out``.
+
+    ``small_object_scale`` multiplies the height and width of persons and the thickness of poles
+    and the size of their signs (1.0, the default, draws the original scenes byte for byte; the
+    manifest records the option only when it differs from 1.0).
 
     The files are written into a temporary sibling directory; the manifest (generator version,
     options, SHA-256 of every file, ``"complete": true``) is written last, then the directory is
@@ -434,12 +489,18 @@ def generate_embedded(
     ``.tmp-*`` sibling, which no reader trusts and the next run removes. A lock file
     ``.<name>.lock`` next to ``out`` serialises concurrent generators.
     """
-    _check_options(seed, height, width, num_train, num_val)
+    _check_options(seed, height, width, num_train, num_val, small_object_scale)
     out = Path(out).absolute()
     with _lock(out):
         _refuse_foreign(out)
         return _generate_unlocked(
-            out, seed=seed, height=height, width=width, num_train=num_train, num_val=num_val
+            out,
+            seed=seed,
+            height=height,
+            width=width,
+            num_train=num_train,
+            num_val=num_val,
+            small_object_scale=small_object_scale,
         )
 
 
@@ -459,7 +520,14 @@ def _refuse_foreign(out: Path) -> None:
 
 
 def _generate_unlocked(
-    out: Path, *, seed: int, height: int, width: int, num_train: int, num_val: int
+    out: Path,
+    *,
+    seed: int,
+    height: int,
+    width: int,
+    num_train: int,
+    num_val: int,
+    small_object_scale: float,
 ) -> Path:
     """Body of :func:`generate_embedded`; the caller holds the lock."""
     _remove_stale_temps(out)
@@ -478,13 +546,20 @@ def _generate_unlocked(
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "labels").mkdir(parents=True)
             for index in range(count):
-                image, label = draw_sample(seed, split, index, height=height, width=width)
+                image, label = draw_sample(
+                    seed,
+                    split,
+                    index,
+                    height=height,
+                    width=width,
+                    small_object_scale=small_object_scale,
+                )
                 for kind, array, mode in (("images", image, "RGB"), ("labels", label, "L")):
                     rel = f"{split}/{kind}/{index:06d}.png"
                     Image.fromarray(array, mode=mode).save(tmp / rel, format="PNG", optimize=False)
                     files[rel] = _sha256(tmp / rel)
         manifest = {
-            "options": _options(seed, height, width, num_train, num_val),
+            "options": _options(seed, height, width, num_train, num_val, small_object_scale),
             "files": files,
             "complete": True,
         }
@@ -558,6 +633,7 @@ def ensure_embedded(
     width: int = DEFAULT_WIDTH,
     num_train: int = DEFAULT_NUM_TRAIN,
     num_val: int = DEFAULT_NUM_VAL,
+    small_object_scale: float = DEFAULT_SMALL_OBJECT_SCALE,
     checksums: bool = False,
 ) -> Path:
     """Return ``root`` holding the embedded data set with these options, generating it if needed.
@@ -566,9 +642,9 @@ def ensure_embedded(
     (or with a missing file; with ``checksums=True`` also a changed file) is regenerated. A
     complete data set with *other* options is never overwritten: ``ValueError``.
     """
-    _check_options(seed, height, width, num_train, num_val)
+    _check_options(seed, height, width, num_train, num_val, small_object_scale)
     root = Path(root).absolute()
-    wanted = _options(seed, height, width, num_train, num_val)
+    wanted = _options(seed, height, width, num_train, num_val, small_object_scale)
     with _lock(root):
         manifest = read_manifest(root)
         if manifest is not None and manifest["options"] != wanted:
@@ -583,7 +659,13 @@ def ensure_embedded(
         if root.exists():
             logger.warning("%s is not a complete embedded data set; regenerating it", root)
         return _generate_unlocked(
-            root, seed=seed, height=height, width=width, num_train=num_train, num_val=num_val
+            root,
+            seed=seed,
+            height=height,
+            width=width,
+            num_train=num_train,
+            num_val=num_val,
+            small_object_scale=small_object_scale,
         )
 
 
@@ -603,6 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=DEFAULT_NUM_TRAIN, dest="num_train")
     parser.add_argument("--val", type=int, default=DEFAULT_NUM_VAL, dest="num_val")
     parser.add_argument(
+        "--small-object-scale",
+        type=float,
+        default=DEFAULT_SMALL_OBJECT_SCALE,
+        help="size factor of persons and of poles' thickness and signs (1.0: the original scenes)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="regenerate even if a complete data set is there"
     )
     args = parser.parse_args(argv)
@@ -613,6 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "width": args.width,
         "num_train": args.num_train,
         "num_val": args.num_val,
+        "small_object_scale": args.small_object_scale,
     }
     start = time.perf_counter()
     if args.force:

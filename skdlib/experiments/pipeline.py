@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 EXECUTORS = ("local", "inprocess")
 Executor = Literal["local", "inprocess"]
 
-_EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val")
+_EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val", "small_object_scale")
 
 
 def _embedded_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:

@@ -7,11 +7,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["Discriminator", "SelfAttention"]
+__all__ = ["Discriminator", "SelfAttention", "min_map_size"]
 
 _INPUTS = ("softmax", "logits")
-_NUM_DOWN = 4  # stride-2 convolutions
-MIN_SIZE = 2**_NUM_DOWN  # smallest map side that leaves one position after the downsampling
+_NUM_DOWN = 4  # strided-or-not convolutions before the last one (the paper's and authors' four)
+_DOWN_KERNEL = 4  # kernel of a stride-2 convolution (authors' code)
+_KEEP_KERNEL = 3  # kernel of a size-keeping (stride-1, padding-1) convolution
+MIN_SIZE = 2**_NUM_DOWN  # smallest map side the default critic (four stride-2 convolutions) accepts
+
+
+def min_map_size(downsample: int = _NUM_DOWN) -> int:
+    """Smallest map side that a critic with ``downsample`` stride-2 convolutions accepts.
+
+    It is ``2**downsample``: one position is left after the downsampling.
+
+    Raises:
+        ValueError: ``downsample`` is not an int in ``[1, 4]``.
+    """
+    if (
+        isinstance(downsample, bool)
+        or not isinstance(downsample, int)
+        or not 1 <= downsample <= _NUM_DOWN
+    ):
+        raise ValueError(f"downsample must be an int in [1, {_NUM_DOWN}], got {downsample!r}")
+    return 2**downsample
 
 
 class SelfAttention(nn.Module):
@@ -60,6 +79,11 @@ class Discriminator(nn.Module):
     ``input_batchnorm`` applies a BatchNorm2d to the map's channels (not the image), as the
     authors' ``master`` code does. Attention 1x1 convolutions are not spectral-normalised.
 
+    ``downsample`` (default 4) is how many of the four convolutions have stride 2; the others
+    (the last ones) are 3x3 stride-1 convolutions that keep the size, so a critic with
+    ``downsample=n`` accepts maps of ``2**n`` a side (:func:`min_map_size`): 3 takes the 8 x 8
+    logits of 64 x 64 crops. Five convolutions and the two attention blocks remain.
+
     The authors' ``master`` variant: ``Discriminator(K, use_image=False, input="logits",
     input_batchnorm=True)``.
     """
@@ -74,6 +98,7 @@ class Discriminator(nn.Module):
         input: str = "softmax",
         input_batchnorm: bool = False,
         negative_slope: float = 0.1,
+        downsample: int = _NUM_DOWN,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -85,6 +110,8 @@ class Discriminator(nn.Module):
             raise ValueError(f"widths must be {_NUM_DOWN} positive ints, got {widths!r}")
         if use_image and image_channels < 1:
             raise ValueError(f"image_channels must be >= 1, got {image_channels}")
+        self.min_size = min_map_size(downsample)
+        self.downsample = downsample
         self.num_classes = num_classes
         self.image_channels = image_channels if use_image else 0
         self.use_image = use_image
@@ -94,7 +121,13 @@ class Discriminator(nn.Module):
         in_ch = num_classes + self.image_channels
         chans = (in_ch, *widths)
         self.conv1, self.conv2, self.conv3, self.conv4 = (
-            spectral_norm(nn.Conv2d(chans[i], chans[i + 1], kernel_size=4, stride=2, padding=1))
+            spectral_norm(
+                nn.Conv2d(chans[i], chans[i + 1], kernel_size=_DOWN_KERNEL, stride=2, padding=1)
+                if i < downsample
+                else nn.Conv2d(
+                    chans[i], chans[i + 1], kernel_size=_KEEP_KERNEL, stride=1, padding=1
+                )
+            )
             for i in range(_NUM_DOWN)
         )
         self.attn1 = SelfAttention(widths[2])
@@ -115,18 +148,19 @@ class Discriminator(nn.Module):
         """Score maps: ``seg_map`` ``(N, K, H, W)``, ``image`` ``(N, 3, H_i, W_i)`` -> ``(N,)``.
 
         Raises:
-            ValueError: wrong rank or class count, a map smaller than 16 x 16, a missing image
-                with ``use_image``, or an image of the wrong batch size / channel count.
+            ValueError: wrong rank or class count, a map smaller than ``2**downsample`` a side
+                (16 x 16 by default), a missing image with ``use_image``, or an image of the
+                wrong batch size / channel count.
         """
         if seg_map.dim() != 4 or seg_map.shape[1] != self.num_classes:
             raise ValueError(
                 f"seg_map must be (N, {self.num_classes}, H, W), got shape {tuple(seg_map.shape)}"
             )
         h, w = seg_map.shape[-2:]
-        if h < MIN_SIZE or w < MIN_SIZE:
+        if h < self.min_size or w < self.min_size:
             raise ValueError(
-                f"seg_map is {h} x {w}; the {_NUM_DOWN} stride-2 convolutions need at least "
-                f"{MIN_SIZE} x {MIN_SIZE}"
+                f"seg_map is {h} x {w}; the {self.downsample} stride-2 convolutions need at least "
+                f"{self.min_size} x {self.min_size}"
             )
         x = seg_map if self.input_bn is None else self.input_bn(seg_map)
         if self.use_image:
@@ -146,9 +180,10 @@ class Discriminator(nn.Module):
                 image.to(x.dtype), size=(h, w), mode="bilinear", align_corners=False
             )
             x = torch.cat([x, img], dim=1)  # (N, K + 3, H, W)
-        x = self.act(self.conv1(x))  # (N, w0, H/2, W/2)
-        x = self.act(self.conv2(x))  # (N, w1, H/4, W/4)
-        x = self.attn1(self.act(self.conv3(x)))  # (N, w2, H/8, W/8)
-        x = self.attn2(self.act(self.conv4(x)))  # (N, w3, H/16, W/16)
-        score_map = self.conv5(x)  # (N, 1, H/16, W/16)
+        # s_i = 2**min(i, downsample): the first `downsample` convolutions halve the size.
+        x = self.act(self.conv1(x))  # (N, w0, H/s_1, W/s_1)
+        x = self.act(self.conv2(x))  # (N, w1, H/s_2, W/s_2)
+        x = self.attn1(self.act(self.conv3(x)))  # (N, w2, H/s_3, W/s_3)
+        x = self.attn2(self.act(self.conv4(x)))  # (N, w3, H/s_4, W/s_4)
+        score_map = self.conv5(x)  # (N, 1, H/s_4, W/s_4)
         return score_map.mean(dim=(1, 2, 3))  # (N, 1, h, w) -> (N,)

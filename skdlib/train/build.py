@@ -292,17 +292,19 @@ def build_critic(
     Raises:
         ValueError: ``data.crop_size`` gives logit maps smaller than the discriminator accepts.
     """
-    from skdlib.models.discriminator import MIN_SIZE, Discriminator
+    from skdlib.models.discriminator import Discriminator, min_map_size
 
     d = cfg.distill
     if output_stride is not None:
         side = min(cfg.data.crop_size) // output_stride
-        if side < MIN_SIZE:
+        min_map = min_map_size(d.disc_downsample)
+        if side < min_map:
             raise ValueError(
                 f"data.crop_size: {list(cfg.data.crop_size)} gives {side}-pixel logit maps at "
-                f"output stride {output_stride}; the holistic term's discriminator needs >= "
-                f"{MIN_SIZE} (crops of at least {MIN_SIZE * output_stride} pixels a side) or "
-                "distill.holistic=false"
+                f"output stride {output_stride}; the holistic term's discriminator "
+                f"(distill.disc_downsample={d.disc_downsample}) needs >= {min_map} (crops of at "
+                f"least {min_map * output_stride} pixels a side), a smaller "
+                "distill.disc_downsample, or distill.holistic=false"
             )
     return Discriminator(
         num_classes,
@@ -310,6 +312,7 @@ def build_critic(
         use_image=d.disc_use_image,
         input=d.disc_input,
         input_batchnorm=d.disc_input_batchnorm,
+        downsample=d.disc_downsample,
     )
 
 

@@ -498,6 +498,10 @@ class DistillConfig(_Section):
     disc_widths: tuple[int, int, int, int] = _doc(
         (64, 128, 256, 512), "channels of D's four strided convs; authors' code: 64-128-256-512"
     )
+    disc_downsample: int = _doc(
+        4,
+        "stride-2 convs among D's four (1-4); D needs maps of 2**n a side (authors' code: 4)",
+    )
     disc_use_image: bool = _doc(True, "condition D on the RGB image (paper; authors' master: no)")
     disc_input: Literal["softmax", "logits"] = _doc(
         "softmax", "map fed to D (paper: softmax; master: logits)"
@@ -553,6 +557,8 @@ class DistillConfig(_Section):
         self._at_least("gp_weight", 0.0)
         if any(width < 1 for width in self.disc_widths):
             self._fail("disc_widths", "must be positive ints")
+        if not 1 <= self.disc_downsample <= len(self.disc_widths):
+            self._fail("disc_downsample", f"must lie in [1, {len(self.disc_widths)}]")
         self._positive("disc_lr")
         self._unit_interval("disc_momentum", closed_right=False)
         if not all(0.0 <= beta < 1.0 for beta in self.disc_betas):
