@@ -40,6 +40,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,20 @@ class _Canvas:
         return base[None, None, :] * (1.0 + amount * texture[..., None])  # (H, W, 3)
 
 
+@dataclass(frozen=True)
+class _Street:
+    """The street's geometry, shared by the parts of a scene drawn after the ground."""
+
+    horizon: float
+    vanish_x: float
+    road_half: float  #: half-width of the road at the bottom row
+    walk_half: float  #: half-width of the sidewalks' outer edge at the bottom row
+    edge_row: np.ndarray  #: (H, W) the facades' foot row per column
+    walk: np.ndarray  #: (H, W) sidewalk mask (curb excluded)
+    road: np.ndarray  #: (H, W) road mask
+    grain: np.ndarray  #: (H, W) fine noise shared by textures
+
+
 def _draw_scene(
     rng: np.random.Generator,
     height: int,
@@ -175,24 +190,36 @@ def _draw_scene(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image ``(H, W, 3)`` uint8 and label ``(H, W)`` uint8.
 
-    ``small_object_scale`` multiplies the height and width of persons and the thickness of poles
-    and the size of their signs (poles keep their height); it draws no extra random numbers, so
-    every other part of the scene is the same at any scale.
+    Drawn back to front: sky, ground, facades, objects, then lighting (the order of the random
+    draws is part of the generator's version). ``small_object_scale`` multiplies the height and
+    width of persons and the thickness of poles and the size of their signs (poles keep their
+    height); it draws no extra random numbers, so every other part of the scene is the same at
+    any scale.
     """
     c = _Canvas(height, width)
-    yy, xx = c.yy, c.xx
     horizon = height * rng.uniform(0.36, 0.5)
     vanish_x = width * rng.uniform(0.35, 0.65)
-    depth = np.clip((yy - horizon) / (height - horizon), 0.0, 1.0)  # (H, W): 0 horizon, 1 bottom
+    _draw_sky(rng, c)
+    street = _draw_ground(rng, c, horizon, vanish_x)
+    _draw_facades(rng, c, street)
+    _draw_objects(rng, c, street, small_object_scale=small_object_scale)
+    return _light(rng, c, street), c.label
 
-    # Sky: a vertical gradient from one sky colour to a lighter one, with faint clouds.
+
+def _draw_sky(rng: np.random.Generator, c: _Canvas) -> None:
+    """A vertical gradient from one sky colour to a lighter one, with faint clouds."""
+    height, width = c.height, c.width
     sky_top, sky_bottom = _colour(rng, "sky"), _colour(rng, "sky")
-    t = (yy / height)[..., None]  # (H, W, 1)
+    t = (c.yy / height)[..., None]  # (H, W, 1)
     sky = sky_top[None, None, :] * (1 - t) + sky_bottom[None, None, :] * t  # (H, W, 3)
     sky = sky * (1.0 + 0.06 * _smooth_noise(rng, height, width, height / 6))[..., None]
     c.paint(np.ones((height, width), dtype=bool), sky, SKY)
 
-    # Ground: road wedge inside a sidewalk wedge; the same greys, told apart by texture.
+
+def _draw_ground(rng: np.random.Generator, c: _Canvas, horizon: float, vanish_x: float) -> _Street:
+    """Road wedge inside a sidewalk wedge (the same greys, told apart by texture), lane marks."""
+    height, width, yy, xx = c.height, c.width, c.yy, c.xx
+    depth = np.clip((yy - horizon) / (height - horizon), 0.0, 1.0)  # (H, W): 0 horizon, 1 bottom
     road_half = width * rng.uniform(0.3, 0.55)  # half-width of the road at the bottom row
     walk_half = road_half * rng.uniform(1.5, 2.1)
     lateral = np.abs(xx - vanish_x)
@@ -219,17 +246,22 @@ def _draw_scene(
     lane = road & (np.abs(xx - vanish_x - lane_offset * depth) < 0.02 * road_half * depth + 0.3)
     dashes = np.mod(inv_depth * height * 0.8, 1.0) < 0.5
     c.paint(lane & dashes, np.asarray(_FAMILIES["white"]) * rng.uniform(0.85, 1.05), ROAD)
+    return _Street(horizon, vanish_x, road_half, walk_half, edge_row, walk, road, grain)
 
-    # Facades along both sides: blocks of buildings (window grids) or trees, above the sidewalk.
+
+def _draw_facades(rng: np.random.Generator, c: _Canvas, street: _Street) -> None:
+    """Blocks of buildings (window grids) or trees along both sides, above the sidewalk."""
+    height, width, yy, xx = c.height, c.width, c.yy, c.xx
+    grain = street.grain
     x = 0.0
     while x < width:
         block_w = width * rng.uniform(0.08, 0.22)
         x0, x1 = x, min(x + block_w, width)
         x = x1
-        centre_lat = abs((x0 + x1) / 2 - vanish_x) / (width / 2)
-        top = horizon - height * (0.1 + 0.5 * centre_lat) * rng.uniform(0.5, 1.2)
+        centre_lat = abs((x0 + x1) / 2 - street.vanish_x) / (width / 2)
+        top = street.horizon - height * (0.1 + 0.5 * centre_lat) * rng.uniform(0.5, 1.2)
         cols = (xx >= x0) & (xx < x1)
-        facade = cols & (yy >= top) & (yy < edge_row) & ~walk & ~road
+        facade = cols & (yy >= top) & (yy < street.edge_row) & ~street.walk & ~street.road
         if rng.uniform() < 0.7:
             wall = _colour(rng, "building")
             period_x = max(3.0, (x1 - x0) / rng.integers(2, 6))
@@ -250,17 +282,25 @@ def _draw_scene(
             )
             c.paint(facade, img, VEGETATION)
 
-    # Objects on the ground, far (near the horizon) to near so that near ones occlude far ones.
+
+def _draw_objects(
+    rng: np.random.Generator, c: _Canvas, street: _Street, *, small_object_scale: float
+) -> None:
+    """Cars, persons, poles and trees on the ground, far (near the horizon) to near so that near
+    ones occlude far ones."""
+    horizon, vanish_x = street.horizon, street.vanish_x
+    road_half, walk_half = street.road_half, street.walk_half
     objects: list[tuple[float, str]] = []
     for kind, low, high in (("car", 2, 6), ("person", 2, 7), ("pole", 1, 4), ("tree", 0, 3)):
         for _ in range(int(rng.integers(low, high + 1))):
             objects.append((float(rng.uniform(0.08, 1.0) ** 0.8), kind))
     objects.sort()
     for d, kind in objects:
-        foot = horizon + d * (height - horizon)
+        foot = horizon + d * (c.height - horizon)
         side = 1.0 if rng.uniform() < 0.5 else -1.0
         if kind == "car":
-            _draw_car(rng, c, foot, vanish_x + rng.uniform(-0.8, 0.8) * road_half * d, d, grain)
+            x = vanish_x + rng.uniform(-0.8, 0.8) * road_half * d
+            _draw_car(rng, c, foot, x, d, street.grain)
         elif kind == "person":
             lat = rng.uniform(1.05, 0.95 * walk_half / road_half) * road_half * d
             _draw_person(rng, c, foot, vanish_x + side * lat, d, scale=small_object_scale)
@@ -271,14 +311,18 @@ def _draw_scene(
             lat = rng.uniform(1.3, 0.98 * walk_half / road_half) * road_half * d
             _draw_tree(rng, c, foot, vanish_x + side * lat, d)
 
-    # Lighting: a shadow half-plane, a global gain and colour cast, sensor noise.
+
+def _light(rng: np.random.Generator, c: _Canvas, street: _Street) -> np.ndarray:
+    """A shadow half-plane, a global gain and colour cast, sensor noise: the uint8 image."""
+    yy, xx, horizon = c.yy, c.xx, street.horizon
     img = c.image
     angle = rng.uniform(-0.6, 0.6)
-    shadow = (yy - horizon - rng.uniform(0.2, 0.8) * (height - horizon)) > angle * (xx - vanish_x)
+    offset = rng.uniform(0.2, 0.8) * (c.height - horizon)
+    shadow = (yy - horizon - offset) > angle * (xx - street.vanish_x)
     img = img * np.where(shadow, rng.uniform(0.6, 0.85), 1.0)[..., None]
     img = img * rng.uniform(0.6, 1.3) * rng.uniform(0.86, 1.14, size=3)[None, None, :]
     img = img + rng.normal(0.0, 5.0, size=img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), c.label
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 def _ellipse(c: _Canvas, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
