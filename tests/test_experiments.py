@@ -32,6 +32,13 @@ TABLE = {
     "pi_local": (("variants",), "+PI+local PA"),
     "pi_pa_node1": (("variants",), "+PI+PA (1x1 nodes)"),
     "pi_pa_maxhalf": (("variants",), "+PI+PA (authors' max, half-map nodes)"),
+    "pi_l1": (("lambda",), "+PI (λ1 = 1)"),
+    "pi_l3": (("lambda",), "+PI (λ1 = 3)"),
+    "pi_pa_l1": (("lambda",), "+PI+PA (λ1 = 1)"),
+    "pi_pa_l3": (("lambda",), "+PI+PA (λ1 = 3)"),
+    "cwd": (("later",), "+CWD"),
+    "dist": (("later",), "+DIST"),
+    "pi_cwd": (("later",), "+PI+CWD"),
     "official_pi": (("official",), "+PI (authors' code)"),
     "official_pi_pa": (("official",), "+PI+PA (authors' code)"),
     "official_pi_pa_ho": (("official",), "+PI+PA+HO (authors' code)"),
@@ -47,11 +54,20 @@ TABLE = {
 }
 # The groups each profile runs (the paper profile leaves out the embedded-only unlabeled group).
 PROFILE_GROUPS = {
-    "quick": {"ablation", "variants", "official", "unlabeled"},
-    "smoke": {"ablation", "variants", "official", "unlabeled"},
-    "paper": {"ablation", "variants", "official"},
+    "quick": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
+    "smoke": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
+    "paper": {"ablation", "variants", "official", "lambda", "later"},
 }
-SWITCHES = ("pixelwise", "pairwise", "holistic", "mimic", "attention", "local_pairwise")
+SWITCHES = (
+    "pixelwise",
+    "pairwise",
+    "holistic",
+    "mimic",
+    "attention",
+    "local_pairwise",
+    "cwd",
+    "dist",
+)
 # Which switches each experiment turns on.
 TERMS = {
     "baseline": set(),
@@ -63,6 +79,13 @@ TERMS = {
     "pi_local": {"pixelwise", "local_pairwise"},
     "pi_pa_node1": {"pixelwise", "pairwise"},
     "pi_pa_maxhalf": {"pixelwise", "pairwise"},
+    "pi_l1": {"pixelwise"},
+    "pi_l3": {"pixelwise"},
+    "pi_pa_l1": {"pixelwise", "pairwise"},
+    "pi_pa_l3": {"pixelwise", "pairwise"},
+    "cwd": {"cwd"},
+    "dist": {"dist"},
+    "pi_cwd": {"pixelwise", "cwd"},
     "official_pi": {"pixelwise"},
     "official_pi_pa": {"pixelwise", "pairwise"},
     "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
@@ -146,6 +169,21 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
     assert (
         runs["pi_pa_ho/seed0"].distill.lambda_pa == 10.0
     )  # the paper's weight outside the official group
+    # The sensitivity study changes lambda1 alone, on both terms it weighs.
+    for name, value in (("pi_l1", 1.0), ("pi_l3", 3.0)):
+        assert runs[f"{name}/seed0"].distill.lambda_pi == value
+    for name, value in (("pi_pa_l1", 1.0), ("pi_pa_l3", 3.0)):
+        d = runs[f"{name}/seed0"].distill
+        assert (d.lambda_pi, d.lambda_pa) == (value, value)
+    # Later methods: the weights and temperatures of their sources.
+    cwd, dist = runs["cwd/seed0"].distill, runs["dist/seed0"].distill
+    assert (cwd.lambda_cwd, cwd.cwd_temperature) == (3.0, 4.0)
+    assert (dist.lambda_dist, dist.dist_beta, dist.dist_gamma, dist.dist_temperature) == (
+        1,
+        1,
+        1,
+        1,
+    )
 
 
 def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
