@@ -197,7 +197,7 @@ def make_train_loader(
 
     ``num_workers=None`` takes ``min(4, cores per process - 1)`` loader processes.
     """
-    from skdlib.train.sampling import BatchSampler, collate
+    from skdlib.train.sampling import BatchSampler, Indexed, collate
 
     if num_workers is None:
         num_workers = min(4, max(0, (os.cpu_count() or 1) // max(1, world_size) - 1))
@@ -211,7 +211,7 @@ def make_train_loader(
         rank=rank,
     )
     return torch.utils.data.DataLoader(
-        dataset,
+        Indexed(dataset),
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,

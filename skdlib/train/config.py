@@ -587,6 +587,11 @@ class TrainConfig(_Section):
     max_nonfinite: int = _doc(5, "consecutive skipped non-finite steps before stopping")
     device: str = _doc("auto", "auto | cpu | cuda | cuda:N | mps")
     tensorboard: bool = _doc(False, "also write TensorBoard events")
+    teacher_cache: bool = _doc(
+        False,
+        "keep the teacher's outputs per augmented image and reuse them (needs data.scale_range "
+        "[1, 1]); project choice for the CPU budget",
+    )
 
     def _validate(self) -> None:
         super()._validate()
@@ -645,6 +650,11 @@ class ExperimentConfig(_Section):
         super()._validate()
         if not _NAME_TEXT.fullmatch(self.name):
             self._fail("name", "must be a folder-safe name (letters, digits, '_', '-', '.')")
+        if self.train.teacher_cache and tuple(self.data.scale_range) != (1.0, 1.0):
+            raise ValueError(
+                "train.teacher_cache: needs data.scale_range [1.0, 1.0] (with random scaling an "
+                f"image never comes again the same), got {list(self.data.scale_range)}"
+            )
         if self.distill.enabled and self.model.teacher is None:
             raise ValueError(
                 "model.teacher: distillation terms are on, so a teacher is needed, got None "

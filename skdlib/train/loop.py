@@ -30,6 +30,7 @@ Run folder: see :mod:`skdlib.train.runfolder`. ``data.batch_size`` is per proces
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -72,8 +73,9 @@ from skdlib.train.runfolder import (
     load_checkpoint,
     save_checkpoint,
 )
-from skdlib.train.sampling import augment_batch, batch_positions, derive_seed
-from skdlib.train.terms import active_terms
+from skdlib.train.sampling import batch_params, batch_positions, derive_seed
+from skdlib.train.teacher_cache import TeacherCache, augmentation_key
+from skdlib.train.terms import active_terms, needs_features
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -235,6 +237,7 @@ class _State:
     cost: Any  #: the student's complexity (rank 0), for the summary
     log: _Logger | None = None
     augment: Any = None
+    teacher_cache: TeacherCache | None = None
     start: int = 0
     elapsed_before: float = 0.0
     streak: int = 0
@@ -369,6 +372,10 @@ def _setup(
             cfg.data.crop_size, scale_range=cfg.data.scale_range, flip=cfg.data.flip
         ),
     )
+    if cfg.train.teacher_cache and teacher is not None:
+        feature = cfg.distill.pair_feature if needs_features(cfg.distill) else None
+        forward = functools.partial(step.teacher_forward, ctx=state.ctx)
+        state.teacher_cache = TeacherCache(teacher, forward, feature=feature)
     if resuming:
         _restore(state)
     _wrap_distributed(state)
@@ -500,30 +507,35 @@ def _loop(state: _State, loaders: tuple[Iterable[Any], Iterable[Any]], *, progre
 
 def _batch(
     state: _State, iteration: int, batch: dict[str, Any], unlabeled: dict[str, Any] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
     """The iteration's augmented input: ``(B [+ M], 3, h, w)`` images and ``(B [+ M], h, w)``
-    labels (the ``M`` unlabeled rows all ignore)."""
+    labels (the ``M`` unlabeled rows all ignore), and each image's augmentation key."""
     cfg, info, device = state.cfg, state.info, state.device
     seed = cfg.train.seed
 
-    def augmented(data: dict[str, Any], size: int, stream: str) -> tuple[torch.Tensor, ...]:
+    def augmented(data: dict[str, Any], size: int, stream: str) -> tuple[Any, ...]:
         positions = batch_positions(iteration, size, info.world_size, info.rank)
         image = data["image"].to(device, non_blocking=True)
         label = data["label"].to(device, non_blocking=True)
-        return augment_batch(
-            state.augment, image, label, positions=positions, seed=seed, stream=stream
-        )  # (B, 3, h, w), (B, h, w) at the crop size
+        h, w = image.shape[-2:]
+        params = batch_params(state.augment, h, w, positions=positions, seed=seed, stream=stream)
+        keys = [augmentation_key(stream, i, p) for i, p in zip(data["index"], params, strict=True)]
+        # (B, 3, H, W), (B, H, W) -> (B, 3, h, w), (B, h, w) at the crop size
+        return (*state.augment.apply(image, label, params), keys)
 
-    image, label = augmented(batch, cfg.data.batch_size, "augment")
+    image, label, keys = augmented(batch, cfg.data.batch_size, "augment")
     if unlabeled is not None:
-        u_image, _ = augmented(unlabeled, cfg.data.unlabeled.batch_size, "augment-unlabeled")
+        u_image, _, u_keys = augmented(
+            unlabeled, cfg.data.unlabeled.batch_size, "augment-unlabeled"
+        )
         # (B, 3, h, w) + (M, 3, h, w) -> (B + M, 3, h, w); labels of the M rows all ignore
         image, label = step.with_unlabeled(
             image, label, u_image, ignore_index=state.ctx.ignore_index
         )
+        keys += u_keys
     if state.memory_format is torch.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
-    return image, label
+    return image, label, keys
 
 
 def _iteration(
@@ -536,7 +548,9 @@ def _iteration(
     torch.manual_seed(derive_seed(t.seed, "torch", iteration, rank))
     if state.ctx.critic_generator is not None:
         state.ctx.critic_generator.manual_seed(derive_seed(t.seed, "critic", iteration, rank))
-    image, label = _batch(state, iteration, batch, unlabeled)
+    image, label, keys = _batch(state, iteration, batch, unlabeled)
+    cache = state.teacher_cache
+    teacher_out = cache(image, keys) if cache is not None else None
     lr = poly_lr(t.lr, iteration, t.max_iters, t.poly_power)
     _set_lr(state.optimizer, lr)
     if state.critic_optimizer is not None:
@@ -553,6 +567,7 @@ def _iteration(
         critic=state.critic,
         critic_optimizer=state.critic_optimizer,
         adapter=state.adapter,
+        teacher_out=teacher_out,
     )
     done = iteration + 1
     skipped = terms.get("skipped_student", 0.0) > 0 or terms.get("skipped_critic", 0.0) > 0

@@ -25,8 +25,9 @@ from skdlib.data.transforms import TrainAugment
 
 __all__ = [
     "BatchSampler",
-    "augment_batch",
+    "Indexed",
     "batch_indices",
+    "batch_params",
     "batch_positions",
     "collate",
     "derive_seed",
@@ -123,27 +124,37 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image": torch.stack([item["image"] for item in items]),  # B x (3, H, W) -> (B, 3, H, W)
         "label": torch.stack([item["label"] for item in items]),  # B x (H, W) -> (B, H, W)
         "name": [item.get("name", "") for item in items],
+        "index": [item.get("index") for item in items],
     }
 
 
-def augment_batch(
+def batch_params(
     augment: TrainAugment,
-    image: torch.Tensor,
-    label: torch.Tensor,
+    height: int,
+    width: int,
     *,
     positions: Sequence[int],
     seed: int,
     stream: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch, each image with parameters seeded by ``(seed, stream, position)``.
-
-    ``image`` ``(B, 3, H, W)``, ``label`` ``(B, H, W)``, one global sample position per image ->
-    ``(B, 3, h, w)``, ``(B, h, w)`` at the augmentation's crop size.
-    """
-    if len(positions) != image.shape[0]:
-        raise ValueError(f"positions: {len(positions)} for a batch of {image.shape[0]} images")
+) -> list[dict[str, Any]]:
+    """The augmentation parameters of a batch of ``height x width`` images, one image per global
+    sample position, each drawn from a generator seeded by ``(seed, stream, position)``; apply
+    them with ``augment.apply``."""
     params = []
     for position in positions:
         generator = torch.Generator().manual_seed(derive_seed(seed, stream, position))
-        params.extend(augment.sample_params(1, image.shape[2], image.shape[3], generator))
-    return augment.apply(image, label, params)
+        params.extend(augment.sample_params(1, height, width, generator))
+    return params
+
+
+class Indexed(torch.utils.data.Dataset):
+    """A data set whose items also carry their index (``"index"``), for the teacher cache."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.dataset[index], "index": index}

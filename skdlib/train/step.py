@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -257,6 +258,7 @@ def distill_step(
     critic: nn.Module | None = None,
     critic_optimizer: torch.optim.Optimizer | None = None,
     adapter: nn.Module | None = None,
+    teacher_out: Any = None,
 ) -> dict[str, float]:
     """One full iteration: teacher forward, student update, then critic update.
 
@@ -269,14 +271,15 @@ def distill_step(
         ctx: settings.
         critic, critic_optimizer: the discriminator and its optimiser (holistic term only).
         adapter: the MIMIC adapter (MIMIC only).
+        teacher_out: the teacher's outputs for ``image`` when the caller has them (e.g. from a
+            :class:`~skdlib.train.teacher_cache.TeacherCache`); else the teacher runs here.
 
     Returns:
         A flat dict of floats: every student term, ``total``, the critic's terms when the
         holistic term is on, and ``skipped_student`` / ``skipped_critic``.
     """
     d = ctx.distill
-    teacher_out = None
-    if needs_teacher(d):
+    if needs_teacher(d) and teacher_out is None:
         if teacher is None:
             raise ValueError("distillation terms are enabled but no teacher was given")
         teacher_out = teacher_forward(teacher, image, ctx)

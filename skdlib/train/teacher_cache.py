@@ -1,0 +1,84 @@
+"""The teacher's outputs kept per augmented image and reused when that image comes again.
+
+The teacher is fixed and runs in eval mode, so its outputs for one augmented image never change.
+With whole-image crops and no random scaling (``data.scale_range: [1, 1]``) an image has
+finitely many augmented versions (flipped or not, and the crop offsets when the crop is smaller
+than the image), and a run of many epochs meets each of them again and again: the cache runs the
+teacher once per distinct (stream, data-set index, augmentation) and reads the kept outputs after.
+It keeps what the terms read (the logits; the ``distill.pair_feature`` map when a term reads
+features), on the device the teacher runs on.
+
+The values equal those of the plain forward up to floating-point rounding: an image is computed
+in a batch of the images missing from the cache, whose composition differs from the training
+batch's. A run with the cache is as reproducible as one without (the same batches miss).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from skdlib.models.outputs import SegmentationOutput
+
+__all__ = ["TeacherCache", "augmentation_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def augmentation_key(stream: str, index: int, params: dict[str, Any]) -> tuple[Hashable, ...]:
+    """The identity of one augmented image: its stream, data-set index and augmentation."""
+    return (
+        stream,
+        int(index),
+        tuple(params["size"]),
+        params["top"],
+        params["left"],
+        params["flip"],
+    )
+
+
+class TeacherCache:
+    """The teacher's outputs per augmented image (a run's state: one cache per run).
+
+    Args:
+        teacher: the fixed teacher (eval mode).
+        forward: ``forward(teacher, image)``: the step's teacher forward (no gradient, the step's
+            autocast), returning a ``SegmentationOutput``.
+        feature: the feature map to keep (``distill.pair_feature``), or ``None`` for logits only.
+    """
+
+    def __init__(self, teacher: nn.Module, forward: Any, *, feature: str | None) -> None:
+        self.teacher, self.forward, self.feature = teacher, forward, feature
+        self._logits: dict[Hashable, torch.Tensor] = {}
+        self._features: dict[Hashable, torch.Tensor] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._logits)
+
+    def __call__(self, image: torch.Tensor, keys: Sequence[Hashable]) -> SegmentationOutput:
+        """The teacher's outputs for ``image`` ``(N, 3, H, W)``, one key per image."""
+        if len(keys) != image.shape[0]:
+            raise ValueError(f"keys: {len(keys)} for a batch of {image.shape[0]} images")
+        first: dict[Hashable, int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._logits:
+                first.setdefault(key, i)
+        if first:
+            rows = list(first.values())
+            out = self.forward(self.teacher, image[rows])  # (M, 3, H, W): the missing images
+            for j, key in enumerate(first):
+                self._logits[key] = out.logits[j].detach()  # (K, h, w)
+                if self.feature is not None:
+                    self._features[key] = out.features[self.feature][j].detach()  # (C, h, w)
+        self.misses += len(first)
+        self.hits += len(keys) - len(first)
+        logits = torch.stack([self._logits[k] for k in keys])  # N x (K, h, w) -> (N, K, h, w)
+        features = {}
+        if self.feature is not None:
+            features[self.feature] = torch.stack([self._features[k] for k in keys])  # (N, C, h, w)
+        return SegmentationOutput(logits=logits, aux_logits=None, features=features)
