@@ -498,6 +498,7 @@ def _companions(key: str) -> list[str]:
         "distill.node_fraction": ["distill.node_size=1"],
         "data.unlabeled.name": ["data.unlabeled.root=other"],
         "data.unlabeled.root": ["data.unlabeled.name=images"],
+        "train.teacher_cache": ["data.scale_range=[1.0,1.0]"],
         "data.unlabeled.batch_size": ["data.unlabeled.name=images", "data.unlabeled.root=third"],
     }
     return companions.get(key, [])
