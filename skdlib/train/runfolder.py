@@ -155,7 +155,8 @@ def cpu_name() -> str:
 
 
 def environment_info(device: torch.device, *, world_size: int = 1) -> dict[str, Any]:
-    """What ``env.json`` records: versions, device, CPU/GPU name, threads, git commit."""
+    """What ``env.json`` records: versions, device, CPU/GPU name, visible GPUs, threads, git
+    commit."""
     import numpy
 
     gpu = None
@@ -171,6 +172,8 @@ def environment_info(device: torch.device, *, world_size: int = 1) -> dict[str, 
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "cuda": torch.version.cuda,
+        # The GPUs this run was given (the pipeline's --gpus, SLURM); None: every GPU.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "world_size": world_size,
         "git_commit": git_commit(),
