@@ -20,6 +20,8 @@ from skdlib.train.runfolder import load_checkpoint, save_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "configs" / "experiments.yaml"
 NOTEBOOK = REPO / "book" / "training.md"
+# What every invocation rewrites: the index and its lock file (the holder's pid and time).
+INDEX_FILES = ("index.json", ".index.json.lock")
 
 # The experiment table of the pipeline's contract: name -> (groups, label).
 TABLE = {
@@ -494,7 +496,9 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
 def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
     root = smoke["root"]
     before = {
-        p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in INDEX_FILES
     }
 
     def refuse(notebook, payload, cwd):
@@ -515,7 +519,9 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         ["teacher", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
     )
     after = {
-        p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in INDEX_FILES
     }
     assert after == before
 

@@ -22,7 +22,7 @@ from skdlib.train.build import load_config_pinned
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder
 
-__all__ = ["Action", "RunSpec", "build_runs", "resolve", "run_action"]
+__all__ = ["Action", "RunSpec", "build_runs", "folder_action", "resolve", "run_action"]
 
 Action = Literal["reuse", "train", "resume", "retrain"]
 
@@ -119,14 +119,24 @@ def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
     * ``resume``: a partial run of this configuration (from ``checkpoints/last.pt``);
     * ``train``: nothing there yet.
     """
-    folder = RunFolder(spec.run_dir)
+    return folder_action(spec.run_dir, spec.hash, force=force)
+
+
+def folder_action(
+    run_dir: str | os.PathLike[str], wanted_hash: str, *, force: bool = False
+) -> tuple[Action, str]:
+    """:func:`run_action` from the folder and the config hash alone: what the process that
+    executes a run decides again once it holds the run's lock (another process may have
+    finished or started the run since the pipeline looked)."""
+    folder = RunFolder(Path(run_dir))
     if force:
         return "retrain", "--force"
-    if folder.is_finished():
-        found = json.loads(folder.summary.read_text()).get("config_hash")
-        if found == spec.hash:
+    summary = folder.read_summary() if folder.is_finished() else None
+    if summary is not None:
+        found = summary.get("config_hash")
+        if found == wanted_hash:
             return "reuse", f"finished with config hash {found}"
-        return "retrain", f"finished run has config hash {found}, the plan now makes {spec.hash}"
+        return "retrain", f"finished run has config hash {found}, the plan now makes {wanted_hash}"
     if not folder.has_partial_run():
         return "train", "new run"
     if folder.config.is_file():
@@ -134,8 +144,11 @@ def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
             found = config_hash(load_config(folder.config))
         except (ValueError, OSError) as error:
             return "retrain", f"unreadable config.yaml ({error})"
-        if found != spec.hash:
-            return "retrain", f"partial run has config hash {found}, the plan now makes {spec.hash}"
+        if found != wanted_hash:
+            return (
+                "retrain",
+                f"partial run has config hash {found}, the plan now makes {wanted_hash}",
+            )
     if folder.last.is_file():
         return "resume", "interrupted run: resuming from checkpoints/last.pt"
     return "resume", "interrupted run without a checkpoint: starting it again"
