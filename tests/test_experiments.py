@@ -52,6 +52,7 @@ PROFILE_GROUPS = {
     "quick": {"ablation", "variants", "official", "unlabeled"},
     "smoke": {"ablation", "variants", "official", "unlabeled"},
     "paper": {"ablation", "variants", "official"},
+    "gpu": {"ablation", "variants", "official", "unlabeled"},
 }
 SWITCHES = ("pixelwise", "pairwise", "holistic", "mimic", "attention", "local_pairwise")
 # Which switches each experiment turns on.
@@ -82,7 +83,7 @@ TERMS = {
 # --------------------------------------------------------------------------------------------------
 def test_plan_has_the_contracts_profiles_and_experiments() -> None:
     plan = ex.load_plan(PLAN)
-    assert set(plan.profiles) == {"quick", "smoke", "paper"}
+    assert set(plan.profiles) == {"quick", "smoke", "paper", "gpu"}
     assert plan.profile("quick").seeds == (0, 1, 2) == plan.profile("paper").seeds
     assert plan.profile("smoke").seeds == (0,)
     assert [e.name for e in plan.experiments] == list(TABLE)
@@ -91,7 +92,7 @@ def test_plan_has_the_contracts_profiles_and_experiments() -> None:
         assert exp.description
 
 
-@pytest.mark.parametrize("profile", ["quick", "smoke", "paper"])
+@pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "gpu"])
 def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> None:
     plan = ex.load_plan(PLAN)
     runs = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO)
@@ -168,7 +169,7 @@ def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
 def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     plan = ex.load_plan(PLAN)
     few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
-    for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2)):
+    for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2), ("gpu", 16, 8)):
         runs = {
             s.experiment: s.config
             for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=few)[
@@ -402,6 +403,23 @@ def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monke
     ex.main([*args, "--force", "--threads", "3", "--teacher-threads", "4"])
     assert [c["threads"] for c in calls] == [4, 3, 3, 3]
     assert ex.main([*args, "--threads", "0"]) == 2
+
+
+def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None:
+    """The gpu profile: AMP and channels-last on CUDA, batch 8, the embedded data at 256x512 in
+    its own folder (its student/teacher sizes follow the quick recipe; provisional)."""
+    plan = ex.load_plan(PLAN)
+    runs = ex.build_runs(plan, "gpu", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
+    quick = ex.build_runs(plan, "quick", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
+    for spec, small in zip(runs, quick, strict=True):
+        cfg = spec.config
+        assert (cfg.train.device, cfg.train.amp, cfg.train.channels_last) == ("cuda", "fp16", True)
+        assert dict(cfg.data.options) == {"height": 256, "width": 512}
+        assert Path(cfg.data.root) == REPO / "data" / "embedded_gpu"
+        assert cfg.data.crop_size == tuple(2 * c for c in small.config.data.crop_size)
+        assert cfg.model.student == small.config.model.student
+        assert cfg.train.max_iters == 3 * small.config.train.max_iters
+    assert runs[1].config.data.batch_size == 8
 
 
 def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
