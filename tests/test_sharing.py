@@ -165,3 +165,78 @@ def test_two_pipelines_on_one_tree_train_each_run_once(tmp_path: Path) -> None:
     for key in keys[1:]:  # three iterations each, none trained twice
         records = [json.loads(line) for line in (root / key / "metrics.jsonl").open()]
         assert [r["iter"] for r in records if "split" not in r] == [1, 2, 3]
+
+
+class _FakeRunner:
+    """An executor that 'trains' a run by writing its finished summary."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def __enter__(self) -> _FakeRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def run_one(self, payload: dict) -> dict:
+        self.ran.append(payload["run_dir"])
+        folder = Path(payload["run_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {"finished": True, "config_hash": payload["config_hash"]}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return {"status": "finished", "error": None, "elapsed_s": 0.1}
+
+    def run_many(self, payloads, *, started, finished) -> None:
+        for key, payload in payloads:
+            started(key)
+            finished(key, self.run_one(payload))
+
+
+def _finish_by_hand(spec: ex.RunSpec) -> None:
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"finished": True, "config_hash": spec.hash}
+    (spec.run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_pipeline_waits_for_a_teacher_and_comes_back_to_held_runs(tmp_path, monkeypatch):
+    """Another process holds the teacher and pi/seed0: the pipeline waits for the teacher (the
+    students need it), runs baseline, then reuses pi once the other process finished it."""
+    import threading
+
+    import skdlib.experiments.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs: 8)
+    options = {"runs_root": tmp_path, "project_root": REPO, "only": ["baseline", "pi"]}
+    teacher, baseline, pi = ex.build_runs(ex.load_plan(PLAN), "smoke", **options)
+    locks = {spec.key: FileLock(run_lock(spec.run_dir)) for spec in (teacher, pi)}
+    for lock in locks.values():
+        assert lock.acquire(timeout=0)
+    runner = _FakeRunner()
+    results: list[dict] = []
+    thread = threading.Thread(
+        target=lambda: results.append(
+            ex.run_pipeline(
+                "smoke", plan_path=PLAN, executor="inprocess", runner=runner, poll_s=0.05, **options
+            )
+        )
+    )
+    thread.start()
+    time.sleep(1.0)
+    assert runner.ran == [] and thread.is_alive()  # waiting for the teacher
+    _finish_by_hand(teacher)
+    locks["teacher"].release()
+    deadline = time.monotonic() + 30
+    while runner.ran != [str(baseline.run_dir)]:
+        assert time.monotonic() < deadline, runner.ran
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert thread.is_alive()  # baseline done, pi still held by the other process
+    _finish_by_hand(pi)
+    locks["pi/seed0"].release()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and results[0]["failed"] == []
+    assert runner.ran == [str(baseline.run_dir)]  # the teacher and pi were never run here
+    index = json.loads((tmp_path / "smoke" / "index.json").read_text())
+    assert index["teacher"]["status"] == "finished"
+    assert [e["runs"][0]["status"] for e in index["experiments"]] == ["finished", "finished"]

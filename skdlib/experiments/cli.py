@@ -113,6 +113,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "pipelines can share a runs tree: each run trains once) and at SLURM jobs "
         f"(default: {DEFAULT_POLL_S:g})",
     )
+    _slurm_options(p)
+
+
+def _slurm_options(p: argparse.ArgumentParser) -> None:
     slurm = p.add_argument_group(
         "SLURM options (--executor slurm; default: the profile's slurm keys)",
         "One job per run; its logs go to <run folder>/slurm/. A job that dies leaves its "

@@ -105,7 +105,8 @@ def claimed(payload: Payload, run: Callable[[Payload], Result]) -> Result:
     try:
         if payload.get("config_hash") is None:
             return run(payload)
-        action, why = folder_action(run_dir, payload["config_hash"], force=payload.get("forced"))
+        forced = bool(payload.get("forced", False))
+        action, why = folder_action(run_dir, payload["config_hash"], force=forced)
         if action == "reuse":
             return {"status": "finished", "error": None, "elapsed_s": 0.0, "reused": why}
         return run({**payload, "resume": action == "resume", "force": action == "retrain"})

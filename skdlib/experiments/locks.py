@@ -15,16 +15,14 @@ one machine, or split the profile by hand with ``--only``.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["RUN_LOCK_NAME", "FileLock", "holder_of", "locked", "run_lock", "wait_until_free"]
+__all__ = ["RUN_LOCK_NAME", "FileLock", "holder_of", "run_lock", "wait_until_free"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +30,8 @@ logger = logging.getLogger(__name__)
 RUN_LOCK_NAME = ".run.lock"
 #: Seconds between two tries of a lock that another process holds.
 _RETRY_S = 0.2
+#: Seconds between two log lines of a process waiting for a lock.
+_SAY_EVERY_S = 300.0
 
 
 class FileLock:
@@ -117,23 +117,12 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / RUN_LOCK_NAME
 
 
-@contextlib.contextmanager
-def locked(path: str | os.PathLike[str], *, timeout: float | None = None) -> Iterator[bool]:
-    """``with locked(path, timeout=...) as got:``: the lock held inside when ``got``."""
-    lock = FileLock(path)
-    got = lock.acquire(timeout=timeout)
-    try:
-        yield got
-    finally:
-        lock.release()
-
-
 def wait_until_free(path: str | os.PathLike[str], *, poll_s: float, what: str) -> None:
     """Wait until nobody holds the lock at ``path`` (checked every ``poll_s`` seconds), saying
     who holds it now and then."""
-    said = 0.0
+    said = -_SAY_EVERY_S
     while (holder := holder_of(path)) is not None:
-        if time.monotonic() - said > 300:
+        if time.monotonic() - said >= _SAY_EVERY_S:
             logger.info("waiting for %s, held by %s", what, holder)
             said = time.monotonic()
         time.sleep(poll_s)

@@ -338,10 +338,7 @@ def run_pipeline(
     root = Path(project_root).resolve()
     plan = load_plan(resolve(plan_path, root))
     prof = plan.profile(profile)
-    if executor not in EXECUTORS:
-        raise PlanError(f"--executor: expected one of {EXECUTORS}, got {executor!r}")
-    if executor == "local" and notebook is None:
-        raise PlanError("--executor local runs the training notebook: pass --notebook FILE")
+    _check_executor(executor, notebook)
     runs = build_runs(
         plan,
         profile,
@@ -374,6 +371,13 @@ def run_pipeline(
     with runner or _make_runner(executor, use, root, res, poll_s) as active:
         _execute(active, list(todo), actions, track, payload, res, poll_s)
     return _summary(profile, runs, todo, actions, track)
+
+
+def _check_executor(executor: str, notebook: str | os.PathLike[str] | None) -> None:
+    if executor not in EXECUTORS:
+        raise PlanError(f"--executor: expected one of {EXECUTORS}, got {executor!r}")
+    if executor == "local" and notebook is None:
+        raise PlanError("--executor local runs the training notebook: pass --notebook FILE")
 
 
 def _summary(
@@ -500,8 +504,10 @@ def _run_teacher(
         if action == "reuse":
             track.reused(teacher, f"trained by another process: {why}")
             return
+        # The other process died: take its run over (resumed; --force no longer applies).
         actions = {**actions, teacher.key: (action, why)}
         payload = {**payload, "resume": action == "resume", "force": action == "retrain"}
+        payload["forced"] = False
 
 
 def _run_students(
@@ -524,7 +530,7 @@ def _run_students(
             logger.info("%s: being trained by %s; later", key, holders[key])
         free = [s for s in pending if s.key not in held]
         if free:
-            held |= _run_round(runner, free, actions, track, payload)
+            held |= _run_round(runner, free, actions, track, payload, taken_over=announced)
         else:
             time.sleep(poll_s)
         announced |= held
@@ -543,10 +549,18 @@ def _run_round(
     actions: Mapping[str, tuple[str, str]],
     track: _Progress,
     payload: Callable[[RunSpec], dict[str, Any]],
+    *,
+    taken_over: set[str],
 ) -> set[str]:
-    """Run ``specs`` through the executor; the keys of those another process held after all."""
+    """Run ``specs`` through the executor; the keys of those another process held after all.
+    A run another process held before (``taken_over``) is taken over as that process left it:
+    ``--force`` no longer applies to it."""
     by_key = {s.key: s for s in specs}
     busy: set[str] = set()
+
+    def made(spec: RunSpec) -> dict[str, Any]:
+        base = payload(spec)
+        return {**base, "forced": base["forced"] and spec.key not in taken_over}
 
     def ended(key: str, result: Mapping[str, Any]) -> None:
         if result["status"] == BUSY:
@@ -556,7 +570,7 @@ def _run_round(
             track.finished(by_key[key], result)
 
     runner.run_many(
-        [(s.key, payload(s)) for s in specs],
+        [(s.key, made(s)) for s in specs],
         started=lambda key: track.started(key, *actions[key]),
         finished=ended,
     )

@@ -18,7 +18,11 @@ job (a cluster without accounting, a database that is down), a job that ``squeue
 lists has ended: submitit alone would wait for it forever. A job that ended without a result
 (killed, out of memory, cancelled, past its time limit) is reported failed, naming its state and
 log, after ``result_grace_s`` (the result file may reach a shared file system late). Its run
-folder keeps the last checkpoint: running the pipeline again resumes it. The executor needs the
+folder keeps the last checkpoint: running the pipeline again resumes it. Interrupting the
+pipeline leaves its jobs running (named ``skd-<experiment>-<seed>``; ``scancel --name`` them):
+a pipeline started again waits for the runs they hold and reuses them. Two pipelines may both
+submit a job for one run; the second job to start finds the run held (``busy``) or finished
+(reused) and ends at once. The executor needs the
 runs tree, the project and the Python environment at the same paths on the compute nodes (a
 shared file system), as every SLURM workflow does.
 """
