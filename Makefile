@@ -78,11 +78,13 @@ bench: $(STAMP)
 
 # The main job: every experiment of the profile (data set, teacher, students; finished runs are
 # reused, interrupted ones resumed), then the rendered book, whose chapters read the run folders.
-# PROFILE=quick (default, CPU), smoke (a minute or two) or paper (GPUs and a real data set:
-#   make book PROFILE=paper DATA=cityscapes DATA_ROOT=/data/cityscapes).
+# PROFILE=quick (default, CPU), smoke (a minute or two), gpu (one GPU, the embedded data) or paper
+# (GPUs and a real data set: make book PROFILE=paper DATA=cityscapes DATA_ROOT=/data/cityscapes).
+# EXPERIMENT_OPTIONS passes more options, e.g. "--gpus 0,1,2,3" or "--executor slurm --partition gpu".
 PROFILE ?= quick
 DATA ?=
 DATA_ROOT ?=
+EXPERIMENT_OPTIONS ?=
 EXPERIMENT_SETS := $(if $(DATA),--set data.name=$(DATA)) $(if $(DATA_ROOT),--set data.root=$(DATA_ROOT))
 
 # The profile's teacher trained again from scratch (the quick profile keeps it in teachers/quick,
@@ -91,7 +93,8 @@ teacher: $(STAMP)
 	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --teacher-only --force --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)
 
 experiments: $(STAMP)
-	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)
+	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS) \
+	  $(EXPERIMENT_OPTIONS)
 
 # The widgets' and MathJax's JavaScript, pinned in package-lock.json, copied into the book (no CDN).
 widgets: $(STAMP)

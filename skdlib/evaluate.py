@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -281,9 +282,11 @@ def _read_student_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m skdlib.evaluate``: score a checkpoint on a split, optionally save predictions."""
-    parser = argparse.ArgumentParser(prog="python -m skdlib.evaluate", description=main.__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m skdlib.evaluate",
+        description="Score a checkpoint on a split, optionally save predictions.",
+    )
     parser.add_argument(
         "--checkpoint", required=True, help="final.pt (state dict) or last.pt (full checkpoint)"
     )
@@ -303,9 +306,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--save-predictions", default=None, metavar="DIR", help="write prediction PNGs here"
     )
     parser.add_argument("--output", default=None, help="also write the scores as JSON to this file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser.add_argument("--debug", action="store_true", help="tracebacks instead of one line")
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m skdlib.evaluate``: score a checkpoint on a split, optionally save predictions.
+
+    Bad input (a config key or value, a missing or torn checkpoint) prints one line naming it and
+    exits 2; ``--debug`` shows the traceback instead (:func:`skdlib.errors.run_cli`).
+    """
+    from skdlib.errors import run_cli
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_cli(lambda: _score(args), debug=args.debug, logger=logger)
+
+
+def _prediction_saver(name: str, out: Path) -> Any:
+    """A callback writing each prediction as ``trainId`` (and ``labelId``) PNGs under ``out``."""
+    table = _train_id_table(name)
+
+    def save(image_name: str, prediction: torch.Tensor) -> None:
+        array = prediction.numpy().astype(np.uint8)
+        _save_png(out / "trainId" / f"{image_name}.png", array)
+        if table is not None:
+            _save_png(out / "labelId" / f"{image_name}.png", table[array])
+
+    return save
+
+
+def _score(args: argparse.Namespace) -> int:
     from skdlib.models import build_model
     from skdlib.train.build import build_dataset_for, resolve_device
     from skdlib.train.config import load_config
@@ -322,19 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.load_state_dict(_read_student_state(checkpoint), strict=True)
     model.to(device)
     mode = "sliding" if args.sliding else cfg.eval.mode
-    crop = tuple(cfg.eval.crop_size or cfg.data.crop_size)
-
-    callback = None
-    if args.save_predictions:
-        out = Path(args.save_predictions)
-        table = _train_id_table(cfg.data.name)
-
-        def callback(name: str, prediction: torch.Tensor) -> None:
-            array = prediction.numpy().astype(np.uint8)
-            _save_png(out / "trainId" / f"{name}.png", array)
-            if table is not None:
-                _save_png(out / "labelId" / f"{name}.png", table[array])
-
     scores = evaluate(
         model,
         dataset,
@@ -342,16 +360,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=device,
         mode=mode,
         flip=args.flip or cfg.eval.flip,
-        crop_size=crop,
+        crop_size=tuple(cfg.eval.crop_size or cfg.data.crop_size),
         stride_rate=cfg.eval.stride_rate,
-        prediction_callback=callback,
+        prediction_callback=(
+            _prediction_saver(cfg.data.name, Path(args.save_predictions))
+            if args.save_predictions
+            else None
+        ),
     )
-    names = list(getattr(dataset, "class_names", []))
     result = {
         "split": split,
         "mode": mode,
         "flip": args.flip or cfg.eval.flip,
-        "class_names": names,
+        "class_names": list(getattr(dataset, "class_names", [])),
         **scores_to_json(scores),
     }
     text = json.dumps(result, indent=2, allow_nan=False)
@@ -359,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from skdlib.train.runfolder import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
-    print(text)
+    sys.stdout.write(text + "\n")
     return 0
 
 

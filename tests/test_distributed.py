@@ -114,3 +114,63 @@ def test_cpu_sync_batchnorm_is_plain_batchnorm_without_a_process_group():
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(converted(x), plain(x))
     torch.testing.assert_close(converted[1].running_var, plain[1].running_var)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_of_the_pipeline_equals_torchrun_by_hand(tmp_path):
+    """--nproc-per-run 2: the pipeline runs the training notebook, whose cell starts the run's 2
+    processes with torch's elastic launcher (gloo here); the same config trained by hand with
+    `torchrun --nproc-per-node 2 -m skdlib.train` gives the same weights, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    import skdlib.experiments as ex
+
+    result = ex.run_pipeline(
+        "smoke",
+        plan_path=REPO / "configs" / "experiments.yaml",
+        project_root=REPO,
+        runs_root=tmp_path / "runs",
+        notebook=REPO / "book" / "training.md",
+        only=["pi_pa_ho"],
+        sets=[f"data.root={tmp_path / 'data'}"],
+        jobs=1,
+        threads=1,
+        teacher_threads=1,
+        nproc_per_run=2,
+    )
+    assert result["failed"] == []
+    run = tmp_path / "runs" / "smoke" / "pi_pa_ho" / "seed0"
+    assert "NPROC = 2" in (run / "notebook.ipynb").read_text()  # the notebook launched it
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "-m", "skdlib.train", "--config", str(run / "config.yaml")]
+    command += ["--run-dir", str(tmp_path / "by_hand"), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads((run / "summary.json").read_text())
+    theirs = json.loads((tmp_path / "by_hand" / "summary.json").read_text())
+    assert ours["world_size"] == theirs["world_size"] == 2
+    assert ours["config_hash"] == theirs["config_hash"]
+    assert ours["miou"] == theirs["miou"] and ours["class_iou"] == theirs["class_iou"]
+    for name in ("final.pt", "last.pt"):
+        a = torch.load(run / "checkpoints" / name, weights_only=True)
+        b = torch.load(tmp_path / "by_hand" / "checkpoints" / name, weights_only=True)
+        if name == "last.pt":  # the student, the critic and both optimisers' states
+            a = {k: a[k] for k in ("student", "critic", "optimizer", "critic_optimizer")}
+            b = {k: b[k] for k in a}
+        flat_a, flat_b = _tensors(a), _tensors(b)
+        assert flat_a.keys() == flat_b.keys() and flat_a
+        assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), name
+
+
+def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a nested dict/list, by its path."""
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}
+    found: dict[str, torch.Tensor] = {}
+    if isinstance(tree, (dict, list, tuple)):
+        for key, value in tree.items() if isinstance(tree, dict) else enumerate(tree):
+            found |= _tensors(value, f"{prefix}/{key}")
+    return found

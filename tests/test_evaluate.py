@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from skdlib.data.transforms import normalize
+from skdlib.errors import CheckpointError
 from skdlib.evaluate import evaluate, main, predict_probabilities, sliding_windows
 from skdlib.models import build_model
 from skdlib.models.outputs import SegmentationOutput
@@ -196,8 +197,15 @@ def test_cli_scores_and_saves_predictions(tmp_path, capsys):
             array = np.array(img)
         assert img.mode == "L" and array.shape == (32, 48) and array.max() < 8
     assert not (out / "labelId").exists()  # only Cityscapes gets labelId PNGs
+    # Bad input: one line naming the file, exit 2; --debug raises with the traceback.
+    missing = ["--checkpoint", str(tmp_path / "nope.pt"), "--config", str(tmp_path / "config.yaml")]
+    assert main(missing) == 2
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
-        main(["--checkpoint", str(tmp_path / "nope.pt"), "--config", str(tmp_path / "config.yaml")])
+        main([*missing, "--debug"])
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes((tmp_path / "final.pt").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"{torn} is truncated or not a PyTorch checkpoint"):
+        main(["--checkpoint", str(torn), "--config", str(tmp_path / "config.yaml"), "--debug"])
 
 
 def test_evaluate_normalises_like_training():

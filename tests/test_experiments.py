@@ -20,6 +20,8 @@ from skdlib.train.runfolder import load_checkpoint, save_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "configs" / "experiments.yaml"
 NOTEBOOK = REPO / "book" / "training.md"
+# What every invocation rewrites: the index and its lock file (the holder's pid and time).
+INDEX_FILES = ("index.json", ".index.json.lock")
 
 # The experiment table of the pipeline's contract: name -> (groups, label).
 TABLE = {
@@ -57,6 +59,7 @@ PROFILE_GROUPS = {
     "quick": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
     "smoke": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
     "paper": {"ablation", "variants", "official", "lambda", "later"},
+    "gpu": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
 }
 SWITCHES = (
     "pixelwise",
@@ -103,7 +106,7 @@ TERMS = {
 # --------------------------------------------------------------------------------------------------
 def test_plan_has_the_contracts_profiles_and_experiments() -> None:
     plan = ex.load_plan(PLAN)
-    assert set(plan.profiles) == {"quick", "smoke", "paper"}
+    assert set(plan.profiles) == {"quick", "smoke", "paper", "gpu"}
     assert plan.profile("quick").seeds == (0, 1, 2) == plan.profile("paper").seeds
     assert plan.profile("smoke").seeds == (0,)
     assert [e.name for e in plan.experiments] == list(TABLE)
@@ -112,7 +115,7 @@ def test_plan_has_the_contracts_profiles_and_experiments() -> None:
         assert exp.description
 
 
-@pytest.mark.parametrize("profile", ["quick", "smoke", "paper"])
+@pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "gpu"])
 def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> None:
     plan = ex.load_plan(PLAN)
     runs = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO)
@@ -204,7 +207,7 @@ def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
 def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     plan = ex.load_plan(PLAN)
     few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
-    for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2)):
+    for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2), ("gpu", 16, 8)):
         runs = {
             s.experiment: s.config
             for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=few)[
@@ -440,6 +443,23 @@ def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monke
     assert ex.main([*args, "--threads", "0"]) == 2
 
 
+def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None:
+    """The gpu profile: AMP and channels-last on CUDA, batch 8, the embedded data at 256x512 in
+    its own folder (its student/teacher sizes follow the quick recipe; provisional)."""
+    plan = ex.load_plan(PLAN)
+    runs = ex.build_runs(plan, "gpu", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
+    quick = ex.build_runs(plan, "quick", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
+    for spec, small in zip(runs, quick, strict=True):
+        cfg = spec.config
+        assert (cfg.train.device, cfg.train.amp, cfg.train.channels_last) == ("cuda", "fp16", True)
+        assert dict(cfg.data.options) == {"height": 256, "width": 512}
+        assert Path(cfg.data.root) == REPO / "data" / "embedded_gpu"
+        assert cfg.data.crop_size == tuple(2 * c for c in small.config.data.crop_size)
+        assert cfg.model.student == small.config.model.student
+        assert cfg.train.max_iters == 3 * small.config.train.max_iters
+    assert runs[1].config.data.batch_size == 8
+
+
 def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
     with pytest.raises(ex.PlanError, match="--notebook"):
         ex.run_pipeline("smoke", plan_path=PLAN, project_root=REPO, runs_root=tmp_path)
@@ -532,7 +552,9 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
 def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
     root = smoke["root"]
     before = {
-        p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in INDEX_FILES
     }
 
     def refuse(notebook, payload, cwd):
@@ -553,7 +575,9 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         ["teacher", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
     )
     after = {
-        p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "index.json"
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in INDEX_FILES
     }
     assert after == before
 

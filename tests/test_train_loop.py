@@ -402,6 +402,12 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
             ],
         ),
         ("teacher_quick.yaml", ["model.student_options.width=0.5"]),
+        # The gpu presets on the CPU (train.device=cpu): AMP and channels-last then stay off.
+        (
+            "gpu.yaml",
+            ["data.options={}", "model.teacher_options.width=0.5", "distill.disc_widths=[8,8,8,8]"],
+        ),
+        ("teacher_gpu.yaml", ["data.options={}", "model.student_options.width=0.5"]),
         (
             "teacher_paper.yaml",
             ["model.student=pspnet_resnet18", "model.student_options.width=0.5"],

@@ -4,8 +4,11 @@
 - :mod:`skdlib.experiments.runs`: the runs of a profile (:class:`RunSpec`) and what to do with
   each folder (reuse, train, resume, retrain).
 - :mod:`skdlib.experiments.executors`: how a run runs (a papermill execution of the training
-  notebook, or ``train()`` in-process), ``jobs`` at a time.
-- :mod:`skdlib.experiments.index`: ``<runs_root>/<profile>/index.json``.
+  notebook, or ``train()`` in-process; in ``nproc_per_run`` processes), ``jobs`` at a time or
+  one per free GPU group; :mod:`skdlib.experiments.slurm`: one SLURM job per run (submitit).
+- :mod:`skdlib.experiments.locks`: a run's claim and the index's merge (``flock``), so that
+  several pipelines can share a runs tree.
+- :mod:`skdlib.experiments.index`: ``<runs_root>/<profile>/index.json``, merged under a lock.
 - :mod:`skdlib.experiments.pipeline`: :func:`run_pipeline`, the whole job.
 - :mod:`skdlib.experiments.cli`: ``python -m skdlib.experiments {run,status}``.
 
@@ -23,6 +26,7 @@ from skdlib.experiments.plan import (
     Plan,
     PlanError,
     Profile,
+    SlurmOptions,
     load_plan,
 )
 from skdlib.experiments.runs import RunSpec, build_runs, run_action
@@ -36,6 +40,7 @@ __all__ = [
     "PlanError",
     "Profile",
     "RunSpec",
+    "SlurmOptions",
     "build_runs",
     "load_plan",
     "main",

@@ -4,14 +4,23 @@
   is a papermill execution of the training notebook, whose executed copy is kept as
   ``<run_dir>/notebook.ipynb``: every number traces to a notebook, a config and a commit.
 * :class:`LocalExecutor` without a notebook (``--executor inprocess``): each run calls
-  :func:`skdlib.train.loop.train` directly (no kernel start): demo and test trees.
+  :func:`skdlib.train.launch.launch_train` directly (no kernel start): demo and test trees.
+* :class:`skdlib.experiments.slurm.SlurmExecutor` (``--executor slurm``): each run a SLURM job
+  (submitit) running one of the two functions below.
 
-Both run ``jobs`` runs at a time, each in its own process (``jobs=1``: one after the other; an
-in-process run then trains in the calling process). A run never raises into the pipeline: it
-returns ``{"status": "finished" | "failed", "error": str | None, "elapsed_s": float}``.
+The local ones run ``jobs`` runs at a time, each in its own process (``jobs=1``: one after the
+other; an in-process run then trains in the calling process); with ``gpus``, one run per group of
+``nproc`` free GPUs, each in a fresh process that sees only its GPUs (``CUDA_VISIBLE_DEVICES``).
+A run never raises into the pipeline: it returns ``{"status": "finished" | "failed" | "busy",
+"error": str | None, "elapsed_s": float}`` (``busy``: another process holds the run's lock, see
+:func:`claimed`; ``reused``: set when the run turned out to be finished already).
 
 What a run gets is a plain dict (its *payload*, picklable): ``run_dir``, ``config`` (preset
-path), ``overrides`` (list), ``resume``, ``force``, ``threads`` (torch threads), ``progress``.
+path), ``overrides`` (list), ``resume``, ``force`` (the pipeline's plan), ``forced``
+(``--force``), ``config_hash`` (the hash a finished run must hold; for a run kept in the
+repository, ``kept_in`` names the project root and the hash is the portable one), ``threads``
+(torch threads per process), ``nproc`` (processes), ``devices`` (``CUDA_VISIBLE_DEVICES`` or
+None), ``progress``.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import concurrent.futures
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -28,13 +38,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from skdlib.experiments.locks import FileLock, holder_of, run_lock
+from skdlib.experiments.runs import folder_action, mark_portable
 from skdlib.train.runfolder import RunFolder
 
 __all__ = [
+    "BUSY",
     "NOTEBOOK_NAME",
     "LocalExecutor",
+    "claimed",
     "execute_inprocess_run",
     "execute_notebook_run",
+    "gpu_groups",
     "short_error",
 ]
 
@@ -42,6 +57,12 @@ logger = logging.getLogger(__name__)
 
 #: The executed training notebook inside a run folder.
 NOTEBOOK_NAME = "notebook.ipynb"
+
+#: The status of a run whose lock another live process holds (the pipeline comes back to it).
+BUSY = "busy"
+#: Seconds a run's executor tries for the run's lock before it reports the run busy (the
+#: pipeline's own look at the lock, a moment before, holds it briefly).
+_CLAIM_WAIT_S = 2.0
 
 Payload = Mapping[str, Any]
 Result = dict[str, Any]
@@ -67,12 +88,57 @@ def _result(run_dir: Path, error: str | None, start: float) -> Result:
     }
 
 
-def execute_notebook_run(notebook: str, payload: Payload, cwd: str) -> Result:
-    """Execute ``notebook`` (an ``.ipynb``) with papermill for one run, in ``cwd``; never raises.
+def claimed(payload: Payload, run: Callable[[Payload], Result]) -> Result:
+    """``run(payload)`` with the run's lock held (:mod:`skdlib.experiments.locks`), the action
+    decided again under it; ``{"status": "busy", "holder": ...}`` when another live process holds
+    the lock.
 
-    The executed copy goes to ``<run_dir>/notebook.ipynb`` (also when the run fails). A picklable
-    top-level function: the executor calls it in worker processes.
+    Under the lock the folder says what to do (:func:`skdlib.experiments.runs.folder_action`):
+    a run another process finished meanwhile is reused (``"reused"`` set, nothing trains), one
+    that a dead process left half-done is resumed. ``payload["resume"]`` and ``["force"]`` are
+    replaced by that decision. The lock is held while the run trains, by the process that trains
+    it (a worker, the pipeline itself, a SLURM job), so it ends with that process.
     """
+    run_dir = Path(payload["run_dir"])
+    lock = FileLock(run_lock(run_dir))
+    if not lock.acquire(timeout=_CLAIM_WAIT_S):
+        holder = holder_of(run_lock(run_dir)) or "another process"
+        return {"status": BUSY, "error": None, "elapsed_s": 0.0, "holder": holder}
+    try:
+        if payload.get("config_hash") is None:
+            return run(payload)
+        forced = bool(payload.get("forced", False))
+        kept_in = payload.get("kept_in")
+        action, why = folder_action(run_dir, payload["config_hash"], force=forced, kept_in=kept_in)
+        if action == "reuse":
+            return {"status": "finished", "error": None, "elapsed_s": 0.0, "reused": why}
+        result = run({**payload, "resume": action == "resume", "force": action == "retrain"})
+        if kept_in is not None and result["status"] == "finished":
+            mark_portable(run_dir, payload["config_hash"])
+        return result
+    finally:
+        lock.release()
+
+
+def _show_devices(payload: Payload) -> None:
+    """Make only the run's GPUs visible (a fresh worker process, before CUDA starts)."""
+    if payload.get("devices") is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["devices"])
+
+
+def execute_notebook_run(notebook: str, payload: Payload, cwd: str) -> Result:
+    """Execute ``notebook`` with papermill for one run, in ``cwd``, holding the run's lock
+    (:func:`claimed`); never raises.
+
+    ``notebook``: an ``.ipynb``, or a MyST ``.md`` (converted first, in the run folder). The
+    executed copy goes to ``<run_dir>/notebook.ipynb`` (also when the run fails). A picklable
+    top-level function: the executor calls it in worker processes and SLURM jobs.
+    """
+    _show_devices(payload)
+    return claimed(payload, lambda decided: _notebook_run(notebook, decided, cwd))
+
+
+def _notebook_run(notebook: str, payload: Payload, cwd: str) -> Result:
     import papermill
 
     start = time.perf_counter()
@@ -87,13 +153,17 @@ def execute_notebook_run(notebook: str, payload: Payload, cwd: str) -> Result:
         "FORCE": bool(payload["force"]),
         "PROGRESS": bool(payload.get("progress", False)),
         "THREADS": int(payload.get("threads", 1)),
+        "NPROC": int(payload.get("nproc", 1)),
     }
     error: str | None = None
     with tempfile.TemporaryDirectory(prefix=".notebook-", dir=run_dir) as tmp:
         executed = Path(tmp) / NOTEBOOK_NAME
+        source = Path(notebook)
         try:
+            if source.suffix != ".ipynb":
+                source = _notebook_ipynb(source, Path(tmp) / "source")
             papermill.execute_notebook(
-                notebook,
+                str(source),
                 str(executed),
                 parameters=parameters,
                 kernel_name="python3",
@@ -109,26 +179,34 @@ def execute_notebook_run(notebook: str, payload: Payload, cwd: str) -> Result:
 
 
 def execute_inprocess_run(payload: Payload) -> Result:
-    """Train one run in this process with ``payload["threads"]`` torch threads (restored
-    afterwards); never raises (the traceback goes to the log)."""
+    """Train one run, holding its lock (:func:`claimed`): in this process with
+    ``payload["threads"]`` torch threads (restored afterwards), or in ``payload["nproc"]``
+    processes of the elastic launcher; never raises (the traceback goes to the log)."""
+    _show_devices(payload)
+    return claimed(payload, _inprocess_run)
+
+
+def _inprocess_run(payload: Payload) -> Result:
     import torch
 
     from skdlib.train.config import load_config
-    from skdlib.train.loop import train
+    from skdlib.train.launch import launch_train
 
     start = time.perf_counter()
     run_dir = Path(payload["run_dir"])
     previous = torch.get_num_threads()
-    torch.set_num_threads(int(payload.get("threads", 1)))
+    threads = int(payload.get("threads", 1))
     error: str | None = None
     try:
         cfg = load_config(payload["config"], list(payload["overrides"]))
-        train(
+        launch_train(
             cfg,
             run_dir,
+            nproc=int(payload.get("nproc", 1)),
             resume=bool(payload["resume"]),
             force=bool(payload["force"]),
             progress=bool(payload.get("progress", False)),
+            threads=threads,
         )
     except Exception as exc:  # the run failed: recorded, the pipeline goes on
         logger.error("run %s failed:\n%s", run_dir, traceback.format_exc())
@@ -144,23 +222,49 @@ def _notebook_ipynb(source: Path, folder: Path) -> Path:
 
     if not source.is_file():
         raise FileNotFoundError(f"training notebook not found: {source}")
+    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{source.stem}.ipynb"
     jupytext.write(jupytext.read(source), target)
     return target
+
+
+def gpu_groups(gpus: Sequence[str], nproc: int) -> list[str]:
+    """``gpus`` cut into groups of ``nproc`` (``CUDA_VISIBLE_DEVICES`` values), in order; GPUs
+    left over (fewer than ``nproc``) are not used."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    return [",".join(gpus[i : i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
 
 
 class LocalExecutor:
     """Runs on this machine, ``jobs`` at a time: papermill executions of ``notebook`` (a MyST
     ``.md`` or an ``.ipynb``) when one is given, else in-process training.
 
+    With ``gpus`` (ids as ``CUDA_VISIBLE_DEVICES`` names them) the runs take groups of ``nproc``
+    GPUs (:func:`gpu_groups`): as many runs at a time as there are groups, each in a fresh
+    process that sees its group only; a run starts when a group is free.
+
     Use as a context manager (the notebook is converted once into a temporary folder).
     """
 
-    def __init__(self, *, notebook: str | Path | None, cwd: str | Path, jobs: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        notebook: str | Path | None,
+        cwd: str | Path,
+        jobs: int = 1,
+        gpus: Sequence[str] | None = None,
+        nproc: int = 1,
+    ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.notebook = Path(notebook) if notebook is not None else None
         self.cwd, self.jobs = str(cwd), jobs
+        self.groups = gpu_groups(list(gpus), nproc) if gpus is not None else None
+        if self.groups is not None:
+            if not self.groups:
+                raise ValueError(f"gpus: {list(gpus or [])} hold no group of {nproc} GPU(s)")
+            self.jobs = len(self.groups)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._ipynb: str | None = None
 
@@ -175,7 +279,12 @@ class LocalExecutor:
             self._tmp.cleanup()
 
     def run_one(self, payload: Payload) -> Result:
-        """One run in the calling process (a papermill kernel, or this interpreter)."""
+        """One run: in the calling process (a papermill kernel, or this interpreter), or with
+        ``gpus`` in a fresh process on the first group."""
+        if self.groups is not None:
+            results: list[Result] = []
+            self.run_many([("run", payload)], started=lambda key: None, finished=_keep(results))
+            return results[0]
         if self._ipynb is None:
             return execute_inprocess_run(payload)
         return execute_notebook_run(self._ipynb, payload, self.cwd)
@@ -189,26 +298,33 @@ class LocalExecutor:
     ) -> None:
         """Every ``(key, payload)``, ``jobs`` at a time; ``started(key)`` when a run starts and
         ``finished(key, result)`` when it ends (in the calling process, in order of ending)."""
-        if self.jobs == 1:
+        if self.jobs == 1 and self.groups is None:
             for key, payload in payloads:
                 started(key)
                 finished(key, self.run_one(payload))
             return
         context = multiprocessing.get_context("spawn")
         queue = list(payloads)
-        running: dict[concurrent.futures.Future[Result], str] = {}
-        with concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=context) as pool:
+        free = list(self.groups) if self.groups is not None else [None] * self.jobs
+        running: dict[concurrent.futures.Future[Result], tuple[str, str | None]] = {}
+        # With GPUs, one process per run: CUDA_VISIBLE_DEVICES counts only before CUDA starts.
+        fresh = 1 if self.groups is not None else None
+        with concurrent.futures.ProcessPoolExecutor(
+            self.jobs, mp_context=context, max_tasks_per_child=fresh
+        ) as pool:
             while queue or running:
                 # Submit only as many as run at once, so that "start" lines tell the truth.
-                while queue and len(running) < self.jobs:
+                while queue and free:
                     key, payload = queue.pop(0)
+                    devices = free.pop(0)
                     started(key)
-                    running[self._submit(pool, payload)] = key
+                    running[self._submit(pool, {**payload, "devices": devices})] = (key, devices)
                 ended, _ = concurrent.futures.wait(
                     running, return_when=concurrent.futures.FIRST_COMPLETED
                 )
                 for future in ended:
-                    key = running.pop(future)
+                    key, devices = running.pop(future)
+                    free.append(devices)
                     try:
                         result = future.result()
                     except Exception as exc:  # a worker process died
@@ -221,3 +337,8 @@ class LocalExecutor:
         if self._ipynb is None:
             return pool.submit(execute_inprocess_run, dict(payload))
         return pool.submit(execute_notebook_run, self._ipynb, dict(payload), self.cwd)
+
+
+def _keep(results: list[Result]) -> Callable[[str, Result], None]:
+    """A ``finished`` callback that appends each result to ``results``."""
+    return lambda key, result: results.append(result)

@@ -4,6 +4,15 @@ Layout: ``profile``, ``data`` (name, root), ``num_classes``, ``teacher`` (config
 run_dir, config_hash, status), ``experiments`` (name, groups, label, description, config,
 overrides, runs: seed, run_dir, config_hash, status, error, elapsed_s). Every ``run_dir`` is
 relative to the profile folder. Paths inside the project are written relative to it.
+
+Several pipelines may write one index (runs trees shared between processes, see
+:mod:`skdlib.experiments.pipeline`): each write reads the index and merges into it under a lock
+(``.index.json.lock`` beside it), then replaces it atomically, so no writer loses another's
+entries. A run's status is, in order: ``finished`` when its folder holds a finished summary of
+its config hash (the truth, whoever trained it); the writer's own state of the run (what this
+process executed, or ``pending`` for a run it is to execute); the previous index's entry of the
+same config hash. Experiments the writer does not run (``--only``) keep their previous entries.
+So concurrent writers converge: the last index lists every run another process finished.
 """
 
 from __future__ import annotations
@@ -15,28 +24,64 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from skdlib.experiments.locks import FileLock
 from skdlib.experiments.plan import Plan, Profile
 from skdlib.experiments.runs import RunSpec
-from skdlib.train.runfolder import atomic_write_json
+from skdlib.train.runfolder import RunFolder, atomic_write_json
 
-__all__ = ["INDEX_NAME", "write_index"]
+__all__ = ["INDEX_LOCK_NAME", "INDEX_NAME", "write_index"]
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
+#: The lock file of the index's read-merge-write, beside it.
+INDEX_LOCK_NAME = ".index.json.lock"
 
 
-def _run_entry(spec: RunSpec, state: Mapping[str, Any], profile_dir: Path) -> dict[str, Any]:
+def _entry_dir(spec: RunSpec, profile_dir: Path) -> str:
+    """The run's folder relative to the profile folder (a kept teacher lies outside it)."""
+    return os.path.relpath(spec.run_dir, profile_dir)
+
+
+def _run_entry(
+    spec: RunSpec,
+    state: Mapping[str, Any] | None,
+    previous: Mapping[str, Any] | None,
+    profile_dir: Path,
+) -> dict[str, Any]:
+    """The run's entry: its folder's truth, else this writer's state, else the previous entry
+    (of the same config hash)."""
+    old = previous if previous and previous.get("config_hash") == spec.hash else {}
+    summary = RunFolder(spec.run_dir).read_summary()
+    done = summary is not None and summary.get("finished") and summary.get(spec.reuse_key)
+    mine = dict(state or {})
+    if done == spec.reuse_hash:
+        mine = {"status": "finished", "elapsed_s": mine.get("elapsed_s", old.get("elapsed_s"))}
+    elif not mine:
+        mine = dict(old) or {"status": "pending"}
     entry: dict[str, Any] = {
-        "run_dir": os.path.relpath(spec.run_dir, profile_dir),  # a kept teacher lies elsewhere
+        "run_dir": _entry_dir(spec, profile_dir),
         "config_hash": spec.hash,
-        "status": state["status"],
+        "status": mine["status"],
     }
-    if state.get("error"):
-        entry["error"] = state["error"]
-    if state.get("elapsed_s") is not None:
-        entry["elapsed_s"] = round(float(state["elapsed_s"]), 2)
+    if mine.get("error") and mine["status"] != "finished":
+        entry["error"] = mine["error"]
+    if mine.get("elapsed_s") is not None:
+        entry["elapsed_s"] = round(float(mine["elapsed_s"]), 2)
     return entry
+
+
+def _previous_runs(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The previous index's run entries by ``run_dir`` (the teacher's too)."""
+    runs: dict[str, Mapping[str, Any]] = {}
+    teacher = previous.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("run_dir"), str):
+        runs[teacher["run_dir"]] = teacher
+    for exp in previous.get("experiments", []):
+        for run in exp.get("runs", []) if isinstance(exp, dict) else []:
+            if isinstance(run, dict) and isinstance(run.get("run_dir"), str):
+                runs[run["run_dir"]] = run
+    return runs
 
 
 def _display(path: Path, project_root: Path) -> str:
@@ -68,9 +113,28 @@ def write_index(
     num_classes: int | None,
     project_root: Path,
 ) -> None:
-    """Rewrite ``index.json`` atomically from ``runs`` (the teacher first) and their ``states``;
-    experiments absent from this invocation (``--only``) are kept from the previous index."""
-    previous = _read_previous(path)
+    """Merge ``runs`` (the teacher first) and this process's ``states`` of them into
+    ``index.json``, under the index's lock, and replace it atomically; experiments absent from
+    this invocation (``--only``) are kept from the previous index."""
+    with FileLock(path.parent / INDEX_LOCK_NAME):
+        previous = _read_previous(path)
+        index = _build_index(
+            plan, profile, runs, states, previous, num_classes, project_root, path.parent
+        )
+        atomic_write_json(path, index)
+
+
+def _build_index(
+    plan: Plan,
+    profile: Profile,
+    runs: Sequence[RunSpec],
+    states: Mapping[str, Mapping[str, Any]],
+    previous: Mapping[str, Any],
+    num_classes: int | None,
+    project_root: Path,
+    profile_dir: Path,
+) -> dict[str, Any]:
+    old_runs = _previous_runs(previous)
     teacher = runs[0]
     cfg = teacher.config
     index: dict[str, Any] = {
@@ -80,7 +144,12 @@ def write_index(
         "teacher": {
             "config": _display(teacher.config_path, project_root),
             "overrides": list(profile.overrides),
-            **_run_entry(teacher, states[teacher.key], path.parent),
+            **_run_entry(
+                teacher,
+                states.get(teacher.key),
+                old_runs.get(_entry_dir(teacher, profile_dir)),
+                profile_dir,
+            ),
         },
         "experiments": [],
     }
@@ -91,6 +160,13 @@ def write_index(
     for exp in plan.experiments:
         if exp.name in by_experiment:
             specs = by_experiment[exp.name]
+            entries = [
+                {
+                    "seed": s.seed,
+                    **_run_entry(s, states.get(s.key), old_runs.get(s.key), profile_dir),
+                }
+                for s in specs
+            ]
             index["experiments"].append(
                 {
                     "name": exp.name,
@@ -99,11 +175,9 @@ def write_index(
                     "description": exp.description,
                     "config": _display(specs[0].config_path, project_root),
                     "overrides": list(plan.overrides(exp, profile)),
-                    "runs": [
-                        {"seed": s.seed, **_run_entry(s, states[s.key], path.parent)} for s in specs
-                    ],
+                    "runs": entries,
                 }
             )
         elif exp.name in old:
             index["experiments"].append(old[exp.name])
-    atomic_write_json(path, index)
+    return index

@@ -7,13 +7,23 @@ training chapter):
    seconds, before the teacher trains;
 2. generates the embedded data sets the runs read (labelled sets, unlabeled pools) when missing;
 3. runs the teacher, then every student run (``jobs`` at a time) through an executor
-   (:mod:`skdlib.experiments.executors`);
-4. after every run, rewrites ``<runs_root>/<profile>/index.json`` atomically.
+   (:mod:`skdlib.experiments.executors`: papermill or in-process on this machine, one run per
+   free GPU group with ``gpus``; :mod:`skdlib.experiments.slurm`: one SLURM job per run), each
+   run in ``nproc_per_run`` processes (torch's elastic launcher);
+4. after every run, merges the run's status into ``<runs_root>/<profile>/index.json``.
 
 Which runs train (see :func:`skdlib.experiments.runs.run_action`): a finished run whose config
 hash equals the one the plan makes now is reused; a folder written for another configuration is
 trained again from scratch; an interrupted run is resumed; ``force`` trains everything again. A
 failed run is recorded as failed and the pipeline goes on.
+
+Several pipelines (on one machine, or cluster jobs on one shared file system) can share a runs
+tree: a run is trained by the process holding its lock (:mod:`skdlib.experiments.locks`), which
+decides again under the lock; a pipeline skips a run another live process holds, does the
+others, then comes back to it (reused when the other finished it, taken over when the other
+died); the students wait for a teacher another process is training (they need its final.pt);
+``index.json`` is merged under a lock (:mod:`skdlib.experiments.index`). So each run trains
+once, and every pipeline ends with the whole profile done.
 """
 
 from __future__ import annotations
@@ -22,25 +32,37 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from skdlib.experiments.executors import LocalExecutor
+from skdlib.experiments.executors import BUSY, LocalExecutor
 from skdlib.experiments.index import INDEX_NAME, write_index
-from skdlib.experiments.plan import DEFAULT_PLAN, TEACHER_DIR, Plan, PlanError, Profile, load_plan
-from skdlib.experiments.runs import PORTABLE_HASH, RunSpec, build_runs, resolve, run_action
+from skdlib.experiments.locks import holder_of, run_lock, wait_until_free
+from skdlib.experiments.plan import (
+    DEFAULT_PLAN,
+    TEACHER_DIR,
+    Plan,
+    PlanError,
+    Profile,
+    SlurmOptions,
+    load_plan,
+)
+from skdlib.experiments.runs import RunSpec, build_runs, mark_portable, resolve, run_action
 from skdlib.train.config import ExperimentConfig
-from skdlib.train.runfolder import RunFolder, atomic_write_json
+from skdlib.train.runfolder import RunFolder
 
-__all__ = ["EXECUTORS", "run_pipeline"]
+__all__ = ["DEFAULT_POLL_S", "EXECUTORS", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
-#: ``local``: papermill executions of the training notebook; ``inprocess``: ``train()`` directly.
-EXECUTORS = ("local", "inprocess")
-Executor = Literal["local", "inprocess"]
+#: ``local``: papermill executions of the training notebook; ``inprocess``: ``train()``
+#: directly; ``slurm``: one SLURM job per run (submitit), the notebook or ``train()`` inside.
+EXECUTORS = ("local", "inprocess", "slurm")
+Executor = Literal["local", "inprocess", "slurm"]
+#: Seconds between two looks at a run another process holds, and at SLURM jobs (``--poll-s``).
+DEFAULT_POLL_S = 10.0
 
 _EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val", "small_object_scale")
 
@@ -123,14 +145,33 @@ class _Progress:
         self.started_count += 1
         logger.info("[%d/%d] start %s: %s (%s)", self.started_count, self.total, key, action, why)
 
-    def finished(self, spec: RunSpec, result: Mapping[str, Any]) -> None:
-        if spec.kept_in is not None and result["status"] == "finished":
-            _mark_portable(spec)
+    def busy(self, key: str, holder: str) -> None:
+        """A run found locked by another process when it was to start: not started after all."""
+        self.started_count -= 1
+        logger.info("%s: being trained by %s; later", key, holder)
+
+    def reused(self, spec: RunSpec, why: str) -> None:
+        """A run another process finished while this one waited for it."""
         self.done_count += 1
-        self.states[spec.key] = dict(result)
+        self.states[spec.key] = {"status": "finished"}
+        self.write()
+        logger.info("[%d/%d] reuse %s (%s)", self.done_count, self.total, spec.key, why)
+
+    def finished(self, spec: RunSpec, result: Mapping[str, Any]) -> None:
+        if result.get("reused"):
+            self.started_count -= 1
+            self.reused(spec, f"finished by another process: {result['reused']}")
+            return
+        if spec.kept_in is not None and result["status"] == "finished":
+            mark_portable(spec.run_dir, spec.reuse_hash)
+        self.done_count += 1
+        self.states[spec.key] = {k: v for k, v in result.items() if k != "holder"}
         self.write()
         if spec.key != TEACHER_DIR:
             self.durations.append(float(result["elapsed_s"]))
+        self._log_end(spec, result)
+
+    def _log_end(self, spec: RunSpec, result: Mapping[str, Any]) -> None:
         remaining = self.total - self.done_count
         eta = "?"
         if self.durations or not remaining:
@@ -155,30 +196,108 @@ class _Progress:
         )
 
 
-def _mark_portable(spec: RunSpec) -> None:
-    """Record in a kept run's ``summary.json`` the hash that matches it in any checkout."""
-    folder = RunFolder(spec.run_dir)
-    summary = folder.read_summary()
-    if summary is not None:
-        atomic_write_json(folder.summary, {**summary, PORTABLE_HASH: spec.reuse_hash})
+@dataclass(frozen=True)
+class _Resources:
+    """How the runs use the machine(s): resolved from the profile and the caller's options."""
+
+    jobs: int  #: runs at a time on this machine (local executors)
+    slurm_jobs: int | None  #: jobs in flight (slurm executor): the caller's jobs, else no limit
+    threads: int
+    teacher_threads: int
+    nproc: int
+    gpus: tuple[str, ...] | None
+    slurm: SlurmOptions
 
 
-def _payload(spec: RunSpec, action: str, threads: int, progress: bool) -> dict[str, Any]:
+def _resources(
+    prof: Profile,
+    executor: str,
+    *,
+    jobs: int | None,
+    threads: int | None,
+    teacher_threads: int | None,
+    nproc_per_run: int | None,
+    gpus: Sequence[str | int] | None,
+    slurm: Mapping[str, Any] | None,
+) -> _Resources:
+    """The profile's values replaced by the caller's; every count checked (``PlanError``)."""
+    res = _Resources(
+        jobs=prof.jobs if jobs is None else jobs,
+        slurm_jobs=jobs,
+        threads=prof.threads if threads is None else threads,
+        teacher_threads=prof.teacher_threads if teacher_threads is None else teacher_threads,
+        nproc=prof.nproc_per_run if nproc_per_run is None else nproc_per_run,
+        gpus=None if gpus is None else tuple(str(g).strip() for g in gpus),
+        slurm=_slurm_options(prof.slurm, slurm or {}),
+    )
+    counts = {
+        "jobs": res.jobs,
+        "threads": res.threads,
+        "teacher-threads": res.teacher_threads,
+        "nproc-per-run": res.nproc,
+    }
+    for name, value in counts.items():
+        if value < 1:
+            raise PlanError(f"--{name}: must be >= 1, got {value}")
+    if res.gpus is None:
+        return res
+    if executor == "slurm":
+        raise PlanError("--gpus: for the local executors; SLURM gives each job its GPUs")
+    if jobs is not None:
+        raise PlanError("--jobs and --gpus exclude each other: --gpus runs one run per group")
+    if not res.gpus or not all(g.isdigit() for g in res.gpus) or len(res.gpus) < res.nproc:
+        raise PlanError(
+            f"--gpus: expected at least --nproc-per-run={res.nproc} GPU ids like 0,1, got "
+            f"{','.join(res.gpus)!r}"
+        )
+    return replace(res, jobs=len(res.gpus) // res.nproc)
+
+
+def _slurm_options(base: SlurmOptions, given: Mapping[str, Any]) -> SlurmOptions:
+    known = set(SlurmOptions.__dataclass_fields__)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise PlanError(f"slurm options: unknown {unknown}; known: {sorted(known)}")
+    options = replace(base, **{k: v for k, v in given.items() if v is not None})
+    for name in ("cpus_per_run", "time_min"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise PlanError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+    if options.gpus_per_run < 0 or (options.mem_gb is not None and options.mem_gb <= 0):
+        raise PlanError(f"--gpus-per-run must be >= 0 and --mem-gb > 0, got {options}")
+    return options
+
+
+def _payload(
+    spec: RunSpec, action: str, threads: int, res: _Resources, *, forced: bool, progress: bool
+) -> dict[str, Any]:
     return {
         "run_dir": str(spec.run_dir),
         "config": str(spec.config_path),
         "overrides": list(spec.overrides),
+        "config_hash": spec.reuse_hash,
+        "kept_in": str(spec.kept_in) if spec.kept_in is not None else None,
         "resume": action == "resume",
         "force": action == "retrain",
+        "forced": forced,
         "threads": threads,
+        "nproc": res.nproc,
+        "devices": None,
         "progress": progress,
     }
 
 
-def _check_counts(jobs: int, threads: int, teacher_threads: int) -> None:
-    for name, value in (("jobs", jobs), ("threads", threads), ("teacher-threads", teacher_threads)):
-        if value < 1:
-            raise PlanError(f"--{name}: must be >= 1, got {value}")
+def _make_runner(
+    executor: str, notebook: Path | None, root: Path, res: _Resources, poll_s: float
+) -> Any:
+    """The executor object of ``executor`` (a context manager with ``run_one``/``run_many``)."""
+    if executor == "slurm":
+        from skdlib.experiments.slurm import SlurmExecutor
+
+        return SlurmExecutor(
+            notebook=notebook, cwd=root, options=res.slurm, jobs=res.slurm_jobs, poll_s=poll_s
+        )
+    return LocalExecutor(notebook=notebook, cwd=root, jobs=res.jobs, gpus=res.gpus, nproc=res.nproc)
 
 
 def run_pipeline(
@@ -196,22 +315,26 @@ def run_pipeline(
     jobs: int | None = None,
     threads: int | None = None,
     teacher_threads: int | None = None,
+    nproc_per_run: int | None = None,
+    gpus: Sequence[str | int] | None = None,
+    slurm: Mapping[str, Any] | None = None,
     progress: bool = False,
+    poll_s: float = DEFAULT_POLL_S,
+    runner: Any = None,
     teacher_only: bool = False,
 ) -> dict[str, Any]:
     """Run every run of ``profile`` and return ``{"index", "failed", "actions"}``.
 
-    Args:
-        profile: a profile of the plan.
-        plan_path, runs_root: relative to ``project_root``.
-        project_root: the folder preset paths are relative to (also the notebooks' working
-            directory); relative data paths inside the configs are pinned to ``data_base``
-            (default: ``project_root``).
-        notebook: the training notebook (a MyST ``.md`` or ``.ipynb``) that the ``local``
-            executor runs with papermill for each run.
-        executor: ``local`` (papermill, needs ``notebook``) or ``inprocess``.
-        jobs, threads, teacher_threads: default to the profile's values.
-        teacher_only: train (or reuse) the teacher and stop.
+    ``plan_path`` and ``runs_root`` are relative to ``project_root`` (also the notebooks' working
+    directory); relative data paths inside the configs are pinned to ``data_base`` (default:
+    ``project_root``). ``notebook`` (MyST ``.md`` or ``.ipynb``) is what each run executes
+    with papermill (``executor="local"`` needs it; ``"slurm"`` runs it in the job when given);
+    ``"inprocess"`` calls ``train()``. ``jobs``, ``threads``, ``teacher_threads`` and
+    ``nproc_per_run`` default to the profile's; ``gpus`` (local executors) runs one run per
+    ``nproc_per_run`` of them; ``slurm`` replaces fields of the profile's :class:`SlurmOptions`;
+    ``jobs`` caps the SLURM jobs in flight (default: none). ``poll_s``: seconds between two
+    looks at runs other processes hold and at SLURM jobs. ``runner``: an executor object to use
+    instead of building one (tests). ``teacher_only``: train (or reuse) the teacher and stop.
 
     Raises:
         PlanError: a bad plan, profile, experiment name, override or count (before any run).
@@ -219,10 +342,7 @@ def run_pipeline(
     root = Path(project_root).resolve()
     plan = load_plan(resolve(plan_path, root))
     prof = plan.profile(profile)
-    if executor not in EXECUTORS:
-        raise PlanError(f"--executor: expected one of {EXECUTORS}, got {executor!r}")
-    if executor == "local" and notebook is None:
-        raise PlanError("--executor local runs the training notebook: pass --notebook FILE")
+    _check_executor(executor, notebook)
     runs = build_runs(
         plan,
         profile,
@@ -231,50 +351,50 @@ def run_pipeline(
         data_base=resolve(data_base, root) if data_base is not None else root,
         sets=sets,
         only=only,
-    )
-    if teacher_only:
-        runs = runs[:1]
-    jobs = prof.jobs if jobs is None else jobs
-    threads = prof.threads if threads is None else threads
-    teacher_threads = prof.teacher_threads if teacher_threads is None else teacher_threads
-    _check_counts(jobs, threads, teacher_threads)
-    logger.info(
-        "profile %s: %d runs (teacher + %d student runs), plan %s, %d job(s) x %d thread(s), "
-        "teacher %d thread(s), executor %s",
-        profile,
-        len(runs),
-        len(runs) - 1,
-        plan.source,
-        jobs,
-        threads,
-        teacher_threads,
+    )[: 1 if teacher_only else None]
+    res = _resources(
+        prof,
         executor,
+        jobs=jobs,
+        threads=threads,
+        teacher_threads=teacher_threads,
+        nproc_per_run=nproc_per_run,
+        gpus=gpus,
+        slurm=slurm,
     )
+    _log_start(profile, plan, runs, res, executor)
     num_classes = _ensure_data(runs)
     actions = {spec.key: run_action(spec, force=force) for spec in runs}
     todo = [spec for spec in runs if actions[spec.key][0] != "reuse"]
-    track = _Progress(
-        plan=plan,
-        profile=prof,
-        runs=runs,
-        index_path=resolve(runs_root, root) / profile / INDEX_NAME,
-        project_root=root,
-        num_classes=num_classes,
-        jobs=jobs,
-        total=len(todo),
-    )
-    for spec in runs:
-        reused = actions[spec.key][0] == "reuse"
-        track.states[spec.key] = {"status": "finished" if reused else "pending"}
-        if reused:
-            logger.info("reuse %s (%s)", spec.key, actions[spec.key][1])
-    track.write()
-    notebook_path = resolve(notebook, root) if executor == "local" else None
-    with LocalExecutor(notebook=notebook_path, cwd=root, jobs=jobs) as runner:
-        _execute(runner, list(todo), actions, track, threads, teacher_threads, progress)
+    track = _start_progress(plan, prof, runs, actions, todo, root, runs_root, num_classes, res)
+    use = None if notebook is None or executor == "inprocess" else resolve(notebook, root)
+
+    def payload(spec: RunSpec, threads: int) -> dict[str, Any]:
+        return _payload(spec, actions[spec.key][0], threads, res, forced=force, progress=progress)
+
+    with runner or _make_runner(executor, use, root, res, poll_s) as active:
+        _execute(active, list(todo), actions, track, payload, res, poll_s)
+    return _summary(profile, runs, todo, actions, track)
+
+
+def _check_executor(executor: str, notebook: str | os.PathLike[str] | None) -> None:
+    if executor not in EXECUTORS:
+        raise PlanError(f"--executor: expected one of {EXECUTORS}, got {executor!r}")
+    if executor == "local" and notebook is None:
+        raise PlanError("--executor local runs the training notebook: pass --notebook FILE")
+
+
+def _summary(
+    profile: str,
+    runs: Sequence[RunSpec],
+    todo: Sequence[RunSpec],
+    actions: Mapping[str, tuple[str, str]],
+    track: _Progress,
+) -> dict[str, Any]:
+    """The last log line and what :func:`run_pipeline` returns."""
     failed = [key for key, state in track.states.items() if state["status"] == "failed"]
     logger.info(
-        "profile %s: %d run(s) trained, %d reused, %d failed, in %s; index %s",
+        "profile %s: %d run(s) to do, %d reused, %d failed, in %s; index %s",
         profile,
         len(todo),
         len(runs) - len(todo),
@@ -286,30 +406,176 @@ def run_pipeline(
     return {"index": track.index_path, "failed": failed, "actions": actions_only}
 
 
+def _log_start(
+    profile: str, plan: Plan, runs: Sequence[RunSpec], res: _Resources, executor: str
+) -> None:
+    where = f"{res.jobs} job(s)" if executor != "slurm" else "SLURM jobs"
+    if res.gpus is not None:
+        where += f" on GPUs {','.join(res.gpus)}"
+    logger.info(
+        "profile %s: %d runs (teacher + %d student runs), plan %s, %s x %d thread(s) x %d "
+        "process(es), teacher %d thread(s), executor %s",
+        profile,
+        len(runs),
+        len(runs) - 1,
+        plan.source,
+        where,
+        res.threads,
+        res.nproc,
+        res.teacher_threads,
+        executor,
+    )
+
+
+def _start_progress(
+    plan: Plan,
+    prof: Profile,
+    runs: Sequence[RunSpec],
+    actions: Mapping[str, tuple[str, str]],
+    todo: Sequence[RunSpec],
+    root: Path,
+    runs_root: str | os.PathLike[str],
+    num_classes: int | None,
+    res: _Resources,
+) -> _Progress:
+    """The progress tracker, every run's first state, and the first ``index.json``."""
+    track = _Progress(
+        plan=plan,
+        profile=prof,
+        runs=runs,
+        index_path=resolve(runs_root, root) / prof.name / INDEX_NAME,
+        project_root=root,
+        num_classes=num_classes,
+        jobs=res.jobs,
+        total=len(todo),
+    )
+    for spec in runs:
+        reused = actions[spec.key][0] == "reuse"
+        track.states[spec.key] = {"status": "finished" if reused else "pending"}
+        if reused:
+            logger.info("reuse %s (%s)", spec.key, actions[spec.key][1])
+    track.write()
+    return track
+
+
+Payloads = Callable[[RunSpec, int], dict[str, Any]]
+
+
 def _execute(
-    runner: LocalExecutor,
+    runner: Any,
     todo: list[RunSpec],
     actions: Mapping[str, tuple[str, str]],
     track: _Progress,
-    threads: int,
-    teacher_threads: int,
-    progress: bool,
+    payload: Payloads,
+    res: _Resources,
+    poll_s: float,
 ) -> None:
     """The teacher alone first (the students need its final.pt), then the students."""
-    specs = {spec.key: spec for spec in todo}
     if todo and todo[0].key == TEACHER_DIR:
         teacher = todo.pop(0)
-        track.started(teacher.key, *actions[teacher.key])
-        payload = _payload(teacher, actions[teacher.key][0], teacher_threads, progress)
-        track.finished(teacher, runner.run_one(payload))
+        _run_teacher(runner, teacher, actions, track, payload(teacher, res.teacher_threads), poll_s)
         if track.states[TEACHER_DIR]["status"] == "failed":
             logger.error("the teacher failed: the student runs need its final.pt; not started")
             for spec in todo:
                 error = {"status": "failed", "error": "the teacher run failed", "elapsed_s": 0.0}
                 track.finished(spec, error)
             return
+    _run_students(runner, todo, actions, track, lambda s: payload(s, res.threads), poll_s)
+
+
+def _run_teacher(
+    runner: Any,
+    teacher: RunSpec,
+    actions: Mapping[str, tuple[str, str]],
+    track: _Progress,
+    payload: dict[str, Any],
+    poll_s: float,
+) -> None:
+    """Train the teacher here, or wait for the process that trains it and reuse its run."""
+    while True:
+        holder = holder_of(run_lock(teacher.run_dir))
+        if holder is None:
+            track.started(teacher.key, *actions[teacher.key])
+            result = runner.run_one(payload)
+            if result["status"] != BUSY:
+                track.finished(teacher, result)
+                return
+            track.busy(teacher.key, result["holder"])
+            holder = result["holder"]
+        logger.info("teacher: being trained by %s; the students wait for its final.pt", holder)
+        wait_until_free(run_lock(teacher.run_dir), poll_s=poll_s, what="the teacher run")
+        action, why = run_action(teacher)
+        if action == "reuse":
+            track.reused(teacher, f"trained by another process: {why}")
+            return
+        # The other process died: take its run over (resumed; --force no longer applies).
+        actions = {**actions, teacher.key: (action, why)}
+        payload = {**payload, "resume": action == "resume", "force": action == "retrain"}
+        payload["forced"] = False
+
+
+def _run_students(
+    runner: Any,
+    todo: Sequence[RunSpec],
+    actions: Mapping[str, tuple[str, str]],
+    track: _Progress,
+    payload: Callable[[RunSpec], dict[str, Any]],
+    poll_s: float,
+) -> None:
+    """Every student run: those no other process holds first; then, again and again, those
+    that were held: reused when the other process finished them, else run here."""
+    actions = dict(actions)
+    pending = list(todo)
+    announced: set[str] = set()
+    while pending:
+        holders = {s.key: holder_of(run_lock(s.run_dir)) for s in pending}
+        held = {key for key, holder in holders.items() if holder is not None}
+        for key in sorted(held - announced):
+            logger.info("%s: being trained by %s; later", key, holders[key])
+        free = [s for s in pending if s.key not in held]
+        if free:
+            held |= _run_round(runner, free, actions, track, payload, taken_over=announced)
+        else:
+            time.sleep(poll_s)
+        announced |= held
+        pending = []
+        for spec in (s for s in todo if s.key in held):
+            actions[spec.key] = run_action(spec)
+            if actions[spec.key][0] == "reuse":
+                track.reused(spec, f"trained by another process: {actions[spec.key][1]}")
+            else:
+                pending.append(spec)
+
+
+def _run_round(
+    runner: Any,
+    specs: Sequence[RunSpec],
+    actions: Mapping[str, tuple[str, str]],
+    track: _Progress,
+    payload: Callable[[RunSpec], dict[str, Any]],
+    *,
+    taken_over: set[str],
+) -> set[str]:
+    """Run ``specs`` through the executor; the keys of those another process held after all.
+    A run another process held before (``taken_over``) is taken over as that process left it:
+    ``--force`` no longer applies to it."""
+    by_key = {s.key: s for s in specs}
+    busy: set[str] = set()
+
+    def made(spec: RunSpec) -> dict[str, Any]:
+        base = payload(spec)
+        return {**base, "forced": base["forced"] and spec.key not in taken_over}
+
+    def ended(key: str, result: Mapping[str, Any]) -> None:
+        if result["status"] == BUSY:
+            busy.add(key)
+            track.busy(key, result["holder"])
+        else:
+            track.finished(by_key[key], result)
+
     runner.run_many(
-        [(s.key, _payload(s, actions[s.key][0], threads, progress)) for s in todo],
+        [(s.key, made(s)) for s in specs],
         started=lambda key: track.started(key, *actions[key]),
-        finished=lambda key, result: track.finished(specs[key], result),
+        finished=ended,
     )
+    return busy

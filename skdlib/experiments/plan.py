@@ -2,17 +2,18 @@
 
 A profile names the students' base preset, the teacher's preset, the seeds, overrides shared by
 every run, and how its runs use the machine: ``jobs`` student runs at a time, each with
-``threads`` torch threads, the teacher alone with ``teacher_threads``. Thread counts come from
-the profile (never from the machine's load or core count), so the same commit on the same
-machine gives the same numbers. :func:`load_plan` validates the file; every error names the
-key.
+``threads`` torch threads, the teacher alone with ``teacher_threads``; ``nproc_per_run``
+processes per run (torch's elastic launcher, one per GPU); and what a SLURM job of a run asks for
+(``slurm``: :class:`SlurmOptions`). Thread counts come from the profile (never from the
+machine's load or core count), so the same commit on the same machine gives the same numbers.
+:func:`load_plan` validates the file; every error names the key.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "Profile",
+    "SlurmOptions",
     "load_plan",
 ]
 
@@ -44,7 +46,9 @@ _PROFILE_KEYS = {
     "jobs",
     "threads",
     "teacher_threads",
+    "nproc_per_run",
     "teacher_dir",
+    "slurm",
 }
 _EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
 _PLAN_KEYS = {"profiles", "settings", "experiments"}
@@ -57,6 +61,27 @@ class PlanError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # The plan
 # --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each run's SLURM job asks for (``--executor slurm``): the profile's ``slurm`` keys,
+    each replaceable on the command line (``--partition``, ``--gpus-per-run``, ...)."""
+
+    #: Partition (``sbatch --partition``); None: the cluster's default partition.
+    partition: str | None = None
+    #: GPUs of one run (``--gpus-per-node``); set it to the run's processes on a GPU cluster.
+    gpus_per_run: int = 0
+    #: CPUs of one run (``--cpus-per-task``); None: threads x processes of the run.
+    cpus_per_run: int | None = None
+    #: Memory of one run in GB (``--mem``); None: the cluster's default.
+    mem_gb: float | None = None
+    #: Time limit of one run in minutes (``--time``); a run cut by it resumes when the pipeline
+    #: runs again.
+    time_min: int = 60
+
+
+_SLURM_KEYS = {f.name for f in fields(SlurmOptions)}
+
+
 @dataclass(frozen=True)
 class Profile:
     """One profile: the students' base preset, the teacher's preset, seeds and shared overrides."""
@@ -77,6 +102,10 @@ class Profile:
     threads: int = 1
     #: Torch threads of the teacher run (it trains alone, before the students).
     teacher_threads: int = 1
+    #: Processes of each run (torch's elastic launcher; one per GPU); 1: one process.
+    nproc_per_run: int = 1
+    #: What each run's SLURM job asks for (``--executor slurm``).
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
     #: A teacher run folder kept in the repository (relative to the project root), reused while
     #: its configuration matches; ``None``: ``<runs_root>/<profile>/teacher``.
     teacher_dir: str | None = None
@@ -194,6 +223,29 @@ def _positive_int(where: str, value: Any) -> int:
     return value
 
 
+def _load_slurm(where: str, raw: Any) -> SlurmOptions:
+    if raw is None:
+        return SlurmOptions()
+    _check_keys(where, raw, _SLURM_KEYS, set())
+    partition = raw.get("partition")
+    if partition is not None and (not isinstance(partition, str) or not partition):
+        raise PlanError(f"{where}.partition: expected a partition name, got {partition!r}")
+    gpus = raw.get("gpus_per_run", 0)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
+        raise PlanError(f"{where}.gpus_per_run: expected an int >= 0, got {gpus!r}")
+    cpus = raw.get("cpus_per_run")
+    mem = raw.get("mem_gb")
+    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0):
+        raise PlanError(f"{where}.mem_gb: expected a number > 0, got {mem!r}")
+    return SlurmOptions(
+        partition=partition,
+        gpus_per_run=gpus,
+        cpus_per_run=None if cpus is None else _positive_int(f"{where}.cpus_per_run", cpus),
+        mem_gb=None if mem is None else float(mem),
+        time_min=_positive_int(f"{where}.time_min", raw.get("time_min", SlurmOptions.time_min)),
+    )
+
+
 def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) -> Profile:
     where = f"profiles.{name}"
     _check_keys(where, raw, _PROFILE_KEYS, {"config", "teacher_config", "seeds"})
@@ -238,6 +290,8 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         teacher_threads=_positive_int(
             f"{where}.teacher_threads", raw.get("teacher_threads", threads)
         ),
+        nproc_per_run=_positive_int(f"{where}.nproc_per_run", raw.get("nproc_per_run", 1)),
+        slurm=_load_slurm(f"{where}.slurm", raw.get("slurm")),
         teacher_dir=teacher_dir,
     )
 

@@ -20,9 +20,18 @@ from typing import Literal
 from skdlib.experiments.plan import TEACHER_DIR, Plan, PlanError, _override_list
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
-from skdlib.train.runfolder import RunFolder
+from skdlib.train.runfolder import RunFolder, atomic_write_json
 
-__all__ = ["PORTABLE_HASH", "Action", "RunSpec", "build_runs", "resolve", "run_action"]
+__all__ = [
+    "PORTABLE_HASH",
+    "Action",
+    "RunSpec",
+    "build_runs",
+    "folder_action",
+    "mark_portable",
+    "resolve",
+    "run_action",
+]
 
 Action = Literal["reuse", "train", "resume", "retrain"]
 
@@ -41,6 +50,7 @@ class RunSpec:
     overrides: tuple[str, ...]  #: every override passed to the run, in order
     run_dir: Path
     config: ExperimentConfig = field(compare=False, repr=False)
+
     #: For a run folder kept in the repository: the project root its paths are relative to.
     kept_in: Path | None = None
 
@@ -145,24 +155,55 @@ def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
     * ``resume``: a partial run of this configuration (from ``checkpoints/last.pt``);
     * ``train``: nothing there yet.
     """
-    folder = RunFolder(spec.run_dir)
+    return folder_action(spec.run_dir, spec.reuse_hash, force=force, kept_in=spec.kept_in)
+
+
+def folder_action(
+    run_dir: str | os.PathLike[str],
+    wanted_hash: str,
+    *,
+    force: bool = False,
+    kept_in: str | os.PathLike[str] | None = None,
+) -> tuple[Action, str]:
+    """:func:`run_action` from the folder and the config hash alone: what the process that
+    executes a run decides again once it holds the run's lock (another process may have
+    finished or started the run since the pipeline looked).
+
+    ``kept_in``: the folder is a run kept in the repository, matched by its portable hash
+    (:data:`PORTABLE_HASH`, paths relative to this project root) instead of the config hash.
+    """
+    folder = RunFolder(Path(run_dir))
     if force:
         return "retrain", "--force"
-    if folder.is_finished():
-        found = (folder.read_summary() or {}).get(spec.reuse_key)
-        wanted = spec.reuse_hash
-        if found == wanted:
-            return "reuse", f"finished with {spec.reuse_key} {found}"
-        return "retrain", f"finished run has {spec.reuse_key} {found}, the plan now makes {wanted}"
+    key = "config_hash" if kept_in is None else PORTABLE_HASH
+    summary = folder.read_summary() if folder.is_finished() else None
+    if summary is not None:
+        found = summary.get(key)
+        if found == wanted_hash:
+            return "reuse", f"finished with {key} {found}"
+        return "retrain", f"finished run has {key} {found}, the plan now makes {wanted_hash}"
     if not folder.has_partial_run():
         return "train", "new run"
     if folder.config.is_file():
         try:
-            found = config_hash(load_config(folder.config))
+            saved = load_config(folder.config)
+            found = config_hash(saved) if kept_in is None else portable_config_hash(saved, kept_in)
         except (ValueError, OSError) as error:
             return "retrain", f"unreadable config.yaml ({error})"
-        if found != spec.hash:
-            return "retrain", f"partial run has config hash {found}, the plan now makes {spec.hash}"
+        if found != wanted_hash:
+            return (
+                "retrain",
+                f"partial run has config hash {found}, the plan now makes {wanted_hash}",
+            )
     if folder.last.is_file():
         return "resume", "interrupted run: resuming from checkpoints/last.pt"
     return "resume", "interrupted run without a checkpoint: starting it again"
+
+
+def mark_portable(run_dir: str | os.PathLike[str], portable_hash: str) -> None:
+    """Record in a finished run kept in the repository the hash that matches it in any checkout
+    (:data:`PORTABLE_HASH`); nothing when the run has no summary."""
+    folder = RunFolder(Path(run_dir))
+    summary = folder.read_summary()
+    if summary is not None and summary.get(PORTABLE_HASH) != portable_hash:
+        atomic_write_json(folder.summary, {**summary, PORTABLE_HASH: portable_hash})

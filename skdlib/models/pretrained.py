@@ -1,7 +1,9 @@
 """``load_pretrained``: load a checkpoint (file or URL) into a model, safely and loudly.
 
-* Files are read with ``torch.load(..., weights_only=True)``: a checkpoint that would need to
-  unpickle arbitrary objects (and could run code) is refused with a ``ValueError``.
+* Files are read with ``torch.load(..., weights_only=True)`` (:func:`load_torch_file`): a
+  checkpoint that would need to unpickle arbitrary objects (and could run code) is refused, and a
+  torn file (a crash while it was written, a partial copy) or one that is no PyTorch file is
+  named as such; both raise :class:`skdlib.errors.CheckpointError` (a ``ValueError``).
 * Accepted layouts: a raw state dict, or a dict holding one under ``"state_dict"`` or ``"model"``;
   a ``"module."`` prefix on every key (``DataParallel``) is dropped.
 * Shapes are checked before anything is copied: a mismatch raises a ``ValueError`` that lists
@@ -30,7 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "load_pretrained", "read_state_dict"]
+from skdlib.errors import CheckpointError
+
+__all__ = ["LoadReport", "load_pretrained", "load_torch_file", "read_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,43 @@ def _resolve(source: str | os.PathLike[str], *, timeout: float) -> Path:
     return path
 
 
+def load_torch_file(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> object:
+    """``torch.load(path, weights_only=True)``, with errors that name the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated or not a PyTorch checkpoint (torch's own error,
+            an ``OSError``, ``RuntimeError`` or ``EOFError`` without the file's name, is kept as
+            the cause), or loading it would unpickle arbitrary objects.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {source}")
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of objects: text, another format
+            raise CheckpointError(
+                f"{source} is truncated or not a PyTorch checkpoint ({source.stat().st_size} "
+                f"bytes; the weights-only unpickler read no checkpoint in it)"
+            ) from err
+        raise CheckpointError(
+            f"refusing to load {source}: it is not a plain tensor checkpoint and loading it would "
+            f"unpickle arbitrary objects (weights_only=True): {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, UnicodeDecodeError) as err:
+        # torch's first sentence ("PytorchStreamReader failed reading zip archive: ...",
+        # "[Errno 22] Invalid argument"); an EOFError has no message.
+        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
+        reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+        raise CheckpointError(
+            f"{source} is truncated or not a PyTorch checkpoint ({source.stat().st_size} bytes; "
+            f"torch.load said {reason})"
+        ) from err
+
+
 def read_state_dict(
     source: str | os.PathLike[str],
     *,
@@ -103,16 +144,12 @@ def read_state_dict(
     Raises:
         FileNotFoundError: the file does not exist.
         ConnectionError: a URL could not be fetched within ``timeout`` seconds.
-        ValueError: the file needs arbitrary unpickling (refused), or holds no state dict.
+        CheckpointError: the file is torn, not a PyTorch checkpoint, or needs arbitrary
+            unpickling (refused).
+        ValueError: the file holds no state dict.
     """
     path = _resolve(source, timeout=timeout)
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"refusing to load {path}: it is not a plain tensor checkpoint and loading it would "
-            f"unpickle arbitrary objects (weights_only=True): {str(err).splitlines()[0]}"
-        ) from err
+    obj = load_torch_file(path, map_location=map_location)
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):

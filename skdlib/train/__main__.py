@@ -4,6 +4,10 @@
 
 Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) every process runs this; ``data.batch_size`` is
 per process and only rank 0 writes the run folder.
+
+Bad input (a config key or value, a missing or torn file, a run folder that must not be
+overwritten) prints one line naming it and exits 2; a failed run (a non-finite loss) exits 1;
+``--debug`` shows the traceback instead (:func:`skdlib.errors.run_cli`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+
+from skdlib.errors import run_cli
+
+logger = logging.getLogger("skdlib.train")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument("--debug", action="store_true", help="tracebacks instead of one line")
     args = parser.parse_args(argv)
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other")
@@ -45,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    return run_cli(lambda: _train(args), debug=args.debug, logger=logger)
 
+
+def _train(args: argparse.Namespace) -> int:
     from skdlib.train.config import load_config
     from skdlib.train.loop import train
 

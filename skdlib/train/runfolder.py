@@ -108,11 +108,17 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 def load_checkpoint(
     path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; ``FileNotFoundError`` names the file."""
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such file (named).
+        skdlib.errors.CheckpointError: a torn file, or not a PyTorch checkpoint (named).
+        ValueError: the file holds no dict.
+    """
+    from skdlib.models.pretrained import load_torch_file
+
     source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {source}")
-    state = torch.load(source, map_location=map_location, weights_only=True)
+    state = load_torch_file(source, map_location=map_location)
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {source} holds a {type(state).__name__}, expected a dict")
     return state
@@ -149,7 +155,8 @@ def cpu_name() -> str:
 
 
 def environment_info(device: torch.device, *, world_size: int = 1) -> dict[str, Any]:
-    """What ``env.json`` records: versions, device, CPU/GPU name, threads, git commit."""
+    """What ``env.json`` records: versions, device, CPU/GPU name, visible GPUs, threads, git
+    commit."""
     import numpy
 
     gpu = None
@@ -165,6 +172,8 @@ def environment_info(device: torch.device, *, world_size: int = 1) -> dict[str, 
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "cuda": torch.version.cuda,
+        # The GPUs this run was given (the pipeline's --gpus, SLURM); None: every GPU.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "world_size": world_size,
         "git_commit": git_commit(),
