@@ -13,6 +13,7 @@ import yaml
 
 import skdlib.experiments as ex
 import skdlib.experiments.executors as executors
+import skdlib.experiments.kernels as kernels
 import skdlib.experiments.pipeline as pipeline
 from skdlib.train.config import config_hash, load_config, save_config
 from skdlib.train.runfolder import load_checkpoint, save_checkpoint
@@ -388,6 +389,7 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
     args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
     args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi", "pi_pa", "--jobs", "1"]
+    args += ["--fresh-kernels"]  # the faked papermill execution
     assert ex.main(args) == 1
     assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
         "teacher",
@@ -434,7 +436,7 @@ def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monke
     quick = ex.load_plan(PLAN).profile("quick")
     assert (quick.jobs, quick.threads, quick.teacher_threads) == (2, 1, 2)
     args = ["run", "--profile", "quick", "--root", str(REPO), "--runs-root", str(tmp_path)]
-    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "--jobs", "1"]
+    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "--jobs", "1", "--fresh-kernels"]
     ex.main(args)
     assert [c["threads"] for c in calls] == [2, 1, 1, 1]  # teacher, then seeds 0-2
     calls.clear()
@@ -561,6 +563,9 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         raise AssertionError(f"no run should execute, got {payload['run_dir']}")
 
     monkeypatch.setattr(executors, "execute_notebook_run", refuse)
+    monkeypatch.setattr(
+        kernels.WarmKernel, "run", lambda self, payload: refuse(None, payload, None)
+    )
     result = ex.run_pipeline(
         "smoke",
         plan_path=PLAN,
@@ -651,7 +656,7 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
     monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
     first = _copy_project(tmp_path / "a", "teachers/smoke")
     args = ["run", "--profile", "smoke", "--notebook", str(NOTEBOOK), "--only", "baseline"]
-    args += ["--jobs", "1"]
+    args += ["--jobs", "1", "--fresh-kernels"]
     assert ex.main([*args, "--root", str(first)]) == 0
     kept = first / "teachers" / "smoke"
     summary = json.loads((kept / "summary.json").read_text())

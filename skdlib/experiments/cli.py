@@ -56,6 +56,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="train every run again from scratch")
     p.add_argument(
+        "--fresh-kernels",
+        action="store_true",
+        help="local executor: each run a papermill execution in a kernel of its own (5-8 s of "
+        "kernel start and imports per run) instead of one warm kernel per job",
+    )
+    p.add_argument(
         "--teacher-only",
         action="store_true",
         help="train (or reuse) the profile's teacher and stop (make teacher: with --force)",
@@ -211,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         slurm=slurm,
         poll_s=args.poll_s,
         teacher_only=args.teacher_only,
+        fresh_kernels=args.fresh_kernels,
     )
     if result["failed"]:
         logger.error("failed runs (see their run folders): %s", ", ".join(result["failed"]))

@@ -26,7 +26,7 @@ None), ``progress``.
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from skdlib.experiments.kernels import WarmKernel, notebook_parameters
 from skdlib.experiments.locks import FileLock, holder_of, run_lock
 from skdlib.experiments.runs import folder_action, mark_portable
 from skdlib.train.runfolder import RunFolder
@@ -144,17 +145,7 @@ def _notebook_run(notebook: str, payload: Payload, cwd: str) -> Result:
     start = time.perf_counter()
     run_dir = Path(payload["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {
-        "MODE": "train",
-        "CONFIG": str(payload["config"]),
-        "RUN_DIR": str(run_dir),
-        "OVERRIDES": json.dumps(list(payload["overrides"])),
-        "RESUME": bool(payload["resume"]),
-        "FORCE": bool(payload["force"]),
-        "PROGRESS": bool(payload.get("progress", False)),
-        "THREADS": int(payload.get("threads", 1)),
-        "NPROC": int(payload.get("nproc", 1)),
-    }
+    parameters = notebook_parameters(payload)
     error: str | None = None
     with tempfile.TemporaryDirectory(prefix=".notebook-", dir=run_dir) as tmp:
         executed = Path(tmp) / NOTEBOOK_NAME
@@ -237,8 +228,13 @@ def gpu_groups(gpus: Sequence[str], nproc: int) -> list[str]:
 
 
 class LocalExecutor:
-    """Runs on this machine, ``jobs`` at a time: papermill executions of ``notebook`` (a MyST
-    ``.md`` or an ``.ipynb``) when one is given, else in-process training.
+    """Runs on this machine, ``jobs`` at a time: executions of ``notebook`` (a MyST ``.md`` or
+    an ``.ipynb``) when one is given, else in-process training.
+
+    The notebook runs in ``jobs`` warm kernels (:class:`skdlib.experiments.kernels.WarmKernel`:
+    one kept kernel per job, a run after another in it, threads of this process waiting on them)
+    unless ``warm`` is off or GPUs are given; then each run is a papermill execution in a fresh
+    kernel.
 
     With ``gpus`` (ids as ``CUDA_VISIBLE_DEVICES`` names them) the runs take groups of ``nproc``
     GPUs (:func:`gpu_groups`): as many runs at a time as there are groups, each in a fresh
@@ -255,6 +251,7 @@ class LocalExecutor:
         jobs: int = 1,
         gpus: Sequence[str] | None = None,
         nproc: int = 1,
+        warm: bool = True,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -265,22 +262,33 @@ class LocalExecutor:
             if not self.groups:
                 raise ValueError(f"gpus: {list(gpus or [])} hold no group of {nproc} GPU(s)")
             self.jobs = len(self.groups)
+        self.warm = warm and self.notebook is not None and self.groups is None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._ipynb: str | None = None
+        self._kernels: list[WarmKernel] = []
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> LocalExecutor:
         if self.notebook is not None:
             self._tmp = tempfile.TemporaryDirectory(prefix="skd-experiments-")
             self._ipynb = str(_notebook_ipynb(self.notebook, Path(self._tmp.name)))
+        if self.warm:
+            self._kernels = [
+                self._stack.enter_context(WarmKernel(self._ipynb, cwd=self.cwd))
+                for _ in range(self.jobs)
+            ]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stack.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
     def run_one(self, payload: Payload) -> Result:
         """One run: in the calling process (a papermill kernel, or this interpreter), or with
         ``gpus`` in a fresh process on the first group."""
+        if self.warm:
+            return claimed(payload, self._kernels[0].run)
         if self.groups is not None:
             results: list[Result] = []
             self.run_many([("run", payload)], started=lambda key: None, finished=_keep(results))
@@ -302,6 +310,9 @@ class LocalExecutor:
             for key, payload in payloads:
                 started(key)
                 finished(key, self.run_one(payload))
+            return
+        if self.warm:
+            self._run_warm(payloads, started=started, finished=finished)
             return
         context = multiprocessing.get_context("spawn")
         queue = list(payloads)
@@ -328,6 +339,36 @@ class LocalExecutor:
                     try:
                         result = future.result()
                     except Exception as exc:  # a worker process died
+                        result = {"status": "failed", "error": short_error(exc), "elapsed_s": 0.0}
+                    finished(key, result)
+
+    def _run_warm(
+        self,
+        payloads: Sequence[tuple[str, Payload]],
+        *,
+        started: Callable[[str], None],
+        finished: Callable[[str, Result], None],
+    ) -> None:
+        """:meth:`run_many` on the warm kernels: a thread per kernel waits on its run."""
+        queue = list(payloads)
+        free = list(self._kernels)
+        running: dict[concurrent.futures.Future[Result], tuple[str, WarmKernel]] = {}
+        with concurrent.futures.ThreadPoolExecutor(len(free)) as pool:
+            while queue or running:
+                while queue and free:
+                    key, payload = queue.pop(0)
+                    kernel = free.pop(0)
+                    started(key)
+                    running[pool.submit(claimed, dict(payload), kernel.run)] = (key, kernel)
+                ended, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in ended:
+                    key, kernel = running.pop(future)
+                    free.append(kernel)
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # the kernel could not run it
                         result = {"status": "failed", "error": short_error(exc), "elapsed_s": 0.0}
                     finished(key, result)
 

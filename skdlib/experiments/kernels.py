@@ -42,6 +42,7 @@ def notebook_parameters(payload: Mapping[str, Any]) -> dict[str, Any]:
         "FORCE": bool(payload["force"]),
         "PROGRESS": bool(payload.get("progress", False)),
         "THREADS": int(payload.get("threads", 1)),
+        "NPROC": int(payload.get("nproc", 1)),
     }
 
 
@@ -113,6 +114,9 @@ class WarmKernel:
             client.execute()
         except Exception as exc:  # the run failed: recorded, the pipeline goes on
             error = _cell_error(exc)
+        finally:
+            if client.kc is not None:  # the client of this run (the kernel stays)
+                client.kc.stop_channels()
         self._runs += 1
         with tempfile.TemporaryDirectory(prefix=".notebook-", dir=run_dir) as tmp:
             executed = Path(tmp) / NOTEBOOK_NAME

@@ -288,7 +288,13 @@ def _payload(
 
 
 def _make_runner(
-    executor: str, notebook: Path | None, root: Path, res: _Resources, poll_s: float
+    executor: str,
+    notebook: Path | None,
+    root: Path,
+    res: _Resources,
+    poll_s: float,
+    *,
+    fresh_kernels: bool,
 ) -> Any:
     """The executor object of ``executor`` (a context manager with ``run_one``/``run_many``)."""
     if executor == "slurm":
@@ -297,7 +303,14 @@ def _make_runner(
         return SlurmExecutor(
             notebook=notebook, cwd=root, options=res.slurm, jobs=res.slurm_jobs, poll_s=poll_s
         )
-    return LocalExecutor(notebook=notebook, cwd=root, jobs=res.jobs, gpus=res.gpus, nproc=res.nproc)
+    return LocalExecutor(
+        notebook=notebook,
+        cwd=root,
+        jobs=res.jobs,
+        gpus=res.gpus,
+        nproc=res.nproc,
+        warm=not fresh_kernels,
+    )
 
 
 def run_pipeline(
@@ -322,6 +335,7 @@ def run_pipeline(
     poll_s: float = DEFAULT_POLL_S,
     runner: Any = None,
     teacher_only: bool = False,
+    fresh_kernels: bool = False,
 ) -> dict[str, Any]:
     """Run every run of ``profile`` and return ``{"index", "failed", "actions"}``.
 
@@ -335,6 +349,8 @@ def run_pipeline(
     ``jobs`` caps the SLURM jobs in flight (default: none). ``poll_s``: seconds between two
     looks at runs other processes hold and at SLURM jobs. ``runner``: an executor object to use
     instead of building one (tests). ``teacher_only``: train (or reuse) the teacher and stop.
+    ``fresh_kernels``: each local notebook run in a kernel of its own (papermill) instead of the
+    executor's warm kernels (:mod:`skdlib.experiments.kernels`).
 
     Raises:
         PlanError: a bad plan, profile, experiment name, override or count (before any run).
@@ -372,7 +388,8 @@ def run_pipeline(
     def payload(spec: RunSpec, threads: int) -> dict[str, Any]:
         return _payload(spec, actions[spec.key][0], threads, res, forced=force, progress=progress)
 
-    with runner or _make_runner(executor, use, root, res, poll_s) as active:
+    made = runner or _make_runner(executor, use, root, res, poll_s, fresh_kernels=fresh_kernels)
+    with made as active:
         _execute(active, list(todo), actions, track, payload, res, poll_s)
     return _summary(profile, runs, todo, actions, track)
 
