@@ -1,5 +1,5 @@
 """The house rules that a reading of the sources can check: imports point one way, the library
-names no chapter."""
+names no chapter, and no function is longer than a page."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "skdlib"
+MAX_FUNCTION_LINES = 100
 
 
 def _module_name(path: Path) -> str:
@@ -81,3 +82,14 @@ def test_the_library_names_no_chapter() -> None:
         if "book/" in p.read_text() or "book\\\\" in p.read_text()
     ]
     assert offenders == []
+
+
+def test_no_function_is_longer_than_a_page() -> None:
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.name} ({lines})")
+    assert long == []
