@@ -21,7 +21,7 @@ import skdlib.train.step as step_module
 from skdlib.data import DataError, SegmentationDataset
 from skdlib.data.generate import ensure_embedded
 from skdlib.models import build_model
-from skdlib.train.build import build_dataset_for
+from skdlib.train.build import build_dataset_for, build_student_optimizer
 from skdlib.train.config import config_hash, load_config
 from skdlib.train.loop import NonFiniteLossError, RunFolderError, poly_lr, train
 from skdlib.train.sampling import batch_indices, derive_seed
@@ -92,6 +92,22 @@ def test_poly_lr_by_hand():
     assert poly_lr(0.01, 100, 100, 0.9) == 0.0
     with pytest.raises(ValueError, match="iteration"):
         poly_lr(0.01, 101, 100, 0.9)
+
+
+def test_student_optimizer_follows_train_optimizer():
+    student = build_model("pspnet_resnet18", NUM_CLASSES, width=0.125)
+    sgd = build_student_optimizer(load_config(CONFIGS / "quick.yaml"), student)
+    assert type(sgd) is torch.optim.SGD
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
+    cfg = load_config(
+        CONFIGS / "quick.yaml",
+        ["train.optimizer=adamw", "train.lr=0.003", "train.weight_decay=1e-4"],
+    )
+    adamw = build_student_optimizer(cfg, student)
+    assert type(adamw) is torch.optim.AdamW
+    assert adamw.defaults["lr"] == 0.003 and adamw.defaults["weight_decay"] == 1e-4
+    assert adamw.defaults["betas"] == (0.9, 0.999)  # PyTorch's defaults
+    assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(student.parameters()))
 
 
 def test_batch_order_is_a_permutation_per_epoch_and_split_across_ranks():

@@ -351,9 +351,13 @@ def build_models(
 def build_student_optimizer(
     cfg: ExperimentConfig, student: nn.Module, adapter: nn.Module | None = None
 ) -> torch.optim.Optimizer:
-    """SGD over the student's (and the MIMIC adapter's) parameters with ``train.*``."""
+    """The optimiser of the student's (and the MIMIC adapter's) parameters: ``train.optimizer``
+    ``"sgd"`` (the paper's: SGD with ``train.momentum``) or ``"adamw"`` (AdamW with its default
+    betas), both with ``train.lr`` and ``train.weight_decay``."""
     t = cfg.train
     params = list(student.parameters()) + (list(adapter.parameters()) if adapter else [])
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 

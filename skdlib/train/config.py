@@ -574,9 +574,14 @@ class TrainConfig(_Section):
 
     max_iters: int = _doc(40000, "training iterations; paper: 40000")
     seed: int = _doc(0, "random seed")
-    lr: float = _doc(0.01, "base learning rate (SGD); paper: 0.01")
+    optimizer: Literal["sgd", "adamw"] = _doc(
+        "sgd",
+        "student optimiser: SGD with momentum (paper) or AdamW (train.lr, train.weight_decay, "
+        "default betas; momentum unused)",
+    )
+    lr: float = _doc(0.01, "base learning rate; paper: 0.01 (SGD)")
     momentum: float = _doc(0.9, "SGD momentum; paper: 0.9")
-    weight_decay: float = _doc(5e-4, "weight decay; paper: 5e-4")
+    weight_decay: float = _doc(5e-4, "weight decay (AdamW: decoupled); paper: 5e-4")
     poly_power: float = _doc(0.9, "poly schedule lr * (1 - iter/max_iters)^power; paper: 0.9")
     aux_weight: float = _doc(0.4, "weight of the auxiliary (deep supervision) loss; PSPNet: 0.4")
     log_every: int = _doc(20, "iterations between metrics.jsonl records")
