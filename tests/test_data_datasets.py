@@ -289,3 +289,29 @@ def test_loader_settings() -> None:
                 },
             ]
         )
+
+
+def test_embedded_class_groups_merge_labels(tmp_path: Path) -> None:
+    from skdlib.data.base import merge_classes
+    from skdlib.data.embedded import EmbeddedDataset
+
+    groups = {
+        "ground": ["road", "sidewalk"],
+        "structure": ["building", "vegetation", "car", "person", "pole"],
+        "sky": ["sky"],
+    }
+    fine = EmbeddedDataset(tmp_path / "e", "train", height=32, width=64, num_train=2, num_val=1)
+    coarse = EmbeddedDataset(tmp_path / "e", "train", class_groups=groups)
+    assert coarse.class_names == ["ground", "structure", "sky"] and coarse.num_classes == 3
+    assert coarse.palette[0] == fine.palette[fine.class_names.index("road")]
+    table = {fine.class_names.index(m): new for new, ms in enumerate(groups.values()) for m in ms}
+    a, b = fine[0]["label"], coarse[0]["label"]
+    expected = torch.tensor([table.get(int(v), int(v)) for v in a.flatten()]).view_as(a)
+    assert torch.equal(b, expected)
+    names = fine.class_names
+    with pytest.raises(ValueError, match="in no group"):
+        merge_classes(names, fine.palette, {"ground": ["road"]})
+    with pytest.raises(ValueError, match="two groups"):
+        merge_classes(names, fine.palette, {"a": names, "b": ["road"]})
+    with pytest.raises(ValueError, match="unknown class 'tree'"):
+        merge_classes(names, fine.palette, {"a": [*names, "tree"]})

@@ -184,3 +184,20 @@ def test_non_state_dict_content_is_refused(tmp_path: Path) -> None:
 def test_unsupported_scheme(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported URL scheme 'ftp'"):
         load_pretrained(_Tiny(), "ftp://127.0.0.1/x.pth")
+
+
+def test_the_backbone_of_a_whole_network_loads_with_source_prefix(tmp_path) -> None:
+    from skdlib.models import build_model, load_pretrained
+
+    torch.manual_seed(0)
+    source = build_model("pspnet_resnet18", 3, width=0.125)  # another task: 3 classes
+    path = tmp_path / "final.pt"
+    torch.save(source.state_dict(), path)
+    target = build_model("pspnet_resnet18", 8, width=0.125)
+    report = load_pretrained(target, path, prefix="backbone.", source_prefix="backbone.")
+    assert report.loaded and all(k.startswith("backbone.") for k in report.loaded)
+    for key, value in target.state_dict().items():
+        if key.startswith("backbone."):
+            assert torch.equal(value, source.state_dict()[key]), key
+    with pytest.raises(ValueError, match=r"no key under 'encoder\.'"):
+        load_pretrained(target, path, prefix="backbone.", source_prefix="encoder.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,41 @@ def read_label(path: Path) -> np.ndarray:
             return np.array(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"cannot decode label file {path}: {exc}") from exc
+
+
+def merge_classes(
+    names: Sequence[str],
+    palette: Sequence[tuple[int, int, int]],
+    groups: Mapping[str, Sequence[str]],
+) -> tuple[list[str], list[tuple[int, int, int]], np.ndarray]:
+    """A coarser label set: ``groups`` maps each new class to the classes it merges, in the order
+    of the new ids; every class of ``names`` must be in exactly one group. Returns the new names,
+    their colours (each group's first member's) and the ``(256,)`` table from the original class
+    ids to the new ones (ignore stays ignore).
+
+    Raises:
+        ValueError: a class in no group or in two, an unknown class name, an empty group.
+    """
+    if not isinstance(groups, Mapping) or not groups:
+        raise ValueError(f"class_groups: expected a non-empty mapping, got {groups!r}")
+    lut = np.full(LUT_SIZE, INVALID, dtype=np.int16)
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    new_palette = []
+    for new_id, (group, members) in enumerate(groups.items()):
+        if isinstance(members, str) or not members:
+            raise ValueError(f"class_groups.{group}: expected a list of class names")
+        for member in members:
+            if member not in names:
+                raise ValueError(f"class_groups.{group}: unknown class {member!r}; known: {names}")
+            old = names.index(member)
+            if lut[old] != INVALID:
+                raise ValueError(f"class_groups: {member!r} is in two groups")
+            lut[old] = new_id
+        new_palette.append(tuple(palette[names.index(members[0])]))
+    missing = [n for k, n in enumerate(names) if lut[k] == INVALID]
+    if missing:
+        raise ValueError(f"class_groups: the classes {missing} are in no group")
+    return list(groups), new_palette, lut
 
 
 class SegmentationDataset(Dataset):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from skdlib.data.base import (
     Transform,
     check_split,
     identity_lut,
+    merge_classes,
     pair_by_stem,
 )
 from skdlib.data.generate import CLASSES_NAME, SPLITS, ensure_embedded, read_manifest
@@ -32,6 +34,10 @@ class EmbeddedDataset(SegmentationDataset):
         root: the data-set directory.
         split: ``"train"`` or ``"val"``.
         generate: generate the set into ``root`` when it holds no complete one (default ``True``).
+        class_groups: a coarser label set, ``{new class: [embedded classes it merges]}`` with
+            every embedded class in exactly one group, in the order of the new class ids (e.g.
+            ``{ground: [road, sidewalk], structure: [...], sky: [sky]}``, a source task for
+            pretraining); ``None`` (default): the 8 classes.
         transform, skip_bad: see :class:`SegmentationDataset`.
         **generate_options: ``seed``, ``height``, ``width``, ``num_train``, ``num_val``,
             ``small_object_scale`` for :func:`skdlib.data.generate.ensure_embedded`. When given,
@@ -45,6 +51,7 @@ class EmbeddedDataset(SegmentationDataset):
         split: str = "train",
         *,
         generate: bool = True,
+        class_groups: Mapping[str, Sequence[str]] | None = None,
         transform: Transform | None = None,
         skip_bad: bool = False,
         **generate_options: Any,
@@ -70,11 +77,15 @@ class EmbeddedDataset(SegmentationDataset):
             skip_bad=skip_bad,
             expected=expected,
         )
+        names, palette = classes["names"], [tuple(c) for c in classes["palette"]]
+        lut = identity_lut(len(names))
+        if class_groups is not None:
+            names, palette, lut = merge_classes(names, palette, class_groups)
         super().__init__(
             samples,
-            class_names=classes["names"],
-            palette=[tuple(c) for c in classes["palette"]],
-            label_lut=identity_lut(len(classes["names"])),
+            class_names=names,
+            palette=palette,
+            label_lut=lut,
             transform=transform,
             skip_bad=skip_bad,
             description=expected,

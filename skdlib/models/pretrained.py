@@ -174,6 +174,7 @@ def load_pretrained(
     *,
     strict: bool = False,
     prefix: str = "",
+    source_prefix: str = "",
     map_location: str | torch.device = "cpu",
     timeout: float = _DEFAULT_TIMEOUT_S,
 ) -> LoadReport:
@@ -186,6 +187,9 @@ def load_pretrained(
         prefix: the checkpoint's keys are relative to this prefix of the model's keys, e.g.
             ``"backbone."`` loads a torchvision ResNet checkpoint (``conv1.weight`` ...) into
             ``model.backbone``; only model keys under the prefix can be missing.
+        source_prefix: read only the checkpoint's keys under this prefix, with the prefix
+            removed: ``"backbone."`` takes the backbone of a whole network of the same kind
+            (e.g. a pretraining run's ``final.pt``).
         map_location: where the tensors are loaded before copying.
         timeout: socket timeout in seconds for URLs.
 
@@ -200,6 +204,14 @@ def load_pretrained(
     if prefix and not prefix.endswith("."):
         prefix = prefix + "."
     checkpoint = read_state_dict(source, map_location=map_location, timeout=timeout)
+    if source_prefix:
+        checkpoint = {
+            k.removeprefix(source_prefix): v
+            for k, v in checkpoint.items()
+            if k.startswith(source_prefix)
+        }
+        if not checkpoint:
+            raise ValueError(f"{os.fspath(source)!r} holds no key under {source_prefix!r}")
     target = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     if not target:
         raise ValueError(f"model has no parameters or buffers under prefix={prefix!r}")

@@ -274,7 +274,12 @@ def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
 
     student = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
     if cfg.model.student_pretrained is not None:
-        report = load_pretrained(student, cfg.model.student_pretrained, prefix="backbone.")
+        report = load_pretrained(
+            student,
+            cfg.model.student_pretrained,
+            prefix="backbone.",
+            source_prefix=cfg.model.student_pretrained_prefix,
+        )
         logger.info(
             "student backbone initialised from %s: %s", cfg.model.student_pretrained, report
         )

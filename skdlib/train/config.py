@@ -316,7 +316,12 @@ class ModelConfig(_Section):
     teacher_options: dict[str, Any] = _doc({}, "keyword options for building the teacher")
     teacher_checkpoint: str | None = _doc(None, "file with the trained teacher's weights")
     student_pretrained: str | None = _doc(
-        None, "ImageNet backbone weights file for the student; null = random init"
+        None, "backbone weights for the student (e.g. ImageNet's); null = random init"
+    )
+    student_pretrained_prefix: str = _doc(
+        "",
+        "read only the keys of student_pretrained under this prefix: '' for a backbone file, "
+        "'backbone.' for a whole network of the same kind (e.g. a pretraining run's final.pt)",
     )
     num_classes: int | None = _doc(None, "number of classes; null = taken from the data set")
 
