@@ -421,7 +421,9 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     cfg = ExperimentConfig()
     assert config_hash(cfg) == config_hash(ExperimentConfig())
     # Golden value: changes only if a default (or the canonical form) changes; update deliberately.
-    assert config_hash(cfg) == "c34034e66bd2b7fa"  # updated when model.student_pretrained_prefix was added
+    assert (
+        config_hash(cfg) == "6697b90422b66864"
+    )  # updated when model.student_pretrained_prefix was added
     # Same content written with a different key order hashes the same.
     as_dict = config_to_dict(cfg)
     reordered = {key: as_dict[key] for key in reversed(list(as_dict))}
@@ -450,6 +452,8 @@ def test_config_hash_changes_with_any_value() -> None:
 def _changed_value(key: str, default: object) -> str:
     """A valid value different from ``default`` for the field ``key``, as override text."""
     special = {
+        "model.teacher_source": "0123456789abcdef",
+        "model.student_pretrained_source": "0123456789abcdef",
         "model.student": "espnet_c",
         "model.teacher": "mobilenetv2plus",
         "distill.pool": "max",

@@ -122,8 +122,15 @@ def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> N
     runs = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO)
     seeds = plan.profile(profile).seeds
     ran = [name for name, (groups, _) in TABLE.items() if set(groups) & PROFILE_GROUPS[profile]]
-    assert [s.key for s in runs[1:]] == [f"{name}/seed{seed}" for name in ran for seed in seeds]
-    teacher, students = runs[0], runs[1:]
+    students = [s for s in runs if s.experiment is not None]
+    assert [s.key for s in students] == [f"{name}/seed{seed}" for name in ran for seed in seeds]
+    teacher = runs[0]
+    # The runs the students need come first: the teacher, and a pretraining run when the
+    # profile has one.
+    pre = plan.profile(profile).pretrain
+    assert [s.key for s in runs[: len(runs) - len(students)]] == ["teacher"] + (
+        ["pretrain"] if pre is not None else []
+    )
     assert teacher.key == "teacher" and teacher.run_dir == tmp_path / profile / "teacher"
     assert not teacher.config.distill.enabled and teacher.config.model.teacher is None
     checkpoint = str(teacher.run_dir / "checkpoints" / "final.pt")
@@ -211,13 +218,12 @@ def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2), ("gpu", 16, 8)):
         runs = {
             s.experiment: s.config
-            for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=few)[
-                1:
-            ]
+            for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=few)
+            if s.experiment is not None
         }
         ablation = ex.build_runs(
             plan, profile, runs_root=tmp_path, project_root=REPO, only=["baseline"]
-        )[1].config
+        )[-1].config
         for name, cfg in runs.items():
             # The first images of the profile's own data set, validated on its own val split.
             assert cfg.data.train_limit == labelled and ablation.data.train_limit is None, (
@@ -282,7 +288,7 @@ def _write_plan(tmp_path: Path, mutate) -> Path:
         ),
         (
             lambda d: d["experiments"][1].update(name="teacher"),
-            r"'teacher' is the teacher's run folder",
+            r"'teacher' is the teacher run's folder",
         ),
         (
             lambda d: d["experiments"][2].update(overrides=["distill.holistic"]),
@@ -393,6 +399,7 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     assert ex.main(args) == 1
     assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
         "teacher",
+        "pretrain",  # the smoke students start from a pretraining run
         "baseline/seed0",
         "pi/seed0",
         "pi_pa/seed0",
@@ -660,7 +667,7 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
     assert ex.main([*args, "--root", str(first)]) == 0
     kept = first / "teachers" / "smoke"
     summary = json.loads((kept / "summary.json").read_text())
-    assert trained == ["smoke", "seed0"] and summary["portable_config_hash"]
+    assert trained == ["smoke", "pretrain", "seed0"] and summary["portable_config_hash"]
     index = json.loads((first / "runs" / "smoke" / "index.json").read_text())
     assert (first / "runs" / "smoke" / index["teacher"]["run_dir"]).resolve() == kept.resolve()
     spec = ex.build_runs(ex.load_plan(first / "configs" / "experiments.yaml"), "smoke",
@@ -674,7 +681,7 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
     shutil.copytree(kept, second / "teachers" / "smoke")
     trained.clear()
     assert ex.main([*args, "--root", str(second)]) == 0
-    assert trained == ["seed0"]  # the student only
+    assert trained == ["pretrain", "seed0"]  # the kept teacher is not trained again
     # A teacher configuration that differs: trained again; --teacher-only stops after it.
     trained.clear()
     assert ex.main([*args, "--root", str(second), "--teacher-only", "--set", "train.lr=0.02"]) == 0
@@ -710,3 +717,26 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), key
     env = json.loads((trees[0] / "baseline" / "seed0" / "env.json").read_text())
     assert env["threads"] == ex.load_plan(PLAN).profile("smoke").threads
+
+
+def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -> None:
+    import dataclasses
+
+    plan = ex.load_plan(PLAN)
+    runs = ex.build_runs(plan, "smoke", runs_root=tmp_path, project_root=REPO, only=["pi"])
+    assert [s.key for s in runs] == ["teacher", "pretrain", "pi/seed0"]
+    teacher, pre, student = runs
+    assert pre.experiment is None and pre.config.data.options["seed"] == 2  # its own source task
+    m = student.config.model
+    assert m.student_pretrained == str(pre.run_dir / "checkpoints" / "final.pt")
+    assert m.student_pretrained_prefix == "backbone."
+    assert (m.teacher_source, m.student_pretrained_source) == (teacher.hash, pre.hash)
+    # Another pretraining (or teacher) configuration makes other students: they train again.
+    prof = plan.profile("smoke")
+    changed = dataclasses.replace(prof.pretrain, overrides=("train.max_iters=5",))
+    other = dataclasses.replace(
+        plan, profiles={**plan.profiles, "smoke": dataclasses.replace(prof, pretrain=changed)}
+    )
+    again = ex.build_runs(other, "smoke", runs_root=tmp_path, project_root=REPO, only=["pi"])
+    assert again[1].hash != pre.hash and again[2].hash != student.hash
+    assert again[0].hash == teacher.hash

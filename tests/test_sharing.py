@@ -115,10 +115,12 @@ def test_index_writers_merge_and_never_lose_entries(tmp_path: Path) -> None:
     assert statuses() == ("pending", {"baseline": "pending", "pi": "pending", "pi_pa": "pending"})
     # Writer a finished baseline (its state) and writer b's pi is finished on disk: b's next
     # write says so although b still holds "pending" for it; a's failure of pi_pa is kept.
-    pi = b[1].run_dir
+    a_students, b_students = ([s for s in x if s.experiment] for x in (a, b))
+    pi = b_students[0].run_dir
     pi.mkdir(parents=True)
-    (pi / "summary.json").write_text(json.dumps({"finished": True, "config_hash": b[1].hash}))
-    write(a, {a[1].key: {"status": "finished", "elapsed_s": 3.0}})
+    summary = {"finished": True, "config_hash": b_students[0].hash}
+    (pi / "summary.json").write_text(json.dumps(summary))
+    write(a, {a_students[0].key: {"status": "finished", "elapsed_s": 3.0}})
     write(b, {s.key: {"status": "pending"} for s in b})
     assert statuses()[1] == {"baseline": "finished", "pi": "finished", "pi_pa": "pending"}
     data = json.loads(index.read_text())
@@ -208,7 +210,8 @@ def test_the_pipeline_waits_for_a_teacher_and_comes_back_to_held_runs(tmp_path, 
 
     monkeypatch.setattr(pipeline, "_ensure_data", lambda runs: 8)
     options = {"runs_root": tmp_path, "project_root": REPO, "only": ["baseline", "pi"]}
-    teacher, baseline, pi = ex.build_runs(ex.load_plan(PLAN), "smoke", **options)
+    teacher, pretrain, baseline, pi = ex.build_runs(ex.load_plan(PLAN), "smoke", **options)
+    _finish_by_hand(pretrain)  # the students' pretraining run is done already
     locks = {spec.key: FileLock(run_lock(spec.run_dir)) for spec in (teacher, pi)}
     for lock in locks.values():
         assert lock.acquire(timeout=0)

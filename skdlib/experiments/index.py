@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from skdlib.experiments.locks import FileLock
-from skdlib.experiments.plan import Plan, Profile
+from skdlib.experiments.plan import PRETRAIN_DIR, Plan, Profile
 from skdlib.experiments.runs import RunSpec
 from skdlib.train.runfolder import RunFolder, atomic_write_json
 
@@ -72,11 +72,13 @@ def _run_entry(
 
 
 def _previous_runs(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """The previous index's run entries by ``run_dir`` (the teacher's too)."""
+    """The previous index's run entries by ``run_dir`` (the teacher's and the pretraining
+    run's too)."""
     runs: dict[str, Mapping[str, Any]] = {}
-    teacher = previous.get("teacher")
-    if isinstance(teacher, dict) and isinstance(teacher.get("run_dir"), str):
-        runs[teacher["run_dir"]] = teacher
+    for key in ("teacher", "pretrain"):
+        entry = previous.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("run_dir"), str):
+            runs[entry["run_dir"]] = entry
     for exp in previous.get("experiments", []):
         for run in exp.get("runs", []) if isinstance(exp, dict) else []:
             if isinstance(run, dict) and isinstance(run.get("run_dir"), str):
@@ -153,10 +155,18 @@ def _build_index(
         },
         "experiments": [],
     }
+    for spec in runs[1:]:
+        if spec.key == PRETRAIN_DIR:  # the run the students' backbones start from
+            old_entry = old_runs.get(_entry_dir(spec, profile_dir))
+            index["pretrain"] = {
+                "config": _display(spec.config_path, project_root),
+                **_run_entry(spec, states.get(spec.key), old_entry, profile_dir),
+            }
     old = {e.get("name"): e for e in previous.get("experiments", []) if isinstance(e, dict)}
     by_experiment: dict[str, list[RunSpec]] = {}
     for spec in runs[1:]:
-        by_experiment.setdefault(spec.experiment or "", []).append(spec)
+        if spec.experiment is not None:
+            by_experiment.setdefault(spec.experiment, []).append(spec)
     for exp in plan.experiments:
         if exp.name in by_experiment:
             specs = by_experiment[exp.name]

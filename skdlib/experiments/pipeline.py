@@ -42,7 +42,6 @@ from skdlib.experiments.index import INDEX_NAME, write_index
 from skdlib.experiments.locks import holder_of, run_lock, wait_until_free
 from skdlib.experiments.plan import (
     DEFAULT_PLAN,
-    TEACHER_DIR,
     Plan,
     PlanError,
     Profile,
@@ -167,7 +166,7 @@ class _Progress:
         self.done_count += 1
         self.states[spec.key] = {k: v for k, v in result.items() if k != "holder"}
         self.write()
-        if spec.key != TEACHER_DIR:
+        if spec.experiment is not None:  # the ETA counts the students
             self.durations.append(float(result["elapsed_s"]))
         self._log_end(spec, result)
 
@@ -367,7 +366,9 @@ def run_pipeline(
         data_base=resolve(data_base, root) if data_base is not None else root,
         sets=sets,
         only=only,
-    )[: 1 if teacher_only else None]
+    )
+    if teacher_only:  # the teacher and the other runs the students need
+        runs = [spec for spec in runs if spec.experiment is None]
     res = _resources(
         prof,
         executor,
@@ -487,15 +488,16 @@ def _execute(
     res: _Resources,
     poll_s: float,
 ) -> None:
-    """The teacher alone first (the students need its final.pt), then the students."""
-    if todo and todo[0].key == TEACHER_DIR:
-        teacher = todo.pop(0)
-        _run_teacher(runner, teacher, actions, track, payload(teacher, res.teacher_threads), poll_s)
-        if track.states[TEACHER_DIR]["status"] == "failed":
-            logger.error("the teacher failed: the student runs need its final.pt; not started")
+    """The runs the students need alone first (the teacher, a pretraining run: the students
+    read their final.pt), then the students."""
+    while todo and todo[0].experiment is None:
+        needed = todo.pop(0)
+        _run_teacher(runner, needed, actions, track, payload(needed, res.teacher_threads), poll_s)
+        if track.states[needed.key]["status"] == "failed":
+            logger.error("the %s run failed: the student runs need its final.pt", needed.key)
             for spec in todo:
-                error = {"status": "failed", "error": "the teacher run failed", "elapsed_s": 0.0}
-                track.finished(spec, error)
+                error = {"status": "failed", "error": f"the {needed.key} run failed"}
+                track.finished(spec, {**error, "elapsed_s": 0.0})
             return
     _run_students(runner, todo, actions, track, lambda s: payload(s, res.threads), poll_s)
 

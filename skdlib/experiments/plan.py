@@ -21,10 +21,12 @@ import yaml
 
 __all__ = [
     "DEFAULT_PLAN",
+    "PRETRAIN_DIR",
     "TEACHER_DIR",
     "Experiment",
     "Plan",
     "PlanError",
+    "Pretraining",
     "Profile",
     "SlurmOptions",
     "load_plan",
@@ -34,6 +36,8 @@ __all__ = [
 DEFAULT_PLAN = Path("configs") / "experiments.yaml"
 #: The folder of the teacher run inside ``<runs-root>/<profile>/``.
 TEACHER_DIR = "teacher"
+#: The folder of the students' pretraining run (profiles with ``pretrain``).
+PRETRAIN_DIR = "pretrain"
 
 _PROFILE_KEYS = {
     "description",
@@ -48,6 +52,7 @@ _PROFILE_KEYS = {
     "teacher_threads",
     "nproc_per_run",
     "teacher_dir",
+    "pretrain",
     "slurm",
 }
 _EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
@@ -83,6 +88,24 @@ _SLURM_KEYS = {f.name for f in fields(SlurmOptions)}
 
 
 @dataclass(frozen=True)
+class Pretraining:
+    """A run the students start from (their backbone), trained before them like the teacher:
+    the profile's ``pretrain`` keys. Its own preset and overrides (its data is its own source
+    task, so the profile's overrides and the command line's ``--set`` do not apply to it)."""
+
+    #: The preset of the pretraining run.
+    config: str
+    #: A folder kept in the repository (relative to the project root), reused while its
+    #: configuration matches; None: ``<runs_root>/<profile>/pretrain``.
+    dir: str | None = None
+    #: Overrides of the pretraining run.
+    overrides: tuple[str, ...] = ()
+
+
+_PRETRAIN_KEYS = {"config", "dir", "overrides"}
+
+
+@dataclass(frozen=True)
 class Profile:
     """One profile: the students' base preset, the teacher's preset, seeds and shared overrides."""
 
@@ -109,6 +132,8 @@ class Profile:
     #: A teacher run folder kept in the repository (relative to the project root), reused while
     #: its configuration matches; ``None``: ``<runs_root>/<profile>/teacher``.
     teacher_dir: str | None = None
+    #: The run the students' backbones start from; None: the students' preset decides.
+    pretrain: Pretraining | None = None
 
 
 @dataclass(frozen=True)
@@ -210,9 +235,9 @@ def _name(where: str, value: Any) -> str:
         raise PlanError(
             f"{where}: expected a folder-safe name (letters, digits, '_', '-'), got {value!r}"
         )
-    if value == TEACHER_DIR:
+    if value in (TEACHER_DIR, PRETRAIN_DIR):
         raise PlanError(
-            f"{where}: {TEACHER_DIR!r} is the teacher's run folder and cannot name an experiment"
+            f"{where}: {value!r} is the {value} run's folder and cannot name an experiment"
         )
     return value
 
@@ -244,6 +269,18 @@ def _load_slurm(where: str, raw: Any) -> SlurmOptions:
         mem_gb=None if mem is None else float(mem),
         time_min=_positive_int(f"{where}.time_min", raw.get("time_min", SlurmOptions.time_min)),
     )
+
+
+def _load_pretrain(where: str, raw: Any) -> Pretraining | None:
+    if raw is None:
+        return None
+    _check_keys(where, raw, _PRETRAIN_KEYS, {"config"})
+    for key in ("config", "dir"):
+        value = raw.get(key)
+        if (key == "config" or value is not None) and (not isinstance(value, str) or not value):
+            raise PlanError(f"{where}.{key}: expected a path, got {value!r}")
+    overrides = _override_list(f"{where}.overrides", raw.get("overrides"))
+    return Pretraining(config=raw["config"], dir=raw.get("dir"), overrides=overrides)
 
 
 def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) -> Profile:
@@ -293,6 +330,7 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         nproc_per_run=_positive_int(f"{where}.nproc_per_run", raw.get("nproc_per_run", 1)),
         slurm=_load_slurm(f"{where}.slurm", raw.get("slurm")),
         teacher_dir=teacher_dir,
+        pretrain=_load_pretrain(f"{where}.pretrain", raw.get("pretrain")),
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from skdlib.experiments.plan import TEACHER_DIR, Plan, PlanError, _override_list
+from skdlib.experiments.plan import PRETRAIN_DIR, TEACHER_DIR, Plan, PlanError, _override_list
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder, atomic_write_json
@@ -89,8 +89,9 @@ def build_runs(
     sets: Sequence[str] = (),
     only: Sequence[str] | None = None,
 ) -> list[RunSpec]:
-    """The teacher run and every student run of ``profile`` (``only``: these experiments),
-    validated.
+    """The teacher run, the pretraining run when the profile has one, and every student run of
+    ``profile`` (``only``: these experiments), validated. The runs the students need (teacher,
+    pretraining) come first and have no ``experiment``.
 
     Overrides, in order: the profile's, the experiment's, ``sets`` (the command line), then the
     pinned paths, ``model.teacher_checkpoint`` (the teacher run's ``final.pt``) and
@@ -132,15 +133,29 @@ def build_runs(
     kept = resolve(prof.teacher_dir, project_root) if prof.teacher_dir else None
     teacher_overrides = [*prof.overrides, *sets]
     teacher = make(TEACHER_DIR, None, None, prof.teacher_config, teacher_overrides, kept)
-    checkpoint = json.dumps(str(RunFolder(teacher.run_dir).final))
+    # Students follow the runs they need: their weights' files and those runs' config hashes
+    # (quoted: a hash of digits and one "e" would read as a number).
+    needs = [
+        f"model.teacher_checkpoint={json.dumps(str(RunFolder(teacher.run_dir).final))}",
+        f"model.teacher_source={json.dumps(teacher.reuse_hash)}",
+    ]
     runs = [teacher]
+    if prof.pretrain is not None:
+        pre = prof.pretrain
+        kept = resolve(pre.dir, project_root) if pre.dir else None
+        runs.append(make(PRETRAIN_DIR, None, None, pre.config, list(pre.overrides), kept))
+        needs += [
+            f"model.student_pretrained={json.dumps(str(RunFolder(runs[-1].run_dir).final))}",
+            f"model.student_pretrained_source={json.dumps(runs[-1].reuse_hash)}",
+            "model.student_pretrained_prefix=backbone.",  # a whole network: take its backbone
+        ]
     for exp in experiments:
         for seed in prof.seeds:
             overrides = [
                 *prof.overrides,
                 *plan.overrides(exp, prof),
                 *sets,
-                f"model.teacher_checkpoint={checkpoint}",
+                *needs,
                 f"train.seed={seed}",
             ]
             runs.append(make(f"{exp.name}/seed{seed}", exp.name, seed, prof.config, overrides))

@@ -318,6 +318,14 @@ class ModelConfig(_Section):
     student_pretrained: str | None = _doc(
         None, "backbone weights for the student (e.g. ImageNet's); null = random init"
     )
+    teacher_source: str | None = _doc(
+        None,
+        "the config hash of the run that wrote teacher_checkpoint (the pipeline sets it, so a "
+        "student is trained again when its teacher's configuration changes); null = unknown",
+    )
+    student_pretrained_source: str | None = _doc(
+        None, "likewise for student_pretrained (the pipeline's pretraining run); null = unknown"
+    )
     student_pretrained_prefix: str = _doc(
         "",
         "read only the keys of student_pretrained under this prefix: '' for a backbone file, "
