@@ -58,7 +58,7 @@ def runs_tree(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("explorer")
     data = ensure_embedded(base / "data", height=128, width=128, num_train=4, num_val=2)
     root = base / "runs" / "smoke"
-    teacher_cfg = load_config(CONFIGS / "teacher_quick.yaml", _tiny(data))
+    teacher_cfg = load_config(CONFIGS / "teacher_smoke.yaml", _tiny(data))
     train(teacher_cfg, root / "teacher_run", progress=False)
     checkpoint = root / "teacher_run" / "checkpoints" / "final.pt"
     common = ("model.teacher_options.width=0.5", f"model.teacher_checkpoint={checkpoint}")

@@ -3,6 +3,7 @@ pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -45,15 +46,12 @@ TABLE = {
     "official_pi": (("official",), "+PI (authors' code)"),
     "official_pi_pa": (("official",), "+PI+PA (authors' code)"),
     "official_pi_pa_ho": (("official",), "+PI+PA+HO (authors' code)"),
-    "few_baseline": (("unlabeled",), "baseline"),
-    "few_pi": (("unlabeled",), "+PI"),
-    "few_pi_unl1x": (("unlabeled",), "+PI + 16 unlabeled"),
-    "few_pi_unl4x": (("unlabeled",), "+PI + 64 unlabeled"),
-    "few_pi_unl16x": (("unlabeled",), "+PI + 256 unlabeled"),
-    "few_pi_pa_ho": (("unlabeled",), "+PI+PA+HO"),
-    "few_pi_pa_ho_unl1x": (("unlabeled",), "+PI+PA+HO + 16 unlabeled"),
-    "few_pi_pa_ho_unl4x": (("unlabeled",), "+PI+PA+HO + 64 unlabeled"),
-    "few_pi_pa_ho_unl16x": (("unlabeled",), "+PI+PA+HO + 256 unlabeled"),
+    "pi_unl1x": (("unlabeled",), "+PI, 1x unlabeled"),
+    "pi_unl4x": (("unlabeled",), "+PI, 4x unlabeled"),
+    "pi_unl16x": (("unlabeled",), "+PI, 16x unlabeled"),
+    "pi_pa_ho_unl1x": (("unlabeled",), "+PI+PA+HO, 1x unlabeled"),
+    "pi_pa_ho_unl4x": (("unlabeled",), "+PI+PA+HO, 4x unlabeled"),
+    "pi_pa_ho_unl16x": (("unlabeled",), "+PI+PA+HO, 16x unlabeled"),
 }
 # The groups each profile runs (the paper profile leaves out the embedded-only unlabeled group).
 PROFILE_GROUPS = {
@@ -93,12 +91,8 @@ TERMS = {
     "official_pi": {"pixelwise"},
     "official_pi_pa": {"pixelwise", "pairwise"},
     "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
-    "few_baseline": set(),
-    **{f"few_pi{s}": {"pixelwise"} for s in ("", "_unl1x", "_unl4x", "_unl16x")},
-    **{
-        f"few_pi_pa_ho{s}": {"pixelwise", "pairwise", "holistic"}
-        for s in ("", "_unl1x", "_unl4x", "_unl16x")
-    },
+    **{f"pi_unl{k}x": {"pixelwise"} for k in (1, 4, 16)},
+    **{f"pi_pa_ho_unl{k}x": {"pixelwise", "pairwise", "holistic"} for k in (1, 4, 16)},
 }
 
 
@@ -131,7 +125,9 @@ def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> N
     assert [s.key for s in runs[: len(runs) - len(students)]] == ["teacher"] + (
         ["pretrain"] if pre is not None else []
     )
-    assert teacher.key == "teacher" and teacher.run_dir == tmp_path / profile / "teacher"
+    kept = plan.profile(profile).teacher_dir
+    assert teacher.key == "teacher"
+    assert teacher.run_dir == (REPO / kept if kept else tmp_path / profile / "teacher")
     assert not teacher.config.distill.enabled and teacher.config.model.teacher is None
     checkpoint = str(teacher.run_dir / "checkpoints" / "final.pt")
     for spec in students:
@@ -214,49 +210,36 @@ def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
 
 def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
     plan = ex.load_plan(PLAN)
-    few = [e.name for e in plan.experiments if "unlabeled" in e.groups]
-    for profile, labelled, per_step in (("quick", 16, 4), ("smoke", 4, 2), ("gpu", 16, 8)):
+    pools = [e.name for e in plan.experiments if "unlabeled" in e.groups]
+    for profile, labelled, per_step in (("quick", 100, 8), ("smoke", 8, 2), ("gpu", 100, 8)):
         runs = {
             s.experiment: s.config
-            for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=few)
+            for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=pools)
             if s.experiment is not None
         }
-        ablation = ex.build_runs(
-            plan, profile, runs_root=tmp_path, project_root=REPO, only=["baseline"]
-        )[-1].config
+        ablation = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=["pi"])[
+            -1
+        ].config
         for name, cfg in runs.items():
-            # The first images of the profile's own data set, validated on its own val split.
-            assert cfg.data.train_limit == labelled and ablation.data.train_limit is None, (
-                profile,
-                name,
-            )
-            assert (cfg.data.name, cfg.data.root, cfg.data.options) == (
-                ablation.data.name,
-                ablation.data.root,
-                ablation.data.options,
-            )
+            # The ablation's labelled data and recipe, plus a pool of unlabeled scenes.
+            assert cfg.data == dataclasses.replace(ablation.data, unlabeled=cfg.data.unlabeled)
+            assert cfg.train == ablation.train, (profile, name)
             unl = cfg.data.unlabeled
-            k = int(name.rpartition("_unl")[2].removesuffix("x")) if "_unl" in name else 0
-            assert unl.enabled == (k > 0), (profile, name)
-            if k:
-                # A pool of k x the labelled images, fresh scenes (generator seed 1), under the
-                # repository.
-                assert (
-                    dict(unl.options)["num_train"] == k * labelled
-                    and dict(unl.options)["seed"] == 1
-                )
-                assert (unl.name, unl.batch_size) == ("embedded", per_step)
-                assert Path(unl.root).is_absolute() and Path(unl.root).is_relative_to(REPO / "data")
-        if profile == "quick":
-            assert {cfg.train.max_iters for cfg in runs.values()} == {40}
-            assert {cfg.data.batch_size for cfg in runs.values()} == {
-                load_config(REPO / "configs/quick.yaml").data.batch_size
-            }
+            k = int(name.rpartition("_unl")[2].removesuffix("x"))
+            # A pool of k x the labelled images, fresh scenes (generator seed 1), under the
+            # repository, the same scene size as the labelled ones.
+            options = dict(unl.options)
+            assert options["num_train"] == k * labelled and options["seed"] == 1, (profile, name)
+            labelled_options = dict(cfg.data.options)
+            for key in ("height", "width", "small_object_scale"):
+                assert options.get(key) == labelled_options.get(key), (profile, name, key)
+            assert (unl.name, unl.batch_size) == ("embedded", per_step)
+            assert Path(unl.root).is_absolute() and Path(unl.root).is_relative_to(REPO / "data")
     with pytest.raises(
-        ex.PlanError, match=r"\['few_pi'\] are not in the groups .* of profile 'paper'"
+        ex.PlanError, match=r"\['pi_unl1x'\] are not in the groups .* of profile 'paper'"
     ):
-        ex.build_runs(plan, "paper", runs_root=tmp_path, project_root=REPO, only=["few_pi"])
-    assert "few_pi" not in [e.name for e in plan.select(None, "paper")]
+        ex.build_runs(plan, "paper", runs_root=tmp_path, project_root=REPO, only=["pi_unl1x"])
+    assert "pi_unl1x" not in [e.name for e in plan.select(None, "paper")]
 
 
 def _write_plan(tmp_path: Path, mutate) -> Path:
@@ -309,8 +292,8 @@ def _write_plan(tmp_path: Path, mutate) -> Path:
             r"profiles.smoke.settings: \['few_label'\] name no setting of the plan",
         ),
         (
-            lambda d: d["profiles"]["smoke"]["settings"].update(few_labels=["train.max_iters"]),
-            r"profiles.smoke.settings.few_labels: overrides must look like key=value",
+            lambda d: d["profiles"]["smoke"]["settings"].update(unlabeled_1x=["train.max_iters"]),
+            r"profiles.smoke.settings.unlabeled_1x: overrides must look like key=value",
         ),
         (
             lambda d: d["profiles"]["paper"].update(groups=["ablation", "ablasion"]),
@@ -442,31 +425,41 @@ def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monke
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # never read: the profile decides
     quick = ex.load_plan(PLAN).profile("quick")
     assert (quick.jobs, quick.threads, quick.teacher_threads) == (2, 1, 2)
-    args = ["run", "--profile", "quick", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    # A copy of the project: the quick profile keeps its teacher in the project (kept/quick).
+    root = _copy_project(tmp_path / "project", None)
+    args = ["run", "--profile", "quick", "--root", str(root), "--runs-root", str(tmp_path)]
     args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "--jobs", "1", "--fresh-kernels"]
     ex.main(args)
-    assert [c["threads"] for c in calls] == [2, 1, 1, 1]  # teacher, then seeds 0-2
+    assert [c["threads"] for c in calls] == [2, 2, 1, 1, 1]  # teacher, pretraining, seeds 0-2
     calls.clear()
     ex.main([*args, "--force", "--threads", "3", "--teacher-threads", "4"])
-    assert [c["threads"] for c in calls] == [4, 3, 3, 3]
+    assert [c["threads"] for c in calls] == [4, 4, 3, 3, 3]
     assert ex.main([*args, "--threads", "0"]) == 2
 
 
 def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None:
-    """The gpu profile: AMP and channels-last on CUDA, batch 8, the embedded data at 256x512 in
-    its own folder (its student/teacher sizes follow the quick recipe; provisional)."""
+    """The gpu profile: the quick recipe at twice the scene side and twice the widths, with AMP
+    and channels-last on CUDA, its data in its own folders."""
     plan = ex.load_plan(PLAN)
     runs = ex.build_runs(plan, "gpu", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
     quick = ex.build_runs(plan, "quick", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
+    keys = ["teacher", "pretrain", *(f"pi_pa_ho/seed{k}" for k in range(3))]
+    assert [s.key for s in runs] == [s.key for s in quick] == keys
     for spec, small in zip(runs, quick, strict=True):
-        cfg = spec.config
+        cfg, q = spec.config, small.config
         assert (cfg.train.device, cfg.train.amp, cfg.train.channels_last) == ("cuda", "fp16", True)
-        assert dict(cfg.data.options) == {"height": 256, "width": 512}
-        assert Path(cfg.data.root) == REPO / "data" / "embedded_gpu"
-        assert cfg.data.crop_size == tuple(2 * c for c in small.config.data.crop_size)
-        assert cfg.model.student == small.config.model.student
-        assert cfg.train.max_iters == 3 * small.config.train.max_iters
-    assert runs[1].config.data.batch_size == 8
+        options, q_options = dict(cfg.data.options), dict(q.data.options)
+        assert (options["height"], options["width"]) == (
+            2 * q_options["height"],
+            2 * q_options["width"],
+        )
+        assert options["num_train"] == q_options["num_train"]
+        assert Path(cfg.data.root).name.startswith("embedded_gpu")
+        assert cfg.data.crop_size == tuple(2 * c for c in q.data.crop_size)
+        width, q_width = cfg.model.student_options["width"], q.model.student_options["width"]
+        assert cfg.model.student == q.model.student and width == 2 * q_width
+        assert (cfg.train.max_iters, cfg.train.optimizer) == (q.train.max_iters, q.train.optimizer)
+    assert runs[2].config.data.batch_size == 8
 
 
 def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
@@ -634,14 +627,15 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     assert torch.load(folder / "checkpoints" / "final.pt", weights_only=True)
 
 
-def _copy_project(root: Path, teacher_dir: str) -> Path:
+def _copy_project(root: Path, teacher_dir: str | None) -> Path:
     """A project folder with the repository's configs and a plan whose smoke profile keeps its
-    teacher in ``teacher_dir``."""
+    teacher in ``teacher_dir`` (None: the plan as it is)."""
     import shutil
 
     shutil.copytree(REPO / "configs", root / "configs")
     plan = yaml.safe_load(PLAN.read_text())
-    plan["profiles"]["smoke"]["teacher_dir"] = teacher_dir
+    if teacher_dir is not None:
+        plan["profiles"]["smoke"]["teacher_dir"] = teacher_dir
     (root / "configs" / "experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     return root
 

@@ -96,11 +96,11 @@ def test_poly_lr_by_hand():
 
 def test_student_optimizer_follows_train_optimizer():
     student = build_model("pspnet_resnet18", NUM_CLASSES, width=0.125)
-    sgd = build_student_optimizer(load_config(CONFIGS / "quick.yaml"), student)
+    sgd = build_student_optimizer(load_config(CONFIGS / "smoke.yaml"), student)
     assert type(sgd) is torch.optim.SGD
     assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
     cfg = load_config(
-        CONFIGS / "quick.yaml",
+        CONFIGS / "smoke.yaml",
         ["train.optimizer=adamw", "train.lr=0.003", "train.weight_decay=1e-4"],
     )
     adamw = build_student_optimizer(cfg, student)
@@ -417,13 +417,20 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
                 "distill.disc_widths=[8,8,8,8]",
             ],
         ),
-        ("teacher_quick.yaml", ["model.student_options.width=0.5"]),
+        # The quick presets name their own data options: the tiny set here has none.
+        ("quick.yaml", ["data.options=null", "model.teacher_options.width=0.5"]),
+        ("teacher_quick.yaml", ["data.options=null", "model.student_options.width=0.5"]),
+        ("pretrain_quick.yaml", ["data.options=null"]),
         # The gpu presets on the CPU (train.device=cpu): AMP and channels-last then stay off.
         (
             "gpu.yaml",
-            ["data.options={}", "model.teacher_options.width=0.5", "distill.disc_widths=[8,8,8,8]"],
+            [
+                "data.options=null",
+                "model.teacher_options.width=0.5",
+                "distill.disc_widths=[8,8,8,8]",
+            ],
         ),
-        ("teacher_gpu.yaml", ["data.options={}", "model.student_options.width=0.5"]),
+        ("teacher_gpu.yaml", ["data.options=null", "model.student_options.width=0.5"]),
         (
             "teacher_paper.yaml",
             ["model.student=pspnet_resnet18", "model.student_options.width=0.5"],
@@ -433,7 +440,9 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_each_preset_family_runs(assets, tmp_path, preset, extra):
     teacher = (
-        [] if preset.startswith("teacher") else [f"model.teacher_checkpoint={assets['teacher']}"]
+        []
+        if preset.startswith(("teacher", "pretrain"))
+        else [f"model.teacher_checkpoint={assets['teacher']}"]
     )
     cfg = load_config(
         CONFIGS / preset,
@@ -443,7 +452,7 @@ def test_each_preset_family_runs(assets, tmp_path, preset, extra):
     assert summary["finished"] and summary["iterations"] == 1
     assert math.isfinite(summary["pixel_acc"])
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
-    if preset.startswith("teacher"):
+    if preset.startswith(("teacher", "pretrain")):
         assert "pixel" not in record and "gen" not in record
     else:
         assert {"pixel", "pair", "gen", "critic"} <= record.keys()

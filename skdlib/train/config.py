@@ -11,7 +11,8 @@ Loading::
 
 * A preset may start with ``base: other.yaml`` (a path relative to the including file). The base is
   loaded first (recursively), then the including file is merged into it deeply: mappings merge key
-  by key, every other value (scalars, lists) is replaced. ``name`` is never inherited: a file
+  by key, every other value (scalars, lists) is replaced; an option mapping set to ``null`` (e.g.
+  ``data.options: null``) drops the base's options. ``name`` is never inherited: a file
   without ``name`` is named after its file stem.
 * Overrides ``key=value`` use dotted keys and YAML scalars for values (``data.crop_size=[64,128]``,
   ``model.teacher_checkpoint=null``, ``model.student_options.width=0.5``); they are applied after
@@ -226,6 +227,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             for i, (t, v) in enumerate(zip(item_types, value, strict=True))
         )
     if origin is dict:
+        if value is None:  # an inheriting preset drops its base's options with `null`
+            return FrozenDict({})
         if not isinstance(value, Mapping):
             raise ValueError(f"{path}: expected a mapping, got {_describe(value)}")
         return _freeze(value, path)
@@ -601,7 +604,11 @@ class TrainConfig(_Section):
     eval_every: int = _doc(0, "iterations between validations; 0 = only at the end")
     checkpoint_every: int = _doc(1000, "iterations between checkpoints; 0 = only at the end")
     amp: Literal["none", "bf16", "fp16"] = _doc("none", "mixed precision (CUDA only)")
-    channels_last: bool = _doc(True, "channels-last memory format (CUDA only)")
+    channels_last: bool = _doc(
+        True,
+        "channels-last memory format of the networks and batches (on CUDA and on the CPU: "
+        "measured 15 % faster training steps on the project's CPU)",
+    )
     max_nonfinite: int = _doc(5, "consecutive skipped non-finite steps before stopping")
     device: str = _doc("auto", "auto | cpu | cuda | cuda:N | mps")
     tensorboard: bool = _doc(False, "also write TensorBoard events")

@@ -335,8 +335,7 @@ def _setup(
     student, teacher, critic, adapter = build_models(cfg, num_classes)
     cost = complexity(student, tuple(cfg.data.crop_size)) if info.is_main else None
     autocast_dtype, scaler = _amp(cfg, device)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
-    memory_format = torch.channels_last if on_cuda else torch.preserve_format
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     for network in (student, teacher):
         if network is not None:
             network.to(device=device, memory_format=memory_format)
