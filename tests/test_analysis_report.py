@@ -236,23 +236,28 @@ def test_skipped_steps_counts_records(tmp_path: Path) -> None:
 
 
 def test_setting_value() -> None:
-    cfg = load_config(CONFIGS / "quick.yaml")
+    cfg = load_config(
+        CONFIGS / "quick.yaml", ["data.scale_range=[0.75,1.5]", "train.teacher_cache=false"]
+    )
     assert setting_value(cfg, "data.scale_range") == "0.75-1.5"
     assert setting_value(cfg, "distill.lambda_ho") == "0.1"
-    assert setting_value(cfg, "data.crop_size") == "128-128"
+    assert setting_value(cfg, "data.crop_size") == "64-128"
     assert setting_value(None, "distill.pool") == "n/a"
 
 
 def test_settings_table_marks_differences() -> None:
     paper = load_config(CONFIGS / "quick.yaml")
-    code = load_config(CONFIGS / "quick.yaml", ["distill.pool=max", "data.scale_range=[0.7,2.1]"])
+    code = load_config(
+        CONFIGS / "quick.yaml",
+        ["distill.pool=max", "data.scale_range=[0.7,2.1]", "train.teacher_cache=false"],
+    )
     frame = settings_table(
         {"pi": paper, "official_pi": code},
         ["distill.pool", "data.scale_range", "distill.lambda_pi", "distill.detach_norm"],
     )
     assert frame.values.tolist() == [
         ["distill.pool", "avg", "max", True],
-        ["data.scale_range", "0.75-1.5", "0.7-2.1", True],
+        ["data.scale_range", "1-1", "0.7-2.1", True],
         ["distill.lambda_pi", "10", "10", False],
         ["distill.detach_norm", "False", "False", False],
     ]
@@ -288,12 +293,17 @@ def test_setup_table_reads_configs_and_data(tmp_path: Path) -> None:
     from skdlib.data.generate import ensure_embedded
 
     data = ensure_embedded(tmp_path / "data", height=128, width=128, num_train=4, num_val=2)
-    student = load_config(CONFIGS / "quick.yaml", [f"data.root={data}", "data.train_limit=3"])
+    student = load_config(
+        CONFIGS / "quick.yaml", [f"data.root={data}", "data.options=null", "data.train_limit=3"]
+    )
     teacher = load_config(CONFIGS / "teacher_quick.yaml")
     frame = setup_table(student, teacher, repo=tmp_path).set_index("setting")["these runs"]
     assert frame["data"] == "embedded, 3 train / 2 val"
-    assert frame["student"] == "pspnet_resnet18 width 0.25, init random"
-    assert frame["crop"] == "128 x 128" and frame["random scale"] == "0.75-1.5"
+    # The teacher's data is not on disk here: counted from its generator options.
+    assert frame["teacher data"] == "embedded, 3000 train (labelled)"
+    assert frame["student"] == "pspnet_resnet18 width 0.125, init random"
+    assert frame["optimiser"] == "adamw, lr 0.01, weight decay 0.0005"
+    assert frame["crop"] == "64 x 128" and frame["random scale"] == "1-1"
     assert frame["node size beta"] == "2 x 2"
     assert frame["lambda1 (PI, PA) / lambda2 (HO)"] == "10, 10 / 0.1"
     with_paper = setup_table(
@@ -301,4 +311,21 @@ def test_setup_table_reads_configs_and_data(tmp_path: Path) -> None:
     )
     assert list(with_paper.columns) == ["setting", "paper", "these runs", "why"]
     crop = with_paper.set_index("setting").loc["crop"].tolist()
-    assert crop == ["512 x 512", "128 x 128", "CPU budget"]
+    assert crop == ["512 x 512", "64 x 128", "CPU budget"]
+
+
+def test_teacher_checks_by_hand() -> None:
+    from skdlib.analysis.report import teacher_checks
+
+    teacher = {"miou": 0.78, "class_names": ["road", "pole"], "class_iou": [0.9, 0.29]}
+    curve = pd.DataFrame({"iter": [2000, 4000, 6000, 8000], "miou": [0.6, 0.7, 0.772, 0.78]})
+    checks = teacher_checks(teacher, curve, 0.62).set_index("criterion")
+    assert checks["holds"].tolist() == [True, False, True]
+    assert checks.loc["above the baseline's seed mean", "measured"].startswith("16.0 points")
+    assert checks.loc["every class learnt", "measured"] == "lowest: pole 0.29"
+    assert checks.loc["its own curve at a plateau", "measured"] == "+0.80 points (6000 -> 8000)"
+    # A gap of 7.9 points fails; a curve rising 1 point or more fails; no curve cannot hold.
+    assert not teacher_checks(teacher, curve, 0.701)["holds"].iloc[0]
+    rising = curve.assign(miou=[0.6, 0.7, 0.76, 0.78])
+    assert not teacher_checks(teacher, rising, 0.62)["holds"].iloc[2]
+    assert not teacher_checks(teacher, curve.iloc[:1], 0.62)["holds"].iloc[2]

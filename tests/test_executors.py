@@ -136,7 +136,7 @@ def _check_jobs_die_and_resume(tmp_path: Path, cluster: str) -> None:
     dying = SlurmExecutor(notebook=None, job_function=train_then_die, result_grace_s=1.0, **common)
     result = _slurm_pipeline(tmp_path, dying)
     root = tmp_path / "runs" / "smoke"
-    assert result["failed"] == ["teacher", "baseline/seed0"]
+    assert result["failed"] == ["teacher", "pretrain", "baseline/seed0"]
     index = json.loads((root / "index.json").read_text())
     assert "without a result" in index["teacher"]["error"]
     assert str(root / "teacher" / "slurm") in index["teacher"]["error"]  # its log is named

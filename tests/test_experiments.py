@@ -375,7 +375,7 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
         return {"status": "finished", "error": None, "elapsed_s": 1.0}
 
     monkeypatch.setattr(executors, "execute_notebook_run", fake)
-    monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
     args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
     args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi", "pi_pa", "--jobs", "1"]
     args += ["--fresh-kernels"]  # the faked papermill execution
@@ -421,7 +421,7 @@ def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monke
         return {"status": "finished", "error": None, "elapsed_s": 0.0}
 
     monkeypatch.setattr(executors, "execute_notebook_run", fake)
-    monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # never read: the profile decides
     quick = ex.load_plan(PLAN).profile("quick")
     assert (quick.jobs, quick.threads, quick.teacher_threads) == (2, 1, 2)
@@ -577,7 +577,7 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         sets=smoke["sets"],
     )
     assert result["failed"] == [] and result["actions"] == dict.fromkeys(
-        ["teacher", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
+        ["teacher", "pretrain", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
     )
     after = {
         p: p.stat().st_mtime_ns
@@ -611,7 +611,7 @@ def test_interrupted_run_is_resumed(smoke) -> None:
         sets=smoke["sets"],
     )
     assert (
-        result["actions"] == {"teacher": "reuse", "pi_pa_ho/seed0": "resume"}
+        result["actions"] == {"teacher": "reuse", "pretrain": "reuse", "pi_pa_ho/seed0": "resume"}
         and result["failed"] == []
     )
     assert "RESUME = True" in _injected_parameters(folder / "notebook.ipynb")
@@ -654,7 +654,7 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
         return {"status": "finished", "error": None, "elapsed_s": 0.0}
 
     monkeypatch.setattr(executors, "execute_notebook_run", fake)
-    monkeypatch.setattr(pipeline, "_ensure_data", lambda cfg: 8)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
     first = _copy_project(tmp_path / "a", "teachers/smoke")
     args = ["run", "--profile", "smoke", "--notebook", str(NOTEBOOK), "--only", "baseline"]
     args += ["--jobs", "1", "--fresh-kernels"]
@@ -686,7 +686,7 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
 def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
     """Two smoke pipelines from scratch (papermill runs, two at a time, thread counts from the
     profile): every run's scores and final weights are identical."""
-    only = ["baseline", "pi_pa_ho", "few_pi_unl1x"]
+    only = ["baseline", "pi_pa_ho", "pi_unl1x"]
     trees = []
     for name in ("first", "second"):
         root = tmp_path / name
@@ -702,7 +702,7 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
         )
         assert result["failed"] == []
         trees.append(root / "runs" / "smoke")
-    keys = ["teacher", *(f"{name}/seed0" for name in only)]
+    keys = ["teacher", "pretrain", *(f"{name}/seed0" for name in only)]
     for key in keys:
         a, b = (json.loads((tree / key / "summary.json").read_text()) for tree in trees)
         for field in ("miou", "pixel_acc", "class_iou"):

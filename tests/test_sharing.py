@@ -153,7 +153,7 @@ def test_two_pipelines_on_one_tree_train_each_run_once(tmp_path: Path) -> None:
     codes = [proc.wait(timeout=600) for proc in procs]
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0], texts
-    keys = ["teacher", *(f"{name}/seed0" for name in names)]
+    keys = ["teacher", "pretrain", *(f"{name}/seed0" for name in names)]
     trained = [key for text in texts for key in _logged(text, "finished")]
     assert sorted(trained) == sorted(keys), texts  # each run trained once, by one of them
     for text in texts:  # each pipeline trained some and took the others' over
@@ -164,7 +164,7 @@ def test_two_pipelines_on_one_tree_train_each_run_once(tmp_path: Path) -> None:
     assert [(e["name"], [r["status"] for r in e["runs"]]) for e in index["experiments"]] == [
         (name, ["finished"]) for name in names
     ]
-    for key in keys[1:]:  # three iterations each, none trained twice
+    for key in keys[2:]:  # three iterations each, none trained twice
         records = [json.loads(line) for line in (root / key / "metrics.jsonl").open()]
         assert [r["iter"] for r in records if "split" not in r] == [1, 2, 3]
 
@@ -208,7 +208,7 @@ def test_the_pipeline_waits_for_a_teacher_and_comes_back_to_held_runs(tmp_path, 
 
     import skdlib.experiments.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs: 8)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
     options = {"runs_root": tmp_path, "project_root": REPO, "only": ["baseline", "pi"]}
     teacher, pretrain, baseline, pi = ex.build_runs(ex.load_plan(PLAN), "smoke", **options)
     _finish_by_hand(pretrain)  # the students' pretraining run is done already

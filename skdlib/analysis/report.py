@@ -18,7 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from skdlib.analysis.runs import FINISHED, collect_runs, contrast, noise_comparison, run_status
+from skdlib.analysis.runs import (
+    FINISHED,
+    PLATEAU_FRACTION,
+    PLATEAU_TOLERANCE,
+    TEACHER_GAP,
+    TEACHER_MIN_CLASS_IOU,
+    _class_ious,
+    _number,
+    collect_runs,
+    contrast,
+    noise_comparison,
+    run_status,
+)
 from skdlib.train.runfolder import RunFolder
 
 if TYPE_CHECKING:
@@ -42,6 +54,7 @@ __all__ = [
     "settings_table",
     "setup_table",
     "skipped_steps",
+    "teacher_checks",
     "transfer",
 ]
 
@@ -318,37 +331,98 @@ def skipped_steps(
 # --------------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------------
+def _curve_rise(curve: pd.DataFrame, fraction: float) -> tuple[float, int | None, int | None]:
+    """The rise of ``curve``'s mIoU from the record closest to ``fraction`` of its last iteration
+    to the last record (NaN, None, None with fewer than two records)."""
+    if len(curve) < 2:
+        return math.nan, None, None
+    last = int(curve["iter"].max())
+    earlier = curve[curve["iter"] < last]
+    at = int(earlier.loc[(earlier["iter"] - fraction * last).abs().idxmin(), "iter"])
+    value = {int(i): float(m) for i, m in zip(curve["iter"], curve["miou"], strict=True)}
+    return value[last] - value[at], at, last
+
+
+def teacher_checks(
+    teacher: Mapping[str, Any],
+    curve: pd.DataFrame,
+    baseline_mean: float,
+    *,
+    gap: float = TEACHER_GAP,
+    min_class_iou: float = TEACHER_MIN_CLASS_IOU,
+    fraction: float = PLATEAU_FRACTION,
+    tolerance: float = PLATEAU_TOLERANCE,
+) -> pd.DataFrame:
+    """Whether a teacher is worth distilling: its final val mIoU at least ``gap`` above the
+    baseline student's seed mean, every class IoU at least ``min_class_iou``, and its own
+    validation ``curve`` (:func:`skdlib.analysis.runs.teacher_curve`) rising less than
+    ``tolerance`` between ``fraction`` of training and the end.
+
+    Columns: ``criterion``, ``required``, ``measured``, ``holds`` (False where it cannot be
+    measured: a missing teacher, baseline or curve).
+    """
+    miou = _number(teacher.get("miou"))
+    above = miou - baseline_mean
+    classes = _class_ious(teacher)
+    worst = min(classes.items(), key=lambda kv: kv[1]) if classes else ("n/a", math.nan)
+    rise, at, last = _curve_rise(curve, fraction)
+    rows = [
+        ("above the baseline's seed mean", f">= {POINTS * gap:g} points",
+         f"{POINTS * above:.1f} points ({points(miou)} vs {points(baseline_mean)})", above >= gap),
+        ("every class learnt", f"class IoU >= {min_class_iou:g}",
+         f"lowest: {worst[0]} {worst[1]:.2f}", worst[1] >= min_class_iou),
+        ("its own curve at a plateau", f"rise < {POINTS * tolerance:g} point over the last quarter",
+         f"{POINTS * rise:+.2f} points ({at} -> {last})", rise < tolerance),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["criterion", "required", "measured", "holds"])
+
+
 def network(name: str, options: Mapping[str, Any]) -> str:
     """A network as the tables name it: ``"pspnet_resnet18 width 0.25"`` (width 1 by default)."""
     return f"{name} width {dict(options).get('width', 1.0):g}"
 
 
-def _dataset_sizes(cfg: ExperimentConfig, repo: PathLike) -> tuple[int, int]:
-    """Training images (``data.train_limit`` applied) and validation images of a run's data."""
+def _dataset_sizes(cfg: ExperimentConfig, repo: PathLike) -> tuple[int | str, int | str]:
+    """Training images (``data.train_limit`` applied) and validation images of a run's data.
+
+    A data set not on disk (e.g. the training set of a teacher kept in the repository, which is
+    not generated while the teacher is reused) is counted from the embedded generator's options
+    its config names; ``"n/a"`` where neither says."""
     from skdlib.data import build_dataset
+    from skdlib.data.generate import read_manifest
 
     root = Path(cfg.data.root)
     root = root if root.is_absolute() else Path(repo) / root
-    n_train = len(build_dataset(cfg.data.name, root, cfg.data.train_split))
-    if cfg.data.train_limit is not None:
+    n_train: int | str
+    n_val: int | str
+    if cfg.data.name == "embedded" and read_manifest(root) is None:  # never generate it here
+        options = dict(cfg.data.options or {})
+        n_train, n_val = options.get("num_train", "n/a"), options.get("num_val", "n/a")
+    else:
+        n_train = len(build_dataset(cfg.data.name, root, cfg.data.train_split))
+        n_val = len(build_dataset(cfg.data.name, root, cfg.data.val_split))
+    if cfg.data.train_limit is not None and isinstance(n_train, int):
         n_train = min(n_train, cfg.data.train_limit)
-    return n_train, len(build_dataset(cfg.data.name, root, cfg.data.val_split))
+    return n_train, n_val
 
 
 def _setup_rows(
-    student: ExperimentConfig, teacher: ExperimentConfig, sizes: tuple[int, int]
+    student: ExperimentConfig, teacher: ExperimentConfig, repo: PathLike
 ) -> list[tuple[str, Any]]:
-    d, data, m = student.distill, student.data, student.model
-    init = m.student_pretrained or "random"
+    d, data, m, t = student.distill, student.data, student.model, student.train
+    sizes, teacher_sizes = _dataset_sizes(student, repo), _dataset_sizes(teacher, repo)
+    init = "pretrained backbone" if m.student_pretrained else "random"
     return [
         ("teacher", network(teacher.model.student, teacher.model.student_options)),
+        ("teacher data", f"{teacher.data.name}, {teacher_sizes[0]} train (labelled)"),
         ("teacher iterations", teacher.train.max_iters),
         ("student", f"{network(m.student, m.student_options)}, init {init}"),
         ("data", f"{data.name}, {sizes[0]} train / {sizes[1]} val"),
         ("crop", " x ".join(map(str, data.crop_size))),
         ("random scale", "-".join(f"{v:g}" for v in data.scale_range)),
         ("batch", data.batch_size),
-        ("student iterations", student.train.max_iters),
+        ("optimiser", f"{t.optimizer}, lr {t.lr:g}, weight decay {t.weight_decay:g}"),
+        ("student iterations", t.max_iters),
         ("discriminator widths", "-".join(map(str, d.disc_widths))),
         ("node size beta", f"{d.node_size} x {d.node_size}"),
         ("lambda1 (PI, PA) / lambda2 (HO)", f"{d.lambda_pi:g}, {d.lambda_pa:g} / {d.lambda_ho:g}"),
@@ -370,7 +444,7 @@ def setup_table(
     has the columns ``setting, paper, these runs, why``. A relative ``data.root`` is taken relative
     to ``repo``.
     """
-    rows = _setup_rows(student, teacher, _dataset_sizes(student, repo))
+    rows = _setup_rows(student, teacher, repo)
     if paper is None:
         return pd.DataFrame(rows, columns=["setting", "these runs"])
     full = []

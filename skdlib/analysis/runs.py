@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILED",
     "FINISHED",
+    "PLATEAU_FRACTION",
+    "PLATEAU_TOLERANCE",
+    "TEACHER_GAP",
+    "TEACHER_MIN_CLASS_IOU",
     "UNFINISHED",
     "collect_runs",
     "contrast",
@@ -65,6 +69,7 @@ __all__ = [
     "open_profile",
     "plateau_check",
     "run_status",
+    "teacher_curve",
     "teacher_summary",
     "val_curves",
     "welch_t",
@@ -351,6 +356,24 @@ def val_curves(
     )
 
 
+def teacher_curve(index: Mapping[str, Any], *, profile_dir: PathLike) -> pd.DataFrame:
+    """The teacher run's validation records: columns ``iter, miou, pixel_acc`` (empty without a
+    teacher entry or records)."""
+    entry = index.get("teacher") or {}
+    rows = []
+    if "run_dir" in entry:
+        for record in load_metrics(Path(profile_dir) / entry["run_dir"]):
+            if record.get("split") == "val":
+                rows.append(
+                    {
+                        "iter": int(record["iter"]),
+                        "miou": _number(record.get("miou")),
+                        "pixel_acc": _number(record.get("pixel_acc")),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["iter", "miou", "pixel_acc"])
+
+
 def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
     """Per ``(experiment, iter)``: ``mean``, ``min``, ``max``, ``n`` (seeds) of ``metric`` from
     :func:`val_curves`."""
@@ -367,6 +390,10 @@ def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
 #: between the validation at 75 % of training and the final one.
 PLATEAU_TOLERANCE = 0.01
 PLATEAU_FRACTION = 0.75
+#: What makes a teacher worth distilling in the book: this many mIoU points (as a fraction) above
+#: the converged baseline student's seed mean, and every class at least this IoU.
+TEACHER_GAP = 0.08
+TEACHER_MIN_CLASS_IOU = 0.3
 
 
 def plateau_check(
@@ -616,7 +643,7 @@ def make_demo_runs(
     *,
     iters: int = 1,
     repo: PathLike | None = None,
-    num_train: int = 4,
+    num_train: int = 8,
     num_val: int = 2,
     reuse: bool = False,
     threads: int = 1,

@@ -1,10 +1,11 @@
 """The unlabeled-images experiment, read from a runs tree (the unlabeled-images chapter).
 
-Each experiment of the group trains a student on a small labelled subset, with or without a
-stream of unlabeled images (``data.unlabeled``). :func:`unlabeled_table` adds to
-:func:`skdlib.analysis.runs.experiment_table` what the chapter plots against: which distillation
-terms the run used, how many labelled images it had and how many unlabeled ones. Both counts are
-read from the data sets the runs' own ``config.yaml`` name, not from experiment names.
+The group's experiments add a stream of unlabeled images (``data.unlabeled``) to students of the
+ablation; the ablation's runs of the same terms are the same students without the stream.
+:func:`unlabeled_table` adds to :func:`skdlib.analysis.runs.experiment_table` of both groups what
+the chapter plots against: which distillation terms the run used, how many labelled images it had
+and how many unlabeled ones. Both counts are read from the data sets the runs' own ``config.yaml``
+name, not from experiment names.
 """
 
 from __future__ import annotations
@@ -54,13 +55,30 @@ def terms_label(distill: Any) -> str:
 
 
 def unlabeled_table(
-    index: Mapping[str, Any], group: str = "unlabeled", *, profile_dir: PathLike
+    index: Mapping[str, Any],
+    group: str = "unlabeled",
+    *,
+    profile_dir: PathLike,
+    references: str | None = "ablation",
 ) -> pd.DataFrame:
-    """:func:`~skdlib.analysis.runs.experiment_table` of ``group`` plus, per experiment, ``terms``
+    """:func:`~skdlib.analysis.runs.experiment_table` of ``group``, and of the ``references``
+    group's experiments with the same terms (and its baseline), plus, per experiment, ``terms``
     (:func:`terms_label`), ``labelled`` (training images with labels), ``unlabeled`` (images of the
     unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
     run folder of the experiment that holds a ``config.yaml`` (NaN / ``""`` when none does yet).
     """
+    table = _with_counts(index, group, profile_dir)
+    if references is None:
+        return table
+    known = _with_counts(index, references, profile_dir)
+    wanted = {"baseline", *table["terms"]} if len(table) else {"baseline"}
+    keep = known[known["terms"].isin(wanted) & (known["unlabeled"] == 0)] if len(known) else known
+    return pd.concat([keep, table[~table.index.isin(keep.index)]]) if len(keep) else table
+
+
+def _with_counts(index: Mapping[str, Any], group: str, profile_dir: PathLike) -> pd.DataFrame:
+    """``experiment_table`` of ``group`` with the ``terms``, ``labelled``, ``unlabeled`` and
+    ``ratio`` columns of :func:`unlabeled_table`."""
     from skdlib.train.build import build_dataset_for, build_unlabeled_dataset
 
     table = experiment_table(index, group, profile_dir=profile_dir)
@@ -200,10 +218,7 @@ def unlabeled_setup(
             f"{network(m.teacher, m.teacher_options)} (the profile's teacher run, "
             f"val mIoU {points(teacher_miou)} %)",
         ),
-        (
-            "labelled images",
-            f"the first {labelled} training images (data.train_limit) of {cfg.data.name}",
-        ),
+        ("labelled images", f"{labelled} training images of {cfg.data.name}"),
         ("unlabeled images", ", ".join(str(n) for n in _counts(table))),
         ("labelled / unlabeled images per step", f"{cfg.data.batch_size} / {per_step}"),
         ("iterations", str(cfg.train.max_iters)),

@@ -42,13 +42,21 @@ from skdlib.experiments.index import INDEX_NAME, write_index
 from skdlib.experiments.locks import holder_of, run_lock, wait_until_free
 from skdlib.experiments.plan import (
     DEFAULT_PLAN,
+    PRETRAIN_DIR,
     Plan,
     PlanError,
     Profile,
     SlurmOptions,
     load_plan,
 )
-from skdlib.experiments.runs import RunSpec, build_runs, mark_portable, resolve, run_action
+from skdlib.experiments.runs import (
+    Action,
+    RunSpec,
+    build_runs,
+    mark_portable,
+    resolve,
+    run_action,
+)
 from skdlib.train.config import ExperimentConfig
 from skdlib.train.runfolder import RunFolder
 
@@ -81,13 +89,18 @@ def _embedded_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
     ]
 
 
-def _ensure_data(runs: Sequence[RunSpec]) -> int | None:
+def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]) -> int | None:
     """Generate every embedded data set the runs read that is missing, one after the other
-    before any run starts; the teacher's class count (else None)."""
+    before any run starts; the runs' class count (else None).
+
+    A run kept in the repository that is reused needs no data (its results are in its folder):
+    a fresh checkout does not generate the kept teacher's large training set.
+    """
     from skdlib.data.generate import ensure_embedded, read_manifest
 
     done: set[str] = set()
-    for spec in runs:
+    needed = [s for s in runs if s.kept_in is None or actions[s.key][0] != "reuse"]
+    for spec in needed:
         for root, options in _embedded_sets(spec.config):
             key = json.dumps([str(root), options], sort_keys=True, default=str)
             if key in done:
@@ -98,11 +111,12 @@ def _ensure_data(runs: Sequence[RunSpec]) -> int | None:
                     "embedded data set: ensuring %s %s", root, options or "(default options)"
                 )
                 ensure_embedded(root, **options)
-    teacher = runs[0].config
-    if teacher.data.name != "embedded":
-        return None
-    classes = json.loads((Path(teacher.data.root) / "classes.json").read_text())
-    return len(classes["names"])
+    # The students' label set (the pretraining run's is its own source task's), else the teacher's.
+    for spec in runs[::-1]:  # students last in the list, the teacher first
+        table = Path(spec.config.data.root) / "classes.json"
+        if spec.key != PRETRAIN_DIR and spec.config.data.name == "embedded" and table.is_file():
+            return len(json.loads(table.read_text())["names"])
+    return None
 
 
 def _fmt(seconds: float) -> str:
@@ -380,8 +394,8 @@ def run_pipeline(
         slurm=slurm,
     )
     _log_start(profile, plan, runs, res, executor)
-    num_classes = _ensure_data(runs)
     actions = {spec.key: run_action(spec, force=force) for spec in runs}
+    num_classes = _ensure_data(runs, actions)
     todo = [spec for spec in runs if actions[spec.key][0] != "reuse"]
     track = _start_progress(plan, prof, runs, actions, todo, root, runs_root, num_classes, res)
     use = None if notebook is None or executor == "inprocess" else resolve(notebook, root)
@@ -430,12 +444,14 @@ def _log_start(
     where = f"{res.jobs} job(s)" if executor != "slurm" else "SLURM jobs"
     if res.gpus is not None:
         where += f" on GPUs {','.join(res.gpus)}"
+    prerequisites = [spec.key for spec in runs if spec.experiment is None]  # teacher, pretrain
     logger.info(
-        "profile %s: %d runs (teacher + %d student runs), plan %s, %s x %d thread(s) x %d "
+        "profile %s: %d runs (%s + %d student runs), plan %s, %s x %d thread(s) x %d "
         "process(es), teacher %d thread(s), executor %s",
         profile,
         len(runs),
-        len(runs) - 1,
+        " + ".join(prerequisites),
+        len(runs) - len(prerequisites),
         plan.source,
         where,
         res.threads,

@@ -8,9 +8,10 @@ teacher once per distinct (stream, data-set index, augmentation) and reads the k
 It keeps what the terms read (the logits; the ``distill.pair_feature`` map when a term reads
 features), on the device the teacher runs on.
 
-The values equal those of the plain forward up to floating-point rounding: an image is computed
-in a batch of the images missing from the cache, whose composition differs from the training
-batch's. A run with the cache is as reproducible as one without (the same batches miss).
+Each missing image is computed alone (a batch of one), so its kept outputs are a function of the
+image only: a run resumed from a checkpoint (its cache empty again) equals an uninterrupted one.
+They equal the plain batched forward's up to floating-point rounding (a batch of one and a batch
+of eight may take other summation orders).
 """
 
 from __future__ import annotations
@@ -68,13 +69,11 @@ class TeacherCache:
         for i, key in enumerate(keys):
             if key not in self._logits:
                 first.setdefault(key, i)
-        if first:
-            rows = list(first.values())
-            out = self.forward(self.teacher, image[rows])  # (M, 3, H, W): the missing images
-            for j, key in enumerate(first):
-                self._logits[key] = out.logits[j].detach()  # (K, h, w)
-                if self.feature is not None:
-                    self._features[key] = out.features[self.feature][j].detach()  # (C, h, w)
+        for key, row in first.items():
+            out = self.forward(self.teacher, image[row : row + 1])  # (1, 3, H, W): one image alone
+            self._logits[key] = out.logits[0].detach()  # (1, K, h, w) -> (K, h, w)
+            if self.feature is not None:
+                self._features[key] = out.features[self.feature][0].detach()  # (C, h, w)
         self.misses += len(first)
         self.hits += len(keys) - len(first)
         logits = torch.stack([self._logits[k] for k in keys])  # N x (K, h, w) -> (N, K, h, w)
