@@ -352,3 +352,33 @@ def test_plateau_check_by_hand():
     assert math.isnan(table.loc["c", "rise"]) and not bool(table.loc["c", "at_plateau"])
     with pytest.raises(ValueError, match="fraction"):
         plateau_check(curves, fraction=1.0)
+
+
+def test_plateau_of_groups_lists_each_experiment_once_and_the_report_words_it(tmp_path):
+    from skdlib.analysis.report import plateau_report
+    from skdlib.analysis.runs import plateau_of_groups
+
+    p = tmp_path / "quick"
+    # flat: +0.005 over the last quarter (passes); climbing: +0.02 (fails); in two groups.
+    for seed, (at, last) in enumerate([(0.60, 0.61), (0.70, 0.70)]):
+        _run(p, f"flat/seed{seed}", miou=last, val=((50, 0.4), (75, at), (100, last)))
+    _run(p, "climbing/seed0", miou=0.52, val=((75, 0.50), (100, 0.52)))
+    index = {
+        "experiments": [
+            _entry("flat", ["ablation", "variants"], [(0, "finished"), (1, "finished")]),
+            _entry("climbing", ["variants"], [(0, "finished")]),
+        ]
+    }
+    table = plateau_of_groups(index, ["ablation", "variants"], profile_dir=p)
+    assert list(table.index) == ["flat", "climbing"]  # flat once, where it first appears
+    assert table.loc["flat", "rise"] == pytest.approx(0.005)
+    assert table["at_plateau"].tolist() == [True, False]
+    shown, verdict = plateau_report(index, ["ablation", "variants"], profile_dir=p)
+    assert shown["rise (points)"].tolist() == [0.5, 2.0]
+    assert shown["at plateau"].tolist() == ["yes", "no"]
+    assert verdict.startswith("**Not at a plateau:** climbing (of 2 settings)")
+    assert plateau_report(index, ["ablation"], profile_dir=p)[1] == (
+        "All 1 settings pass the plateau rule."
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        plateau_of_groups(index, [], profile_dir=p)

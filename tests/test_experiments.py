@@ -167,7 +167,8 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
             official.disc_input_batchnorm,
             official.disc_loss_scale,
         )
-        assert cfg.data.scale_range == (0.7, 2.1)
+        # The quick recipe has no random scaling (official_augment: []): the official runs keep it.
+        assert (cfg.data.scale_range, cfg.train.teacher_cache) == (base.data.scale_range, True)
         # What the quick size cannot change stays the profile's.
         assert (
             cfg.data.crop_size == base.data.crop_size
@@ -191,6 +192,25 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
         1,
         1,
     )
+
+
+def test_official_scaling_follows_the_profile_recipe(tmp_path: Path) -> None:
+    # Profiles whose recipe scales at random keep the authors' 0.7-2.1 (no teacher cache, a scene
+    # never comes again the same); quick and gpu have no random scaling and keep their recipe.
+    plan = ex.load_plan(PLAN)
+    for profile, scale, cache in (
+        ("paper", (0.7, 2.1), False),
+        ("smoke", (0.7, 2.1), False),
+        ("quick", (1.0, 1.0), True),
+        ("gpu", (1.0, 1.0), True),
+    ):
+        runs = ex.build_runs(
+            plan, profile, runs_root=tmp_path, project_root=REPO, only=["pi", "official_pi"]
+        )
+        by_name = {s.experiment: s.config for s in runs if s.experiment is not None}
+        official = by_name["official_pi"]
+        assert (official.data.scale_range, official.train.teacher_cache) == (scale, cache), profile
+        assert (by_name["pi"].data.scale_range == scale) is (profile in ("quick", "gpu")), profile
 
 
 def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:

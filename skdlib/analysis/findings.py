@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from skdlib.analysis.report import comparison_lines, points
-from skdlib.analysis.runs import experiment_table, plateau_check, teacher_summary, val_curves
+from skdlib.analysis.runs import experiment_table, plateau_of_groups, teacher_summary
 from skdlib.analysis.unlabeled import unlabeled_table
 
 __all__ = ["findings"]
@@ -54,9 +54,7 @@ def _unlabeled_lines(index: Mapping[str, Any], profile_dir: PathLike) -> list[st
 
 
 def _plateau_line(index: Mapping[str, Any], profile_dir: PathLike) -> str:
-    frames = [plateau_check(val_curves(index, g, profile_dir=profile_dir)) for g in COMPARED_GROUPS]
-    plateau = pd.concat(frames)
-    plateau = plateau[~plateau.index.duplicated()]
+    plateau = plateau_of_groups(index, COMPARED_GROUPS, profile_dir=profile_dir)
     if not len(plateau):
         return ""
     failing = list(plateau.index[~plateau["at_plateau"].astype(bool)])

@@ -29,6 +29,7 @@ from skdlib.analysis.runs import (
     collect_runs,
     contrast,
     noise_comparison,
+    plateau_of_groups,
     run_status,
 )
 from skdlib.train.runfolder import RunFolder
@@ -47,6 +48,7 @@ __all__ = [
     "measured",
     "network",
     "paired_difference",
+    "plateau_report",
     "points",
     "results_table",
     "seeds_finished",
@@ -341,6 +343,37 @@ def _curve_rise(curve: pd.DataFrame, fraction: float) -> tuple[float, int | None
     at = int(earlier.loc[(earlier["iter"] - fraction * last).abs().idxmin(), "iter"])
     value = {int(i): float(m) for i, m in zip(curve["iter"], curve["miou"], strict=True)}
     return value[last] - value[at], at, last
+
+
+def plateau_report(
+    index: Mapping[str, Any], groups: Sequence[str], *, profile_dir: PathLike
+) -> tuple[pd.DataFrame, str]:
+    """The plateau rule for every setting of ``groups``
+    (:func:`skdlib.analysis.runs.plateau_of_groups`) as the chapters print it: a table in mIoU
+    points (label, seeds, the two iterations, the two seed means, the rise, yes/no) and one
+    sentence naming the settings that fail it, or saying that all pass."""
+    plateau = plateau_of_groups(index, groups, profile_dir=profile_dir)
+    shown = plateau.assign(
+        **{
+            "mIoU at 75 % (%)": POINTS * plateau["miou_at"],
+            "final (%)": POINTS * plateau["miou_last"],
+            "rise (points)": POINTS * plateau["rise"],
+            "at plateau": plateau["at_plateau"].map({True: "yes", False: "no"}),
+        }
+    )
+    columns = ["label", "n_seeds", "at_iter", "last_iter", "mIoU at 75 % (%)", "final (%)"]
+    shown = shown[[*columns, "rise (points)", "at plateau"]].round(2)
+    failing = list(plateau.index[~plateau["at_plateau"].astype(bool)])
+    if not len(plateau):
+        return shown, "No setting has finished yet."
+    if not failing:
+        return shown, f"All {len(plateau)} settings pass the plateau rule."
+    return shown, (
+        f"**Not at a plateau:** {', '.join(failing)} (of {len(plateau)} settings): the seed mean "
+        f"still rises by {POINTS * PLATEAU_TOLERANCE:g} point or more over the last quarter, so "
+        "their final scores are lower bounds, and a difference involving them says how far each "
+        "got within the recipe's iterations, not where it ends."
+    )
 
 
 def teacher_checks(

@@ -68,6 +68,7 @@ __all__ = [
     "noise_comparison",
     "open_profile",
     "plateau_check",
+    "plateau_of_groups",
     "run_status",
     "teacher_curve",
     "teacher_summary",
@@ -444,6 +445,23 @@ def plateau_check(
     if not rows:
         return pd.DataFrame(columns=[*columns, "at_plateau"])
     return pd.DataFrame(rows).set_index("experiment")
+
+
+def plateau_of_groups(
+    index: Mapping[str, Any], groups: Sequence[str], *, profile_dir: PathLike
+) -> pd.DataFrame:
+    """:func:`plateau_check` of every experiment of ``groups``, each once (an experiment in two
+    groups appears where it first does), in the groups' order.
+
+    Raises:
+        ValueError: no group named.
+    """
+    if not groups:
+        raise ValueError("groups: name at least one experiment group")
+    plateau = pd.concat(
+        [plateau_check(val_curves(index, g, profile_dir=profile_dir)) for g in groups]
+    )
+    return plateau[~plateau.index.duplicated()]
 
 
 # --------------------------------------------------------------------------------------------------
