@@ -374,7 +374,7 @@ def test_plateau_of_groups_lists_each_experiment_once_and_the_report_words_it(tm
     assert table.loc["flat", "rise"] == pytest.approx(0.005)
     assert table["at_plateau"].tolist() == [True, False]
     shown, verdict = plateau_report(index, ["ablation", "variants"], profile_dir=p)
-    assert shown["rise (points)"].tolist() == [0.5, 2.0]
+    assert shown["rise (points)"].tolist() == ["+0.500", "+2.000"]
     assert shown["at plateau"].tolist() == ["yes", "no"]
     assert verdict.startswith("**Not at a plateau:** climbing (of 2 settings)")
     assert plateau_report(index, ["ablation"], profile_dir=p)[1] == (

@@ -265,7 +265,7 @@ def load_fig3_models(
     except ValueError as error:
         raise ValueError(f"with_ho: {error}") from error
     sources = {
-        "teacher": str(teacher_dir),
+        "teacher": str(Path(teacher_dir).resolve()),  # a kept teacher: no "../.." in the table
         "w/o HO": str(plain_dir),
         "w/ HO": str(ho_dir),
         "critic": (f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {iteration})"),

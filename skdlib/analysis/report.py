@@ -350,19 +350,22 @@ def plateau_report(
 ) -> tuple[pd.DataFrame, str]:
     """The plateau rule for every setting of ``groups``
     (:func:`skdlib.analysis.runs.plateau_of_groups`) as the chapters print it: a table in mIoU
-    points (label, seeds, the two iterations, the two seed means, the rise, yes/no) and one
-    sentence naming the settings that fail it, or saying that all pass."""
+    points (label, seeds, the two iterations, the two seed means, the rise, yes/no),
+    and one sentence naming the settings that fail it, or saying that all pass."""
     plateau = plateau_of_groups(index, groups, profile_dir=profile_dir)
     shown = plateau.assign(
         **{
             "mIoU at 75 % (%)": POINTS * plateau["miou_at"],
             "final (%)": POINTS * plateau["miou_last"],
-            "rise (points)": POINTS * plateau["rise"],
+            # three decimals: a rise of 0.995 points passes the rule and must not print as 1.00
+            "rise (points)": [
+                "n/a" if math.isnan(r) else f"{POINTS * r:+.3f}" for r in plateau["rise"]
+            ],
             "at plateau": plateau["at_plateau"].map({True: "yes", False: "no"}),
         }
     )
     columns = ["label", "n_seeds", "at_iter", "last_iter", "mIoU at 75 % (%)", "final (%)"]
-    shown = shown[[*columns, "rise (points)", "at plateau"]].round(2)
+    shown = shown[[*columns, "rise (points)", "at plateau"]]
     failing = list(plateau.index[~plateau["at_plateau"].astype(bool)])
     if not len(plateau):
         return shown, "No setting has finished yet."
