@@ -315,32 +315,19 @@ class LocalExecutor:
             self._run_warm(payloads, started=started, finished=finished)
             return
         context = multiprocessing.get_context("spawn")
-        queue = list(payloads)
         free = list(self.groups) if self.groups is not None else [None] * self.jobs
-        running: dict[concurrent.futures.Future[Result], tuple[str, str | None]] = {}
         # With GPUs, one process per run: CUDA_VISIBLE_DEVICES counts only before CUDA starts.
         fresh = 1 if self.groups is not None else None
         with concurrent.futures.ProcessPoolExecutor(
             self.jobs, mp_context=context, max_tasks_per_child=fresh
         ) as pool:
-            while queue or running:
-                # Submit only as many as run at once, so that "start" lines tell the truth.
-                while queue and free:
-                    key, payload = queue.pop(0)
-                    devices = free.pop(0)
-                    started(key)
-                    running[self._submit(pool, {**payload, "devices": devices})] = (key, devices)
-                ended, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for future in ended:
-                    key, devices = running.pop(future)
-                    free.append(devices)
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # a worker process died
-                        result = {"status": "failed", "error": short_error(exc), "elapsed_s": 0.0}
-                    finished(key, result)
+            _dispatch(
+                payloads,
+                free,
+                lambda payload, devices: self._submit(pool, {**payload, "devices": devices}),
+                started=started,
+                finished=finished,
+            )
 
     def _run_warm(
         self,
@@ -350,27 +337,14 @@ class LocalExecutor:
         finished: Callable[[str, Result], None],
     ) -> None:
         """:meth:`run_many` on the warm kernels: a thread per kernel waits on its run."""
-        queue = list(payloads)
-        free = list(self._kernels)
-        running: dict[concurrent.futures.Future[Result], tuple[str, WarmKernel]] = {}
-        with concurrent.futures.ThreadPoolExecutor(len(free)) as pool:
-            while queue or running:
-                while queue and free:
-                    key, payload = queue.pop(0)
-                    kernel = free.pop(0)
-                    started(key)
-                    running[pool.submit(claimed, dict(payload), kernel.run)] = (key, kernel)
-                ended, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for future in ended:
-                    key, kernel = running.pop(future)
-                    free.append(kernel)
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # the kernel could not run it
-                        result = {"status": "failed", "error": short_error(exc), "elapsed_s": 0.0}
-                    finished(key, result)
+        with concurrent.futures.ThreadPoolExecutor(len(self._kernels)) as pool:
+            _dispatch(
+                payloads,
+                list(self._kernels),
+                lambda payload, kernel: pool.submit(claimed, dict(payload), kernel.run),
+                started=started,
+                finished=finished,
+            )
 
     def _submit(
         self, pool: concurrent.futures.Executor, payload: Payload
@@ -378,6 +352,38 @@ class LocalExecutor:
         if self._ipynb is None:
             return pool.submit(execute_inprocess_run, dict(payload))
         return pool.submit(execute_notebook_run, self._ipynb, dict(payload), self.cwd)
+
+
+def _dispatch(
+    payloads: Sequence[tuple[str, Payload]],
+    slots: list[Any],
+    submit: Callable[[Payload, Any], concurrent.futures.Future[Result]],
+    *,
+    started: Callable[[str], None],
+    finished: Callable[[str, Result], None],
+) -> None:
+    """Every ``(key, payload)`` through ``submit(payload, slot)``, one per free slot (a GPU group,
+    a warm kernel, or None for a plain worker); a slot is free again when its run ends. Only as
+    many are submitted as run at once, so that ``started`` tells the truth; a run whose future
+    raises (a worker process died, a kernel could not run it) is reported failed."""
+    queue = list(payloads)
+    free = list(slots)
+    running: dict[concurrent.futures.Future[Result], tuple[str, Any]] = {}
+    while queue or running:
+        while queue and free:
+            key, payload = queue.pop(0)
+            slot = free.pop(0)
+            started(key)
+            running[submit(payload, slot)] = (key, slot)
+        ended, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in ended:
+            key, slot = running.pop(future)
+            free.append(slot)
+            try:
+                result = future.result()
+            except Exception as exc:
+                result = {"status": "failed", "error": short_error(exc), "elapsed_s": 0.0}
+            finished(key, result)
 
 
 def _keep(results: list[Result]) -> Callable[[str, Result], None]:
