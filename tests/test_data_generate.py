@@ -341,3 +341,28 @@ def test_concurrent_callers_agree(tmp_path: Path, tiny_set: Path) -> None:
     assert results == [out.absolute(), out.absolute()]
     assert _tree_digest(out) == _tree_digest(tiny_set)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_probe_reading_words_a_result_by_hand() -> None:
+    from skdlib.analysis.context import probe_reading
+
+    probe = {
+        "class_names": ["road", "sidewalk", "person"],
+        "class_iou": {
+            "pixel_linear": [60.0, 0.2, 0.0],
+            "pixel_mlp": [70.0, 4.9, float("nan")],
+            "context": [85.0, 70.0, 30.0],
+        },
+        "pixel_linear_miou": 20.07,
+        "pixel_mlp_miou": 25.0,
+        "context_miou": 61.67,
+        "gap": 36.67,
+    }
+    text = probe_reading(probe)
+    assert "logistic regression **20.1**, the per-pixel MLP **25.0**" in text
+    assert "the context network **61.7** val mIoU: **+36.7 points** for context" in text
+    # sidewalk: 4.9 at best; person: 0.0 and NaN (never predicted nor present) -> not found.
+    assert "(IoU below 5): sidewalk, person." in text
+    assert text.endswith("weakest class first: person 30.0, sidewalk 70.0, road 85.0.")
+    without_mlp = {**probe, "pixel_mlp_miou": None}
+    assert "the per-pixel MLP" not in probe_reading(without_mlp)

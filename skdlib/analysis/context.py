@@ -286,3 +286,34 @@ def pixel_vs_context_probe(
     )
     result["gap"] = result["context_miou"] - best_pixel
     return result
+
+
+#: A class IoU (percent) below which a model is said not to find the class at all.
+NOT_FOUND_IOU = 5.0
+
+
+def probe_reading(probe: dict[str, Any], *, not_found: float = NOT_FOUND_IOU) -> str:
+    """:func:`pixel_vs_context_probe`'s result in words (Markdown): each model's val mIoU, the gap
+    for context, the classes no per-pixel model finds (class IoU below ``not_found`` percent for
+    every per-pixel model) and the context network's class IoUs, weakest first.
+
+    Raises:
+        KeyError: ``probe`` lacks a key :func:`pixel_vs_context_probe` returns.
+    """
+    names = probe["class_names"]
+    pixel_keys = [k for k in ("pixel_linear", "pixel_mlp") if probe.get(f"{k}_miou") is not None]
+    best_pixel = [max(probe["class_iou"][k][c] for k in pixel_keys) for c in range(len(names))]
+    missed = [n for n, v in zip(names, best_pixel, strict=True) if not v >= not_found]
+    context = sorted(zip(names, probe["class_iou"]["context"], strict=True), key=lambda nv: nv[1])
+    words = {"pixel_linear": "logistic regression", "pixel_mlp": "the per-pixel MLP"}
+    pixel_text = ", ".join(f"{words[k]} **{probe[f'{k}_miou']:.1f}**" for k in pixel_keys)
+    lines = [
+        f"This run measured {pixel_text} and the context network **{probe['context_miou']:.1f}** "
+        f"val mIoU: **{probe['gap']:+.1f} points** for context.",
+        "Classes no per-pixel model finds (IoU below "
+        f"{not_found:g}): {', '.join(missed) if missed else 'none'}.",
+        "The context network, weakest class first: "
+        + ", ".join(f"{n} {v:.1f}" for n, v in context)
+        + ".",
+    ]
+    return "\n\n".join(lines)
