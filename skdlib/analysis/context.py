@@ -13,11 +13,9 @@ The mIoU here comes from a private confusion matrix (:func:`_confusion`), kept l
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -26,6 +24,7 @@ from torch import nn
 
 from skdlib.data.base import IGNORE_INDEX
 from skdlib.data.embedded import EmbeddedDataset
+from skdlib.train.build import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -145,23 +144,6 @@ def _evaluate(
     return _iou(conf)
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` intra-op threads (``None``: unchanged), restoring the setting
-    after.
-
-    The per-pixel models do tiny matrix products, for which extra threads only add synchronisation
-    (ten times slower on a busy 2-core machine).
-    """
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _fit(
     model: nn.Module, sample: Any, *, iters: int, lr: float, generator: torch.Generator
 ) -> None:
@@ -269,7 +251,9 @@ def pixel_vs_context_probe(
         steps, lr, sample = settings[name]
         start = time.perf_counter()
         per_pixel = isinstance(model, _PerPixel)
-        with _torch_threads(1 if per_pixel else None):
+        # one thread for the per-pixel models: their tiny matrix products only pay
+        # synchronisation for more (ten times slower on a busy 2-core machine)
+        with torch_threads(1 if per_pixel else None):
             _fit(
                 model.net if per_pixel else model, sample, iters=steps, lr=lr, generator=generator
             )  # pixels: (P, 3)

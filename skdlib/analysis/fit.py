@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from skdlib.analysis.embedding import _resolve
 from skdlib.analysis.runs import FINISHED, collect_runs, load_run_config, teacher_summary
+from skdlib.train.build import torch_threads
 from skdlib.train.config import ExperimentConfig
 
 __all__ = ["labelled_fit"]
@@ -78,10 +78,7 @@ def labelled_fit(
     datasets = {"labelled": _split(cfg, cfg.data.train_split, Path(base_dir))}
     datasets["val"] = _split(cfg, cfg.data.val_split, Path(base_dir))
     num_classes = int(cfg.model.num_classes or datasets["val"].num_classes)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         rows = []
         teacher = teacher_summary(index, profile_dir=profile_dir)
         if teacher is not None and teacher["status"] == FINISHED:
@@ -94,6 +91,4 @@ def labelled_fit(
                 means = pd.DataFrame(scored).mean().to_dict()
                 label = mine.iloc[0]["label"]
                 rows.append({"network": name, "label": label, "n_seeds": len(scored), **means})
-    finally:
-        torch.set_num_threads(before)
     return pd.DataFrame(rows)

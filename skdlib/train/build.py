@@ -13,10 +13,11 @@ them to its project root, so a run does not depend on the directory it runs in).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "num_classes_of",
     "portable_config_hash",
     "resolve_device",
+    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"train.device: {name!r} requested but MPS is not available")
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads (``None``: unchanged), restoring the
+    setting after, also when the block raises."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _dotted(cfg: ExperimentConfig, key: str) -> Any:
