@@ -1,5 +1,8 @@
 """Benchmark: what the teacher-output store saves a run, and what a large store costs.
 
+Times are CPU seconds of the process (one torch thread: the work, not the shared machine's
+load); the end-to-end pair also gives wall times.
+
 Part 1, per run, side by side in one process with the students' one thread: the in-run cache runs
 the teacher once per distinct (scene, flip) the run meets (counted exactly by replaying the run's
 sample order and flips); a run reading a store reads every image it draws from the memory map
@@ -61,6 +64,12 @@ REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
+def _clock() -> float:
+    """CPU seconds of this process: with one torch thread, the work done, whatever else the
+    machine runs (wall times on a shared machine vary several-fold)."""
+    return time.process_time()
+
+
 def _rss_anon_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("RssAnon:"):
@@ -88,9 +97,9 @@ def distinct_and_draws(cfg, stream: str, num_items: int, size: tuple[int, int]) 
 def _median_s(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = _clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(_clock() - start)
     return statistics.median(times)
 
 
@@ -114,22 +123,22 @@ def per_run(name: str, cfg, root: Path, repeats: int) -> dict:
     for stream, dataset in datasets.items():
         d, n = distinct_and_draws(cfg, stream, len(dataset), size)
         distinct, draws = distinct + d, draws + n
-        start = time.perf_counter()
+        start = _clock()
         build_store(cfg, stream, stores, features=[feature] if feature else [], device=CPU)
-        build_s += time.perf_counter() - start
+        build_s += _clock() - start
         row[f"scenes_{stream}"] = len(dataset)
     row.update(distinct=distinct, draws=draws, store_build_s=build_s)
-    start = time.perf_counter()
+    start = _clock()
     opened = open_stores(stores, cfg, device=CPU, threads=1, feature=feature)
-    row["open_ms"] = 1e3 * (time.perf_counter() - start)
+    row["open_ms"] = 1e3 * (_clock() - start)
     store = opened[LABELLED_STREAM]
     rng = np.random.default_rng(0)
     indices, flips = rng.integers(0, store.count, 500), rng.integers(0, 2, 500)
     keys = [(int(i), bool(f)) for i, f in zip(indices, flips, strict=True)]
-    start = time.perf_counter()
+    start = _clock()
     for index, flip in keys:
         store.read(index, size, 0, 0, flip)
-    row["read_ms"] = 1e3 * (time.perf_counter() - start) / len(keys)
+    row["read_ms"] = 1e3 * (_clock() - start) / len(keys)
     row["forwards_s"] = distinct * row["forward_ms"] / 1e3
     row["reads_s"] = draws * row["read_ms"] / 1e3
     row["saving_s"] = row["forwards_s"] - row["reads_s"] - row["open_ms"] / 1e3
@@ -142,9 +151,10 @@ def end_to_end(cfg, root: Path) -> dict:
 
     times, weights = {}, {}
     for name, store in (("cache", None), ("store", root / "stores")):
-        start = time.perf_counter()
+        start, wall = _clock(), time.perf_counter()
         train(cfg, root / name, progress=False, force=True, teacher_store=store)
-        times[name] = time.perf_counter() - start
+        times[name] = _clock() - start
+        times[f"{name}_wall"] = time.perf_counter() - wall
         weights[name] = torch.load(root / name / "checkpoints" / "final.pt")
     same = all(torch.equal(weights["cache"][k], weights["store"][k]) for k in weights["cache"])
     return {
@@ -184,29 +194,29 @@ def large_store(root: Path, channels: int, scenes: int = 3000) -> dict:
     manifest.update(features=["head"], arrays=arrays)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     anon_before = _rss_anon_mb()
-    start = time.perf_counter()
+    start = _clock()
     store = TeacherStore(folder, feature="head", device=CPU)
-    open_s = time.perf_counter() - start
-    start = time.perf_counter()
+    open_s = _clock() - start
+    start = _clock()
     check_store(folder, {}, features=["head"])  # another key: returns at once, a cheap look
     for spec in manifest["arrays"].values():
         np.load(folder / spec["file"], mmap_mode="r")
-    header_s = time.perf_counter() - start
+    header_s = _clock() - start
     import hashlib
 
-    start = time.perf_counter()
+    start = _clock()
     for spec in manifest["arrays"].values():
         digest = hashlib.sha256()
         with open(folder / spec["file"], "rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
-    sha_s = time.perf_counter() - start
+    sha_s = _clock() - start
     keys = rng.integers(0, scenes, 600 * 8)
     flips = rng.integers(0, 2, 600 * 8)
-    start = time.perf_counter()
+    start = _clock()
     for index, flip in zip(keys, flips, strict=True):
         store.read(int(index), (64, 128), 0, 0, bool(flip))
-    read_s = time.perf_counter() - start
+    read_s = _clock() - start
     return {
         "channels": channels,
         "logits_mb": sizes["logits"] / 2**20,
@@ -310,8 +320,9 @@ def main() -> None:
         results["end_to_end"] = end_to_end(e2e, root / "quick" / "pi")
         r = results["end_to_end"]
         print(
-            f"quick pi, {r['iters']} its: in-run cache {r['cache_s']:.1f} s, store"
-            f" {r['store_s']:.1f} s, bit-identical weights: {r['bit_identical']}"
+            f"quick pi, {r['iters']} its: in-run cache {r['cache_s']:.1f} s CPU"
+            f" ({r['cache_wall_s']:.1f} s wall), store {r['store_s']:.1f} s CPU"
+            f" ({r['store_wall_s']:.1f} s wall), bit-identical weights: {r['bit_identical']}"
         )
         results["large"] = [large_store(root / "large", c) for c in (64, 128, 256)]
         for r in results["large"]:

@@ -523,7 +523,12 @@ def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
-    sets = [f"data.root={root / 'data'}"]
+    # Two scenes (4 with flips): the 6 images a 3-iteration student draws make its teacher's
+    # outputs worth a store (the pipeline builds none for fewer draws than it would hold).
+    sets = [
+        f"data.root={root / 'data'}",
+        "data.options={height: 128, width: 128, num_train: 2, num_val: 4}",
+    ]
     # Two student runs at a time (worker processes), as `make book` runs them on two cores.
     result = ex.run_pipeline(
         "smoke",
@@ -771,7 +776,11 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
             notebook=NOTEBOOK,
             runs_root=root / "runs",
             only=only,
-            sets=[f"data.root={root / 'data'}"],
+            # 3 scenes: a student's 6 draws make a store of their 6 (scene, flip) pairs.
+            sets=[
+                f"data.root={root / 'data'}",
+                "data.options={height: 128, width: 128, num_train: 3, num_val: 4}",
+            ],
         )
         assert result["failed"] == []
         trees.append(root / "runs" / "smoke")
@@ -783,8 +792,12 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
         "pi_pa_ho": "teacher",
         "pi_unl1x": "teacher_unlabeled",
     }
-    stores = json.loads((trees[0] / "pi_unl1x" / "seed0" / "env.json").read_text())
-    assert set(stores["teacher_stores"]) == {"augment", "augment-unlabeled"}
+    # Each teacher's store of the labelled scenes is read; the pool's (8 scenes) is not built:
+    # the one run that draws from it (3 iterations x 2 images) meets fewer images than it holds.
+    for name in ("pi_pa_ho", "pi_unl1x"):
+        env = json.loads((trees[0] / name / "seed0" / "env.json").read_text())
+        assert list(env["teacher_stores"]) == ["augment"], name
+    assert len(list((trees[0] / "teacher_outputs").glob("*/manifest.json"))) == 2
     keys = ["teacher", "teacher_unlabeled", "pretrain", *(f"{name}/seed0" for name in only)]
     for key in keys:
         a, b = (json.loads((tree / key / "summary.json").read_text()) for tree in trees)
@@ -794,6 +807,20 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), key
     env = json.loads((trees[0] / "baseline" / "seed0" / "env.json").read_text())
     assert env["threads"] == ex.load_plan(PLAN).profile("smoke").threads
+
+
+def test_status_shows_every_teacher(tmp_path: Path, capsys) -> None:
+    args = ["status", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    assert ex.main([*args, "--only", "pi"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "teacher",
+        "teacher_unlabeled",
+        "pretrain",
+        "pi/seed0",
+    ]
+    assert "no selected experiment learns from it" in lines[1]
+    assert "learns from" not in lines[0]
 
 
 def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def _config(assets: dict[str, Path], *extra: str):
             f"data.unlabeled.root={assets['pool']}",
             "data.unlabeled.options={seed: 1, height: 64, width: 64, num_train: 3, num_val: 1}",
             "data.unlabeled.batch_size=2",
+            "train.max_iters=4",  # 8 draws of each stream: as many as the stores hold, or more
             *extra,
         ],
     )
@@ -256,6 +257,21 @@ def test_a_change_of_teacher_or_data_builds_another_store(assets, tmp_path) -> N
     pool = next(folder for folder in built if "/pool-" in folder)
     assert more == {**dict.fromkeys(set(more) - {pool}, "built"), pool: "reused"}
     assert len(more) == 4 and len([p for p in root.iterdir() if p.is_dir()]) == 5
+
+
+def test_a_store_is_built_only_when_its_runs_draw_as_many_images(assets, tmp_path) -> None:
+    # One 3-iteration run draws 6 labelled images, fewer than the 8 (scene, flip) pairs of the
+    # labelled set: not built; two such runs of another seed draw 12: built.
+    short = _config(assets, "train.max_iters=3", "data.unlabeled.batch_size=0")  # no pool
+    root = tmp_path / "stores"
+    with torch_threads(1):
+        (done,) = ensure_stores([_student(short, tmp_path / "a")], root, threads=1).values()
+        assert done == "not built: 6 draws < 8 pairs"
+        other = apply_overrides(short, ["train.seed=1"])
+        specs = [_student(short, tmp_path / "a"), _student(other, tmp_path / "b", "pi/seed1")]
+        assert list(ensure_stores(specs, root, threads=1).values()) == ["built"]
+        # Once built, a store is read by any run, however short.
+        assert list(ensure_stores(specs[:1], root, threads=1).values()) == ["reused"]
 
 
 def test_runs_without_a_teacher_cache_or_teacher_get_no_store(assets, tmp_path) -> None:

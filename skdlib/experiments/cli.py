@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train every missing run of a profile")
     _common(run)
     _run_options(run)
-    status = sub.add_parser("status", help="what `run` would do")
+    status = sub.add_parser("status", help="what `run` would do, and every teacher of the profile")
     _common(status)
     return parser
 
@@ -198,8 +198,12 @@ def _status(args: argparse.Namespace) -> int:
         only=args.only,
         all_teachers=True,
     )
+    prof = plan.profile(args.profile)
+    used = {prof.teacher_of(e.teacher).name for e in plan.select(args.only, prof)}
     for spec in specs:
         action, why = run_action(spec)
+        if spec.is_teacher and spec.key not in used:
+            why += "; no selected experiment learns from it (run --teacher-only trains it)"
         sys.stdout.write(f"{spec.key:32s} {action:8s} {why}\n")
     return 0
 

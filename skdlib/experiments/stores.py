@@ -11,7 +11,11 @@ The runs then get the folder as an execution parameter and read what matches the
 
 A run whose augmentation has no finite set of whole-scene crops (random scaling, crops smaller
 than the scene), or that has no teacher cache (``train.teacher_cache: false``), gets no store
-and computes its teacher outputs as before (logged once per reason).
+and computes its teacher outputs as before (logged once per reason). A store is not built when
+its runs draw fewer images, all together (iterations x images per step, each run's count capped
+at the store's size), than the (scene, flip) pairs it holds: computing them in each run then
+costs no more (short runs on a large pool, the smoke profile's pools); one already built is
+read all the same.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class StoreRequest:
     folder: Path
     features: set[str] = field(default_factory=set)
     runs: list[str] = field(default_factory=list)
+    #: The (scene, flip) pairs the store holds, and the images its runs draw (each run's count
+    #: capped at that size).
+    size: int = 0
+    draws: int = 0
 
 
 def store_requests(
@@ -54,8 +62,10 @@ def store_requests(
     from skdlib.train.build import resolve_device
     from skdlib.train.teacher_store import (
         StoreUnsupported,
+        run_draws,
         store_folder,
         store_key,
+        store_size,
         store_streams,
     )
     from skdlib.train.terms import needs_features
@@ -76,10 +86,14 @@ def store_requests(
                     logger.info("no teacher-output store for %s and alike: %s", spec.key, error)
                 break
             folder = store_folder(root, key)
-            request = requests.setdefault(folder, StoreRequest(cfg, stream, key, folder))
+            if folder not in requests:
+                request = StoreRequest(cfg, stream, key, folder, size=store_size(cfg, stream))
+                requests[folder] = request
+            request = requests[folder]
             if needs_features(cfg.distill):
                 request.features.add(cfg.distill.pair_feature)
             request.runs.append(spec.key)
+            request.draws += min(run_draws(cfg, stream), request.size)
     return list(requests.values())
 
 
@@ -88,8 +102,9 @@ def ensure_stores(
 ) -> dict[str, str]:
     """Build every store ``specs``' student runs read that is not complete under ``root``
     (with ``threads`` torch threads, the students' count), each under its lock; what was done
-    with each store folder: ``"reused"``, ``"built"``, ``"unsupported: <why>"`` or ``"failed:
-    <error>"`` (a store that fails to build fails no run: its runs compute their outputs)."""
+    with each store folder: ``"reused"``, ``"built"``, ``"not built: <draws> < <size>"``,
+    ``"unsupported: <why>"`` or ``"failed: <error>"`` (a store that fails to build fails no run:
+    its runs compute their outputs)."""
     from skdlib.train.build import torch_threads
     from skdlib.train.teacher_store import StoreUnsupported, build_store, check_store
 
@@ -105,6 +120,17 @@ def ensure_stores(
             if problem is None:
                 done[str(folder)] = "reused"
                 logger.info("teacher-output store %s: reused", folder.name)
+                continue
+            if request.draws < request.size:
+                done[str(folder)] = f"not built: {request.draws} draws < {request.size} pairs"
+                logger.info(
+                    "teacher-output store %s: not built, its %d run(s) draw %d images, fewer than "
+                    "its %d (scene, flip) pairs (each run computes those it meets)",
+                    folder.name,
+                    len(request.runs),
+                    request.draws,
+                    request.size,
+                )
                 continue
             logger.info(
                 "teacher-output store %s (%d runs): %s; building it",

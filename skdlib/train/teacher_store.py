@@ -86,8 +86,10 @@ __all__ = [
     "build_store",
     "check_store",
     "open_stores",
+    "run_draws",
     "store_folder",
     "store_key",
+    "store_size",
     "store_streams",
 ]
 
@@ -229,6 +231,20 @@ def check_store(
 # --------------------------------------------------------------------------------------------------
 # Building
 # --------------------------------------------------------------------------------------------------
+def store_size(cfg: ExperimentConfig, stream: str) -> int:
+    """The (scene, flip) pairs a store of ``stream`` of a run of ``cfg`` holds (the teacher
+    forwards it costs to build)."""
+    dataset, _ = _stream_dataset(cfg, stream)
+    return len(dataset) * (2 if cfg.data.flip else 1)
+
+
+def run_draws(cfg: ExperimentConfig, stream: str) -> int:
+    """The images a run of ``cfg`` draws from ``stream`` (per process): at most as many teacher
+    forwards as its in-run cache computes."""
+    unl = stream == UNLABELED_STREAM
+    return cfg.train.max_iters * (cfg.data.unlabeled.batch_size if unl else cfg.data.batch_size)
+
+
 def _stream_dataset(cfg: ExperimentConfig, stream: str) -> tuple[Any, int]:
     """The data set of ``stream`` (as the loop reads it) and the run's class count."""
     labelled = build_dataset_for(cfg, cfg.data.train_split)
