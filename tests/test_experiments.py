@@ -462,6 +462,29 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     }
 
 
+def test_a_failed_teacher_fails_only_its_students(tmp_path: Path, monkeypatch) -> None:
+    calls: list[str] = []
+
+    def fake(notebook, payload, cwd):
+        key = Path(payload["run_dir"]).relative_to(tmp_path / "smoke").as_posix()
+        calls.append(key)
+        if key == "teacher_unlabeled":
+            return {"status": "failed", "error": "RuntimeError: boom", "elapsed_s": 1.0}
+        return {"status": "finished", "error": None, "elapsed_s": 1.0}
+
+    monkeypatch.setattr(executors, "execute_notebook_run", fake)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
+    args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi_unl1x", "--jobs", "1"]
+    assert ex.main([*args, "--fresh-kernels"]) == 1
+    assert calls == ["teacher", "teacher_unlabeled", "pretrain", "baseline/seed0"]
+    index = json.loads((tmp_path / "smoke" / "index.json").read_text())
+    runs = {e["name"]: e["runs"][0] for e in index["experiments"]}
+    assert runs["baseline"]["status"] == "finished"
+    assert runs["pi_unl1x"]["error"] == "the teacher_unlabeled run failed"
+    assert index["teachers"]["teacher_unlabeled"]["status"] == "failed"
+
+
 def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monkeypatch) -> None:
     calls: list[dict] = []
 

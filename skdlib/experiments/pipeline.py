@@ -554,10 +554,14 @@ def _execute(
     while todo and todo[0].experiment is None:
         needed = todo.pop(0)
         waiting = [s for s in todo if s.experiment is not None]
-        if waiting and all(
-            blocked(s) or needed.key not in (s.teacher, PRETRAIN_DIR) for s in waiting
+        if (
+            failed
+            and waiting
+            and all(blocked(s) or needed.key not in (s.teacher, PRETRAIN_DIR) for s in waiting)
         ):
-            logger.info("%s: not run, every student run that needs it has failed", needed.key)
+            # Not run: every student to train that needs it needs a failed run too.
+            error = {"status": "failed", "error": f"the {failed[0]} run failed"}
+            track.finished(needed, {**error, "elapsed_s": 0.0})
             continue
         _run_teacher(runner, needed, actions, track, payload(needed, res.teacher_threads), poll_s)
         if track.states[needed.key]["status"] == "failed":
