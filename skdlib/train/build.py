@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skdlib.constants import IGNORE_INDEX
+from skdlib.constants import DECODED_CACHE_BYTES, IGNORE_INDEX
 from skdlib.train.config import (
     ExperimentConfig,
     apply_overrides,
@@ -147,6 +147,7 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
     from skdlib.data import DataError, build_dataset
 
     dataset = build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
+    _keep_decoded(dataset)
     limit = cfg.data.train_limit
     if limit is None or split != cfg.data.train_split:
         return dataset
@@ -156,6 +157,14 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
             f"{len(dataset)} samples"
         )
     return dataset.first(limit)
+
+
+def _keep_decoded(dataset: Any) -> None:
+    """Decoded items kept in memory (:data:`skdlib.constants.DECODED_CACHE_BYTES`) where the data
+    set can keep them."""
+    keep = getattr(dataset, "keep_decoded", None)
+    if keep is not None:
+        keep(DECODED_CACHE_BYTES)
 
 
 class WithoutLabels(torch.utils.data.Dataset):
@@ -185,6 +194,7 @@ def build_unlabeled_dataset(cfg: ExperimentConfig) -> Any:
     if not unl.enabled:
         return None
     dataset = build_dataset(unl.name, unl.root, unl.split, **dict(unl.options))
+    _keep_decoded(dataset)
     if unl.name == "images":
         return dataset
     return WithoutLabels(dataset, getattr(dataset, "ignore_index", IGNORE_INDEX))
