@@ -46,12 +46,16 @@ _DEFAULT_TIMEOUT_S = 10.0
 
 @dataclass
 class LoadReport:
-    """What :func:`load_pretrained` did; key names are the model's (``prefix`` included)."""
+    """What :func:`load_pretrained` (or :func:`skdlib.models.load_released`) did; key names are
+    the model's (``prefix`` included), but for ``load_released``'s ``unexpected_keys`` and
+    ``ignored``, which are the file's."""
 
     loaded: list[str] = field(default_factory=list)
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     source: str = ""
+    #: keys of the file left out on purpose (a released layout's classifier, e.g. ``fc.*``)
+    ignored: list[str] = field(default_factory=list)
 
 
 def _download(url: str, *, timeout: float) -> Path:
