@@ -72,6 +72,11 @@ def authors_backbone(x: Tensor, s: State, depth: int) -> tuple[Tensor, Tensor]:
     return outputs[2], outputs[3]
 
 
+def _up(x: Tensor, like: Tensor) -> Tensor:
+    """Bilinear upsampling to ``like``'s size with ``align_corners=True`` (both codes)."""
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+
 def _abn_leaky(x: Tensor, s: State, name: str) -> Tensor:
     return F.leaky_relu(_bn(x, s, name, inplace_abn=True), SLOPE)
 
@@ -84,9 +89,9 @@ def authors_forward(image: Tensor, s: State, depth: int) -> tuple[Tensor, Tensor
     dsn = _conv(dsn, s, "dsn.3")
     priors = []
     for index, size in enumerate(BINS):
-        pooled = F.adaptive_avg_pool2d(x4, size)
-        pooled = _abn_leaky(_conv(pooled, s, f"pspmodule.stages.{index}.1"), s, f"pspmodule.stages.{index}.2")
-        priors.append(F.interpolate(pooled, size=x4.shape[-2:], mode="bilinear", align_corners=True))
+        stage = f"pspmodule.stages.{index}"
+        pooled = _conv(F.adaptive_avg_pool2d(x4, size), s, f"{stage}.1")
+        priors.append(_up(_abn_leaky(pooled, s, f"{stage}.2"), x4))
     feature = _conv(torch.cat([*priors, x4], 1), s, "pspmodule.bottleneck.0")
     feature = _abn_leaky(feature, s, "pspmodule.bottleneck.1")
     return _conv(feature, s, "head"), dsn, feature
@@ -111,7 +116,8 @@ def cirkd_backbone(x: Tensor, s: State) -> tuple[Tensor, Tensor]:
 
 
 def cirkd_aux(c3: Tensor, s: State) -> Tensor:
-    return _conv(_relu_bn(_conv(c3, s, "auxlayer.block.0"), s, "auxlayer.block.1"), s, "auxlayer.block.4")
+    x = _relu_bn(_conv(c3, s, "auxlayer.block.0"), s, "auxlayer.block.1")
+    return _conv(x, s, "auxlayer.block.4")
 
 
 def cirkd_pspnet_forward(image: Tensor, s: State) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,8 +125,8 @@ def cirkd_pspnet_forward(image: Tensor, s: State) -> tuple[Tensor, Tensor, Tenso
     c3, c4 = cirkd_backbone(image, s)
     feats = [c4]
     for index, size in enumerate(BINS, 1):
-        pooled = _relu_bn(_conv(F.adaptive_avg_pool2d(c4, size), s, f"head.psp.conv{index}.0"), s, f"head.psp.conv{index}.1")
-        feats.append(F.interpolate(pooled, size=c4.shape[-2:], mode="bilinear", align_corners=True))
+        pooled = _conv(F.adaptive_avg_pool2d(c4, size), s, f"head.psp.conv{index}.0")
+        feats.append(_up(_relu_bn(pooled, s, f"head.psp.conv{index}.1"), c4))
     feature = _relu_bn(_conv(torch.cat(feats, 1), s, "head.block.0"), s, "head.block.1")
     return _conv(feature, s, "head.classifier"), cirkd_aux(c3, s), feature
 
@@ -132,8 +138,8 @@ def cirkd_deeplabv3_forward(image: Tensor, s: State) -> tuple[Tensor, Tensor, Te
     for b, rate in zip((1, 2, 3), (12, 24, 36), strict=True):
         conv = _conv(c4, s, f"head.aspp.b{b}.block.0", dilation=rate)
         branches.append(_relu_bn(conv, s, f"head.aspp.b{b}.block.1"))
-    gap = _relu_bn(_conv(F.adaptive_avg_pool2d(c4, 1), s, "head.aspp.b4.gap.1"), s, "head.aspp.b4.gap.2")
-    branches.append(F.interpolate(gap, size=c4.shape[-2:], mode="bilinear", align_corners=True))
+    gap = _conv(F.adaptive_avg_pool2d(c4, 1), s, "head.aspp.b4.gap.1")
+    branches.append(_up(_relu_bn(gap, s, "head.aspp.b4.gap.2"), c4))
     x = _relu_bn(_conv(torch.cat(branches, 1), s, "head.aspp.project.0"), s, "head.aspp.project.1")
     feature = _relu_bn(_conv(x, s, "head.block.0"), s, "head.block.1")
     return _conv(feature, s, "head.block.4"), cirkd_aux(c3, s), feature

@@ -126,9 +126,18 @@ def load_torch_file(
             f"refusing to load {source}: it is not a plain tensor checkpoint and loading it would "
             f"unpickle arbitrary objects (weights_only=True): {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, OSError, EOFError, KeyError, ValueError, UnicodeDecodeError) as err:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        KeyError,
+        IndexError,
+        ValueError,
+        UnicodeDecodeError,
+    ) as err:
         # torch's first sentence ("PytorchStreamReader failed reading zip archive: ...",
-        # "[Errno 22] Invalid argument"); an EOFError has no message.
+        # "[Errno 22] Invalid argument"); an EOFError has no message; a text file can leave the
+        # legacy unpickler with an IndexError ("pop from empty list").
         reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
         reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
         raise CheckpointError(

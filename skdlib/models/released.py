@@ -39,7 +39,14 @@ from torch import nn
 
 from skdlib.models.pretrained import LoadReport, read_state_dict
 
-__all__ = ["INPLACE_ABN_EPS", "LAYOUTS", "LAYOUT_VARIANTS", "load_released", "released_state"]
+__all__ = [
+    "INPLACE_ABN_EPS",
+    "LAYOUTS",
+    "LAYOUT_VARIANTS",
+    "infer_released",
+    "load_released",
+    "released_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class _Layout:
     ignored: tuple[str, ...]
     inplace_abn: bool
     variants: tuple[str, ...]
+    marker: str  # a key every file of the layout has (the deep stem's last convolution)
 
 
 _LAYOUTS: dict[str, _Layout] = {
@@ -89,6 +97,7 @@ _LAYOUTS: dict[str, _Layout] = {
         ignored=("fc.",),
         inplace_abn=True,
         variants=("authors",),
+        marker="conv3.weight",
     ),
     "cirkd": _Layout(
         rules=(
@@ -106,9 +115,15 @@ _LAYOUTS: dict[str, _Layout] = {
         ignored=(),
         inplace_abn=False,
         variants=("cirkd",),
+        marker="pretrained.conv3.weight",
     ),
     "csail_imagenet": _Layout(
-        rules=(), prefix="backbone.", ignored=("fc.",), inplace_abn=False, variants=()
+        rules=(),
+        prefix="backbone.",
+        ignored=("fc.",),
+        inplace_abn=False,
+        variants=(),
+        marker="conv3.weight",
     ),
 }
 
@@ -119,6 +134,51 @@ LAYOUTS: tuple[str, ...] = tuple(_LAYOUTS)
 LAYOUT_VARIANTS: dict[str, tuple[str, ...]] = {
     name: layout.variants or ("authors", "cirkd") for name, layout in _LAYOUTS.items()
 }
+
+
+#: Blocks in ``layer3`` -> ResNet depth, for the depths the released networks have.
+_DEPTH_OF_LAYER3 = {2: 18, 23: 101}
+#: The classifier's weight in each layout's namings (its first dimension: the classes).
+_CLASSIFIERS = ("head.weight", "head.1.weight", "head.classifier.weight", "head.block.4.weight")
+
+
+def infer_released(
+    state: dict[str, torch.Tensor], *, layout: str, source: str = "the file"
+) -> tuple[str, str, int | None]:
+    """``(build_model name, variant, num_classes)`` of the network a released state dict holds
+    (``num_classes`` ``None`` for an ImageNet backbone, ``csail_imagenet``).
+
+    Raises:
+        ValueError: an unknown layout, a file of another layout, or one whose depth or head the
+            layout does not have.
+    """
+    spec = _layout(layout)
+    if spec.marker not in state:
+        raise ValueError(
+            f"{source}: not a {layout!r} file (no {spec.marker!r}; its keys start with "
+            f"{sorted(state)[:3]})"
+        )
+    blocks = {
+        int(m.group(1))
+        for key in state
+        if (m := re.match(r"^(?:pretrained\.)?layer3\.(\d+)\.", key)) is not None
+    }
+    depth = _DEPTH_OF_LAYER3.get(max(blocks) + 1 if blocks else 0)
+    if depth is None:
+        raise ValueError(
+            f"{source} (layout {layout!r}): layer3 has {len(blocks)} block(s); the released "
+            f"networks have 2 (ResNet18) or 23 (ResNet101)"
+        )
+    name = f"pspnet_resnet{depth}"
+    if any(key.startswith("head.aspp.") for key in state):
+        name = f"deeplabv3_resnet{depth}"
+    classes = next((int(state[k].shape[0]) for k in _CLASSIFIERS if k in state), None)
+    if layout != "csail_imagenet" and classes is None:
+        raise ValueError(
+            f"layout {layout!r}: the file has no classifier ({' / '.join(_CLASSIFIERS)})"
+        )
+    variant = (spec.variants or ("authors",))[0]
+    return name, variant, None if layout == "csail_imagenet" else classes
 
 
 def _layout(name: str) -> _Layout:
