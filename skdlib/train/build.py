@@ -313,8 +313,7 @@ def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     else:
         report = load_released(student, m.student_pretrained, layout=m.student_pretrained_layout)
     logger.info(
-        "student backbone initialised from %s: %d tensor(s), %d missing, %d unexpected, %d "
-        "ignored",
+        "student backbone initialised from %s: %d tensor(s), %d missing, %d unexpected, %d ignored",
         m.student_pretrained,
         len(report.loaded),
         len(report.missing_keys),
