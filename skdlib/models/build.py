@@ -12,10 +12,12 @@ Head widths of the PSP models (the choice behind the parameter counts):
   auxiliary head (128);
 * the auxiliary head reads ``layer3`` with 256 channels (times ``width``).
 
-Variants (``variant=``): the networks whose weights others released, with their parameter names
-kept apart from the computation so that :func:`skdlib.models.load_released` fills them:
+Variants (``variant=``): the networks whose weights others released, built from the library's
+modules (the library's parameter names, which :func:`skdlib.models.load_released` fills from the
+released files' names) and computing what those networks compute:
 
-* ``"default"``: the library's own networks, as above (torchvision's backbone layout);
+* ``"default"``: the library's own networks, as above (torchvision's backbone layout; for
+  ``deeplabv3_resnet101``, CIRKD's 512-channel ASPP head on that backbone);
 * ``"authors"`` (``pspnet_resnet101``, ``pspnet_resnet18``): the SKD authors' ``Res_pspnet``: deep
   stem, ceil-mode max-pool, the first block of ``layer3`` / ``layer4`` dilated 2 / 4, their heads
   (:data:`skdlib.models.psp.AUTHORS_STYLE`), a bottleneck of ``C/4`` channels (512 for ResNet101,
