@@ -368,7 +368,10 @@ def _setup(
         num_classes=num_classes,
         cost=cost,
         augment=TrainAugment(
-            cfg.data.crop_size, scale_range=cfg.data.scale_range, flip=cfg.data.flip
+            cfg.data.crop_size,
+            scale_range=cfg.data.scale_range,
+            flip=cfg.data.flip,
+            normalization=cfg.data.normalize,
         ),
     )
     if cfg.train.teacher_cache and teacher is not None:
@@ -639,6 +642,7 @@ def _evaluate(state: _State) -> dict[str, Any]:
         stride_rate=cfg.eval.stride_rate,
         rank=state.info.rank,
         world_size=state.info.world_size,
+        normalization=cfg.data.normalize,
     )
 
 
