@@ -21,8 +21,11 @@ NOT MEASURED YET: the project's machines have no GPU. Without CUDA and with the 
 ``--device cuda`` the script says so and exits 0 (``make bench`` runs every script);
 ``--device cpu --size 128 128 --batch 2 --iters 2`` checks that it runs (slowly, no memory).
 
+``--config configs/paper_released.yaml`` measures the authors' networks (``variant="authors"``:
+the released teacher's and student's architecture) instead.
+
 Usage: ``python bench/gpu.py [--device cuda] [--batch 8] [--size 512 512] [--amp fp16]
-[--no-channels-last] [--warmup 5] [--iters 20] [--json PATH]``
+[--no-channels-last] [--warmup 5] [--iters 20] [--config PRESET] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per variant")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "configs" / "paper.yaml",
+        help="the networks' preset (default configs/paper.yaml; configs/paper_released.yaml: "
+        "the authors' variants)",
+    )
     return parser.parse_args()
 
 
@@ -83,7 +93,9 @@ def make_variant(
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last and device.type == "cuda" else None
     m = cfg.model
-    student = build_model(m.student, NUM_CLASSES, **dict(m.student_options))
+    student = build_model(
+        m.student, NUM_CLASSES, variant=m.student_variant, **dict(m.student_options)
+    )
     student = student.to(device, memory_format=fmt or torch.preserve_format).train()
     opt = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     image = torch.randn(args.batch, 3, *args.size, device=device)
@@ -92,7 +104,9 @@ def make_variant(
     if name == "student":
         ctx = _context(cfg, args, device, pixelwise=False, pairwise=False, holistic=False)
         return lambda: student_step(student, opt, image, label, ctx)
-    teacher = build_model(m.teacher, NUM_CLASSES, **dict(m.teacher_options))
+    teacher = build_model(
+        m.teacher, NUM_CLASSES, variant=m.teacher_variant, **dict(m.teacher_options)
+    )
     teacher = teacher.to(device, memory_format=fmt or torch.preserve_format).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -157,7 +171,7 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench/gpu.py: no CUDA device here: not measured (run it on a GPU machine)")
         return 0
-    cfg = load_config(REPO / "configs" / "paper.yaml")
+    cfg = load_config(args.config)
     variants = {name: measure(name, cfg, args, device) for name in ("student", "skd")}
     env = environment_info(device)
     result = {
@@ -165,7 +179,8 @@ def main() -> int:
         f"{platform.system()}, device {device}",
         "size": (
             f"batch {args.batch} x 3 x {args.size[0]} x {args.size[1]}, {NUM_CLASSES} classes; "
-            f"student {cfg.model.student}, teacher {cfg.model.teacher}, critic widths "
+            f"student {cfg.model.student} ({cfg.model.student_variant}), teacher "
+            f"{cfg.model.teacher} ({cfg.model.teacher_variant}), critic widths "
             f"{list(cfg.distill.disc_widths)}; amp {args.amp if device.type == 'cuda' else 'none'}"
             f", channels-last {args.channels_last and device.type == 'cuda'}"
         ),

@@ -190,8 +190,9 @@ def make_runner(
     which times one iteration of that variant in seconds."""
     torch.manual_seed(0)
     m, d = cfg.model, cfg.distill
-    student = build_model(m.student, NUM_CLASSES, **dict(m.student_options)).to(device).train()
-    teacher = build_model(m.teacher, NUM_CLASSES, **dict(m.teacher_options)).to(device).eval()
+    student = build_model(m.student, NUM_CLASSES, variant=m.student_variant, **m.student_options)
+    teacher = build_model(m.teacher, NUM_CLASSES, variant=m.teacher_variant, **m.teacher_options)
+    student, teacher = student.to(device).train(), teacher.to(device).eval()
     critic = build_critic(cfg, NUM_CLASSES).to(device)
     opt_s = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     opt_d = torch.optim.SGD(critic.parameters(), lr=1e-5, momentum=0.9)

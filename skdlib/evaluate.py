@@ -1,8 +1,9 @@
 """Validation inference: whole-image or sliding-window prediction, scores, prediction export.
 
 * ``mode="whole"`` (the authors' code): the network sees the whole image; its logits (1/8 of the
-  input for the PSP networks) are upsampled bilinearly to the label's size and turned into class
-  probabilities.
+  input for the PSP networks) are upsampled bilinearly to the label's size (with the network's
+  ``align_corners`` attribute where it has one: the released variants' ``True``, else ``False``)
+  and turned into class probabilities.
 * ``mode="sliding"``: windows of ``crop_size`` at a stride of ``ceil(crop * stride_rate)``, the
   last window of each row/column flush with the border; an image smaller than a window is padded
   (after normalisation, with 0 = the mean colour) and the padding cropped off again. Each pixel's
@@ -47,11 +48,12 @@ _MODES = ("whole", "sliding")
 
 def _logits_at(model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The model's logits for ``image`` ``(N, 3, h, w)`` upsampled to ``size``: ``(N, K, *size)``
-    float32."""
+    float32 (``align_corners`` as the model says, ``False`` when it says nothing)."""
     logits = model(image).logits.float()  # (N, K, h/s, w/s)
     if tuple(logits.shape[-2:]) != tuple(size):
+        align = bool(getattr(model, "align_corners", False))
         logits = F.interpolate(
-            logits, size=size, mode="bilinear", align_corners=False
+            logits, size=size, mode="bilinear", align_corners=align
         )  # (N, K, *size)
     return logits
 
@@ -159,11 +161,14 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     prediction_callback: Any = None,
+    normalization: str = "imagenet",
 ) -> dict[str, Any]:
     """Scores of ``model`` on ``dataset`` (items
     ``{"image": (3, H, W) in [0, 1], "label": (H, W)}``).
 
-    Images are normalised with the ImageNet statistics (the training transform's). ``batch_size``
+    Images are normalised as in training: ``normalization`` names the convention
+    (:data:`skdlib.data.transforms.NORMALIZATIONS`: ``"imagenet"`` statistics by default,
+    ``"caffe_bgr"`` for the authors' released networks; ``data.normalize``). ``batch_size``
     images are stacked when they share a size (whole mode); sliding mode handles one image at a
     time. With ``world_size > 1`` process ``rank`` evaluates items ``rank, rank + world_size, ...``
     and the confusion matrices are summed with ``torch.distributed.all_reduce`` (every rank
@@ -176,8 +181,9 @@ def evaluate(
 
     The model is put in eval mode and its previous mode restored afterwards.
     """
-    from skdlib.data.transforms import normalize
+    from skdlib.data.transforms import get_normalization
 
+    normalize = get_normalization(normalization)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if batch_size < 1:
@@ -349,7 +355,12 @@ def _score(args: argparse.Namespace) -> int:
     split = args.split or cfg.data.val_split
     dataset = build_dataset_for(cfg, split)
     num_classes = cfg.model.num_classes or dataset.num_classes
-    model = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
+    model = build_model(
+        cfg.model.student,
+        num_classes,
+        variant=cfg.model.student_variant,
+        **dict(cfg.model.student_options),
+    )
     model.load_state_dict(_read_student_state(checkpoint), strict=True)
     model.to(device)
     mode = "sliding" if args.sliding else cfg.eval.mode
@@ -362,6 +373,7 @@ def _score(args: argparse.Namespace) -> int:
         flip=args.flip or cfg.eval.flip,
         crop_size=tuple(cfg.eval.crop_size or cfg.data.crop_size),
         stride_rate=cfg.eval.stride_rate,
+        normalization=cfg.data.normalize,
         prediction_callback=(
             _prediction_saver(cfg.data.name, Path(args.save_predictions))
             if args.save_predictions

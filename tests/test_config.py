@@ -423,7 +423,8 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     # Golden value: changes only if a default (or the canonical form) changes; update deliberately.
     assert (
         config_hash(cfg) == "6697b90422b66864"
-    )  # updated when model.student_pretrained_prefix was added
+    )  # updated when model.student_pretrained_prefix was added; the released-network fields
+    # (variants, layouts, data.normalize) are left out of the hash at their defaults
     # Same content written with a different key order hashes the same.
     as_dict = config_to_dict(cfg)
     reordered = {key: as_dict[key] for key in reversed(list(as_dict))}
@@ -433,6 +434,98 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     assert config_hash(apply_overrides(cfg, ["train.lr=1"])) == config_hash(
         apply_overrides(cfg, ["train.lr=1.0"])
     )
+
+
+def test_fields_added_with_a_neutral_default_keep_earlier_hashes() -> None:
+    """The released-network fields (variants, layouts, data.normalize) are left out of the hash
+    at their defaults: a config written before they existed hashes as before, and so do the runs
+    kept in the repository; set to anything else, they count."""
+    import json
+
+    import skdlib.experiments as ex
+
+    cfg = ExperimentConfig()
+    as_dict = config_to_dict(cfg)
+    for section, key in (
+        ("model", "student_variant"),
+        ("model", "teacher_variant"),
+        ("model", "teacher_checkpoint_layout"),
+        ("model", "student_pretrained_layout"),
+        ("data", "normalize"),
+    ):
+        del as_dict[section][key]  # a config.yaml written before the field existed
+    assert config_hash(config_from_dict(as_dict)) == config_hash(cfg)
+    assert config_hash(apply_overrides(cfg, ["data.normalize=caffe_bgr"])) != config_hash(cfg)
+    repo = CONFIG_DIR.parent
+    plan = ex.load_plan(CONFIG_DIR / "experiments.yaml")
+    runs = ex.build_runs(plan, "quick", runs_root=repo / "runs", project_root=repo, only=[])
+    for spec in runs[:2]:  # the kept teacher and pretraining run
+        summary = json.loads((spec.run_dir / "summary.json").read_text())
+        assert spec.reuse_hash == summary["portable_config_hash"], spec.key
+
+
+def test_variants_layouts_and_normalisation_are_checked_early() -> None:
+    cfg = ExperimentConfig()
+    cases = [
+        (["data.normalize=bgr"], r"data.normalize: expected one of 'imagenet', 'caffe_bgr'"),
+        (["model.student_variant=mine"], r"model.student_variant: expected one of 'default'"),
+        (
+            ["model.student=pspnet_resnet34", "model.student_variant=authors"],
+            r"model.student_variant: pspnet_resnet34 has the variants \['default'\]",
+        ),
+        (
+            ["model.teacher_checkpoint_layout=skd_authors"],
+            r"model.teacher_checkpoint_layout: 'skd_authors' files fit the variant\(s\) "
+            r"\['authors'\] \(model.teacher_variant\), got model.teacher_variant='default'",
+        ),
+        (
+            ["model.teacher_variant=cirkd", "model.teacher_checkpoint_layout=skd_authors"],
+            r"fit the variant\(s\) \['authors'\]",
+        ),
+        (
+            ["model.student_pretrained_layout=csail_imagenet"],
+            r"model.student_pretrained_layout: 'csail_imagenet' files fit the variant\(s\) "
+            r"\['authors', 'cirkd'\]",
+        ),
+        (
+            [
+                "model.student_variant=authors",
+                "model.student_pretrained_layout=csail_imagenet",
+                "model.student_pretrained_prefix=backbone.",
+            ],
+            r"model.student_pretrained_prefix: is read with student_pretrained_layout 'skdlib'",
+        ),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(cfg, overrides)
+    ok = apply_overrides(
+        cfg,
+        [
+            "model.teacher=deeplabv3_resnet101",
+            "model.teacher_variant=cirkd",
+            "model.teacher_checkpoint_layout=cirkd",
+            "model.student_variant=authors",
+            "model.student_pretrained_layout=csail_imagenet",
+            "data.normalize=caffe_bgr",
+        ],
+    )
+    assert (ok.model.teacher_variant, ok.data.normalize) == ("cirkd", "caffe_bgr")
+
+
+def test_config_choices_follow_the_library() -> None:
+    """The Literal choices of the config are the library's own lists."""
+    from typing import get_args
+
+    from skdlib.data.transforms import NORMALIZATIONS
+    from skdlib.models import LAYOUTS, VARIANTS
+    from skdlib.train import config
+
+    assert get_args(config.NormalizeName) == tuple(NORMALIZATIONS)
+    assert get_args(config.VariantName) == VARIANTS
+    teacher, student = get_args(config.TeacherLayout), get_args(config.StudentLayout)
+    assert teacher[0] == student[0] == "skdlib"
+    assert set(teacher[1:]) | set(student[1:]) == set(LAYOUTS)
 
 
 def test_config_hash_changes_with_any_value() -> None:
@@ -485,6 +578,11 @@ def _changed_value(key: str, default: object) -> str:
         "data.unlabeled.name": "images",
         "data.unlabeled.root": "extra",
         "data.unlabeled.options": "{skip_bad: true}",
+        "model.student_variant": "authors",
+        "model.teacher_variant": "authors",
+        "model.teacher_checkpoint_layout": "skd_authors",
+        "model.student_pretrained_layout": "csail_imagenet",
+        "data.normalize": "caffe_bgr",
     }
     if key in special:
         return special[key]
@@ -506,6 +604,8 @@ def _companions(key: str) -> list[str]:
         "data.unlabeled.root": ["data.unlabeled.name=images"],
         "train.teacher_cache": ["data.scale_range=[1.0,1.0]"],
         "data.unlabeled.batch_size": ["data.unlabeled.name=images", "data.unlabeled.root=third"],
+        "model.teacher_checkpoint_layout": ["model.teacher_variant=authors"],
+        "model.student_pretrained_layout": ["model.student_variant=authors"],
     }
     return companions.get(key, [])
 

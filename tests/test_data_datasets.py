@@ -315,3 +315,44 @@ def test_embedded_class_groups_merge_labels(tmp_path: Path) -> None:
         merge_classes(names, fine.palette, {"a": names, "b": ["road"]})
     with pytest.raises(ValueError, match="unknown class 'tree'"):
         merge_classes(names, fine.palette, {"a": [*names, "tree"]})
+
+
+# -- decoded items kept in memory ------------------------------------------------------------------
+
+
+def test_keep_decoded_gives_the_same_items_and_reads_each_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import skdlib.data.base as base
+
+    _folder(tmp_path, n=3)
+    plain = build_dataset("folder", tmp_path, "train")
+    kept = build_dataset("folder", tmp_path, "train")
+    reads: list[str] = []
+    real = base.read_rgb
+    monkeypatch.setattr(base, "read_rgb", lambda path: reads.append(Path(path).name) or real(path))
+    kept.keep_decoded(10**6)
+    for _ in range(3):
+        for i in range(3):
+            a, b = plain[i], kept[i]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+            assert a["name"] == b["name"]
+    # plain read its 3 files 3 times; kept read each once
+    assert sorted(reads) == sorted(["0.png", "1.png", "2.png"] * 4)
+
+
+def test_keep_decoded_honours_its_budget_and_views(tmp_path: Path) -> None:
+    _folder(tmp_path, n=3)
+    ds = build_dataset("folder", tmp_path, "train")
+    item_bytes = 4 * 4 * 3 + 4 * 4 * 2  # uint8 image + int16 label
+    ds.keep_decoded(2 * item_bytes)
+    for i in range(3):
+        ds[i]
+    assert sorted(ds._decoded) == [0, 1]  # the third item is over the budget
+    view = ds.first(2)
+    assert view._decoded == {} and view._decoded_budget == 2 * item_bytes
+    ds.keep_decoded(0)
+    ds[0]
+    assert ds._decoded == {}
+    with pytest.raises(ValueError, match="max_bytes"):
+        ds.keep_decoded(-1)

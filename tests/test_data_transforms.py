@@ -8,10 +8,12 @@ import torch
 from skdlib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    NORMALIZATIONS,
     EvalTransform,
     ItemAugment,
     TrainAugment,
     denormalize,
+    get_normalization,
     normalize,
 )
 
@@ -90,6 +92,40 @@ def test_normalize_matches_plain_formula() -> None:
     assert torch.allclose(denormalize(normalize(x)), x, atol=1e-6)
     out, lab = EvalTransform()(x, torch.zeros(2, 4, 5, dtype=torch.long))
     assert torch.allclose(out, expected) and lab.shape == (2, 4, 5)
+
+
+def test_caffe_bgr_by_hand_and_its_inverse() -> None:
+    """The authors' input: one pixel (R, G, B) = (1.0, 0.5, 0.0) becomes, in BGR order and 0-255,
+    (0 - 104.00698793, 127.5 - 116.66876762, 255 - 122.67891434); no division."""
+    pixel = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # (1, 3, 2, 2)
+    caffe = get_normalization("caffe_bgr")
+    out = caffe(pixel)
+    expected = torch.tensor([-104.00698793, 127.5 - 116.66876762, 255.0 - 122.67891434])
+    torch.testing.assert_close(out[0, :, 1, 1], expected)
+    torch.testing.assert_close(caffe.invert(out), pixel, rtol=0, atol=1e-5)
+    assert get_normalization("imagenet") == NORMALIZATIONS["imagenet"]
+    x = torch.rand(2, 3, 4, 5)
+    torch.testing.assert_close(get_normalization("imagenet")(x), normalize(x))
+    with pytest.raises(ValueError, match=r"unknown normalisation 'bgr'; valid names: imagenet"):
+        get_normalization("bgr")
+
+
+def test_train_and_eval_transforms_follow_a_named_convention() -> None:
+    """With ``normalization="caffe_bgr"`` the crop is the caffe-normalised image and the padding
+    is 0 after normalisation (the mean colour), as with ImageNet statistics."""
+    images, labels = _coded_batch(n=1, h=8, w=12, block=4)
+    aug = TrainAugment((16, 16), scale_range=(1.0, 1.0), flip=False, normalization="caffe_bgr")
+    params = [{"size": (8, 12), "top": 0, "left": 0, "flip": False}]
+    out, lab = aug.apply(images, labels, params)
+    caffe = get_normalization("caffe_bgr")
+    torch.testing.assert_close(out[..., :8, :12], caffe(images))
+    assert out[..., 8:, :].abs().max() == 0 and (lab[:, 8:] == 255).all()
+    evaluated, _ = EvalTransform(normalization="caffe_bgr")(images, labels)
+    torch.testing.assert_close(evaluated, caffe(images))
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        TrainAugment(16, normalization="rgb")
+    with pytest.raises(ValueError, match=r"mean must have 3 values"):
+        normalize(images, mean=(0.5, 0.5))
 
 
 def test_seeded_and_per_image() -> None:

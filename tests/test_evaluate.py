@@ -225,3 +225,39 @@ def test_evaluate_normalises_like_training():
         device="cpu",
     )
     torch.testing.assert_close(seen[0], normalize(raw[None]))
+
+
+def test_evaluate_feeds_the_authors_input_when_asked():
+    """``normalization="caffe_bgr"``: BGR pixels in 0-255 minus the Caffe mean, as the authors'
+    released networks were trained on; an unknown name is refused."""
+    seen = []
+
+    class Spy(PerPixel):
+        def forward(self, image):
+            seen.append(image)
+            return super().forward(image)
+
+    raw = torch.rand(3, 4, 4)
+    items = [{"image": raw, "label": torch.zeros(4, 4, dtype=torch.long)}]
+    evaluate(Spy(), items, num_classes=K, device="cpu", normalization="caffe_bgr")
+    mean = torch.tensor([104.00698793, 116.66876762, 122.67891434]).view(3, 1, 1)
+    torch.testing.assert_close(seen[0][0], raw.flip(0) * 255.0 - mean)
+    with pytest.raises(ValueError, match="unknown normalisation 'bgr'"):
+        evaluate(Spy(), items, num_classes=K, device="cpu", normalization="bgr")
+
+
+def test_logits_are_upsampled_as_the_network_says():
+    """A network with ``align_corners = True`` (the released variants) is upsampled so."""
+
+    class Coarse(nn.Module):
+        align_corners = True
+
+        def forward(self, image):
+            n = image.shape[0]
+            ramp = torch.tensor([[0.0, 1.0], [2.0, 3.0]]).expand(n, 1, 2, 2)  # (N, 1, 2, 2)
+            return SegmentationOutput(logits=torch.cat([ramp, -ramp, 0 * ramp], 1))
+
+    image = torch.zeros(1, 3, 3, 3)
+    probs = predict_probabilities(Coarse().eval(), image)
+    corner = torch.softmax(torch.tensor([3.0, -3.0, 0.0]), 0)
+    torch.testing.assert_close(probs[0, :, 2, 2], corner)  # corners land on the logits' corners

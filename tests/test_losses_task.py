@@ -122,3 +122,34 @@ def test_golden_values() -> None:
             "task_with_aux": segmentation_task_loss(main, target, aux_logits=aux).item(),
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((2, 3, 8, 16), (64, 128)),
+        ((1, 2, 5, 7), (33, 61)),
+        ((2, 3, 9, 9), (4, 5)),
+        ((1, 2, 40, 3), (80, 9)),
+    ],
+)
+def test_bilinear_resize_equals_interpolate(shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    from skdlib.losses.task import bilinear_resize
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    ours = bilinear_resize(x, size)
+    ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    assert ours.shape == ref.shape and ours.is_contiguous()
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (g_ours,) = torch.autograd.grad((ours * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
+    cl = x.detach().float().contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        bilinear_resize(cl, size),
+        F.interpolate(cl, size=size, mode="bilinear", align_corners=False),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -16,4 +16,6 @@
   pixel.
 - :mod:`skdlib.analysis.unlabeled`: the unlabeled-images experiment (terms, labelled and unlabeled
   image counts per experiment).
+- :mod:`skdlib.analysis.released`: the networks of the released weights (the authors', CIRKD's),
+  their parameters and multiply-adds beside the paper's.
 """

@@ -21,7 +21,14 @@ from skdlib.data.folder import FolderDataset
 from skdlib.data.generate import ensure_embedded, generate_embedded
 from skdlib.data.images import ImageFolderDataset
 from skdlib.data.loader import make_loader
-from skdlib.data.transforms import EvalTransform, ItemAugment, TrainAugment
+from skdlib.data.transforms import (
+    NORMALIZATIONS,
+    EvalTransform,
+    ItemAugment,
+    Normalization,
+    TrainAugment,
+    get_normalization,
+)
 from skdlib.data.voc import VOCDataset
 
 DATASETS: dict[str, type[SegmentationDataset] | type[ImageFolderDataset]] = {
@@ -53,6 +60,7 @@ def build_dataset(
 __all__ = [
     "DATASETS",
     "IGNORE_INDEX",
+    "NORMALIZATIONS",
     "ADE20KDataset",
     "CamVidDataset",
     "CityscapesDataset",
@@ -62,6 +70,7 @@ __all__ = [
     "FolderDataset",
     "ImageFolderDataset",
     "ItemAugment",
+    "Normalization",
     "SegmentationDataset",
     "TrainAugment",
     "VOCDataset",
@@ -69,5 +78,6 @@ __all__ = [
     "cityscapes_train_id_to_label_id",
     "ensure_embedded",
     "generate_embedded",
+    "get_normalization",
     "make_loader",
 ]

@@ -170,6 +170,20 @@ class SegmentationDataset(Dataset):
         self.skip_bad = skip_bad
         self.description = description
         self._bad: set[int] = set()
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._decoded_budget = self._decoded_bytes = 0
+
+    def keep_decoded(self, max_bytes: int) -> None:
+        """Keep decoded items in memory, up to ``max_bytes`` in all (the first items read).
+
+        A kept item is the image as read (``(H, W, 3)`` uint8) and its mapped label (``(H, W)``
+        int16): an item read again gives the same tensors without decoding its files, so a run
+        that reads a small data set many times pays its decoding once per item. Items beyond the
+        budget are read from their files every time; ``max_bytes=0`` keeps nothing.
+        """
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self._decoded, self._decoded_budget, self._decoded_bytes = {}, int(max_bytes), 0
 
     @property
     def num_classes(self) -> int:
@@ -188,6 +202,8 @@ class SegmentationDataset(Dataset):
         view = copy.copy(self)
         view.samples = self.samples[:count]
         view._bad = {i for i in self._bad if i < count}
+        if self._decoded is not None:
+            view.keep_decoded(self._decoded_budget)
         return view
 
     def __len__(self) -> int:
@@ -195,8 +211,25 @@ class SegmentationDataset(Dataset):
 
     def load(self, index: int) -> Item:
         """Read item ``index`` without the transform; raises on a bad file."""
+        kept = self._decoded.get(index) if self._decoded is not None else None
+        image, label = kept if kept is not None else self._decode(index)
+        if kept is None and self._decoded is not None:
+            size = image.nbytes + label.nbytes
+            if self._decoded_bytes + size <= self._decoded_budget:
+                self._decoded[index] = (image, label)
+                self._decoded_bytes += size
+        image_t = torch.from_numpy(image).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        return {
+            "image": image_t.to(torch.float32).div_(255.0),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "name": self.samples[index].name,
+        }
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index``'s image ``(H, W, 3)`` uint8 and mapped label ``(H, W)`` int16, read
+        from its files and checked."""
         sample = self.samples[index]
-        image = read_rgb(sample.image)
+        image = np.ascontiguousarray(read_rgb(sample.image))
         raw = read_label(sample.label)
         if image.shape[:2] != raw.shape:
             raise DataError(
@@ -210,14 +243,7 @@ class SegmentationDataset(Dataset):
                 f"label file {sample.label} has values {bad.tolist()[:10]} outside the class set "
                 f"({self.num_classes} classes, 255 = ignore)"
             )
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(
-            2, 0, 1
-        )  # (H, W, 3) -> (3, H, W)
-        return {
-            "image": image_t.to(torch.float32).div_(255.0),
-            "label": torch.from_numpy(label.astype(np.int64)),
-            "name": sample.name,
-        }
+        return image, label
 
     def __getitem__(self, index: int) -> Item:
         item = load_readable(

@@ -1,6 +1,7 @@
 """Augmentation and normalisation as tensor operations on batches (any device).
 
-Training (as in the paper): random scale (default 0.5-2.1), normalisation (ImageNet mean/std),
+Training (as in the paper): random scale (default 0.5-2.1), normalisation (ImageNet mean/std, or
+another convention of :data:`NORMALIZATIONS`),
 padding to the crop size where the scaled image is smaller (image padded with 0 after
 normalisation, i.e. with the mean colour; label padded with 255 = ignore), random crop, random
 horizontal flip. The image is resized bilinearly and the label with ``nearest-exact`` (pixel
@@ -10,11 +11,18 @@ Every random number comes from the ``torch.Generator`` passed in (a CPU generato
 are drawn on the CPU and the pixels move on the batch's device), so a seed fixes the result.
 Parameters are drawn per image. Images of a batch must share one size before augmentation;
 for variable-size data sets use :class:`ItemAugment`, the per-item path with the same maths.
+
+Normalisation conventions (``data.normalize`` in a configuration, :func:`get_normalization`):
+
+* ``"imagenet"`` (the default): RGB in [0, 1], minus the ImageNet mean, divided by its std;
+* ``"caffe_bgr"``: the SKD authors' input: BGR pixels in 0-255 minus (104.01, 116.67, 122.68), no
+  division (their released networks expect it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +32,8 @@ from skdlib.data.base import IGNORE_INDEX
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: The authors' mean: BGR order, pixels in 0-255 (Caffe's ImageNet mean, their ``IMG_MEAN``).
+CAFFE_BGR_MEAN: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
 
 
 def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -57,6 +67,69 @@ def _check_batch(images: torch.Tensor, labels: torch.Tensor | None) -> None:
         raise ValueError(f"images are on {images.device} but labels on {labels.device}")
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """An input convention: ``((images * scale)[channels] - mean) / std`` per channel.
+
+    Attributes:
+        mean, std: per channel of the *output* order, in the output's pixel scale.
+        scale: the ``[0, 1]`` pixels are multiplied by it first (255: 8-bit values).
+        bgr: reverse the channels (RGB -> BGR) before subtracting the mean.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    scale: float = 1.0
+    bgr: bool = False
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise ``(N, 3, H, W)`` RGB images in [0, 1]; same shape out."""
+        _check_batch(images, None)
+        m, s = self._stats(images)
+        x = images * self.scale if self.scale != 1.0 else images
+        if self.bgr:
+            x = x.flip(1)  # (N, 3, H, W): RGB -> BGR
+        return (x - m) / s
+
+    def invert(self, images: torch.Tensor) -> torch.Tensor:
+        """Inverse of the call: RGB in [0, 1] again (for display)."""
+        _check_batch(images, None)
+        m, s = self._stats(images)
+        x = images * s + m
+        if self.bgr:
+            x = x.flip(1)  # (N, 3, H, W): BGR -> RGB
+        return x / self.scale if self.scale != 1.0 else x
+
+    def _stats(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kw = {"dtype": images.dtype, "device": images.device}
+        m = torch.as_tensor(self.mean, **kw).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+        s = torch.as_tensor(self.std, **kw).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+        return m, s
+
+
+#: The named conventions ``data.normalize`` chooses from.
+NORMALIZATIONS: dict[str, Normalization] = {
+    "imagenet": Normalization(),
+    "caffe_bgr": Normalization(CAFFE_BGR_MEAN, (1.0, 1.0, 1.0), scale=255.0, bgr=True),
+}
+
+
+def _triple(values: Sequence[float], name: str) -> tuple[float, float, float]:
+    """Three per-channel values; ``ValueError`` naming ``name`` otherwise."""
+    if len(values) != 3:
+        raise ValueError(f"{name} must have 3 values (one per channel), got {values!r}")
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def get_normalization(name: str) -> Normalization:
+    """The convention ``name`` of :data:`NORMALIZATIONS`; ``ValueError`` listing them otherwise."""
+    if name not in NORMALIZATIONS:
+        raise ValueError(
+            f"unknown normalisation {name!r}; valid names: {', '.join(NORMALIZATIONS)}"
+        )
+    return NORMALIZATIONS[name]
+
+
 def normalize(
     images: torch.Tensor,
     *,
@@ -64,14 +137,7 @@ def normalize(
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """``(images - mean) / std`` per channel; images ``(N, 3, H, W)`` in [0, 1], same shape out."""
-    _check_batch(images, None)
-    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(
-        1, 3, 1, 1
-    )  # (3,) -> (1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(
-        1, 3, 1, 1
-    )  # (3,) -> (1, 3, 1, 1)
-    return (images - m) / s
+    return Normalization(_triple(mean, "mean"), _triple(std, "std"))(images)
 
 
 def denormalize(
@@ -81,29 +147,40 @@ def denormalize(
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """Inverse of :func:`normalize` (for display)."""
-    _check_batch(images, None)
-    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(
-        1, 3, 1, 1
-    )  # (3,) -> (1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(
-        1, 3, 1, 1
-    )  # (3,) -> (1, 3, 1, 1)
-    return images * s + m
+    return Normalization(_triple(mean, "mean"), _triple(std, "std")).invert(images)
+
+
+def _convention(
+    mean: Sequence[float], std: Sequence[float], normalization: str | None
+) -> Normalization:
+    """A named convention, or the plain ``(x - mean) / std`` of RGB [0, 1] pixels."""
+    if normalization is not None:
+        return get_normalization(normalization)
+    return Normalization(_triple(mean, "mean"), _triple(std, "std"))
 
 
 class EvalTransform:
-    """Normalisation only: ``(images, labels, generator=None) -> (normalised images, labels)``."""
+    """Normalisation only: ``(images, labels, generator=None) -> (normalised images, labels)``.
+
+    ``normalization`` names a convention of :data:`NORMALIZATIONS` (then ``mean`` and ``std``
+    are not used).
+    """
 
     def __init__(
-        self, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+        self,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        normalization: str | None = None,
     ) -> None:
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.normalization = _convention(mean, std, normalization)
+        self.mean, self.std = self.normalization.mean, self.normalization.std
 
     def __call__(
         self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         _check_batch(images, labels)
-        return normalize(images, mean=self.mean, std=self.std), labels
+        return self.normalization(images), labels
 
 
 class TrainAugment:
@@ -115,6 +192,8 @@ class TrainAugment:
         flip: flip each image horizontally with probability 1/2.
         mean, std: normalisation (default ImageNet).
         pad_value: image padding value *after* normalisation (0 = the mean colour).
+        normalization: a convention of :data:`NORMALIZATIONS` by name (``"caffe_bgr"``: the
+            authors' BGR 0-255 input), used instead of ``mean`` and ``std``.
 
     Call: ``(images (N, 3, H, W) float in [0, 1], labels (N, H, W) int64, generator)`` ->
     ``(images (N, 3, h, w) normalised, labels (N, h, w))`` with ``(h, w) = crop_size``, on the
@@ -130,6 +209,7 @@ class TrainAugment:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         pad_value: float = 0.0,
+        normalization: str | None = None,
     ) -> None:
         self.crop_size = _pair(crop_size, "crop_size")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
@@ -138,7 +218,8 @@ class TrainAugment:
             )
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip = flip
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.normalization = _convention(mean, std, normalization)
+        self.mean, self.std = self.normalization.mean, self.normalization.std
         self.pad_value = pad_value
 
     def sample_params(
@@ -179,7 +260,7 @@ class TrainAugment:
                 f"got {len(params)} parameter sets for a batch of {images.shape[0]} images"
             )
         ch, cw = self.crop_size
-        images = normalize(images, mean=self.mean, std=self.std)
+        images = self.normalization(images)
         out_images, out_labels = [], []
         for i, p in enumerate(params):
             sh, sw = p["size"]

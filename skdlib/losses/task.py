@@ -7,7 +7,39 @@ import torch.nn.functional as F
 
 from skdlib.constants import IGNORE_INDEX
 
-__all__ = ["cross_entropy_2d", "segmentation_task_loss"]
+__all__ = ["bilinear_resize", "cross_entropy_2d", "segmentation_task_loss"]
+
+#: Largest input side that :func:`bilinear_resize` resizes with two matrix products; larger maps go
+#: through ``F.interpolate`` (a product costs about ``side / 4`` times the direct kernel's
+#: multiply-adds, which at small sides its faster backward more than pays for).
+MATMUL_RESIZE_MAX_SIDE = 32
+
+
+def _resize_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """``(size_out, size_in)``: 1-d linear interpolation (``align_corners=False``) as a matrix,
+    built by interpolating the identity, so its weights are ``F.interpolate``'s own."""
+    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)[:, None, :]  # (in, 1, in)
+    rows = F.interpolate(eye, size=size_out, mode="linear", align_corners=False)  # (in, 1, out)
+    return rows[:, 0, :].T.contiguous()  # (in, out) -> (out, in)
+
+
+def bilinear_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` of ``(N, C, h, w)``.
+
+    Bilinear resizing is separable: ``A_H @ x @ A_W^T`` with the 1-d interpolation matrices
+    ``A_H (H, h)`` and ``A_W (W, w)``. For small inputs (both sides at most
+    :data:`MATMUL_RESIZE_MAX_SIDE`, as the 1/8 logits of the book's scenes) that is computed as
+    two matrix products, whose backward is several times faster on a CPU than the interpolation
+    kernel's (measured: 0.6 ms against 3.4 ms for ``(8, 8, 8, 16) -> 64 x 128``); the values equal
+    ``F.interpolate``'s up to float rounding (about 1e-7 relative). Larger inputs use
+    ``F.interpolate`` itself. Returns a contiguous ``(N, C, H, W)``.
+    """
+    h, w = x.shape[-2:]
+    if max(h, w) > MATMUL_RESIZE_MAX_SIDE:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    a_h = _resize_matrix(h, size[0], x)  # (H, h)
+    a_w = _resize_matrix(w, size[1], x)  # (W, w)
+    return a_h @ x @ a_w.T  # (H, h) @ (N, C, h, w) @ (w, W) -> (N, C, H, W)
 
 
 def cross_entropy_2d(
@@ -46,8 +78,7 @@ def cross_entropy_2d(
         )
     x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     if x.shape[-2:] != target.shape[-2:]:
-        # (N, K, h, w) -> (N, K, H, W)
-        x = F.interpolate(x, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        x = bilinear_resize(x, (target.shape[-2], target.shape[-1]))  # (N, K, h, w) -> (N, K, H, W)
     total = F.cross_entropy(x, target, ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum().clamp_min(1)
     return total / count

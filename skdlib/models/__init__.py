@@ -4,7 +4,13 @@ Every network's ``forward(image)`` returns :class:`SegmentationOutput`; build th
 :func:`build_model` (see :func:`available_models`).
 """
 
-from skdlib.models.build import available_models, build_model, model_options
+from skdlib.models.build import (
+    VARIANTS,
+    available_models,
+    build_model,
+    model_options,
+    model_variants,
+)
 from skdlib.models.complexity import (
     Complexity,
     Latency,
@@ -12,16 +18,22 @@ from skdlib.models.complexity import (
     count_parameters,
     measure_latency,
 )
+from skdlib.models.deeplab import DeepLabV3
 from skdlib.models.espnet import ESPNet, ESPNetC
 from skdlib.models.export import check_onnx, export_onnx
 from skdlib.models.mobilenetv2 import MobileNetV2Backbone, MobileNetV2Plus
 from skdlib.models.outputs import SegmentationOutput
 from skdlib.models.pretrained import LoadReport, load_pretrained, read_state_dict
 from skdlib.models.psp import PSPNet
+from skdlib.models.released import LAYOUT_VARIANTS, LAYOUTS, load_released
 from skdlib.models.resnet import ResNetBackbone, resnet_backbone
 
 __all__ = [
+    "LAYOUTS",
+    "LAYOUT_VARIANTS",
+    "VARIANTS",
     "Complexity",
+    "DeepLabV3",
     "ESPNet",
     "ESPNetC",
     "Latency",
@@ -38,8 +50,10 @@ __all__ = [
     "count_parameters",
     "export_onnx",
     "load_pretrained",
+    "load_released",
     "measure_latency",
     "model_options",
+    "model_variants",
     "read_state_dict",
     "resnet_backbone",
 ]

@@ -11,27 +11,76 @@ Head widths of the PSP models (the choice behind the parameter counts):
   stages (32, 64, 128, 256), the pyramid reduction (C/4 = 64), the bottleneck (256) and the
   auxiliary head (128);
 * the auxiliary head reads ``layer3`` with 256 channels (times ``width``).
+
+Variants (``variant=``): the networks whose weights others released, built from the library's
+modules (the library's parameter names, which :func:`skdlib.models.load_released` fills from the
+released files' names) and computing what those networks compute:
+
+* ``"default"``: the library's own networks, as above (torchvision's backbone layout; for
+  ``deeplabv3_resnet101``, CIRKD's 512-channel ASPP head on that backbone);
+* ``"authors"`` (``pspnet_resnet101``, ``pspnet_resnet18``): the SKD authors' ``Res_pspnet``: deep
+  stem, ceil-mode max-pool, the first block of ``layer3`` / ``layer4`` dilated 2 / 4, their heads
+  (:data:`skdlib.models.psp.AUTHORS_STYLE`), a bottleneck of ``C/4`` channels (512 for ResNet101,
+  128 for ResNet18) and an auxiliary head of half ``layer3``'s channels (512 / 128);
+* ``"cirkd"`` (``pspnet_resnet101``, ``deeplabv3_resnet101``): CIRKD's networks: deep stem,
+  ``align_corners=True``, a 256-channel PSP bottleneck, a 256-channel auxiliary head; their
+  DeepLabV3 has a 512-channel ASPP head.
+
+``width`` scales every channel count of every variant; the released files fit ``width=1.0`` only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from skdlib.models.deeplab import DeepLabV3
 from skdlib.models.espnet import ESPNet, ESPNetC
 from skdlib.models.mobilenetv2 import MOBILENETV2PLUS_BOTTLENECK, MobileNetV2Plus
-from skdlib.models.psp import PSPNet
+from skdlib.models.psp import AUTHORS_STYLE, CIRKD_STYLE, SKDLIB_STYLE, HeadStyle, PSPNet
 from skdlib.models.resnet import RESNET_DEPTHS, resnet_backbone
 
-__all__ = ["available_models", "build_model", "model_options"]
+__all__ = ["VARIANTS", "available_models", "build_model", "model_options", "model_variants"]
 
 logger = logging.getLogger(__name__)
 
 _PSP_BOTTLENECK = 512  # 3x3 bottleneck width at width 1.0 (PSPNet)
 _AUX_CHANNELS = 256  # auxiliary head width at width 1.0
+_DEEPLAB_CHANNELS = 512  # ASPP and head width at width 1.0 (DeepLabV3, CIRKD)
+#: Every variant name :func:`build_model` knows (each model accepts some: :func:`model_variants`).
+VARIANTS: tuple[str, ...] = ("default", "authors", "cirkd")
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """What a variant changes: the backbone's options, the heads' style and, at width 1.0, the
+    bottleneck (PSP) or head (DeepLabV3) width and the auxiliary head's width."""
+
+    backbone: dict[str, bool]
+    style: HeadStyle
+    head: int
+    aux: int
+
+
+_TORCHVISION: dict[str, bool] = {}
+_AUTHORS_BACKBONE = {"deep_stem": True, "ceil_mode": True, "first_block_dilated": True}
+_CIRKD_BACKBONE = {"deep_stem": True}
+#: (model name, variant) -> its layout; the default variants of the PSP-ResNets are built apart.
+_LAYOUTS: dict[tuple[str, str], _Variant] = {
+    ("pspnet_resnet101", "authors"): _Variant(_AUTHORS_BACKBONE, AUTHORS_STYLE, 512, 512),
+    ("pspnet_resnet18", "authors"): _Variant(_AUTHORS_BACKBONE, AUTHORS_STYLE, 128, 128),
+    ("pspnet_resnet101", "cirkd"): _Variant(_CIRKD_BACKBONE, CIRKD_STYLE, 256, 256),
+    ("deeplabv3_resnet101", "default"): _Variant(
+        _TORCHVISION, SKDLIB_STYLE, _DEEPLAB_CHANNELS, _AUX_CHANNELS
+    ),
+    ("deeplabv3_resnet101", "cirkd"): _Variant(
+        _CIRKD_BACKBONE, CIRKD_STYLE, _DEEPLAB_CHANNELS, _AUX_CHANNELS
+    ),
+}
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -54,18 +103,32 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
+def _scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
 def _pspnet_resnet(depth: int) -> Callable[..., nn.Module]:
+    name = f"pspnet_resnet{depth}"
+
     def build(
-        num_classes: int, *, width: float = 1.0, aux: bool = True, bottleneck: int | None = None
+        num_classes: int,
+        *,
+        variant: str = "default",
+        width: float = 1.0,
+        aux: bool = True,
+        bottleneck: int | None = None,
     ) -> nn.Module:
         width = _width(width)
         aux = _flag("aux", aux)
-        backbone = resnet_backbone(depth, width=width)
+        layout = _LAYOUTS.get(
+            (name, variant), _Variant(_TORCHVISION, SKDLIB_STYLE, _PSP_BOTTLENECK, _AUX_CHANNELS)
+        )
+        backbone = resnet_backbone(depth, width=width, **layout.backbone)
         out = backbone.out_channels
         head_width = (
             _positive_int("bottleneck", bottleneck)
             if bottleneck is not None
-            else max(1, round(_PSP_BOTTLENECK * width))
+            else _scaled(layout.head, width)
         )
         return PSPNet(
             backbone,
@@ -74,11 +137,30 @@ def _pspnet_resnet(depth: int) -> Callable[..., nn.Module]:
             reduction=max(1, out // 4),
             bottleneck=head_width,
             aux_input="layer3" if aux else None,
-            aux_channels=max(1, round(_AUX_CHANNELS * width)),
+            aux_channels=_scaled(layout.aux, width),
+            style=layout.style,
         )
 
     build.__doc__ = f"PSPNet on a dilated ResNet{depth} (options: width, aux, bottleneck)."
     return build
+
+
+def _deeplabv3_resnet101(
+    num_classes: int, *, variant: str = "default", width: float = 1.0, aux: bool = True
+) -> nn.Module:
+    """DeepLabV3 on a dilated ResNet101 (options: width, aux)."""
+    width = _width(width)
+    aux = _flag("aux", aux)
+    layout = _LAYOUTS[("deeplabv3_resnet101", variant)]
+    return DeepLabV3(
+        resnet_backbone(101, width=width, **layout.backbone),
+        num_classes,
+        head_input="layer4",
+        channels=_scaled(layout.head, width),
+        aux_input="layer3" if aux else None,
+        aux_channels=_scaled(layout.aux, width),
+        style=layout.style,
+    )
 
 
 def _mobilenetv2plus(
@@ -96,14 +178,21 @@ def _espnet(num_classes: int, *, p: int = 2, q: int = 8) -> nn.Module:
 
 
 _OPTIONS_RESNET = ("width", "aux", "bottleneck")
-_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
+_DEFAULT_ONLY = ("default",)
+#: name -> (factory, options, variants).
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], tuple[str, ...]]] = {
     **{
-        f"pspnet_resnet{depth}": (_pspnet_resnet(depth), _OPTIONS_RESNET)
+        f"pspnet_resnet{depth}": (
+            _pspnet_resnet(depth),
+            _OPTIONS_RESNET,
+            ("default", *(v for (n, v) in _LAYOUTS if n == f"pspnet_resnet{depth}")),
+        )
         for depth in sorted(RESNET_DEPTHS)
     },
-    "mobilenetv2plus": (_mobilenetv2plus, ("bottleneck",)),
-    "espnet_c": (_espnet_c, ("p", "q")),
-    "espnet": (_espnet, ("p", "q")),
+    "deeplabv3_resnet101": (_deeplabv3_resnet101, ("width", "aux"), ("default", "cirkd")),
+    "mobilenetv2plus": (_mobilenetv2plus, ("bottleneck",), _DEFAULT_ONLY),
+    "espnet_c": (_espnet_c, ("p", "q"), _DEFAULT_ONLY),
+    "espnet": (_espnet, ("p", "q"), _DEFAULT_ONLY),
 }
 
 
@@ -119,17 +208,31 @@ def model_options(name: str) -> tuple[str, ...]:
     return _REGISTRY[name][1]
 
 
-def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
+def model_variants(name: str) -> tuple[str, ...]:
+    """The variants :func:`build_model` builds for ``name`` (``"default"`` first)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available_models())}")
+    return _REGISTRY[name][2]
+
+
+def build_model(
+    name: str, num_classes: int, *, variant: str = "default", **options: Any
+) -> nn.Module:
     """Build a segmentation network by name.
 
     Args:
         name: one of :func:`available_models`: ``pspnet_resnet101`` (the teacher),
             ``pspnet_resnet18`` (student; ``width=0.5`` for ResNet18(0.5)), ``pspnet_resnet34``,
-            ``pspnet_resnet50``, ``mobilenetv2plus``, ``espnet_c``, ``espnet``.
+            ``pspnet_resnet50``, ``deeplabv3_resnet101`` (CIRKD's teacher), ``mobilenetv2plus``,
+            ``espnet_c``, ``espnet``.
         num_classes: number of output classes ``K`` (positive).
+        variant: ``"default"`` (the library's networks), ``"authors"`` or ``"cirkd"`` (the
+            networks of released weights, see the module's docstring and
+            :func:`model_variants`).
         **options: keyword options of that model (see :func:`model_options`):
             PSP-ResNets ``width`` (float in (0, 1], default 1.0), ``aux`` (auxiliary head on
-            layer3, default True), ``bottleneck`` (3x3 head width, default 512 x width);
+            layer3, default True), ``bottleneck`` (3x3 head width, default 512 x width; the
+            variants' own widths otherwise); ``deeplabv3_resnet101`` ``width``, ``aux``;
             ``mobilenetv2plus`` ``bottleneck`` (default 192); ESPNets ``p``, ``q`` (ESP modules at
             1/4 and 1/8, default 2 and 8, the published Cityscapes configuration).
 
@@ -138,10 +241,18 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
         ``output_stride``, ``feature_channels`` and ``num_classes``.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones), bad ``num_classes``, an
-            unknown option (the message lists the valid ones) or an invalid option value.
+        ValueError: unknown name (the message lists the valid ones), a variant the model does
+            not have (likewise), bad ``num_classes``, an unknown option (likewise) or an invalid
+            option value.
     """
     valid = model_options(name)
+    variants = model_variants(name)
+    if variant not in variants:
+        raise ValueError(
+            f"model {name!r} has no variant {variant!r}; its variants: {list(variants)} "
+            f"(released networks: 'authors' for pspnet_resnet101 and pspnet_resnet18, 'cirkd' "
+            f"for pspnet_resnet101 and deeplabv3_resnet101)"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     unknown = sorted(set(options) - set(valid))
@@ -149,7 +260,10 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
         raise ValueError(
             f"unknown option(s) {unknown} for model {name!r}; valid options: {list(valid)}"
         )
-    factory, _ = _REGISTRY[name]
-    model = factory(num_classes, **options)
-    logger.debug("built %s (num_classes=%d, options=%s)", name, num_classes, options)
+    factory = _REGISTRY[name][0]
+    chosen = {} if variant == "default" else {"variant": variant}
+    model = factory(num_classes, **options, **chosen)
+    logger.debug(
+        "built %s (variant=%s, num_classes=%d, options=%s)", name, variant, num_classes, options
+    )
     return model

@@ -46,12 +46,16 @@ _DEFAULT_TIMEOUT_S = 10.0
 
 @dataclass
 class LoadReport:
-    """What :func:`load_pretrained` did; key names are the model's (``prefix`` included)."""
+    """What :func:`load_pretrained` (or :func:`skdlib.models.load_released`) did; key names are
+    the model's (``prefix`` included), but for ``load_released``'s ``unexpected_keys`` and
+    ``ignored``, which are the file's."""
 
     loaded: list[str] = field(default_factory=list)
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     source: str = ""
+    #: keys of the file left out on purpose (a released layout's classifier, e.g. ``fc.*``)
+    ignored: list[str] = field(default_factory=list)
 
 
 def _download(url: str, *, timeout: float) -> Path:
@@ -122,9 +126,18 @@ def load_torch_file(
             f"refusing to load {source}: it is not a plain tensor checkpoint and loading it would "
             f"unpickle arbitrary objects (weights_only=True): {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, OSError, EOFError, KeyError, ValueError, UnicodeDecodeError) as err:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        KeyError,
+        IndexError,
+        ValueError,
+        UnicodeDecodeError,
+    ) as err:
         # torch's first sentence ("PytorchStreamReader failed reading zip archive: ...",
-        # "[Errno 22] Invalid argument"); an EOFError has no message.
+        # "[Errno 22] Invalid argument"); an EOFError has no message; a text file can leave the
+        # legacy unpickler with an IndexError ("pop from empty list").
         reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
         reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
         raise CheckpointError(

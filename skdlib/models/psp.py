@@ -11,11 +11,19 @@ Head layout (per backbone output with ``C`` channels):
 
 Auxiliary head (deep supervision, on ``layer3``): 3x3 conv to ``aux_channels``, BN, ReLU,
 dropout 0.1, 1x1 classifier. It runs in training mode only.
+
+A :class:`HeadStyle` changes what released networks do differently, with the same modules and
+parameter shapes: the authors' (:data:`AUTHORS_STYLE`: leaky ReLU of slope 0.01 after every batch
+norm of the heads, as their InPlace-ABN; upsampling with ``align_corners=True``; the pooled bins
+concatenated before the input map; a bias on the auxiliary head's 3x3 convolution) and CIRKD's
+(:data:`CIRKD_STYLE`: ``align_corners=True``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +31,54 @@ from torch import nn
 
 from skdlib.models.outputs import SegmentationOutput
 
-__all__ = ["AuxHead", "PSPHead", "PSPNet", "PyramidPooling", "check_image", "init_head_weights"]
+__all__ = [
+    "AUTHORS_STYLE",
+    "CIRKD_STYLE",
+    "SKDLIB_STYLE",
+    "AuxHead",
+    "HeadStyle",
+    "PSPHead",
+    "PSPNet",
+    "PyramidPooling",
+    "check_image",
+    "conv_bn_act",
+    "init_head_weights",
+]
 
 PSP_BINS: tuple[int, ...] = (1, 2, 3, 6)
 HEAD_DROPOUT = 0.1
+#: Negative slope of the leaky ReLU in the authors' heads (InPlace-ABN's default activation).
+LEAKY_SLOPE = 0.01
+
+
+@dataclass(frozen=True)
+class HeadStyle:
+    """How a head computes, at equal modules and parameter shapes.
+
+    Attributes:
+        activation: after each batch norm of the heads: ``"relu"`` or ``"leaky_relu"``
+            (slope :data:`LEAKY_SLOPE`).
+        align_corners: of every bilinear upsampling in the network (and of the logits to the
+            label's size in :mod:`skdlib.evaluate`).
+        pooled_first: concatenate the pyramid's pooled bins before the input map (``[bins, x]``)
+            instead of after it (``[x, bins]``).
+        aux_conv_bias: the auxiliary head's 3x3 convolution has a bias.
+    """
+
+    activation: Literal["relu", "leaky_relu"] = "relu"
+    align_corners: bool = False
+    pooled_first: bool = False
+    aux_conv_bias: bool = False
+
+
+#: The library's own heads (the default).
+SKDLIB_STYLE = HeadStyle()
+#: The authors' heads (``networks/pspnet_combine.py``: InPlace-ABN with leaky ReLU 0.01).
+AUTHORS_STYLE = HeadStyle(
+    activation="leaky_relu", align_corners=True, pooled_first=True, aux_conv_bias=True
+)
+#: CIRKD's heads (``models/pspnet.py``, ``models/deeplabv3.py``).
+CIRKD_STYLE = HeadStyle(align_corners=True)
 
 
 def check_image(
@@ -73,11 +125,32 @@ def check_image(
         )
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
+def conv_bn_act(
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int,
+    *,
+    activation: str = "relu",
+    bias: bool = False,
+    dilation: int = 1,
+) -> nn.Sequential:
+    """Convolution (padding keeps the size), batch norm, activation: modules ``0``, ``1``, ``2``."""
+    act: nn.Module = (
+        nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        if activation == "leaky_relu"
+        else nn.ReLU(inplace=True)
+    )
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.Conv2d(
+            in_ch,
+            out_ch,
+            kernel_size,
+            padding=dilation * (kernel_size // 2),
+            dilation=dilation,
+            bias=bias,
+        ),
         nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
+        act,
     )
 
 
@@ -87,26 +160,39 @@ class PyramidPooling(nn.Module):
     Output channels: ``in_channels + len(bins) * reduction``.
     """
 
-    def __init__(self, in_channels: int, reduction: int, *, bins: Sequence[int] = PSP_BINS) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        reduction: int,
+        *,
+        bins: Sequence[int] = PSP_BINS,
+        style: HeadStyle = SKDLIB_STYLE,
+    ) -> None:
         super().__init__()
         if in_channels < 1 or reduction < 1 or not bins or any(b < 1 for b in bins):
             raise ValueError(
                 f"invalid pyramid: in_channels={in_channels}, reduction={reduction}, bins={bins!r}"
             )
         self.bins = tuple(bins)
-        self.stages = nn.ModuleList(_conv_bn_relu(in_channels, reduction, 1) for _ in self.bins)
+        self.style = style
+        self.stages = nn.ModuleList(
+            conv_bn_act(in_channels, reduction, 1, activation=style.activation) for _ in self.bins
+        )
         self.out_channels = in_channels + len(self.bins) * reduction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        branches = [x]
+        branches = []
         for bin_count, stage in zip(self.bins, self.stages, strict=True):
             pooled = F.adaptive_avg_pool2d(x, bin_count)  # (N, C, b, b)
             reduced = stage(pooled)  # (N, reduction, b, b)
             branches.append(  # (N, reduction, h, w)
-                F.interpolate(reduced, size=size, mode="bilinear", align_corners=False)
+                F.interpolate(
+                    reduced, size=size, mode="bilinear", align_corners=self.style.align_corners
+                )
             )
-        return torch.cat(branches, dim=1)  # (N, C + len(bins) * reduction, h, w)
+        ordered = [*branches, x] if self.style.pooled_first else [x, *branches]
+        return torch.cat(ordered, dim=1)  # (N, C + len(bins) * reduction, h, w)
 
 
 class PSPHead(nn.Module):
@@ -120,10 +206,13 @@ class PSPHead(nn.Module):
         reduction: int,
         bottleneck: int,
         dropout: float = HEAD_DROPOUT,
+        style: HeadStyle = SKDLIB_STYLE,
     ) -> None:
         super().__init__()
-        self.pyramid = PyramidPooling(in_channels, reduction)
-        self.bottleneck = _conv_bn_relu(self.pyramid.out_channels, bottleneck, 3)
+        self.pyramid = PyramidPooling(in_channels, reduction, style=style)
+        self.bottleneck = conv_bn_act(
+            self.pyramid.out_channels, bottleneck, 3, activation=style.activation
+        )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(bottleneck, num_classes, kernel_size=1)
         self.out_channels = bottleneck
@@ -138,10 +227,18 @@ class AuxHead(nn.Module):
     """3x3 conv, BN, ReLU, dropout 0.1, 1x1 classifier (deep supervision on ``layer3``)."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, *, channels: int, dropout: float = HEAD_DROPOUT
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        channels: int,
+        dropout: float = HEAD_DROPOUT,
+        style: HeadStyle = SKDLIB_STYLE,
     ) -> None:
         super().__init__()
-        self.block = _conv_bn_relu(in_channels, channels, 3)
+        self.block = conv_bn_act(
+            in_channels, channels, 3, activation=style.activation, bias=style.aux_conv_bias
+        )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
 
@@ -154,7 +251,8 @@ class PSPNet(nn.Module):
 
     The backbone must return a dict of named stages and expose ``channels`` (name -> channels);
     ``head_input`` names the stage the PSP head reads, ``aux_input`` the one the auxiliary head
-    reads (``None``: no auxiliary head).
+    reads (``None``: no auxiliary head); ``style`` how the heads compute (:class:`HeadStyle`),
+    its ``align_corners`` exposed as the network's attribute of that name.
 
     ``forward(image)`` returns :class:`SegmentationOutput` with ``logits`` ``(N, K, ceil(H/8),
     ceil(W/8))``, ``aux_logits`` (training mode only, else ``None``) and ``features``: every
@@ -172,6 +270,7 @@ class PSPNet(nn.Module):
         bottleneck: int,
         aux_input: str | None = None,
         aux_channels: int = 256,
+        style: HeadStyle = SKDLIB_STYLE,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -186,13 +285,18 @@ class PSPNet(nn.Module):
         self.head_input = head_input
         self.aux_input = aux_input
         self.head = PSPHead(
-            channels[head_input], num_classes, reduction=reduction, bottleneck=bottleneck
+            channels[head_input],
+            num_classes,
+            reduction=reduction,
+            bottleneck=bottleneck,
+            style=style,
         )
         self.aux_head = (
-            AuxHead(channels[aux_input], num_classes, channels=aux_channels)
+            AuxHead(channels[aux_input], num_classes, channels=aux_channels, style=style)
             if aux_input is not None
             else None
         )
+        self.align_corners: bool = style.align_corners
         self.num_classes = num_classes
         self.output_stride: int = 8
         self.min_input_size: int = 8

@@ -11,8 +11,15 @@ output stride 8. As in torchvision's ``replace_stride_with_dilation``, the first
 dilated stage uses the previous stage's dilation on its 3x3 convolution and the following blocks
 the new one; the parameter shapes are those of the undilated network.
 
-The authors' code builds its ResNet18 student with a deep stem (three 3x3 convolutions), so
-torchvision's ImageNet weights do not load into it; this backbone keeps the standard stem.
+The authors' code (and CIRKD's, and the MIT CSAIL ImageNet files both start from) builds its
+ResNets with a *deep stem*: three 3x3 convolutions 3 -> 64 -> 64 -> 128 (``conv1``/``bn1``,
+``conv2``/``bn2``, ``conv3``/``bn3``), so ``layer1`` takes 128 channels and torchvision's ImageNet
+weights do not load into it. ``deep_stem=True`` builds that stem (the default keeps torchvision's);
+``ceil_mode=True`` rounds the max-pool's output up (the authors': 65x65 logits for a 513x513 or a
+512x512 input); ``first_block_dilated=True`` gives the first block of ``layer3`` / ``layer4`` the
+stage's own dilation 2 / 4 on every 3x3 convolution (the authors' layout; torchvision's is 1 / 2 on
+the first block's first spatial convolution). The released variants of
+:func:`skdlib.models.build_model` use these options.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ RESNET_DEPTHS: dict[int, tuple[Literal["basic", "bottleneck"], tuple[int, int, i
 
 _STAGE_PLANES = (64, 128, 256, 512)  # planes of layer1..layer4 at width 1.0
 _STEM_CHANNELS = 64  # conv1 output channels at width 1.0
+_DEEP_STEM_CHANNELS = (64, 64, 128)  # conv1, conv2, conv3 of the deep stem at width 1.0
 _DILATED_STAGES = {3: 2, 4: 4}  # stage index -> dilation (output stride 8)
 
 
@@ -116,13 +124,19 @@ class ResNetBackbone(nn.Module):
     """A dilated ResNet without its classifier: stem + ``layer1`` .. ``layer4``, output stride 8.
 
     ``forward`` returns the four stage outputs by name (``"layer1"`` .. ``"layer4"``); spatial
-    sizes are ``ceil(H/4)`` for ``layer1`` and ``ceil(H/8)`` for ``layer2`` .. ``layer4``.
+    sizes are ``ceil(H/4)`` for ``layer1`` and ``ceil(H/8)`` for ``layer2`` .. ``layer4`` (with
+    ``ceil_mode`` the max-pool rounds up: ``H = 256`` gives 65 and 33, ``H = 512`` 129 and 65).
 
     Args:
         block: ``"basic"`` (ResNet18/34) or ``"bottleneck"`` (ResNet50/101).
         layers: blocks per stage.
         width: channel multiplier applied to the stem and every stage (0.5 halves every count:
             the paper's ResNet18(0.5)); torchvision's weights only fit ``width=1.0``.
+        deep_stem: three 3x3 convolutions (64, 64, 128 channels at width 1.0) instead of one
+            7x7 (the authors', CIRKD's and the MIT CSAIL ImageNet files' layout).
+        ceil_mode: round the max-pool's output size up (the authors' code).
+        first_block_dilated: the first block of a dilated stage uses the stage's dilation on
+            every 3x3 convolution (the authors' code) instead of the previous stage's on the first.
     """
 
     def __init__(
@@ -131,6 +145,9 @@ class ResNetBackbone(nn.Module):
         layers: tuple[int, int, int, int],
         *,
         width: float = 1.0,
+        deep_stem: bool = False,
+        ceil_mode: bool = False,
+        first_block_dilated: bool = False,
     ) -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
@@ -142,11 +159,10 @@ class ResNetBackbone(nn.Module):
         block_cls: type[BasicBlock] | type[Bottleneck] = (
             BasicBlock if block == "basic" else Bottleneck
         )
-        stem = max(1, round(_STEM_CHANNELS * width))
-        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
+        self.deep_stem = deep_stem
+        stem = self._make_stem(width) if deep_stem else self._make_plain_stem(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=ceil_mode)
 
         in_ch = stem
         dilation = 1
@@ -167,7 +183,7 @@ class ResNetBackbone(nn.Module):
                 blocks,
                 stride=stride,
                 dilation=dilation,
-                first_dilation=previous_dilation,
+                first_dilation=dilation if first_block_dilated else previous_dilation,
             )
             self.add_module(f"layer{index}", stage)
             channels[f"layer{index}"] = in_ch
@@ -175,6 +191,24 @@ class ResNetBackbone(nn.Module):
         self.out_channels: int = in_ch
         self.output_stride: int = 8
         self._init_weights()
+
+    def _make_plain_stem(self, width: float) -> int:
+        """torchvision's stem: one 7x7 stride-2 convolution; returns its output channels."""
+        stem = max(1, round(_STEM_CHANNELS * width))
+        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        return stem
+
+    def _make_stem(self, width: float) -> int:
+        """The deep stem: 3x3 convolutions ``conv1`` (stride 2), ``conv2``, ``conv3``, each with its
+        batch norm; returns the last one's output channels."""
+        in_ch = 3
+        for index, base in enumerate(_DEEP_STEM_CHANNELS, start=1):
+            out_ch = max(1, round(base * width))
+            self.add_module(f"conv{index}", _conv3x3(in_ch, out_ch, stride=2 if index == 1 else 1))
+            self.add_module(f"bn{index}", nn.BatchNorm2d(out_ch))
+            in_ch = out_ch
+        return in_ch
 
     @staticmethod
     def _make_stage(
@@ -219,7 +253,11 @@ class ResNetBackbone(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, stem, ceil(H/4), ceil(W/4))
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, c1, ceil(H/2), ceil(W/2))
+        if self.deep_stem:
+            x = self.relu(self.bn2(self.conv2(x)))  # (N, c2, ceil(H/2), ceil(W/2))
+            x = self.relu(self.bn3(self.conv3(x)))  # (N, c3, ceil(H/2), ceil(W/2))
+        x = self.maxpool(x)  # (N, stem, ~H/4, ~W/4): floor or ceil rounding (ceil_mode)
         stages: dict[str, torch.Tensor] = {}
         for name in self.channels:
             x = getattr(self, name)(x)
@@ -227,9 +265,24 @@ class ResNetBackbone(nn.Module):
         return stages
 
 
-def resnet_backbone(depth: int, *, width: float = 1.0) -> ResNetBackbone:
-    """The dilated ResNet of the given depth (18, 34, 50 or 101)."""
+def resnet_backbone(
+    depth: int,
+    *,
+    width: float = 1.0,
+    deep_stem: bool = False,
+    ceil_mode: bool = False,
+    first_block_dilated: bool = False,
+) -> ResNetBackbone:
+    """The dilated ResNet of the given depth (18, 34, 50 or 101); the keyword options as in
+    :class:`ResNetBackbone`."""
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
     block, layers = RESNET_DEPTHS[depth]
-    return ResNetBackbone(block, layers, width=width)
+    return ResNetBackbone(
+        block,
+        layers,
+        width=width,
+        deep_stem=deep_stem,
+        ceil_mode=ceil_mode,
+        first_block_dilated=first_block_dilated,
+    )

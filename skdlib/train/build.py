@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skdlib.constants import IGNORE_INDEX
+from skdlib.constants import DECODED_CACHE_BYTES, IGNORE_INDEX
 from skdlib.train.config import (
     ExperimentConfig,
     apply_overrides,
@@ -156,6 +156,7 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
     from skdlib.data import DataError, build_dataset
 
     dataset = build_dataset(cfg.data.name, cfg.data.root, split, **dict(cfg.data.options))
+    _keep_decoded(dataset)
     limit = cfg.data.train_limit
     if limit is None or split != cfg.data.train_split:
         return dataset
@@ -172,7 +173,20 @@ def train_augment(cfg: ExperimentConfig) -> Any:
     :class:`~skdlib.data.transforms.TrainAugment` for the loop and the teacher-output store."""
     from skdlib.data.transforms import TrainAugment
 
-    return TrainAugment(cfg.data.crop_size, scale_range=cfg.data.scale_range, flip=cfg.data.flip)
+    return TrainAugment(
+        cfg.data.crop_size,
+        scale_range=cfg.data.scale_range,
+        flip=cfg.data.flip,
+        normalization=cfg.data.normalize,
+    )
+
+
+def _keep_decoded(dataset: Any) -> None:
+    """Decoded items kept in memory (:data:`skdlib.constants.DECODED_CACHE_BYTES`) where the data
+    set can keep them."""
+    keep = getattr(dataset, "keep_decoded", None)
+    if keep is not None:
+        keep(DECODED_CACHE_BYTES)
 
 
 class WithoutLabels(torch.utils.data.Dataset):
@@ -202,6 +216,7 @@ def build_unlabeled_dataset(cfg: ExperimentConfig) -> Any:
     if not unl.enabled:
         return None
     dataset = build_dataset(unl.name, unl.root, unl.split, **dict(unl.options))
+    _keep_decoded(dataset)
     if unl.name == "images":
         return dataset
     return WithoutLabels(dataset, getattr(dataset, "ignore_index", IGNORE_INDEX))
@@ -272,13 +287,15 @@ def _teacher_hint(path: str) -> str:
 def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     """The fixed teacher (eval mode, no gradients) when a term needs it, else ``None``.
 
-    Loaded strictly from ``model.teacher_checkpoint``; a null checkpoint leaves it randomly
-    initialised (smoke runs), with a warning.
+    Built as ``model.teacher`` of ``model.teacher_variant``, loaded strictly from
+    ``model.teacher_checkpoint``: with :func:`skdlib.models.load_pretrained` (layout ``"skdlib"``)
+    or :func:`skdlib.models.load_released` (``model.teacher_checkpoint_layout``: a released
+    file). A null checkpoint leaves it randomly initialised (smoke runs), with a warning.
 
     Raises:
         FileNotFoundError: the checkpoint is set but missing (the message says which run writes it).
     """
-    from skdlib.models import build_model, load_pretrained
+    from skdlib.models import build_model, load_pretrained, load_released
 
     if not cfg.distill.enabled:
         return None
@@ -287,12 +304,18 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
         raise FileNotFoundError(
             f"model.teacher_checkpoint: teacher weights not found at {path}; {_teacher_hint(path)}"
         )
-    teacher = build_model(cfg.model.teacher, num_classes, **dict(cfg.model.teacher_options))
+    m = cfg.model
+    teacher = build_model(
+        m.teacher, num_classes, variant=m.teacher_variant, **dict(m.teacher_options)
+    )
     if path is None:
         logger.warning("model.teacher_checkpoint is null: the teacher is randomly initialised")
-    else:
+    elif m.teacher_checkpoint_layout == "skdlib":
         load_pretrained(teacher, path, strict=True)
         logger.info("teacher loaded from %s", path)
+    else:
+        load_released(teacher, path, layout=m.teacher_checkpoint_layout)
+        logger.info("teacher loaded from %s (layout %s)", path, m.teacher_checkpoint_layout)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -300,21 +323,35 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
 
 
 def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    """The trained network (``model.student``), its backbone from ``model.student_pretrained``
-    when that is set."""
-    from skdlib.models import build_model, load_pretrained
+    """The trained network (``model.student`` of ``model.student_variant``), its backbone from
+    ``model.student_pretrained`` when that is set (``model.student_pretrained_layout``: the
+    library's names, or ``"csail_imagenet"``, read strictly by
+    :func:`skdlib.models.load_released`)."""
+    from skdlib.models import build_model, load_pretrained, load_released
 
-    student = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
-    if cfg.model.student_pretrained is not None:
+    m = cfg.model
+    student = build_model(
+        m.student, num_classes, variant=m.student_variant, **dict(m.student_options)
+    )
+    if m.student_pretrained is None:
+        return student
+    if m.student_pretrained_layout == "skdlib":
         report = load_pretrained(
             student,
-            cfg.model.student_pretrained,
+            m.student_pretrained,
             prefix="backbone.",
-            source_prefix=cfg.model.student_pretrained_prefix,
+            source_prefix=m.student_pretrained_prefix,
         )
-        logger.info(
-            "student backbone initialised from %s: %s", cfg.model.student_pretrained, report
-        )
+    else:
+        report = load_released(student, m.student_pretrained, layout=m.student_pretrained_layout)
+    logger.info(
+        "student backbone initialised from %s: %d tensor(s), %d missing, %d unexpected, %d ignored",
+        m.student_pretrained,
+        len(report.loaded),
+        len(report.missing_keys),
+        len(report.unexpected_keys),
+        len(report.ignored),
+    )
     return student
 
 
@@ -430,7 +467,12 @@ def load_run_network(
         raise FileNotFoundError(
             f"run_dir: no checkpoints/final.pt in {folder.root} (has the run finished?)"
         )
-    model = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
+    model = build_model(
+        cfg.model.student,
+        num_classes,
+        variant=cfg.model.student_variant,
+        **dict(cfg.model.student_options),
+    )
     load_pretrained(model, folder.final, strict=True)
     return model.to(device).eval()
 

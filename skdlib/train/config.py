@@ -76,12 +76,21 @@ ModelName = Literal[
     "pspnet_resnet50",
     "pspnet_resnet34",
     "pspnet_resnet18",
+    "deeplabv3_resnet101",
     "mobilenetv2plus",
     "espnet_c",
     "espnet",
 ]
 #: Architectures ``skdlib.models.build_model`` is expected to know (checked early, before building).
 KNOWN_MODELS: tuple[str, ...] = get_args(ModelName)
+#: ``build_model`` variants (``skdlib.models.VARIANTS``).
+VariantName = Literal["default", "authors", "cirkd"]
+#: How a weights file spells its tensors: ``"skdlib"`` (the library's own names) or a released
+#: layout of ``skdlib.models.load_released`` (``skdlib.models.LAYOUTS``).
+TeacherLayout = Literal["skdlib", "skd_authors", "cirkd"]
+StudentLayout = Literal["skdlib", "csail_imagenet"]
+#: Input conventions (``skdlib.data.transforms.NORMALIZATIONS``).
+NormalizeName = Literal["imagenet", "caffe_bgr"]
 
 #: Largest crop side accepted (pixels): Cityscapes frames are 1024x2048, the largest data set used.
 MAX_CROP_SIZE = 4096
@@ -119,12 +128,22 @@ class FrozenDict(Mapping[str, Any]):
         return f"FrozenDict({self._items!r})"
 
 
-def _doc(default: Any, doc: str) -> Any:
-    """A dataclass field with a default and its description in ``metadata['doc']``."""
+#: ``metadata`` key of a field left out of :func:`config_hash` while it holds its default.
+_HASHED_AT_DEFAULT = "hashed_at_default"
+
+
+def _doc(default: Any, doc: str, *, hashed_at_default: bool = True) -> Any:
+    """A dataclass field with a default and its description in ``metadata['doc']``.
+
+    ``hashed_at_default=False``: a field added after runs were kept in the repository with a
+    default that changes nothing; at its default it is left out of :func:`config_hash`, so the
+    hashes of the runs written before it (and the golden hash) stay what they were.
+    """
+    metadata = {"doc": doc, _HASHED_AT_DEFAULT: hashed_at_default}
     if isinstance(default, dict):
         frozen = FrozenDict(default)
-        return field(default_factory=lambda: frozen, metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=lambda: frozen, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,6 +354,34 @@ class ModelConfig(_Section):
         "'backbone.' for a whole network of the same kind (e.g. a pretraining run's final.pt)",
     )
     num_classes: int | None = _doc(None, "number of classes; null = taken from the data set")
+    student_variant: VariantName = _doc(
+        "default",
+        "build_model variant of the student: 'default' (the library's networks), 'authors' "
+        "(the SKD authors' PSPNets: deep stem, ceil-mode pool, leaky-ReLU heads) or 'cirkd'",
+        hashed_at_default=False,
+    )
+    teacher_variant: VariantName = _doc(
+        "default",
+        "build_model variant of the teacher ('authors' for the authors' released teacher, "
+        "'cirkd' for CIRKD's); a teacher and a student of the authors' variant share their "
+        "logit grid (ceil-mode pool)",
+        hashed_at_default=False,
+    )
+    teacher_checkpoint_layout: TeacherLayout = _doc(
+        "skdlib",
+        "how teacher_checkpoint spells its tensors: 'skdlib' (a run's final.pt) or a released "
+        "file read by skdlib.models.load_released: 'skd_authors' (the authors' "
+        "CS_scenes_38413_0.7832174615268139.pth), 'cirkd' (CIRKD's "
+        "deeplabv3_resnet101_citys_best_model.pth)",
+        hashed_at_default=False,
+    )
+    student_pretrained_layout: StudentLayout = _doc(
+        "skdlib",
+        "how student_pretrained spells its tensors: 'skdlib' (a backbone with torchvision's "
+        "names, or a whole network with student_pretrained_prefix) or 'csail_imagenet' (the "
+        "deep-stem ImageNet ResNet the authors' student starts from, resnet18-imagenet.pth)",
+        hashed_at_default=False,
+    )
 
     def _validate(self) -> None:
         super()._validate()
@@ -343,6 +390,33 @@ class ModelConfig(_Section):
         for name in ("teacher_checkpoint", "student_pretrained"):
             if getattr(self, name) == "":
                 self._fail(name, "must be a file path or null, not empty")
+        self._check_variants()
+
+    def _check_variants(self) -> None:
+        """Each network has its variant, and each released layout fits its network's variant."""
+        from skdlib.models import LAYOUT_VARIANTS, available_models, model_variants
+
+        for role in ("student", "teacher"):
+            name, variant = getattr(self, role), getattr(self, f"{role}_variant")
+            if name in available_models() and variant not in model_variants(name):
+                self._fail(
+                    f"{role}_variant", f"{name} has the variants {list(model_variants(name))}"
+                )
+        for key, role in (
+            ("teacher_checkpoint_layout", "teacher"),
+            ("student_pretrained_layout", "student"),
+        ):
+            layout, variant = getattr(self, key), getattr(self, f"{role}_variant")
+            if layout != "skdlib" and variant not in LAYOUT_VARIANTS[layout]:
+                raise ValueError(
+                    f"model.{key}: {layout!r} files fit the variant(s) "
+                    f"{list(LAYOUT_VARIANTS[layout])} (model.{role}_variant), got "
+                    f"model.{role}_variant={variant!r}"
+                )
+        if self.student_pretrained_layout != "skdlib" and self.student_pretrained_prefix:
+            self._fail(
+                "student_pretrained_prefix", "is read with student_pretrained_layout 'skdlib' only"
+            )
 
 
 @dataclass(frozen=True)
@@ -410,6 +484,13 @@ class DataConfig(_Section):
         None, "loader worker processes; null = chosen from the CPU count"
     )
     options: dict[str, Any] = _doc({}, "extra keyword options for build_dataset")
+    normalize: NormalizeName = _doc(
+        "imagenet",
+        "input normalisation: 'imagenet' (RGB in [0, 1], ImageNet mean and std) or 'caffe_bgr' "
+        "(the authors': BGR 0-255 minus (104.01, 116.67, 122.68), no std; their released "
+        "networks expect it)",
+        hashed_at_default=False,
+    )
     train_limit: int | None = _doc(
         None,
         "train on the first N samples of train_split only (a labelled subset); null = all of them",
@@ -728,11 +809,31 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 def config_hash(config: ExperimentConfig) -> str:
     """Stable 16-hex-digit hash of the canonical dict (independent of key order and of YAML
-    layout)."""
+    layout); fields declared ``hashed_at_default=False`` are left out while at their default."""
+    if not isinstance(config, ExperimentConfig):
+        raise ValueError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
     canonical = json.dumps(
-        config_to_dict(config), sort_keys=True, separators=(",", ":"), allow_nan=False
+        _hashed_dict(config), sort_keys=True, separators=(",", ":"), allow_nan=False
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _hashed_dict(section: Any) -> dict[str, Any]:
+    """:func:`config_to_dict`'s form without the fields that are at a default not hashed."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _hashed_dict(value)
+        elif f.metadata.get(_HASHED_AT_DEFAULT, True) or value != _default_of(f):
+            out[f.name] = _thaw(value)
+    return out
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -662,6 +662,7 @@ def _evaluate(state: _State) -> dict[str, Any]:
         stride_rate=cfg.eval.stride_rate,
         rank=state.info.rank,
         world_size=state.info.world_size,
+        normalization=cfg.data.normalize,
     )
 
 
