@@ -87,8 +87,8 @@ DATA_ROOT ?=
 EXPERIMENT_OPTIONS ?=
 EXPERIMENT_SETS := $(if $(DATA),--set data.name=$(DATA)) $(if $(DATA_ROOT),--set data.root=$(DATA_ROOT))
 
-# The profile's teacher trained again from scratch (the quick profile keeps it in teachers/quick,
-# committed: make book reuses it while its configuration matches).
+# Every teacher of the profile (and its pretraining run) trained again from scratch (the quick
+# profile keeps them in kept/quick, committed: make book reuses each while its configuration matches).
 teacher: $(STAMP)
 	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --teacher-only --force --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)
 

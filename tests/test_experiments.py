@@ -118,20 +118,24 @@ def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> N
     ran = [name for name, (groups, _) in TABLE.items() if set(groups) & PROFILE_GROUPS[profile]]
     students = [s for s in runs if s.experiment is not None]
     assert [s.key for s in students] == [f"{name}/seed{seed}" for name in ran for seed in seeds]
-    teacher = runs[0]
-    # The runs the students need come first: the teacher, and a pretraining run when the
-    # profile has one.
-    pre = plan.profile(profile).pretrain
-    assert [s.key for s in runs[: len(runs) - len(students)]] == ["teacher"] + (
-        ["pretrain"] if pre is not None else []
+    # The runs the students need come first: the teachers (each in the folder of its name, or
+    # its kept one), and a pretraining run when the profile has one.
+    prof = plan.profile(profile)
+    assert [s.key for s in runs[: len(runs) - len(students)]] == [*prof.teachers] + (
+        ["pretrain"] if prof.pretrain is not None else []
     )
-    kept = plan.profile(profile).teacher_dir
-    assert teacher.key == "teacher"
-    assert teacher.run_dir == (REPO / kept if kept else tmp_path / profile / "teacher")
-    assert not teacher.config.distill.enabled and teacher.config.model.teacher is None
-    checkpoint = str(teacher.run_dir / "checkpoints" / "final.pt")
+    teachers = {s.key: s for s in runs if s.is_teacher}
+    for name, entry in prof.teachers.items():
+        spec = teachers[name]
+        assert spec.run_dir == (REPO / entry.dir if entry.dir else tmp_path / profile / name)
+        assert not spec.config.distill.enabled and spec.config.model.teacher is None
+    experiments = {e.name: e for e in plan.experiments}
     for spec in students:
         cfg = spec.config
+        # Each student learns from the teacher its experiment names (else the default).
+        assert spec.teacher == prof.teacher_of(experiments[spec.experiment].teacher).name
+        teacher = teachers[spec.teacher]
+        checkpoint = str(teacher.run_dir / "checkpoints" / "final.pt")
         assert spec.key == f"{spec.experiment}/seed{spec.seed}"
         assert spec.run_dir == tmp_path / profile / spec.experiment / f"seed{spec.seed}"
         assert cfg.model.teacher_checkpoint == checkpoint
@@ -266,7 +270,7 @@ def _write_plan(tmp_path: Path, mutate) -> Path:
     data = yaml.safe_load(PLAN.read_text())
     mutate(data)
     path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # the first teacher is the default
     return path
 
 
@@ -291,7 +295,32 @@ def _write_plan(tmp_path: Path, mutate) -> Path:
         ),
         (
             lambda d: d["experiments"][1].update(name="teacher"),
-            r"'teacher' is the teacher run's folder",
+            r"profiles.quick.teachers: \['teacher'\] also name experiments",
+        ),
+        (
+            lambda d: d["experiments"][1].update(name="pretrain"),
+            r"'pretrain' is a folder of the profile's and cannot name a run",
+        ),
+        (
+            lambda d: d["experiments"][19].update(teacher="teacher_unlabelled"),
+            r"experiments\[19\].teacher: unknown teacher 'teacher_unlabelled' for profile "
+            r"'quick'; its teachers: teacher, teacher_unlabeled",
+        ),
+        (
+            lambda d: d["profiles"]["quick"].update(teacher_config="configs/teacher_quick.yaml"),
+            r"profiles.quick: \['teacher_config'\] are replaced by teachers:",
+        ),
+        (
+            lambda d: d["profiles"]["quick"]["teachers"].update(other="teachr"),
+            r"profiles.quick.teachers.other: 'teachr' names no teacher run of the profile",
+        ),
+        (
+            lambda d: d["profiles"]["smoke"].update(teachers={"teacher": {"dir": "kept/x"}}),
+            r"profiles.smoke.teachers.teacher: missing key\(s\) \['config'\]",
+        ),
+        (
+            lambda d: d["profiles"]["smoke"].update(teachers={}),
+            r"profiles.smoke.teachers: expected a mapping of teacher names",
         ),
         (
             lambda d: d["experiments"][2].update(overrides=["distill.holistic"]),
@@ -433,6 +462,29 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     }
 
 
+def test_a_failed_teacher_fails_only_its_students(tmp_path: Path, monkeypatch) -> None:
+    calls: list[str] = []
+
+    def fake(notebook, payload, cwd):
+        key = Path(payload["run_dir"]).relative_to(tmp_path / "smoke").as_posix()
+        calls.append(key)
+        if key == "teacher_unlabeled":
+            return {"status": "failed", "error": "RuntimeError: boom", "elapsed_s": 1.0}
+        return {"status": "finished", "error": None, "elapsed_s": 1.0}
+
+    monkeypatch.setattr(executors, "execute_notebook_run", fake)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
+    args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi_unl1x", "--jobs", "1"]
+    assert ex.main([*args, "--fresh-kernels"]) == 1
+    assert calls == ["teacher", "teacher_unlabeled", "pretrain", "baseline/seed0"]
+    index = json.loads((tmp_path / "smoke" / "index.json").read_text())
+    runs = {e["name"]: e["runs"][0] for e in index["experiments"]}
+    assert runs["baseline"]["status"] == "finished"
+    assert runs["pi_unl1x"]["error"] == "the teacher_unlabeled run failed"
+    assert index["teachers"]["teacher_unlabeled"]["status"] == "failed"
+
+
 def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monkeypatch) -> None:
     calls: list[dict] = []
 
@@ -494,7 +546,12 @@ def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
-    sets = [f"data.root={root / 'data'}"]
+    # Two scenes (4 with flips): the 6 images a 3-iteration student draws make its teacher's
+    # outputs worth a store (the pipeline builds none for fewer draws than it would hold).
+    sets = [
+        f"data.root={root / 'data'}",
+        "data.options={height: 128, width: 128, num_train: 2, num_val: 4}",
+    ]
     # Two student runs at a time (worker processes), as `make book` runs them on two cores.
     result = ex.run_pipeline(
         "smoke",
@@ -540,6 +597,8 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
         "+PI+PA+HO",
     )
     assert entry["config"] == "configs/smoke.yaml"
+    assert (entry["teacher"], entry["teacher_dir"]) == ("teacher", "teacher")
+    assert list(index["teachers"]) == ["teacher"]  # the one the selected experiments learn from
     (run,) = entry["runs"]
     assert (run["seed"], run["run_dir"], run["status"]) == (0, "pi_pa_ho/seed0", "finished")
     specs = {
@@ -564,10 +623,16 @@ def test_smoke_pipeline_writes_runs_index_and_notebooks(smoke) -> None:
     assert (
         load_checkpoint(root / "baseline" / "seed0" / "checkpoints" / "last.pt")["critic"] is None
     )
-    # The student was distilled from the teacher run's weights.
+    # The student was distilled from the teacher run's weights, whose outputs it read from the
+    # store the pipeline built after the teacher (a parameter of its notebook, not its config).
     assert specs["pi_pa_ho/seed0"].config.model.teacher_checkpoint == str(
         root / "teacher" / "checkpoints" / "final.pt"
     )
+    stores = json.loads((root / "pi_pa_ho" / "seed0" / "env.json").read_text())["teacher_stores"]
+    assert list(stores) == ["augment"]
+    assert Path(stores["augment"]).parent == root / "teacher_outputs"
+    injected = _injected_parameters(root / "pi_pa_ho" / "seed0" / "notebook.ipynb")
+    assert f'TEACHER_STORE = "{root / "teacher_outputs"}"' in injected
 
 
 @pytest.mark.slow
@@ -647,20 +712,20 @@ def test_interrupted_run_is_resumed(smoke) -> None:
     assert torch.load(folder / "checkpoints" / "final.pt", weights_only=True)
 
 
-def _copy_project(root: Path, teacher_dir: str | None) -> Path:
+def _copy_project(root: Path, teacher_dirs: dict[str, str] | None) -> Path:
     """A project folder with the repository's configs and a plan whose smoke profile keeps its
-    teacher in ``teacher_dir`` (None: the plan as it is)."""
+    teachers in ``teacher_dirs`` (by name; None: the plan as it is)."""
     import shutil
 
     shutil.copytree(REPO / "configs", root / "configs")
     plan = yaml.safe_load(PLAN.read_text())
-    if teacher_dir is not None:
-        plan["profiles"]["smoke"]["teacher_dir"] = teacher_dir
+    for name, folder in (teacher_dirs or {}).items():
+        plan["profiles"]["smoke"]["teachers"][name]["dir"] = folder
     (root / "configs" / "experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     return root
 
 
-def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, monkeypatch):
+def test_teachers_kept_in_the_repository_are_reused_in_any_checkout(tmp_path, monkeypatch):
     trained: list[str] = []
 
     def fake(notebook, payload, cwd):
@@ -675,31 +740,47 @@ def test_a_teacher_kept_in_the_repository_is_reused_in_any_checkout(tmp_path, mo
 
     monkeypatch.setattr(executors, "execute_notebook_run", fake)
     monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
-    first = _copy_project(tmp_path / "a", "teachers/smoke")
+    dirs = {"teacher": "teachers/smoke", "teacher_unlabeled": "teachers/smoke_unlabeled"}
+    first = _copy_project(tmp_path / "a", dirs)
+    # Two experiments learning from the profile's two teachers.
     args = ["run", "--profile", "smoke", "--notebook", str(NOTEBOOK), "--only", "baseline"]
-    args += ["--jobs", "1", "--fresh-kernels"]
+    args += ["pi_unl1x", "--jobs", "1", "--fresh-kernels"]
     assert ex.main([*args, "--root", str(first)]) == 0
-    kept = first / "teachers" / "smoke"
-    summary = json.loads((kept / "summary.json").read_text())
-    assert trained == ["smoke", "pretrain", "seed0"] and summary["portable_config_hash"]
+    assert trained == ["smoke", "smoke_unlabeled", "pretrain", "seed0", "seed0"]
     index = json.loads((first / "runs" / "smoke" / "index.json").read_text())
-    assert (first / "runs" / "smoke" / index["teacher"]["run_dir"]).resolve() == kept.resolve()
-    spec = ex.build_runs(ex.load_plan(first / "configs" / "experiments.yaml"), "smoke",
-                         project_root=first)[0]  # fmt: skip
-    assert spec.run_dir == kept.resolve() and summary["config_hash"] == spec.hash
+    specs = ex.build_runs(ex.load_plan(first / "configs" / "experiments.yaml"), "smoke",
+                          project_root=first, only=["baseline", "pi_unl1x"])  # fmt: skip
+    for spec, name in zip(specs[:2], dirs, strict=True):
+        kept = first / dirs[name]
+        summary = json.loads((kept / "summary.json").read_text())
+        assert spec.key == name and spec.run_dir == kept.resolve()
+        assert summary["portable_config_hash"] and summary["config_hash"] == spec.hash
+        entry = index["teachers"][name]
+        assert (first / "runs" / "smoke" / entry["run_dir"]).resolve() == kept.resolve()
+    assert index["teacher"] == index["teachers"]["teacher"]  # the default one
+    experiments = {e["name"]: e for e in index["experiments"]}
+    assert experiments["baseline"]["teacher_dir"] == "../../teachers/smoke"
+    assert experiments["pi_unl1x"]["teacher"] == "teacher_unlabeled"
+    assert experiments["pi_unl1x"]["teacher_dir"] == "../../teachers/smoke_unlabeled"
 
-    # Another checkout (other absolute paths), the kept folder copied with it: reused.
+    # Another checkout (other absolute paths), the kept folders copied with it: reused.
     import shutil
 
-    second = _copy_project(tmp_path / "b", "teachers/smoke")
-    shutil.copytree(kept, second / "teachers" / "smoke")
+    second = _copy_project(tmp_path / "b", dirs)
+    for folder in dirs.values():
+        shutil.copytree(first / folder, second / folder)
     trained.clear()
     assert ex.main([*args, "--root", str(second)]) == 0
-    assert trained == ["pretrain", "seed0"]  # the kept teacher is not trained again
-    # A teacher configuration that differs: trained again; --teacher-only stops after it.
+    assert trained == ["pretrain", "seed0", "seed0"]  # the kept teachers are not trained again
+    # A teacher configuration that differs: trained again; --teacher-only trains every teacher
+    # (the pretraining run, which --set does not reach, is reused) and stops.
     trained.clear()
     assert ex.main([*args, "--root", str(second), "--teacher-only", "--set", "train.lr=0.02"]) == 0
-    assert trained == ["smoke"]
+    assert trained == ["smoke", "smoke_unlabeled"]
+    trained.clear()
+    only_baseline = [*args[: args.index("pi_unl1x")], *args[args.index("pi_unl1x") + 1 :]]
+    assert ex.main([*only_baseline, "--root", str(second), "--teacher-only"]) == 0
+    assert trained == ["smoke", "smoke_unlabeled"]  # every teacher, whatever --only names
 
 
 @pytest.mark.slow
@@ -718,11 +799,29 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
             notebook=NOTEBOOK,
             runs_root=root / "runs",
             only=only,
-            sets=[f"data.root={root / 'data'}"],
+            # 3 scenes: a student's 6 draws make a store of their 6 (scene, flip) pairs.
+            sets=[
+                f"data.root={root / 'data'}",
+                "data.options={height: 128, width: 128, num_train: 3, num_val: 4}",
+            ],
         )
         assert result["failed"] == []
         trees.append(root / "runs" / "smoke")
-    keys = ["teacher", "pretrain", *(f"{name}/seed0" for name in only)]
+    # Two teachers: pi_unl1x learns from the smoke profile's second one.
+    index = json.loads((trees[0] / "index.json").read_text())
+    assert list(index["teachers"]) == ["teacher", "teacher_unlabeled"]
+    assert {e["name"]: e["teacher_dir"] for e in index["experiments"]} == {
+        "baseline": "teacher",
+        "pi_pa_ho": "teacher",
+        "pi_unl1x": "teacher_unlabeled",
+    }
+    # Each teacher's store of the labelled scenes is read; the pool's (8 scenes) is not built:
+    # the one run that draws from it (3 iterations x 2 images) meets fewer images than it holds.
+    for name in ("pi_pa_ho", "pi_unl1x"):
+        env = json.loads((trees[0] / name / "seed0" / "env.json").read_text())
+        assert list(env["teacher_stores"]) == ["augment"], name
+    assert len(list((trees[0] / "teacher_outputs").glob("*/manifest.json"))) == 2
+    keys = ["teacher", "teacher_unlabeled", "pretrain", *(f"{name}/seed0" for name in only)]
     for key in keys:
         a, b = (json.loads((tree / key / "summary.json").read_text()) for tree in trees)
         for field in ("miou", "pixel_acc", "class_iou"):
@@ -731,6 +830,20 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), key
     env = json.loads((trees[0] / "baseline" / "seed0" / "env.json").read_text())
     assert env["threads"] == ex.load_plan(PLAN).profile("smoke").threads
+
+
+def test_status_shows_every_teacher(tmp_path: Path, capsys) -> None:
+    args = ["status", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    assert ex.main([*args, "--only", "pi"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "teacher",
+        "teacher_unlabeled",
+        "pretrain",
+        "pi/seed0",
+    ]
+    assert "no selected experiment learns from it" in lines[1]
+    assert "learns from" not in lines[0]
 
 
 def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -> None:

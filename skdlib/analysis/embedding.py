@@ -231,8 +231,9 @@ def load_fig3_models(
 ) -> Fig3Models:
     """Teacher, students ``{"w/o HO": ..., "w/ HO": ...}`` and the critic of the ``with_ho`` run.
 
-    * teacher: the architecture of the teacher run's config (its ``model.student``, the network it
-      trained) loaded strictly from ``<teacher run>/checkpoints/final.pt``;
+    * teacher: the teacher run the ``with_ho`` experiment learns from (its ``teacher_dir``), the
+      architecture of its config (its ``model.student``, the network it trained) loaded strictly
+      from ``<teacher run>/checkpoints/final.pt``;
     * students: each run's ``model.student`` with its ``student_options``, loaded strictly from
       ``checkpoints/final.pt``;
     * critic: :class:`~skdlib.models.discriminator.Discriminator` with the ``with_ho`` run's
@@ -243,14 +244,15 @@ def load_fig3_models(
         ValueError: an experiment or seed not in the index, a run without a critic, a teacher entry
             missing.
     """
-    from skdlib.analysis.runs import load_run_config, load_summary
+    from skdlib.analysis.runs import load_run_config, load_summary, teacher_entry
     from skdlib.train.build import load_run_critic, load_run_network
 
     profile_dir = Path(profile_dir)
-    teacher_entry = index.get("teacher") or {}
-    if "run_dir" not in teacher_entry:
+    # The teacher the students learn from (an index without teacher_dir: the default one).
+    entry = teacher_entry(index, with_ho) or teacher_entry(index)
+    if "run_dir" not in entry:
         raise ValueError("index: no teacher run_dir: Fig. 3 needs the teacher's run folder")
-    teacher_dir = profile_dir / teacher_entry["run_dir"]
+    teacher_dir = profile_dir / entry["run_dir"]
     ho_dir = _run_dir(profile_dir, index, with_ho, seed)
     plain_dir = _run_dir(profile_dir, index, without_ho, seed)
     ho_cfg = load_run_config(ho_dir)

@@ -3,8 +3,8 @@ test.
 
 Layout (the pipeline's contract)::
 
-    runs/<profile>/index.json              # profile, data, num_classes, teacher, experiments[...]
-    runs/<profile>/teacher/                # the teacher's run folder
+    runs/<profile>/index.json              # profile, data, num_classes, teachers, experiments[...]
+    runs/<profile>/<teacher name>/         # each teacher's run folder ("teacher": the default)
     runs/<profile>/<experiment>/seed<k>/   # one run folder per experiment and seed
 
 Every ``run_dir`` in the index is relative to the profile folder. A run counts as **finished** only
@@ -71,6 +71,7 @@ __all__ = [
     "plateau_of_groups",
     "run_status",
     "teacher_curve",
+    "teacher_entry",
     "teacher_summary",
     "val_curves",
     "welch_t",
@@ -313,10 +314,25 @@ def experiment_table(
     return table
 
 
-def teacher_summary(index: Mapping[str, Any], *, profile_dir: PathLike) -> dict[str, Any] | None:
-    """The teacher run's summary (with ``status`` and ``run_dir`` added), or ``None`` without a
-    teacher entry."""
-    entry = index.get("teacher")
+def teacher_entry(index: Mapping[str, Any], experiment: str | None = None) -> dict[str, Any]:
+    """The index entry (``run_dir``, ``status``, ...) of the profile's default teacher, or with
+    ``experiment`` of the teacher run that experiment learns from (its ``teacher_dir``); ``{}``
+    when the index has none."""
+    if experiment is None:
+        return dict(index.get("teacher") or {})
+    exp = next((e for e in index.get("experiments", []) if e.get("name") == experiment), None)
+    if exp is None or "teacher_dir" not in exp:
+        return {}
+    entry = (index.get("teachers") or {}).get(exp.get("teacher")) or {}
+    return {**entry, "run_dir": exp["teacher_dir"]}
+
+
+def teacher_summary(
+    index: Mapping[str, Any], *, profile_dir: PathLike, experiment: str | None = None
+) -> dict[str, Any] | None:
+    """The teacher run's summary (with ``status`` and ``run_dir`` added): the default teacher's,
+    or with ``experiment`` the one that experiment learns from; ``None`` without one."""
+    entry = teacher_entry(index, experiment)
     if not entry or "run_dir" not in entry:
         return None
     folder = Path(profile_dir) / entry["run_dir"]
@@ -357,10 +373,12 @@ def val_curves(
     )
 
 
-def teacher_curve(index: Mapping[str, Any], *, profile_dir: PathLike) -> pd.DataFrame:
-    """The teacher run's validation records: columns ``iter, miou, pixel_acc`` (empty without a
-    teacher entry or records)."""
-    entry = index.get("teacher") or {}
+def teacher_curve(
+    index: Mapping[str, Any], *, profile_dir: PathLike, experiment: str | None = None
+) -> pd.DataFrame:
+    """The teacher run's validation records (the default teacher's, or with ``experiment`` the
+    one it learns from): columns ``iter, miou, pixel_acc`` (empty without one or records)."""
+    entry = teacher_entry(index, experiment)
     rows = []
     if "run_dir" in entry:
         for record in load_metrics(Path(profile_dir) / entry["run_dir"]):

@@ -215,7 +215,7 @@ def unlabeled_setup(
         ),
         (
             "teacher",
-            f"{network(m.teacher, m.teacher_options)} (the profile's teacher run, "
+            f"{network(m.teacher, m.teacher_options)} (the teacher run these students learn from, "
             f"val mIoU {points(teacher_miou)} %)",
         ),
         ("labelled images", f"{labelled} training images of {cfg.data.name}"),

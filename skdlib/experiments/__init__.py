@@ -21,12 +21,12 @@ from skdlib.experiments.cli import main
 from skdlib.experiments.pipeline import EXECUTORS, run_pipeline
 from skdlib.experiments.plan import (
     DEFAULT_PLAN,
-    TEACHER_DIR,
     Experiment,
     Plan,
     PlanError,
     Profile,
     SlurmOptions,
+    Teacher,
     load_plan,
 )
 from skdlib.experiments.runs import RunSpec, build_runs, run_action
@@ -34,13 +34,13 @@ from skdlib.experiments.runs import RunSpec, build_runs, run_action
 __all__ = [
     "DEFAULT_PLAN",
     "EXECUTORS",
-    "TEACHER_DIR",
     "Experiment",
     "Plan",
     "PlanError",
     "Profile",
     "RunSpec",
     "SlurmOptions",
+    "Teacher",
     "build_runs",
     "load_plan",
     "main",

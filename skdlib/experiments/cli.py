@@ -28,7 +28,10 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--runs-root", default="runs", help="runs go to <runs-root>/<profile>/ (default: runs)"
     )
     p.add_argument(
-        "--only", nargs="+", metavar="NAME", help="only these experiments (the teacher always)"
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="only these experiments (and the teachers they learn from)",
     )
     p.add_argument(
         "--set",
@@ -64,7 +67,16 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--teacher-only",
         action="store_true",
-        help="train (or reuse) the profile's teacher and stop (make teacher: with --force)",
+        help="train (or reuse) every teacher of the profile and its pretraining run, and stop "
+        "(make teacher: with --force)",
+    )
+    p.add_argument(
+        "--no-teacher-store",
+        dest="teacher_store",
+        action="store_false",
+        help="build no teacher-output store: each student run computes its teacher's outputs "
+        "(the same values; by default a fixed teacher's outputs are computed once per data set "
+        "into <runs-root>/<profile>/teacher_outputs and read by every run)",
     )
     p.add_argument(
         "--executor",
@@ -170,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train every missing run of a profile")
     _common(run)
     _run_options(run)
-    status = sub.add_parser("status", help="what `run` would do")
+    status = sub.add_parser("status", help="what `run` would do, and every teacher of the profile")
     _common(status)
     return parser
 
@@ -184,9 +196,14 @@ def _status(args: argparse.Namespace) -> int:
         project_root=args.root,
         sets=args.sets,
         only=args.only,
+        all_teachers=True,
     )
+    prof = plan.profile(args.profile)
+    used = {prof.teacher_of(e.teacher).name for e in plan.select(args.only, prof)}
     for spec in specs:
         action, why = run_action(spec)
+        if spec.is_teacher and spec.key not in used:
+            why += "; no selected experiment learns from it (run --teacher-only trains it)"
         sys.stdout.write(f"{spec.key:32s} {action:8s} {why}\n")
     return 0
 
@@ -218,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         poll_s=args.poll_s,
         teacher_only=args.teacher_only,
         fresh_kernels=args.fresh_kernels,
+        teacher_store=args.teacher_store,
     )
     if result["failed"]:
         logger.error("failed runs (see their run folders): %s", ", ".join(result["failed"]))

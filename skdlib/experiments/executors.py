@@ -20,7 +20,8 @@ path), ``overrides`` (list), ``resume``, ``force`` (the pipeline's plan), ``forc
 (``--force``), ``config_hash`` (the hash a finished run must hold; for a run kept in the
 repository, ``kept_in`` names the project root and the hash is the portable one), ``threads``
 (torch threads per process), ``nproc`` (processes), ``devices`` (``CUDA_VISIBLE_DEVICES`` or
-None), ``progress``.
+None), ``progress``, ``teacher_store`` (the folder of teacher-output stores a student reads, or
+None).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ def _inprocess_run(payload: Payload) -> Result:
             force=bool(payload["force"]),
             progress=bool(payload.get("progress", False)),
             threads=threads,
+            teacher_store=payload.get("teacher_store"),
         )
     except Exception as exc:  # the run failed: recorded, the pipeline goes on
         logger.error("run %s failed:\n%s", run_dir, traceback.format_exc())

@@ -1,9 +1,11 @@
 """``<runs_root>/<profile>/index.json``: the profile's runs and their status, for the readers.
 
-Layout: ``profile``, ``data`` (name, root), ``num_classes``, ``teacher`` (config, overrides,
-run_dir, config_hash, status), ``experiments`` (name, groups, label, description, config,
-overrides, runs: seed, run_dir, config_hash, status, error, elapsed_s). Every ``run_dir`` is
-relative to the profile folder. Paths inside the project are written relative to it.
+Layout: ``profile``, ``data`` (name, root), ``num_classes``, ``teachers`` (by name: config,
+overrides, run_dir, config_hash, status), ``teacher`` (the default teacher's entry, as in
+``teachers``), ``pretrain``, ``experiments`` (name, groups, label, description, teacher (its
+name), teacher_dir, config, overrides, runs: seed, run_dir, config_hash, status, error,
+elapsed_s). Every ``run_dir`` and ``teacher_dir`` is relative to the profile folder. Paths
+inside the project are written relative to it.
 
 Several pipelines may write one index (runs trees shared between processes, see
 :mod:`skdlib.experiments.pipeline`): each write reads the index and merges into it under a lock
@@ -11,7 +13,8 @@ Several pipelines may write one index (runs trees shared between processes, see
 entries. A run's status is, in order: ``finished`` when its folder holds a finished summary of
 its config hash (the truth, whoever trained it); the writer's own state of the run (what this
 process executed, or ``pending`` for a run it is to execute); the previous index's entry of the
-same config hash. Experiments the writer does not run (``--only``) keep their previous entries.
+same config hash. Experiments and teachers the writer does not run (``--only``) keep their
+previous entries.
 So concurrent writers converge: the last index lists every run another process finished.
 """
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from skdlib.experiments.locks import FileLock
-from skdlib.experiments.plan import PRETRAIN_DIR, Plan, Profile
+from skdlib.experiments.plan import PRETRAIN_DIR, Experiment, Plan, Profile
 from skdlib.experiments.runs import RunSpec
 from skdlib.train.runfolder import RunFolder, atomic_write_json
 
@@ -75,8 +78,9 @@ def _previous_runs(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """The previous index's run entries by ``run_dir`` (the teacher's and the pretraining
     run's too)."""
     runs: dict[str, Mapping[str, Any]] = {}
-    for key in ("teacher", "pretrain"):
-        entry = previous.get(key)
+    teachers = previous.get("teachers")
+    entries = list(teachers.values()) if isinstance(teachers, dict) else []
+    for entry in [previous.get("teacher"), previous.get("pretrain"), *entries]:
         if isinstance(entry, dict) and isinstance(entry.get("run_dir"), str):
             runs[entry["run_dir"]] = entry
     for exp in previous.get("experiments", []):
@@ -126,6 +130,34 @@ def write_index(
         atomic_write_json(path, index)
 
 
+def _teacher_entries(
+    profile: Profile,
+    runs: Sequence[RunSpec],
+    states: Mapping[str, Mapping[str, Any]],
+    previous: Mapping[str, Any],
+    project_root: Path,
+    profile_dir: Path,
+) -> dict[str, Any]:
+    """Every teacher of the profile this writer runs, else its previous entry, by name."""
+    old_runs = _previous_runs(previous)
+    old = previous.get("teachers") if isinstance(previous.get("teachers"), dict) else {}
+    specs = {spec.key: spec for spec in runs if spec.is_teacher}
+    entries: dict[str, Any] = {}
+    for name, teacher in profile.teachers.items():
+        spec = specs.get(name)
+        if spec is None:
+            if isinstance(old.get(name), dict):
+                entries[name] = old[name]
+            continue
+        old_entry = old_runs.get(_entry_dir(spec, profile_dir))
+        entries[name] = {
+            "config": _display(spec.config_path, project_root),
+            "overrides": [*profile.overrides, *teacher.overrides],
+            **_run_entry(spec, states.get(spec.key), old_entry, profile_dir),
+        }
+    return entries
+
+
 def _build_index(
     plan: Plan,
     profile: Profile,
@@ -137,25 +169,18 @@ def _build_index(
     profile_dir: Path,
 ) -> dict[str, Any]:
     old_runs = _previous_runs(previous)
-    teacher = runs[0]
-    cfg = teacher.config
+    cfg = runs[0].config
+    teachers = _teacher_entries(profile, runs, states, previous, project_root, profile_dir)
     index: dict[str, Any] = {
         "profile": profile.name,
         "data": {"name": cfg.data.name, "root": _display(Path(cfg.data.root), project_root)},
         "num_classes": num_classes if num_classes is not None else previous.get("num_classes"),
-        "teacher": {
-            "config": _display(teacher.config_path, project_root),
-            "overrides": list(profile.overrides),
-            **_run_entry(
-                teacher,
-                states.get(teacher.key),
-                old_runs.get(_entry_dir(teacher, profile_dir)),
-                profile_dir,
-            ),
-        },
-        "experiments": [],
     }
-    for spec in runs[1:]:
+    if profile.default_teacher in teachers:
+        index["teacher"] = teachers[profile.default_teacher]
+    index["teachers"] = teachers
+    index["experiments"] = []
+    for spec in runs:
         if spec.key == PRETRAIN_DIR:  # the run the students' backbones start from
             old_entry = old_runs.get(_entry_dir(spec, profile_dir))
             index["pretrain"] = {
@@ -164,30 +189,41 @@ def _build_index(
             }
     old = {e.get("name"): e for e in previous.get("experiments", []) if isinstance(e, dict)}
     by_experiment: dict[str, list[RunSpec]] = {}
-    for spec in runs[1:]:
+    for spec in runs:
         if spec.experiment is not None:
             by_experiment.setdefault(spec.experiment, []).append(spec)
+    teacher_runs = {spec.key: spec for spec in runs if spec.is_teacher}
     for exp in plan.experiments:
         if exp.name in by_experiment:
             specs = by_experiment[exp.name]
-            entries = [
+            entry = _experiment_entry(plan, profile, exp, specs, project_root)
+            entry["teacher_dir"] = _entry_dir(teacher_runs[specs[0].teacher], profile_dir)
+            entry["runs"] = [
                 {
                     "seed": s.seed,
                     **_run_entry(s, states.get(s.key), old_runs.get(s.key), profile_dir),
                 }
                 for s in specs
             ]
-            index["experiments"].append(
-                {
-                    "name": exp.name,
-                    "groups": list(exp.groups),
-                    "label": exp.label,
-                    "description": exp.description,
-                    "config": _display(specs[0].config_path, project_root),
-                    "overrides": list(plan.overrides(exp, profile)),
-                    "runs": entries,
-                }
-            )
+            index["experiments"].append(entry)
         elif exp.name in old:
             index["experiments"].append(old[exp.name])
     return index
+
+
+def _experiment_entry(
+    plan: Plan, profile: Profile, exp: Experiment, specs: Sequence[RunSpec], project_root: Path
+) -> dict[str, Any]:
+    """What an experiment is and the teacher it learns from (its ``teacher_dir`` and ``runs``
+    follow)."""
+    return {
+        "name": exp.name,
+        "groups": list(exp.groups),
+        "label": exp.label,
+        "description": exp.description,
+        "teacher": specs[0].teacher,
+        "teacher_dir": None,
+        "config": _display(specs[0].config_path, project_root),
+        "overrides": list(plan.overrides(exp, profile)),
+        "runs": [],
+    }

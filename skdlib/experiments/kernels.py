@@ -43,6 +43,7 @@ def notebook_parameters(payload: Mapping[str, Any]) -> dict[str, Any]:
         "PROGRESS": bool(payload.get("progress", False)),
         "THREADS": int(payload.get("threads", 1)),
         "NPROC": int(payload.get("nproc", 1)),
+        "TEACHER_STORE": str(payload.get("teacher_store") or ""),
     }
 
 

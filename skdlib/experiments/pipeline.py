@@ -6,7 +6,10 @@ training chapter):
 1. reads and validates the plan and builds the configuration of every run, so a typo fails in
    seconds, before the teacher trains;
 2. generates the embedded data sets the runs read (labelled sets, unlabeled pools) when missing;
-3. runs the teacher, then every student run (``jobs`` at a time) through an executor
+3. runs the teachers the selected experiments learn from and the pretraining run, then builds
+   the teacher-output stores the students read (:mod:`skdlib.experiments.stores`: each fixed
+   teacher's outputs for every scene and flip of a data set, computed once, not once per run),
+   then every student run (``jobs`` at a time) through an executor
    (:mod:`skdlib.experiments.executors`: papermill or in-process on this machine, one run per
    free GPU group with ``gpus``; :mod:`skdlib.experiments.slurm`: one SLURM job per run), each
    run in ``nproc_per_run`` processes (torch's elastic launcher);
@@ -22,8 +25,9 @@ tree: a run is trained by the process holding its lock (:mod:`skdlib.experiments
 decides again under the lock; a pipeline skips a run another live process holds, does the
 others, then comes back to it (reused when the other finished it, taken over when the other
 died); the students wait for a teacher another process is training (they need its final.pt);
-``index.json`` is merged under a lock (:mod:`skdlib.experiments.index`). So each run trains
-once, and every pipeline ends with the whole profile done.
+a teacher-output store is checked and built under its own lock; ``index.json`` is merged under
+a lock (:mod:`skdlib.experiments.index`). So each run trains once, and every pipeline ends with
+the whole profile done.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from skdlib.experiments.locks import holder_of, run_lock, wait_until_free
 from skdlib.experiments.plan import (
     DEFAULT_PLAN,
     PRETRAIN_DIR,
+    STORE_DIR,
     Plan,
     PlanError,
     Profile,
@@ -57,6 +62,7 @@ from skdlib.experiments.runs import (
     resolve,
     run_action,
 )
+from skdlib.experiments.stores import ensure_stores
 from skdlib.train.config import ExperimentConfig
 from skdlib.train.runfolder import RunFolder
 
@@ -111,8 +117,8 @@ def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]
                     "embedded data set: ensuring %s %s", root, options or "(default options)"
                 )
                 ensure_embedded(root, **options)
-    # The students' label set (the pretraining run's is its own source task's), else the teacher's.
-    for spec in runs[::-1]:  # students last in the list, the teacher first
+    # The students' label set (the pretraining run's is its own source task's), else a teacher's.
+    for spec in runs[::-1]:  # students last in the list, the teachers first
         table = Path(spec.config.data.root) / "classes.json"
         if spec.key != PRETRAIN_DIR and spec.config.data.name == "embedded" and table.is_file():
             return len(json.loads(table.read_text())["names"])
@@ -282,7 +288,14 @@ def _slurm_options(base: SlurmOptions, given: Mapping[str, Any]) -> SlurmOptions
 
 
 def _payload(
-    spec: RunSpec, action: str, threads: int, res: _Resources, *, forced: bool, progress: bool
+    spec: RunSpec,
+    action: str,
+    threads: int,
+    res: _Resources,
+    *,
+    forced: bool,
+    progress: bool,
+    store: Path | None,
 ) -> dict[str, Any]:
     return {
         "run_dir": str(spec.run_dir),
@@ -297,6 +310,7 @@ def _payload(
         "nproc": res.nproc,
         "devices": None,
         "progress": progress,
+        "teacher_store": str(store) if store is not None and spec.experiment else None,
     }
 
 
@@ -349,6 +363,7 @@ def run_pipeline(
     runner: Any = None,
     teacher_only: bool = False,
     fresh_kernels: bool = False,
+    teacher_store: bool = True,
 ) -> dict[str, Any]:
     """Run every run of ``profile`` and return ``{"index", "failed", "actions"}``.
 
@@ -361,9 +376,12 @@ def run_pipeline(
     ``nproc_per_run`` of them; ``slurm`` replaces fields of the profile's :class:`SlurmOptions`;
     ``jobs`` caps the SLURM jobs in flight (default: none). ``poll_s``: seconds between two
     looks at runs other processes hold and at SLURM jobs. ``runner``: an executor object to use
-    instead of building one (tests). ``teacher_only``: train (or reuse) the teacher and stop.
-    ``fresh_kernels``: each local notebook run in a kernel of its own (papermill) instead of the
-    executor's warm kernels (:mod:`skdlib.experiments.kernels`).
+    instead of building one (tests). ``teacher_only``: train (or reuse) every teacher of the
+    profile and the pretraining run, and stop. ``fresh_kernels``: each local notebook run in a
+    kernel of its own (papermill) instead of the executor's warm kernels
+    (:mod:`skdlib.experiments.kernels`). ``teacher_store``: build the teacher-output stores and
+    let the students read them (local executors; off: each run computes its teacher's outputs,
+    the same values).
 
     Raises:
         PlanError: a bad plan, profile, experiment name, override or count (before any run).
@@ -380,8 +398,9 @@ def run_pipeline(
         data_base=resolve(data_base, root) if data_base is not None else root,
         sets=sets,
         only=only,
+        all_teachers=teacher_only,
     )
-    if teacher_only:  # the teacher and the other runs the students need
+    if teacher_only:  # every teacher and the other runs the students need
         runs = [spec for spec in runs if spec.experiment is None]
     res = _resources(
         prof,
@@ -399,14 +418,33 @@ def run_pipeline(
     todo = [spec for spec in runs if actions[spec.key][0] != "reuse"]
     track = _start_progress(plan, prof, runs, actions, todo, root, runs_root, num_classes, res)
     use = None if notebook is None or executor == "inprocess" else resolve(notebook, root)
+    store = _store_root(runs_root, root, prof, executor, enabled=teacher_store)
 
     def payload(spec: RunSpec, threads: int) -> dict[str, Any]:
-        return _payload(spec, actions[spec.key][0], threads, res, forced=force, progress=progress)
+        action = actions[spec.key][0]
+        return _payload(spec, action, threads, res, forced=force, progress=progress, store=store)
+
+    def prepare(students: Sequence[RunSpec]) -> None:
+        if store is not None and students:
+            ensure_stores(students, store, threads=res.threads)
 
     made = runner or _make_runner(executor, use, root, res, poll_s, fresh_kernels=fresh_kernels)
     with made as active:
-        _execute(active, list(todo), actions, track, payload, res, poll_s)
+        _execute(active, list(todo), actions, track, payload, res, poll_s, prepare)
     return _summary(profile, runs, todo, actions, track)
+
+
+def _store_root(
+    runs_root: str | os.PathLike[str], root: Path, prof: Profile, executor: str, *, enabled: bool
+) -> Path | None:
+    """The profile's folder of teacher-output stores, or None: off, or SLURM jobs (they run on
+    other machines, whose device and threads the pipeline's machine cannot stand in for)."""
+    if not enabled:
+        return None
+    if executor == "slurm":
+        logger.info("teacher-output stores: not built for SLURM jobs (each run computes its own)")
+        return None
+    return resolve(runs_root, root) / prof.name / STORE_DIR
 
 
 def _check_executor(executor: str, notebook: str | os.PathLike[str] | None) -> None:
@@ -444,10 +482,10 @@ def _log_start(
     where = f"{res.jobs} job(s)" if executor != "slurm" else "SLURM jobs"
     if res.gpus is not None:
         where += f" on GPUs {','.join(res.gpus)}"
-    prerequisites = [spec.key for spec in runs if spec.experiment is None]  # teacher, pretrain
+    prerequisites = [spec.key for spec in runs if spec.experiment is None]  # teachers, pretrain
     logger.info(
         "profile %s: %d runs (%s + %d student runs), plan %s, %s x %d thread(s) x %d "
-        "process(es), teacher %d thread(s), executor %s",
+        "process(es), teachers %d thread(s), executor %s",
         profile,
         len(runs),
         " + ".join(prerequisites),
@@ -503,19 +541,42 @@ def _execute(
     payload: Payloads,
     res: _Resources,
     poll_s: float,
+    prepare: Callable[[Sequence[RunSpec]], None] = lambda students: None,
 ) -> None:
-    """The runs the students need alone first (the teacher, a pretraining run: the students
-    read their final.pt), then the students."""
+    """The runs the students need alone first (the teachers, a pretraining run: the students
+    read their final.pt), then ``prepare(students)`` (the teacher-output stores), then the
+    students; a student whose teacher or pretraining run failed is recorded failed."""
+    failed: list[str] = []
+
+    def blocked(spec: RunSpec) -> list[str]:
+        return [key for key in failed if key in (spec.teacher, PRETRAIN_DIR)]
+
     while todo and todo[0].experiment is None:
         needed = todo.pop(0)
+        waiting = [s for s in todo if s.experiment is not None]
+        if (
+            failed
+            and waiting
+            and all(blocked(s) or needed.key not in (s.teacher, PRETRAIN_DIR) for s in waiting)
+        ):
+            # Not run: every student to train that needs it needs a failed run too.
+            error = {"status": "failed", "error": f"the {failed[0]} run failed"}
+            track.finished(needed, {**error, "elapsed_s": 0.0})
+            continue
         _run_teacher(runner, needed, actions, track, payload(needed, res.teacher_threads), poll_s)
         if track.states[needed.key]["status"] == "failed":
-            logger.error("the %s run failed: the student runs need its final.pt", needed.key)
-            for spec in todo:
-                error = {"status": "failed", "error": f"the {needed.key} run failed"}
-                track.finished(spec, {**error, "elapsed_s": 0.0})
-            return
-    _run_students(runner, todo, actions, track, lambda s: payload(s, res.threads), poll_s)
+            logger.error("the %s run failed: its student runs need its final.pt", needed.key)
+            failed.append(needed.key)
+    students = []
+    for spec in todo:
+        missing = blocked(spec)
+        if missing:
+            error = {"status": "failed", "error": f"the {missing[0]} run failed"}
+            track.finished(spec, {**error, "elapsed_s": 0.0})
+        else:
+            students.append(spec)
+    prepare(students)
+    _run_students(runner, students, actions, track, lambda s: payload(s, res.threads), poll_s)
 
 
 def _run_teacher(
@@ -537,8 +598,8 @@ def _run_teacher(
                 return
             track.busy(teacher.key, result["holder"])
             holder = result["holder"]
-        logger.info("teacher: being trained by %s; the students wait for its final.pt", holder)
-        wait_until_free(run_lock(teacher.run_dir), poll_s=poll_s, what="the teacher run")
+        logger.info("%s: trained by %s; its students wait for its final.pt", teacher.key, holder)
+        wait_until_free(run_lock(teacher.run_dir), poll_s=poll_s, what=f"the {teacher.key} run")
         action, why = run_action(teacher)
         if action == "reuse":
             track.reused(teacher, f"trained by another process: {why}")

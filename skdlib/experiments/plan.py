@@ -1,8 +1,9 @@
 """The experiment plan (``configs/experiments.yaml``): profiles, named settings, experiments.
 
-A profile names the students' base preset, the teacher's preset, the seeds, overrides shared by
-every run, and how its runs use the machine: ``jobs`` student runs at a time, each with
-``threads`` torch threads, the teacher alone with ``teacher_threads``; ``nproc_per_run``
+A profile names the students' base preset, its teachers (``teachers``: a name for each, the
+first the default; each experiment may name the one it learns from), the seeds, overrides shared
+by every run, and how its runs use the machine: ``jobs`` student runs at a time, each with
+``threads`` torch threads, the teachers alone with ``teacher_threads``; ``nproc_per_run``
 processes per run (torch's elastic launcher, one per GPU); and what a SLURM job of a run asks for
 (``slurm``: :class:`SlurmOptions`). Thread counts come from the profile (never from the
 machine's load or core count), so the same commit on the same machine gives the same numbers.
@@ -22,27 +23,31 @@ import yaml
 __all__ = [
     "DEFAULT_PLAN",
     "PRETRAIN_DIR",
-    "TEACHER_DIR",
+    "STORE_DIR",
     "Experiment",
     "Plan",
     "PlanError",
     "Pretraining",
     "Profile",
     "SlurmOptions",
+    "Teacher",
     "load_plan",
 ]
 
 #: The plan ``make book`` runs, relative to the project's root (the current directory).
 DEFAULT_PLAN = Path("configs") / "experiments.yaml"
-#: The folder of the teacher run inside ``<runs-root>/<profile>/``.
-TEACHER_DIR = "teacher"
-#: The folder of the students' pretraining run (profiles with ``pretrain``).
+#: The folder of the students' pretraining run (profiles with ``pretrain``), inside
+#: ``<runs-root>/<profile>/``; each teacher's is its name.
 PRETRAIN_DIR = "pretrain"
+#: The folder of the profile's teacher-output stores (:mod:`skdlib.experiments.stores`).
+STORE_DIR = "teacher_outputs"
+#: Keys that replaced the one-teacher profile keys, for the error message of an older plan.
+_OLD_TEACHER_KEYS = {"teacher_config", "teacher_dir"}
 
 _PROFILE_KEYS = {
     "description",
     "config",
-    "teacher_config",
+    "teachers",
     "seeds",
     "overrides",
     "settings",
@@ -51,11 +56,10 @@ _PROFILE_KEYS = {
     "threads",
     "teacher_threads",
     "nproc_per_run",
-    "teacher_dir",
     "pretrain",
     "slurm",
 }
-_EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
+_EXPERIMENT_KEYS = {"name", "groups", "label", "description", "teacher", "settings", "overrides"}
 _PLAN_KEYS = {"profiles", "settings", "experiments"}
 
 
@@ -106,13 +110,34 @@ _PRETRAIN_KEYS = {"config", "dir", "overrides"}
 
 
 @dataclass(frozen=True)
+class Teacher:
+    """One teacher of a profile (``teachers.<name>``): a run trained before the students that
+    learn from it, into ``<runs_root>/<profile>/<name>`` (or its kept ``dir``). The profile's
+    overrides and the command line's ``--set`` apply to it, then its own ``overrides``."""
+
+    #: The teacher's name: its run folder under the profile's, what an experiment names.
+    name: str
+    #: The preset of the teacher run.
+    config: str
+    #: A folder kept in the repository (relative to the project root), reused while its
+    #: configuration matches; None: ``<runs_root>/<profile>/<name>``.
+    dir: str | None = None
+    #: Overrides of this teacher, after the profile's.
+    overrides: tuple[str, ...] = ()
+
+
+_TEACHER_KEYS = {"config", "dir", "overrides"}
+
+
+@dataclass(frozen=True)
 class Profile:
-    """One profile: the students' base preset, the teacher's preset, seeds and shared overrides."""
+    """One profile: the students' base preset, the teachers, seeds and shared overrides."""
 
     name: str
     description: str
     config: str
-    teacher_config: str
+    #: The teachers trained for this profile, by name, the default first.
+    teachers: Mapping[str, Teacher]
     seeds: tuple[int, ...]
     overrides: tuple[str, ...]
     #: The profile's own values of named settings (replacing the plan's list of the same name).
@@ -123,17 +148,34 @@ class Profile:
     jobs: int = 1
     #: Torch threads of each student run.
     threads: int = 1
-    #: Torch threads of the teacher run (it trains alone, before the students).
+    #: Torch threads of a teacher run (each trains alone, before the students).
     teacher_threads: int = 1
     #: Processes of each run (torch's elastic launcher; one per GPU); 1: one process.
     nproc_per_run: int = 1
     #: What each run's SLURM job asks for (``--executor slurm``).
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
-    #: A teacher run folder kept in the repository (relative to the project root), reused while
-    #: its configuration matches; ``None``: ``<runs_root>/<profile>/teacher``.
-    teacher_dir: str | None = None
     #: The run the students' backbones start from; None: the students' preset decides.
     pretrain: Pretraining | None = None
+    #: Other names of teachers (``teachers.<alias>: <name>``): an experiment naming the alias
+    #: learns from that teacher's run (one run, one folder).
+    teacher_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def default_teacher(self) -> str:
+        """The name of the teacher of experiments that name none: the first of ``teachers``."""
+        return next(iter(self.teachers))
+
+    def teacher_of(self, name: str | None) -> Teacher:
+        """The teacher ``name`` (an alias resolved; None: the default); :class:`PlanError`
+        lists the valid names otherwise."""
+        name = self.default_teacher if name is None else self.teacher_aliases.get(name, name)
+        if name not in self.teachers:
+            known = [*self.teachers, *self.teacher_aliases]
+            raise PlanError(
+                f"teacher: unknown teacher {name!r} for profile {self.name!r}; its teachers: "
+                f"{', '.join(known)}"
+            )
+        return self.teachers[name]
 
 
 @dataclass(frozen=True)
@@ -148,6 +190,8 @@ class Experiment:
     #: names of setting lists, expanded per profile (:meth:`Plan.overrides`)
     settings: tuple[str, ...]
     overrides: tuple[str, ...]  #: its own overrides, applied after the settings
+    #: the name of the profile's teacher it learns from; None: the profile's default teacher
+    teacher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,10 +279,8 @@ def _name(where: str, value: Any) -> str:
         raise PlanError(
             f"{where}: expected a folder-safe name (letters, digits, '_', '-'), got {value!r}"
         )
-    if value in (TEACHER_DIR, PRETRAIN_DIR):
-        raise PlanError(
-            f"{where}: {value!r} is the {value} run's folder and cannot name an experiment"
-        )
+    if value in (PRETRAIN_DIR, STORE_DIR):
+        raise PlanError(f"{where}: {value!r} is a folder of the profile's and cannot name a run")
     return value
 
 
@@ -283,9 +325,50 @@ def _load_pretrain(where: str, raw: Any) -> Pretraining | None:
     return Pretraining(config=raw["config"], dir=raw.get("dir"), overrides=overrides)
 
 
+def _load_teachers(where: str, raw: Any) -> tuple[dict[str, Teacher], dict[str, str]]:
+    """``teachers``: ``{name: {config, dir, overrides}}`` (the first the default), or
+    ``{alias: name}`` for another name of a teacher; the teachers and the aliases."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise PlanError(
+            f"{where}: expected a mapping of teacher names to {{config, dir, overrides}}, the "
+            f"first the default, got {raw!r}"
+        )
+    teachers: dict[str, Teacher] = {}
+    aliases: dict[str, str] = {}
+    for key, entry in raw.items():
+        name = _name(f"{where}", str(key))
+        if isinstance(entry, str):
+            aliases[name] = entry
+            continue
+        _check_keys(f"{where}.{name}", entry, _TEACHER_KEYS, {"config"})
+        for field_name in ("config", "dir"):
+            value = entry.get(field_name)
+            if (field_name == "config" or value is not None) and (
+                not isinstance(value, str) or not value
+            ):
+                raise PlanError(f"{where}.{name}.{field_name}: expected a path, got {value!r}")
+        overrides = _override_list(f"{where}.{name}.overrides", entry.get("overrides"))
+        teachers[name] = Teacher(name, entry["config"], entry.get("dir"), overrides)
+    if next(iter(raw)) in aliases:
+        raise PlanError(f"{where}: the first teacher is the default and must be a teacher run")
+    for alias, target in aliases.items():
+        if target not in teachers:
+            raise PlanError(
+                f"{where}.{alias}: {target!r} names no teacher run of the profile; its teacher "
+                f"runs: {', '.join(teachers)}"
+            )
+    return teachers, aliases
+
+
 def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) -> Profile:
     where = f"profiles.{name}"
-    _check_keys(where, raw, _PROFILE_KEYS, {"config", "teacher_config", "seeds"})
+    old = sorted(_OLD_TEACHER_KEYS & set(raw) if isinstance(raw, Mapping) else ())
+    if old:
+        raise PlanError(
+            f"{where}: {old} are replaced by teachers: {{teacher: {{config: <preset>, dir: "
+            "<kept run folder>}} (a name for each teacher, the first the default)"
+        )
+    _check_keys(where, raw, _PROFILE_KEYS, {"config", "teachers", "seeds"})
     seeds = raw["seeds"]
     if (
         not isinstance(seeds, list)
@@ -296,9 +379,9 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         raise PlanError(
             f"{where}.seeds: expected a non-empty list of distinct ints >= 0, got {seeds!r}"
         )
-    for key in ("config", "teacher_config"):
-        if not isinstance(raw[key], str) or not raw[key]:
-            raise PlanError(f"{where}.{key}: expected a preset path, got {raw[key]!r}")
+    if not isinstance(raw["config"], str) or not raw["config"]:
+        raise PlanError(f"{where}.config: expected a preset path, got {raw['config']!r}")
+    teachers, aliases = _load_teachers(f"{where}.teachers", raw["teachers"])
     own = raw.get("settings") or {}
     if not isinstance(own, Mapping):
         raise PlanError(
@@ -310,14 +393,11 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
             f"{where}.settings: {unknown} name no setting of the plan; known: {sorted(settings)}"
         )
     threads = _positive_int(f"{where}.threads", raw.get("threads", 1))
-    teacher_dir = raw.get("teacher_dir")
-    if teacher_dir is not None and (not isinstance(teacher_dir, str) or not teacher_dir):
-        raise PlanError(f"{where}.teacher_dir: expected a folder path, got {teacher_dir!r}")
     return Profile(
         name=_name("profiles", name),
         description=str(raw.get("description", "")),
         config=raw["config"],
-        teacher_config=raw["teacher_config"],
+        teachers=teachers,
         seeds=tuple(seeds),
         overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
         settings={str(k): _override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
@@ -329,8 +409,8 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         ),
         nproc_per_run=_positive_int(f"{where}.nproc_per_run", raw.get("nproc_per_run", 1)),
         slurm=_load_slurm(f"{where}.slurm", raw.get("slurm")),
-        teacher_dir=teacher_dir,
         pretrain=_load_pretrain(f"{where}.pretrain", raw.get("pretrain")),
+        teacher_aliases=aliases,
     )
 
 
@@ -352,6 +432,7 @@ def _load_experiment(
             raise PlanError(
                 f"{where}.settings: unknown setting {setting!r}; known: {sorted(settings)}"
             )
+    teacher = raw.get("teacher")
     return Experiment(
         name=name,
         groups=groups,
@@ -359,7 +440,28 @@ def _load_experiment(
         description=str(raw.get("description", "")),
         settings=names,
         overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+        teacher=None if teacher is None else _name(f"{where}.teacher", teacher),
     )
+
+
+def _check_teachers(profiles: Mapping[str, Profile], experiments: Sequence[Experiment]) -> None:
+    """Every experiment a profile runs names one of its teachers, and no teacher's folder is an
+    experiment's."""
+    names = {e.name for e in experiments}
+    for prof in profiles.values():
+        clash = sorted(names & {*prof.teachers, *prof.teacher_aliases})
+        if clash:
+            raise PlanError(
+                f"profiles.{prof.name}.teachers: {clash} also name experiments (a teacher's "
+                "run folder is its name)"
+            )
+        for i, exp in enumerate(experiments):
+            ran = not prof.groups or set(exp.groups) & set(prof.groups)
+            if ran and exp.teacher is not None:
+                try:
+                    prof.teacher_of(exp.teacher)
+                except PlanError as error:
+                    raise PlanError(f"experiments[{i}].{error}") from None
 
 
 def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
@@ -391,4 +493,5 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         empty = [g for g in prof.groups if not any(g in e.groups for e in experiments)]
         if empty:
             raise PlanError(f"profiles.{prof.name}.groups: no experiment is in group(s) {empty}")
+    _check_teachers(profiles, experiments)
     return Plan(profiles=profiles, experiments=tuple(experiments), source=source, settings=settings)

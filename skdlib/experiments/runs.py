@@ -4,8 +4,9 @@ Paths: preset paths in the plan and ``runs_root`` are relative to the project ro
 ``make`` runs in); the relative file paths inside each configuration (data roots, pretrained
 weights) are pinned to ``data_base`` (default: the project root) with
 :func:`skdlib.train.build.load_config_pinned`, so a run does not depend on the directory it
-runs in. Layout under ``<runs_root>/<profile>/``: ``index.json``, ``teacher/``,
-``<experiment>/seed<k>/``.
+runs in. Layout under ``<runs_root>/<profile>/``: ``index.json``, ``<teacher name>/`` for each
+teacher (``teacher/`` for the default one of every profile in the plan), ``pretrain/``,
+``<experiment>/seed<k>/``, ``teacher_outputs/`` (the teacher-output stores).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from skdlib.experiments.plan import PRETRAIN_DIR, TEACHER_DIR, Plan, PlanError, _override_list
+from skdlib.experiments.plan import PRETRAIN_DIR, Plan, PlanError, _override_list
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder, atomic_write_json
@@ -43,8 +44,8 @@ PORTABLE_HASH = "portable_config_hash"
 class RunSpec:
     """One run of the plan: what its executor gets (absolute paths) and the config it makes."""
 
-    key: str  #: "teacher" or "<experiment>/seed<k>" (also the folder under the profile's root)
-    experiment: str | None  #: None for the teacher
+    key: str  #: a teacher's name, "pretrain" or "<experiment>/seed<k>" (its folder's name)
+    experiment: str | None  #: None for a teacher and the pretraining run
     seed: int | None
     config_path: Path
     overrides: tuple[str, ...]  #: every override passed to the run, in order
@@ -53,6 +54,14 @@ class RunSpec:
 
     #: For a run folder kept in the repository: the project root its paths are relative to.
     kept_in: Path | None = None
+    #: The profile's teacher this run is (a teacher run) or learns from (a student run); None
+    #: for the pretraining run.
+    teacher: str | None = None
+
+    @property
+    def is_teacher(self) -> bool:
+        """Whether this is a teacher run (trained before the students that name it)."""
+        return self.experiment is None and self.teacher is not None
 
     @property
     def hash(self) -> str:
@@ -88,15 +97,18 @@ def build_runs(
     data_base: str | os.PathLike[str] | None = None,
     sets: Sequence[str] = (),
     only: Sequence[str] | None = None,
+    all_teachers: bool = False,
 ) -> list[RunSpec]:
-    """The teacher run, the pretraining run when the profile has one, and every student run of
-    ``profile`` (``only``: these experiments), validated. The runs the students need (teacher,
+    """The teacher runs the selected experiments learn from (``all_teachers``: every teacher of
+    the profile), the pretraining run when the profile has one, and every student run of
+    ``profile`` (``only``: these experiments), validated. The runs the students need (teachers,
     pretraining) come first and have no ``experiment``.
 
-    Overrides, in order: the profile's, the experiment's, ``sets`` (the command line), then the
-    pinned paths, ``model.teacher_checkpoint`` (the teacher run's ``final.pt``) and
-    ``train.seed``. Every configuration is loaded here, so any error (a typo, a value out of
-    range) surfaces before anything trains; the message names the run.
+    Overrides, in order: the profile's, the experiment's (a teacher's own), ``sets`` (the command
+    line), then the pinned paths, ``model.teacher_checkpoint`` (the ``final.pt`` of the
+    experiment's teacher run) and ``train.seed``. Every configuration is loaded here, so any
+    error (a typo, a value out of range) surfaces before anything trains; the message names the
+    run.
     """
     prof = plan.profile(profile)
     experiments = plan.select(only, prof)
@@ -106,11 +118,13 @@ def build_runs(
 
     def make(
         key: str,
-        experiment: str | None,
-        seed: int | None,
         preset: str,
         overrides: list[str],
-        run_dir: Path | None = None,
+        *,
+        kept: str | None = None,
+        experiment: str | None = None,
+        seed: int | None = None,
+        teacher: str | None = None,
     ) -> RunSpec:
         path = resolve(preset, project_root)
         try:
@@ -125,40 +139,51 @@ def build_runs(
             seed=seed,
             config_path=path,
             overrides=tuple(overrides),
-            run_dir=run_dir or base / key,
+            run_dir=resolve(kept, project_root) if kept else base / key,
             config=cfg,
-            kept_in=Path(project_root).resolve() if run_dir is not None else None,
+            kept_in=Path(project_root).resolve() if kept else None,
+            teacher=teacher,
         )
 
-    kept = resolve(prof.teacher_dir, project_root) if prof.teacher_dir else None
-    teacher_overrides = [*prof.overrides, *sets]
-    teacher = make(TEACHER_DIR, None, None, prof.teacher_config, teacher_overrides, kept)
+    used = {prof.teacher_of(e.teacher).name for e in experiments}
+    runs = []
     # Students follow the runs they need: their weights' files and those runs' config hashes
     # (quoted: a hash of digits and one "e" would read as a number).
-    needs = [
-        f"model.teacher_checkpoint={json.dumps(str(RunFolder(teacher.run_dir).final))}",
-        f"model.teacher_source={json.dumps(teacher.reuse_hash)}",
-    ]
-    runs = [teacher]
+    needs: dict[str, list[str]] = {}
+    for name, teacher in prof.teachers.items():
+        if not all_teachers and name not in used:
+            continue
+        overrides = [*prof.overrides, *teacher.overrides, *sets]
+        spec = make(name, teacher.config, overrides, kept=teacher.dir, teacher=name)
+        runs.append(spec)
+        needs[name] = [
+            f"model.teacher_checkpoint={json.dumps(str(RunFolder(spec.run_dir).final))}",
+            f"model.teacher_source={json.dumps(spec.reuse_hash)}",
+        ]
+    pretrained: list[str] = []
     if prof.pretrain is not None:
         pre = prof.pretrain
-        kept = resolve(pre.dir, project_root) if pre.dir else None
-        runs.append(make(PRETRAIN_DIR, None, None, pre.config, list(pre.overrides), kept))
-        needs += [
+        runs.append(make(PRETRAIN_DIR, pre.config, list(pre.overrides), kept=pre.dir))
+        pretrained = [
             f"model.student_pretrained={json.dumps(str(RunFolder(runs[-1].run_dir).final))}",
             f"model.student_pretrained_source={json.dumps(runs[-1].reuse_hash)}",
             "model.student_pretrained_prefix=backbone.",  # a whole network: take its backbone
         ]
     for exp in experiments:
+        teacher = prof.teacher_of(exp.teacher).name
         for seed in prof.seeds:
             overrides = [
                 *prof.overrides,
                 *plan.overrides(exp, prof),
                 *sets,
-                *needs,
+                *needs[teacher],
+                *pretrained,
                 f"train.seed={seed}",
             ]
-            runs.append(make(f"{exp.name}/seed{seed}", exp.name, seed, prof.config, overrides))
+            key = f"{exp.name}/seed{seed}"
+            runs.append(
+                make(key, prof.config, overrides, experiment=exp.name, seed=seed, teacher=teacher)
+            )
     return runs
 
 

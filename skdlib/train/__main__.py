@@ -1,6 +1,7 @@
 """Train one experiment into a run folder::
 
     python -m skdlib.train --config FILE --run-dir DIR [--set key=value ...] [--resume] [--force]
+        [--teacher-store DIR]
 
 Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) every process runs this; ``data.batch_size`` is
 per process and only rank 0 writes the run folder.
@@ -44,6 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--teacher-store",
+        default=None,
+        metavar="DIR",
+        help="a folder of teacher-output stores (the pipeline's runs/<profile>/teacher_outputs): "
+        "the teacher cache reads the outputs stored there for this run instead of computing "
+        "them (bit-identical; not part of the config)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one line")
@@ -63,7 +72,12 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     summary = train(
-        cfg, args.run_dir, resume=args.resume, force=args.force, progress=not args.no_progress
+        cfg,
+        args.run_dir,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+        teacher_store=args.teacher_store,
     )
     if summary:
         json.dump(summary, sys.stdout, indent=2)

@@ -38,6 +38,7 @@ from skdlib.train.terms import needs_adapter, needs_critic
 __all__ = [
     "PINNED_PATHS",
     "WithoutLabels",
+    "autocast_dtype",
     "build_adapter",
     "build_critic",
     "build_critic_optimizer",
@@ -55,6 +56,7 @@ __all__ = [
     "portable_config_hash",
     "resolve_device",
     "torch_threads",
+    "train_augment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"train.device: {name!r} requested but MPS is not available")
     return device
+
+
+def autocast_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype of ``train.amp``'s autocast on ``device`` (CUDA only), ``None`` elsewhere."""
+    if device.type != "cuda" or cfg.train.amp == "none":
+        return None
+    return torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
 
 
 @contextlib.contextmanager
@@ -157,6 +166,19 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
             f"{len(dataset)} samples"
         )
     return dataset.first(limit)
+
+
+def train_augment(cfg: ExperimentConfig) -> Any:
+    """The training augmentation of ``cfg.data`` (crop, scaling, flip, normalisation): one
+    :class:`~skdlib.data.transforms.TrainAugment` for the loop and the teacher-output store."""
+    from skdlib.data.transforms import TrainAugment
+
+    return TrainAugment(
+        cfg.data.crop_size,
+        scale_range=cfg.data.scale_range,
+        flip=cfg.data.flip,
+        normalization=cfg.data.normalize,
+    )
 
 
 def _keep_decoded(dataset: Any) -> None:

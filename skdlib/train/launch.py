@@ -70,13 +70,16 @@ def _process(
     force: bool,
     progress: bool,
     threads: int,
+    teacher_store: str | None = None,
 ) -> dict[str, Any]:
     """One process of the run (its rank from the launcher's environment); rank 0 returns the
     summary, the others ``{}``. ``@record`` writes its error for the launcher to report."""
     from skdlib.train.loop import train
 
     torch.set_num_threads(threads)
-    return train(cfg, run_dir, resume=resume, force=force, progress=progress)
+    return train(
+        cfg, run_dir, resume=resume, force=force, progress=progress, teacher_store=teacher_store
+    )
 
 
 def _first_failure(error: ChildFailedError) -> str:
@@ -98,6 +101,7 @@ def launch_train(
     force: bool = False,
     progress: bool = False,
     threads: int | None = None,
+    teacher_store: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` in ``nproc`` processes; the summary (rank 0's).
 
@@ -105,6 +109,8 @@ def launch_train(
         nproc: processes (one per GPU on CUDA); 1 trains in this process.
         threads: torch threads of each process (default: 1 with several processes, as torchrun;
             this process's setting with one).
+        teacher_store: the folder of teacher-output stores each process reads (see
+            :func:`skdlib.train.loop.train`).
 
     Raises:
         ValueError: ``nproc`` or ``threads`` below 1.
@@ -120,7 +126,9 @@ def launch_train(
     if nproc == 1:
         if threads is not None:
             torch.set_num_threads(threads)
-        return train(cfg, run_dir, resume=resume, force=force, progress=progress)
+        return train(
+            cfg, run_dir, resume=resume, force=force, progress=progress, teacher_store=teacher_store
+        )
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
@@ -135,7 +143,8 @@ def launch_train(
         start_method="spawn",
     )
     logger.info("launching %s in %d processes (%s)", Path(run_dir), nproc, config.run_id)
-    args = (cfg, str(run_dir), resume, force, progress, threads or 1)
+    store = None if teacher_store is None else str(teacher_store)
+    args = (cfg, str(run_dir), resume, force, progress, threads or 1, store)
     try:
         with _own_signal_handlers():
             results = elastic_launch(config, _process)(*args)

@@ -48,6 +48,7 @@ from torch import nn
 from skdlib.constants import IGNORE_INDEX
 from skdlib.train import step
 from skdlib.train.build import (
+    autocast_dtype,
     build_critic_optimizer,
     build_dataset_for,
     build_models,
@@ -56,6 +57,7 @@ from skdlib.train.build import (
     make_train_loader,
     num_classes_of,
     resolve_device,
+    train_augment,
 )
 from skdlib.train.config import ExperimentConfig, config_hash, save_config
 from skdlib.train.distributed import (
@@ -75,6 +77,7 @@ from skdlib.train.runfolder import (
 )
 from skdlib.train.sampling import batch_params, batch_positions, derive_seed
 from skdlib.train.teacher_cache import TeacherCache, augmentation_key
+from skdlib.train.teacher_store import LABELLED_STREAM, UNLABELED_STREAM, StoreSet, open_stores
 from skdlib.train.terms import active_terms, needs_features
 
 __all__ = [
@@ -167,15 +170,14 @@ def _prepare_folder(folder: RunFolder, cfg: ExperimentConfig, *, resume: bool, f
 def _amp(
     cfg: ExperimentConfig, device: torch.device
 ) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    if device.type != "cuda" or cfg.train.amp == "none":
+    dtype = autocast_dtype(cfg, device)
+    if dtype is None:
         if cfg.train.amp != "none":
             logger.info(
                 "train.amp=%s applies on CUDA only; running float32 on %s", cfg.train.amp, device
             )
         return None, None
-    if cfg.train.amp == "bf16":
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
+    return dtype, (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
 
 
 class _Logger:
@@ -238,6 +240,8 @@ class _State:
     log: _Logger | None = None
     augment: Any = None
     teacher_cache: TeacherCache | None = None
+    #: The teacher-output stores the cache reads, by stream (``env.json`` names them).
+    stores: dict[str, str] | None = None
     start: int = 0
     elapsed_before: float = 0.0
     streak: int = 0
@@ -260,6 +264,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    teacher_store: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to ``summary.json``).
 
@@ -269,6 +274,10 @@ def train(
         resume: continue from ``checkpoints/last.pt`` (the config must hash the same).
         force: delete a previous run's files in ``run_dir`` first.
         progress: show a tqdm progress bar (only when stderr is a terminal).
+        teacher_store: a folder of teacher-output stores (:mod:`skdlib.train.teacher_store`)
+            that the teacher cache (``train.teacher_cache``) reads instead of computing: the
+            same values bit for bit, so no part of the config; a stream without a matching
+            store is computed as without one.
 
     Raises:
         RunFolderError: the folder holds a finished run (without ``force``) or a partial one
@@ -286,7 +295,8 @@ def train(
         device = torch.device("cuda", info.local_rank)
     created = init_distributed(info, device)
     try:
-        state, loaders = _setup(cfg, RunFolder(Path(run_dir)), info, device, resume, force)
+        folder = RunFolder(Path(run_dir))
+        state, loaders = _setup(cfg, folder, info, device, resume, force, teacher_store)
         _loop(state, loaders, progress=progress)
         return _finish(state)
     finally:
@@ -319,10 +329,10 @@ def _setup(
     device: torch.device,
     resume: bool,
     force: bool,
+    teacher_store: str | os.PathLike[str] | None = None,
 ) -> tuple[_State, tuple[Iterable[Any], Iterable[Any]]]:
     """Check the folder, build data, networks and optimisers, restore a resumed run, write the
     run's config and environment; the state and the (labelled, unlabeled) loaders."""
-    from skdlib.data.transforms import TrainAugment
     from skdlib.models import complexity
 
     resuming = _check_folder(folder, cfg, info, resume=resume, force=force)
@@ -367,22 +377,34 @@ def _setup(
         val_set=val_set,
         num_classes=num_classes,
         cost=cost,
-        augment=TrainAugment(
-            cfg.data.crop_size,
-            scale_range=cfg.data.scale_range,
-            flip=cfg.data.flip,
-            normalization=cfg.data.normalize,
-        ),
+        augment=train_augment(cfg),
     )
     if cfg.train.teacher_cache and teacher is not None:
-        feature = cfg.distill.pair_feature if needs_features(cfg.distill) else None
-        forward = functools.partial(step.teacher_forward, ctx=state.ctx)
-        state.teacher_cache = TeacherCache(teacher, forward, feature=feature)
+        _cache(state, teacher_store)
+    elif teacher_store is not None:
+        logger.info("teacher-output store: read by runs with train.teacher_cache only")
     if resuming:
         _restore(state)
     _wrap_distributed(state)
     _write_run_files(state, resuming=resuming)
     return state, _loaders(state, train_set)
+
+
+def _cache(state: _State, teacher_store: str | os.PathLike[str] | None) -> None:
+    """The teacher cache, reading the teacher-output stores under ``teacher_store`` that match
+    this run (its streams' keys, this device and thread count)."""
+    cfg = state.cfg
+    feature = cfg.distill.pair_feature if needs_features(cfg.distill) else None
+    forward = functools.partial(step.teacher_forward, ctx=state.ctx)
+    stores = {}
+    if teacher_store is not None:
+        threads = torch.get_num_threads()
+        stores = open_stores(
+            teacher_store, cfg, device=state.device, threads=threads, feature=feature
+        )
+    state.stores = {stream: str(store.folder) for stream, store in stores.items()}
+    reader = StoreSet(stores) if stores else None
+    state.teacher_cache = TeacherCache(state.teacher, forward, feature=feature, store=reader)
 
 
 def _restore(state: _State) -> None:
@@ -441,7 +463,7 @@ def _write_run_files(state: _State, *, resuming: bool) -> None:
         if not resuming:
             save_config(state.cfg, folder.config)
         env = environment_info(state.device, world_size=state.info.world_size)
-        atomic_write_json(folder.env, env)
+        atomic_write_json(folder.env, {**env, "teacher_stores": state.stores})
     state.log = _Logger(folder, enabled=state.main, tensorboard=state.cfg.train.tensorboard)
 
 
@@ -525,11 +547,9 @@ def _batch(
         # (B, 3, H, W), (B, H, W) -> (B, 3, h, w), (B, h, w) at the crop size
         return (*state.augment.apply(image, label, params), keys)
 
-    image, label, keys = augmented(batch, cfg.data.batch_size, "augment")
+    image, label, keys = augmented(batch, cfg.data.batch_size, LABELLED_STREAM)
     if unlabeled is not None:
-        u_image, _, u_keys = augmented(
-            unlabeled, cfg.data.unlabeled.batch_size, "augment-unlabeled"
-        )
+        u_image, _, u_keys = augmented(unlabeled, cfg.data.unlabeled.batch_size, UNLABELED_STREAM)
         # (B, 3, h, w) + (M, 3, h, w) -> (B + M, 3, h, w); labels of the M rows all ignore
         image, label = step.with_unlabeled(
             image, label, u_image, ignore_index=state.ctx.ignore_index
@@ -720,6 +740,14 @@ def _finish(state: _State) -> dict[str, Any]:
         "finished": True,
     }
     atomic_write_json(folder.summary, summary)
+    cache = state.teacher_cache
+    if cache is not None:
+        logger.info(
+            "teacher outputs: %d computed, %d read from stores, %d reused",
+            cache.misses,
+            cache.reads,
+            cache.hits,
+        )
     logger.info("finished %s: val miou %.4f in %.1f s", cfg.name, scores["miou"], wall)
     return summary
 

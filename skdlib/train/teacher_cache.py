@@ -12,12 +12,16 @@ Each missing image is computed alone (a batch of one), so its kept outputs are a
 image only: a run resumed from a checkpoint (its cache empty again) equals an uninterrupted one.
 They equal the plain batched forward's up to floating-point rounding (a batch of one and a batch
 of eight may take other summation orders).
+
+With a ``store`` (the teacher-output store's reader, :mod:`skdlib.train.teacher_store`: the same
+values computed the same way, once for every run), an image the store holds is read from it
+each time it comes (nothing kept in memory), and only the others are computed and kept.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +32,9 @@ from skdlib.models.outputs import SegmentationOutput
 __all__ = ["TeacherCache", "augmentation_key"]
 
 logger = logging.getLogger(__name__)
+
+#: What a store gives for one image: ``(logits (K, h, w), feature (C, h, w) or None)``.
+Stored = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def augmentation_key(stream: str, index: int, params: dict[str, Any]) -> tuple[Hashable, ...]:
@@ -50,13 +57,26 @@ class TeacherCache:
         forward: ``forward(teacher, image)``: the step's teacher forward (no gradient, the step's
             autocast), returning a ``SegmentationOutput``.
         feature: the feature map to keep (``distill.pair_feature``), or ``None`` for logits only.
+        store: ``store(key)``: the stored ``(logits (K, h, w), feature (C, h, w) or None)`` of
+            an image, or ``None`` when it holds none (then it is computed).
+
+    Counters: ``misses`` (computed), ``reads`` (read from the store), ``hits`` (kept ones
+    reused).
     """
 
-    def __init__(self, teacher: nn.Module, forward: Any, *, feature: str | None) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        forward: Any,
+        *,
+        feature: str | None,
+        store: Callable[[Hashable], Stored | None] | None = None,
+    ) -> None:
         self.teacher, self.forward, self.feature = teacher, forward, feature
+        self.store = store
         self._logits: dict[Hashable, torch.Tensor] = {}
         self._features: dict[Hashable, torch.Tensor] = {}
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.reads = 0
 
     def __len__(self) -> int:
         return len(self._logits)
@@ -66,18 +86,29 @@ class TeacherCache:
         if len(keys) != image.shape[0]:
             raise ValueError(f"keys: {len(keys)} for a batch of {image.shape[0]} images")
         first: dict[Hashable, int] = {}
+        stored: dict[Hashable, Stored] = {}
         for i, key in enumerate(keys):
-            if key not in self._logits:
-                first.setdefault(key, i)
+            if key in self._logits or key in first or key in stored:
+                continue
+            found = self.store(key) if self.store is not None else None
+            if found is not None:
+                stored[key] = found
+            else:
+                first[key] = i
         for key, row in first.items():
             out = self.forward(self.teacher, image[row : row + 1])  # (1, 3, H, W): one image alone
             self._logits[key] = out.logits[0].detach()  # (1, K, h, w) -> (K, h, w)
             if self.feature is not None:
                 self._features[key] = out.features[self.feature][0].detach()  # (C, h, w)
         self.misses += len(first)
-        self.hits += len(keys) - len(first)
-        logits = torch.stack([self._logits[k] for k in keys])  # N x (K, h, w) -> (N, K, h, w)
+        self.reads += sum(1 for k in keys if k in stored)
+        self.hits += sum(1 for k in keys if k not in stored) - len(first)
+        logits = torch.stack(
+            [stored[k][0] if k in stored else self._logits[k] for k in keys]
+        )  # N x (K, h, w) -> (N, K, h, w)
         features = {}
         if self.feature is not None:
-            features[self.feature] = torch.stack([self._features[k] for k in keys])  # (N, C, h, w)
+            features[self.feature] = torch.stack(
+                [stored[k][1] if k in stored else self._features[k] for k in keys]
+            )  # N x (C, h, w) -> (N, C, h, w)
         return SegmentationOutput(logits=logits, aux_logits=None, features=features)
