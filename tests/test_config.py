@@ -326,6 +326,23 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
             r"model.student: expected one of 'pspnet_resnet101', .*'resnet18'",
         ),
         (["model.teacher=pspnet_resnet152"], r"model.teacher: expected one of"),
+        (
+            ["model.student=my nets:build"],
+            r"model.student: .*import path 'package.module:function'",
+        ),
+        (["model.student=nets.build"], r"model.student: expected one of .*got str 'nets.build'"),
+        (["model.student='nets:'"], r"model.student: expected one of"),
+        (["distill.align=both"], r"distill.align: expected one of 'student', 'teacher'"),
+        (["model.student_taps={logits: out}"], r"model.student_taps: taps are for a network of"),
+        (
+            ["model.teacher_taps={logits: out}"],
+            r"model.teacher_taps: taps are for a network of one's own; model.teacher "
+            "'pspnet_resnet101'",
+        ),
+        (
+            ["model.student=nets:build", "model.student_taps={logitz: out}"],
+            r"model.student_taps: unknown option\(s\) \['logitz'\]; valid: \['logits'",
+        ),
         (["eval.mode=tiles"], r"eval.mode: expected one of 'whole', 'sliding'"),
         (["train.optimizer=adam"], r"train.optimizer: expected one of 'sgd', 'adamw'"),
         # impossible values
@@ -401,6 +418,39 @@ def test_errors_from_files_name_the_dotted_key(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
 
 
+def test_networks_of_ones_own_by_import_path_with_taps() -> None:
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        [
+            "model.student=my_networks.unet:build",
+            "model.student_options={width: 16}",
+            "model.student_taps={logits: out, features: {head: decoder.block3}, "
+            "probe_size: [32, 64]}",
+            "model.teacher=my_networks:Teacher",
+            "distill.align=teacher",
+        ],
+    )
+    assert cfg.model.student == "my_networks.unet:build"
+    assert cfg.model.student_taps["features"]["head"] == "decoder.block3"
+    assert cfg.model.student_taps["probe_size"] == (32, 64)
+    assert cfg.distill.align == "teacher"
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+def test_a_registered_name_is_a_model_name_in_this_process() -> None:
+    from skdlib.models import register_model, unregister_model
+
+    with pytest.raises(ValueError, match=r"model.student: expected one of"):
+        apply_overrides(ExperimentConfig(), ["model.student=my_own_net"])
+    register_model("my_own_net", lambda num_classes: None)
+    try:
+        cfg = apply_overrides(ExperimentConfig(), ["model.student=my_own_net"])
+        assert cfg.model.student == "my_own_net"
+    finally:
+        unregister_model("my_own_net")
+
+
 def test_teacher_none_is_fine_without_distillation() -> None:
     cfg = apply_overrides(
         ExperimentConfig(),
@@ -422,8 +472,8 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     assert config_hash(cfg) == config_hash(ExperimentConfig())
     # Golden value: changes only if a default (or the canonical form) changes; update deliberately.
     assert (
-        config_hash(cfg) == "6697b90422b66864"
-    )  # updated when model.student_pretrained_prefix was added
+        config_hash(cfg) == "6df80ebb31132adb"
+    )  # updated when model.student_taps, model.teacher_taps and distill.align were added
     # Same content written with a different key order hashes the same.
     as_dict = config_to_dict(cfg)
     reordered = {key: as_dict[key] for key in reversed(list(as_dict))}
@@ -456,6 +506,9 @@ def _changed_value(key: str, default: object) -> str:
         "model.student_pretrained_source": "0123456789abcdef",
         "model.student": "espnet_c",
         "model.teacher": "mobilenetv2plus",
+        "model.student_taps": "{logits: out}",
+        "model.teacher_taps": "{features: {head: decoder}}",
+        "distill.align": "teacher",
         "distill.pool": "max",
         "distill.gan_kind": "hinge",
         "distill.disc_input": "logits",
@@ -505,6 +558,8 @@ def _companions(key: str) -> list[str]:
         "data.unlabeled.name": ["data.unlabeled.root=other"],
         "data.unlabeled.root": ["data.unlabeled.name=images"],
         "train.teacher_cache": ["data.scale_range=[1.0,1.0]"],
+        "model.student_taps": ["model.student=my_networks:build_student"],
+        "model.teacher_taps": ["model.teacher=my_networks.segmentation:Teacher"],
         "data.unlabeled.batch_size": ["data.unlabeled.name=images", "data.unlabeled.root=third"],
     }
     return companions.get(key, [])
@@ -522,7 +577,7 @@ class _FakeModel:
 
 def test_known_models_match_the_model_registry_and_real_models_validate() -> None:
     models = pytest.importorskip("skdlib.models")
-    assert set(KNOWN_MODELS) == set(models.available_models())
+    assert set(KNOWN_MODELS) == set(models.builtin_models())
     cfg = load_config(CONFIG_DIR / "smoke.yaml")
     student = models.build_model(cfg.model.student, 8, **cfg.model.student_options)
     validate_with_model(cfg, student)

@@ -43,6 +43,7 @@ __all__ = [
     "build_critic_optimizer",
     "build_dataset_for",
     "build_models",
+    "build_network",
     "build_student",
     "build_student_optimizer",
     "build_teacher",
@@ -252,6 +253,28 @@ def _teacher_hint(path: str) -> str:
     )
 
 
+def build_network(cfg: ExperimentConfig, num_classes: int, *, role: str) -> nn.Module:
+    """``model.<role>`` (``"student"`` or ``"teacher"``) built with its options and taps:
+    :func:`skdlib.models.build_model` of a book network, a registered name or an import path."""
+    from skdlib.models import build_model
+
+    if role not in ("student", "teacher"):
+        raise ValueError(f"role must be 'student' or 'teacher', got {role!r}")
+    m = cfg.model
+    name = getattr(m, role)
+    if name is None:
+        raise ValueError(f"model.{role}: no network is named (null)")
+    try:
+        return build_model(
+            name,
+            num_classes,
+            taps=dict(getattr(m, f"{role}_taps")) or None,
+            **dict(getattr(m, f"{role}_options")),
+        )
+    except ValueError as error:
+        raise ValueError(f"model.{role}: {error}") from error
+
+
 def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     """The fixed teacher (eval mode, no gradients) when a term needs it, else ``None``.
 
@@ -261,7 +284,7 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     Raises:
         FileNotFoundError: the checkpoint is set but missing (the message says which run writes it).
     """
-    from skdlib.models import build_model, load_pretrained
+    from skdlib.models import load_pretrained
 
     if not cfg.distill.enabled:
         return None
@@ -270,7 +293,7 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
         raise FileNotFoundError(
             f"model.teacher_checkpoint: teacher weights not found at {path}; {_teacher_hint(path)}"
         )
-    teacher = build_model(cfg.model.teacher, num_classes, **dict(cfg.model.teacher_options))
+    teacher = build_network(cfg, num_classes, role="teacher")
     if path is None:
         logger.warning("model.teacher_checkpoint is null: the teacher is randomly initialised")
     else:
@@ -285,9 +308,9 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
 def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     """The trained network (``model.student``), its backbone from ``model.student_pretrained``
     when that is set."""
-    from skdlib.models import build_model, load_pretrained
+    from skdlib.models import load_pretrained
 
-    student = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
+    student = build_network(cfg, num_classes, role="student")
     if cfg.model.student_pretrained is not None:
         report = load_pretrained(
             student,
@@ -363,7 +386,9 @@ def build_models(
     validate_with_model(cfg, student, teacher=teacher)
     critic = None
     if needs_critic(cfg.distill):
-        critic = build_critic(cfg, num_classes, output_stride=student.output_stride)
+        # The critic scores maps on the grid the terms compare on (distill.align).
+        on_grid = teacher if cfg.distill.align == "teacher" and teacher is not None else student
+        critic = build_critic(cfg, num_classes, output_stride=on_grid.output_stride)
     adapter = build_adapter(cfg, student, teacher) if needs_adapter(cfg.distill) else None
     return student, teacher, critic, adapter
 
@@ -405,7 +430,7 @@ def load_run_network(
     Raises:
         FileNotFoundError: the folder has no config.yaml or no final.pt (the run did not finish).
     """
-    from skdlib.models import build_model, load_pretrained
+    from skdlib.models import load_pretrained
 
     folder = RunFolder(Path(run_dir))
     cfg = folder.read_config()
@@ -413,7 +438,7 @@ def load_run_network(
         raise FileNotFoundError(
             f"run_dir: no checkpoints/final.pt in {folder.root} (has the run finished?)"
         )
-    model = build_model(cfg.model.student, num_classes, **dict(cfg.model.student_options))
+    model = build_network(cfg, num_classes, role="student")
     load_pretrained(model, folder.final, strict=True)
     return model.to(device).eval()
 
