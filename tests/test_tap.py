@@ -316,7 +316,11 @@ def test_networks_of_ones_own_fail_with_clear_errors() -> None:
         build_model("user_networks:not_a_network", 8)
     with pytest.raises(ValueError, match=r"unknown tap option\(s\) \['feature'\]"):
         build_model("user_networks:build_unet", 8, taps={"feature": {}})
-    with pytest.raises(ValueError, match=r"predicts 8 classes .*, 5 are asked for"):
-        build_model("user_networks:build_segformer", 5, taps={"logits": 0}, num_classes=8)
+    register_model("eight_classes", lambda: SegFormerStyle(num_classes=8))
+    try:
+        with pytest.raises(ValueError, match=r"predicts 8 classes .*, 5 are asked for"):
+            build_model("eight_classes", 5, taps={"logits": 0})
+    finally:
+        unregister_model("eight_classes")
     with pytest.raises(ValueError, match="taps are for networks of one's own"):
         build_model("pspnet_resnet18", 8, taps={"logits": 0})

@@ -286,7 +286,7 @@ def _own_network(
 
 
 def build_model(
-    name: str, num_classes: int, /, *, taps: Mapping[str, Any] | None = None, **options: Any
+    name: str, num_classes: int, *, taps: Mapping[str, Any] | None = None, **options: Any
 ) -> nn.Module:
     """Build a segmentation network by name.
 
@@ -307,7 +307,7 @@ def build_model(
             ``mobilenetv2plus`` ``bottleneck`` (default 192); ESPNets ``p``, ``q`` (ESP modules at
             1/4 and 1/8, default 2 and 8, the published Cityscapes configuration). A network of
             one's own gets them as keyword arguments, plus ``num_classes`` when its factory has
-            a parameter of that name.
+            a parameter of that name (the class count is never an option).
 
     Returns:
         the module; its ``forward(image)`` returns ``SegmentationOutput``, and it exposes

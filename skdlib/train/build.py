@@ -264,6 +264,11 @@ def build_network(cfg: ExperimentConfig, num_classes: int, *, role: str) -> nn.M
     name = getattr(m, role)
     if name is None:
         raise ValueError(f"model.{role}: no network is named (null)")
+    if "num_classes" in getattr(m, f"{role}_options"):
+        raise ValueError(
+            f"model.{role}_options: num_classes is no option (it comes from model.num_classes "
+            "or the data set, and reaches a factory that has a num_classes parameter)"
+        )
     try:
         return build_model(
             name,
