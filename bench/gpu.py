@@ -42,8 +42,7 @@ from typing import Any
 
 import torch
 
-from skdlib.models import build_model
-from skdlib.train.build import build_critic
+from skdlib.train.build import build_critic, build_network
 from skdlib.train.config import ExperimentConfig, load_config
 from skdlib.train.runfolder import atomic_write_json, environment_info
 from skdlib.train.step import StepContext, distill_step, student_step
@@ -92,10 +91,7 @@ def make_variant(
     """The networks, optimisers and batch of one variant; returns ``step()``."""
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last and device.type == "cuda" else None
-    m = cfg.model
-    student = build_model(
-        m.student, NUM_CLASSES, variant=m.student_variant, **dict(m.student_options)
-    )
+    student = build_network(cfg, NUM_CLASSES, role="student")
     student = student.to(device, memory_format=fmt or torch.preserve_format).train()
     opt = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     image = torch.randn(args.batch, 3, *args.size, device=device)
@@ -104,9 +100,7 @@ def make_variant(
     if name == "student":
         ctx = _context(cfg, args, device, pixelwise=False, pairwise=False, holistic=False)
         return lambda: student_step(student, opt, image, label, ctx)
-    teacher = build_model(
-        m.teacher, NUM_CLASSES, variant=m.teacher_variant, **dict(m.teacher_options)
-    )
+    teacher = build_network(cfg, NUM_CLASSES, role="teacher")
     teacher = teacher.to(device, memory_format=fmt or torch.preserve_format).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import torch
 
-from skdlib.models import build_model
-from skdlib.train.build import build_critic
+from skdlib.train.build import build_critic, build_network
 from skdlib.train.config import ExperimentConfig, load_config
 from skdlib.train.runfolder import atomic_write_json, environment_info
 from skdlib.train.step import StepContext, distill_step, student_step, teacher_forward
@@ -189,9 +188,9 @@ def make_runner(
     """Networks, optimisers and one batch at the quick preset's size; returns ``run(variant)``,
     which times one iteration of that variant in seconds."""
     torch.manual_seed(0)
-    m, d = cfg.model, cfg.distill
-    student = build_model(m.student, NUM_CLASSES, variant=m.student_variant, **m.student_options)
-    teacher = build_model(m.teacher, NUM_CLASSES, variant=m.teacher_variant, **m.teacher_options)
+    d = cfg.distill
+    student = build_network(cfg, NUM_CLASSES, role="student")
+    teacher = build_network(cfg, NUM_CLASSES, role="teacher")
     student, teacher = student.to(device).train(), teacher.to(device).eval()
     critic = build_critic(cfg, NUM_CLASSES).to(device)
     opt_s = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)

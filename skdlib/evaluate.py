@@ -343,8 +343,7 @@ def _prediction_saver(name: str, out: Path) -> Any:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from skdlib.models import build_model
-    from skdlib.train.build import build_dataset_for, resolve_device
+    from skdlib.train.build import build_dataset_for, build_network, resolve_device
     from skdlib.train.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -355,12 +354,7 @@ def _score(args: argparse.Namespace) -> int:
     split = args.split or cfg.data.val_split
     dataset = build_dataset_for(cfg, split)
     num_classes = cfg.model.num_classes or dataset.num_classes
-    model = build_model(
-        cfg.model.student,
-        num_classes,
-        variant=cfg.model.student_variant,
-        **dict(cfg.model.student_options),
-    )
+    model = build_network(cfg, num_classes, role="student")
     model.load_state_dict(_read_student_state(checkpoint), strict=True)
     model.to(device)
     mode = "sliding" if args.sliding else cfg.eval.mode

@@ -326,6 +326,23 @@ def test_top_level_must_be_a_mapping_and_base_is_loader_only(tmp_path: Path) -> 
             r"model.student: expected one of 'pspnet_resnet101', .*'resnet18'",
         ),
         (["model.teacher=pspnet_resnet152"], r"model.teacher: expected one of"),
+        (
+            ["model.student=my nets:build"],
+            r"model.student: .*import path 'package.module:function'",
+        ),
+        (["model.student=nets.build"], r"model.student: expected one of .*got str 'nets.build'"),
+        (["model.student='nets:'"], r"model.student: expected one of"),
+        (["distill.align=both"], r"distill.align: expected one of 'student', 'teacher'"),
+        (["model.student_taps={logits: out}"], r"model.student_taps: taps are for a network of"),
+        (
+            ["model.teacher_taps={logits: out}"],
+            r"model.teacher_taps: taps are for a network of one's own; model.teacher "
+            "'pspnet_resnet101'",
+        ),
+        (
+            ["model.student=nets:build", "model.student_taps={logitz: out}"],
+            r"model.student_taps: unknown option\(s\) \['logitz'\]; valid: \['logits'",
+        ),
         (["eval.mode=tiles"], r"eval.mode: expected one of 'whole', 'sliding'"),
         (["train.optimizer=adam"], r"train.optimizer: expected one of 'sgd', 'adamw'"),
         # impossible values
@@ -401,6 +418,39 @@ def test_errors_from_files_name_the_dotted_key(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
 
 
+def test_networks_of_ones_own_by_import_path_with_taps() -> None:
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        [
+            "model.student=my_networks.unet:build",
+            "model.student_options={width: 16}",
+            "model.student_taps={logits: out, features: {head: decoder.block3}, "
+            "probe_size: [32, 64]}",
+            "model.teacher=my_networks:Teacher",
+            "distill.align=teacher",
+        ],
+    )
+    assert cfg.model.student == "my_networks.unet:build"
+    assert cfg.model.student_taps["features"]["head"] == "decoder.block3"
+    assert cfg.model.student_taps["probe_size"] == (32, 64)
+    assert cfg.distill.align == "teacher"
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+def test_a_registered_name_is_a_model_name_in_this_process() -> None:
+    from skdlib.models import register_model, unregister_model
+
+    with pytest.raises(ValueError, match=r"model.student: expected one of"):
+        apply_overrides(ExperimentConfig(), ["model.student=my_own_net"])
+    register_model("my_own_net", lambda num_classes: None)
+    try:
+        cfg = apply_overrides(ExperimentConfig(), ["model.student=my_own_net"])
+        assert cfg.model.student == "my_own_net"
+    finally:
+        unregister_model("my_own_net")
+
+
 def test_teacher_none_is_fine_without_distillation() -> None:
     cfg = apply_overrides(
         ExperimentConfig(),
@@ -424,7 +474,8 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
     assert (
         config_hash(cfg) == "6697b90422b66864"
     )  # updated when model.student_pretrained_prefix was added; the released-network fields
-    # (variants, layouts, data.normalize) are left out of the hash at their defaults
+    # (variants, layouts, data.normalize) and the own-network fields (model.student_taps,
+    # model.teacher_taps, distill.align) are left out of the hash at their defaults
     # Same content written with a different key order hashes the same.
     as_dict = config_to_dict(cfg)
     reordered = {key: as_dict[key] for key in reversed(list(as_dict))}
@@ -437,9 +488,10 @@ def test_config_hash_golden_and_key_order(tmp_path: Path) -> None:
 
 
 def test_fields_added_with_a_neutral_default_keep_earlier_hashes() -> None:
-    """The released-network fields (variants, layouts, data.normalize) are left out of the hash
-    at their defaults: a config written before they existed hashes as before, and so do the runs
-    kept in the repository; set to anything else, they count."""
+    """The released-network fields (variants, layouts, data.normalize) and the own-network fields
+    (taps, distill.align) are left out of the hash at their defaults: a config written before
+    they existed hashes as before, and so do the runs kept in the repository; set to anything
+    else, they count."""
     import json
 
     import skdlib.experiments as ex
@@ -452,10 +504,19 @@ def test_fields_added_with_a_neutral_default_keep_earlier_hashes() -> None:
         ("model", "teacher_checkpoint_layout"),
         ("model", "student_pretrained_layout"),
         ("data", "normalize"),
+        ("model", "student_taps"),
+        ("model", "teacher_taps"),
+        ("distill", "align"),
     ):
         del as_dict[section][key]  # a config.yaml written before the field existed
     assert config_hash(config_from_dict(as_dict)) == config_hash(cfg)
-    assert config_hash(apply_overrides(cfg, ["data.normalize=caffe_bgr"])) != config_hash(cfg)
+    for changed in (
+        ["data.normalize=caffe_bgr"],
+        ["distill.align=teacher"],
+        ["model.student=nets:build", "model.student_taps={logits: out}"],
+        ["model.teacher=nets:build", "model.teacher_taps={logits: out}"],
+    ):
+        assert config_hash(apply_overrides(cfg, changed)) != config_hash(cfg), changed
     repo = CONFIG_DIR.parent
     plan = ex.load_plan(CONFIG_DIR / "experiments.yaml")
     runs = ex.build_runs(plan, "quick", runs_root=repo / "runs", project_root=repo, only=[])
@@ -472,6 +533,23 @@ def test_variants_layouts_and_normalisation_are_checked_early() -> None:
         (
             ["model.student=pspnet_resnet34", "model.student_variant=authors"],
             r"model.student_variant: pspnet_resnet34 has the variants \['default'\]",
+        ),
+        (
+            ["model.student=my_networks.unet:build", "model.student_variant=authors"],
+            r"model.student_variant: variants are for the book's networks; "
+            r"'my_networks.unet:build' is a network of one's own",
+        ),
+        (
+            ["model.teacher=nets:Teacher", "model.teacher_variant=cirkd"],
+            r"model.teacher_variant: variants are for the book's networks",
+        ),
+        (
+            ["model.teacher=deeplabv3_resnet101", "model.teacher_variant=authors"],
+            r"model.teacher_variant: deeplabv3_resnet101 has the variants \['default', 'cirkd'\]",
+        ),
+        (
+            ["model.teacher=nets:Teacher", "model.teacher_checkpoint_layout=cirkd"],
+            r"model.teacher_checkpoint_layout: 'cirkd' files fit the variant\(s\) \['cirkd'\]",
         ),
         (
             ["model.teacher_checkpoint_layout=skd_authors"],
@@ -549,6 +627,9 @@ def _changed_value(key: str, default: object) -> str:
         "model.student_pretrained_source": "0123456789abcdef",
         "model.student": "espnet_c",
         "model.teacher": "mobilenetv2plus",
+        "model.student_taps": "{logits: out}",
+        "model.teacher_taps": "{features: {head: decoder}}",
+        "distill.align": "teacher",
         "distill.pool": "max",
         "distill.gan_kind": "hinge",
         "distill.disc_input": "logits",
@@ -603,6 +684,8 @@ def _companions(key: str) -> list[str]:
         "data.unlabeled.name": ["data.unlabeled.root=other"],
         "data.unlabeled.root": ["data.unlabeled.name=images"],
         "train.teacher_cache": ["data.scale_range=[1.0,1.0]"],
+        "model.student_taps": ["model.student=my_networks:build_student"],
+        "model.teacher_taps": ["model.teacher=my_networks.segmentation:Teacher"],
         "data.unlabeled.batch_size": ["data.unlabeled.name=images", "data.unlabeled.root=third"],
         "model.teacher_checkpoint_layout": ["model.teacher_variant=authors"],
         "model.student_pretrained_layout": ["model.student_variant=authors"],
@@ -622,7 +705,7 @@ class _FakeModel:
 
 def test_known_models_match_the_model_registry_and_real_models_validate() -> None:
     models = pytest.importorskip("skdlib.models")
-    assert set(KNOWN_MODELS) == set(models.available_models())
+    assert set(KNOWN_MODELS) == set(models.builtin_models())
     cfg = load_config(CONFIG_DIR / "smoke.yaml")
     student = models.build_model(cfg.model.student, 8, **cfg.model.student_options)
     validate_with_model(cfg, student)

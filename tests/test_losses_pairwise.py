@@ -10,7 +10,7 @@ from golden_values import check_golden
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import skdlib.losses.pairwise as pairwise_module
-from skdlib.losses import pairwise_similarity_loss, pairwise_similarity_map, pool_nodes
+from skdlib.losses import node_grid, pairwise_similarity_loss, pairwise_similarity_map, pool_nodes
 
 
 def naive_pairwise(
@@ -74,6 +74,19 @@ def test_node_fraction_authors_rule_gives_3x3_on_65x65() -> None:
     got = pairwise_similarity_loss(fs, ft, pool="max", node_fraction=0.5)
     want = naive_pairwise(naive_pool(fs, 32, 32, "max"), naive_pool(ft, 32, 32, "max"))
     assert got.item() == pytest.approx(want.item(), rel=1e-9)
+
+
+def test_maps_of_two_sizes_need_only_equal_node_grids() -> None:
+    # A student map at 1/4 and a teacher map at 1/8 of the same image: half the fraction's
+    # kernel on each map gives both 2 x 3 nodes, each pooled with its own kernel.
+    fs, ft = rand(2, 4, 16, 24, seed=5), rand(2, 7, 8, 12, seed=6)
+    assert node_grid(16, 24, node_fraction=0.5) == node_grid(8, 12, node_fraction=0.5) == (2, 2)
+    got = pairwise_similarity_loss(fs, ft, pool="avg", node_fraction=0.5)
+    want = naive_pairwise(naive_pool(fs, 8, 12, "avg"), naive_pool(ft, 4, 6, "avg"))
+    assert got.item() == pytest.approx(want.item(), rel=1e-9)
+    assert node_grid(7, 9, node_size=2) == (4, 5)  # ceil: the border nodes are partial
+    with pytest.raises(ValueError, match=r"node grid .*\(2, 4, 16, 24\) \(\(8, 12\) nodes\)"):
+        pairwise_similarity_loss(fs, ft, node_size=2)
 
 
 def test_float32_accuracy_against_float64_naive() -> None:

@@ -2,7 +2,7 @@
 
 - pixel-wise (Eq. 1): :func:`pixelwise_kd_loss`, :func:`pixelwise_kl_map`
 - pair-wise (Eq. 2-3): :func:`pairwise_similarity_loss`, :func:`pairwise_similarity_map`,
-  :func:`pool_nodes`
+  :func:`pool_nodes`, :func:`node_grid`
 - holistic (Eq. 4): :func:`holistic_critic_loss`, :func:`holistic_generator_loss`,
   :func:`gradient_penalty`
 - variants: :func:`mimic_loss`, :func:`make_mimic_adapter`, :func:`attention_transfer_loss`,
@@ -15,7 +15,12 @@
 from skdlib.losses.channelwise import cwd_loss
 from skdlib.losses.correlation import dist_loss
 from skdlib.losses.holistic import gradient_penalty, holistic_critic_loss, holistic_generator_loss
-from skdlib.losses.pairwise import pairwise_similarity_loss, pairwise_similarity_map, pool_nodes
+from skdlib.losses.pairwise import (
+    node_grid,
+    pairwise_similarity_loss,
+    pairwise_similarity_map,
+    pool_nodes,
+)
 from skdlib.losses.pixelwise import pixelwise_kd_loss, pixelwise_kl_map
 from skdlib.losses.task import cross_entropy_2d, segmentation_task_loss
 from skdlib.losses.variants import (
@@ -36,6 +41,7 @@ __all__ = [
     "local_pairwise_loss",
     "make_mimic_adapter",
     "mimic_loss",
+    "node_grid",
     "pairwise_similarity_loss",
     "pairwise_similarity_map",
     "pixelwise_kd_loss",

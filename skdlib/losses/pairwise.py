@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pairwise_similarity_loss", "pairwise_similarity_map", "pool_nodes"]
+__all__ = ["node_grid", "pairwise_similarity_loss", "pairwise_similarity_map", "pool_nodes"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,20 @@ def pool_nodes(
     return F.max_pool2d(feat, kernel, stride=kernel, ceil_mode=True)
 
 
+def node_grid(
+    height: int,
+    width: int,
+    *,
+    node_size: int | tuple[int, int] = 1,
+    node_fraction: float | None = None,
+) -> tuple[int, int]:
+    """The node grid ``(h, w)`` that :func:`pool_nodes` makes of an ``H x W`` map:
+    ``(ceil(H / kh), ceil(W / kw))`` for its kernel ``(kh, kw)`` (the last window always starts
+    inside the map, stride = kernel). Raises as :func:`pool_nodes` for bad node options."""
+    kh, kw = _node_kernel(node_size, node_fraction, height, width)
+    return -(-height // kh), -(-width // kw)
+
+
 def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast off on ``device``: the Gram identity cancels large terms; bf16/fp16 ruin it."""
     is_available = getattr(torch.amp, "is_autocast_available", None)
@@ -147,6 +161,28 @@ def _check_feature_pair(student_feat: torch.Tensor, teacher_feat: torch.Tensor) 
         raise ValueError(
             "student_feat and teacher_feat must have the same batch and spatial sizes "
             f"(channels may differ), got student {tuple(s)} and teacher {tuple(t)}"
+        )
+
+
+def _check_node_pair(
+    student_feat: torch.Tensor,
+    teacher_feat: torch.Tensor,
+    node_size: int | tuple[int, int],
+    node_fraction: float | None,
+) -> None:
+    """Both ``(N, C, H, W)`` with one batch size; their node grids equal (map sizes and
+    channels may differ)."""
+    for name, f in (("student_feat", student_feat), ("teacher_feat", teacher_feat)):
+        if f.dim() != 4:
+            raise ValueError(f"{name} must be (N, C, H, W), got shape {tuple(f.shape)}")
+    s, t = student_feat.shape, teacher_feat.shape
+    opts = {"node_size": node_size, "node_fraction": node_fraction}
+    grids = node_grid(s[2], s[3], **opts), node_grid(t[2], t[3], **opts)
+    if s[0] != t[0] or grids[0] != grids[1]:
+        raise ValueError(
+            "student_feat and teacher_feat must have the same batch size and node grid (map "
+            f"sizes and channels may differ), got student {tuple(s)} ({grids[0]} nodes) and "
+            f"teacher {tuple(t)} ({grids[1]} nodes)"
         )
 
 
@@ -223,9 +259,15 @@ def pairwise_similarity_loss(
     (``pool="max", node_fraction=0.5`` here), detaches the norms, and adds ``1e-8`` to the norm
     rather than inside the square root (same value up to ~1e-8 relative).
 
+    Maps of two sizes: only the node grids must be equal (:func:`node_grid`; e.g.
+    ``node_fraction`` gives the same grid on maps of any size); each map is pooled with its own
+    kernel then. The training step brings maps whose grids differ to one grid first
+    (:func:`skdlib.train.terms.on_one_grid`).
+
     Args:
-        student_feat: ``(N, C_s, H, W)``.
-        teacher_feat: ``(N, C_t, H, W)``; channel counts may differ, ``N, H, W`` must match.
+        student_feat: ``(N, C_s, H_s, W_s)``.
+        teacher_feat: ``(N, C_t, H_t, W_t)``; channel counts and map sizes may differ where the
+            node grids are equal; ``N`` must match.
         node_size: node granularity beta, int >= 1 or ``(bh, bw)``.
         pool: ``"avg"`` or ``"max"``.
         node_fraction: the authors' fractional kernel instead of ``node_size``.
@@ -238,14 +280,14 @@ def pairwise_similarity_loss(
         Scalar tensor in the computation dtype.
 
     Raises:
-        ValueError: wrong ranks, different batch or spatial sizes, bad node options, bad dtype.
+        ValueError: wrong ranks, different batch sizes or node grids, bad node options, bad dtype.
     """
-    _check_feature_pair(student_feat, teacher_feat)
+    _check_node_pair(student_feat, teacher_feat, node_size, node_fraction)
     compute = _compute_dtype(student_feat, dtype)
     opts = {"node_size": node_size, "pool": pool, "node_fraction": node_fraction}
     with _full_precision(student_feat.device):
         fs = pool_nodes(student_feat, **opts)  # (N, C_s, h, w)
-        ft = pool_nodes(teacher_feat.detach(), **opts)  # (N, C_t, h, w)
+        ft = pool_nodes(teacher_feat.detach(), **opts)  # (N, C_t, h, w), the same grid
         n = fs.shape[-2] * fs.shape[-1]
         fs = _normalised_nodes(fs, eps=eps, detach_norm=detach_norm, dtype=compute)  # (N, C_s, n)
         ft = _normalised_nodes(ft, eps=eps, detach_norm=True, dtype=compute)  # (N, C_t, n)

@@ -1,15 +1,22 @@
 """Teacher and student networks with named outputs, weight loading, complexity, ONNX export.
 
 Every network's ``forward(image)`` returns :class:`SegmentationOutput`; build them by name with
-:func:`build_model` (see :func:`available_models`).
+:func:`build_model` (see :func:`available_models`). A network of one's own joins through
+:func:`tap` (any ``nn.Module``, its outputs read by module name), :func:`register_model` (a name
+of one's own) or an import path ``"package.module:function"`` given to :func:`build_model`.
 """
 
 from skdlib.models.build import (
     VARIANTS,
     available_models,
     build_model,
+    builtin_models,
+    is_import_path,
+    is_model_name,
     model_options,
     model_variants,
+    register_model,
+    unregister_model,
 )
 from skdlib.models.complexity import (
     Complexity,
@@ -27,10 +34,12 @@ from skdlib.models.pretrained import LoadReport, load_pretrained, read_state_dic
 from skdlib.models.psp import PSPNet
 from skdlib.models.released import LAYOUT_VARIANTS, LAYOUTS, load_released
 from skdlib.models.resnet import ResNetBackbone, resnet_backbone
+from skdlib.models.tap import TAP_OPTIONS, TappedModel, tap
 
 __all__ = [
     "LAYOUTS",
     "LAYOUT_VARIANTS",
+    "TAP_OPTIONS",
     "VARIANTS",
     "Complexity",
     "DeepLabV3",
@@ -43,17 +52,24 @@ __all__ = [
     "PSPNet",
     "ResNetBackbone",
     "SegmentationOutput",
+    "TappedModel",
     "available_models",
     "build_model",
+    "builtin_models",
     "check_onnx",
     "complexity",
     "count_parameters",
     "export_onnx",
+    "is_import_path",
+    "is_model_name",
     "load_pretrained",
     "load_released",
     "measure_latency",
     "model_options",
     "model_variants",
     "read_state_dict",
+    "register_model",
     "resnet_backbone",
+    "tap",
+    "unregister_model",
 ]

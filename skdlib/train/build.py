@@ -44,6 +44,7 @@ __all__ = [
     "build_critic_optimizer",
     "build_dataset_for",
     "build_models",
+    "build_network",
     "build_student",
     "build_student_optimizer",
     "build_teacher",
@@ -284,6 +285,36 @@ def _teacher_hint(path: str) -> str:
     )
 
 
+def build_network(cfg: ExperimentConfig, num_classes: int, *, role: str) -> nn.Module:
+    """``model.<role>`` (``"student"`` or ``"teacher"``) built with its variant, options and taps
+    (``model.<role>_variant``, ``_options``, ``_taps``): :func:`skdlib.models.build_model` of a
+    book network, a registered name or an import path. The one builder of training, evaluation
+    and a run's network read back; no weights are loaded here."""
+    from skdlib.models import build_model
+
+    if role not in ("student", "teacher"):
+        raise ValueError(f"role must be 'student' or 'teacher', got {role!r}")
+    m = cfg.model
+    name = getattr(m, role)
+    if name is None:
+        raise ValueError(f"model.{role}: no network is named (null)")
+    if "num_classes" in getattr(m, f"{role}_options"):
+        raise ValueError(
+            f"model.{role}_options: num_classes is no option (it comes from model.num_classes "
+            "or the data set, and reaches a factory that has a num_classes parameter)"
+        )
+    try:
+        return build_model(
+            name,
+            num_classes,
+            variant=getattr(m, f"{role}_variant"),
+            taps=dict(getattr(m, f"{role}_taps")) or None,
+            **dict(getattr(m, f"{role}_options")),
+        )
+    except ValueError as error:
+        raise ValueError(f"model.{role}: {error}") from error
+
+
 def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     """The fixed teacher (eval mode, no gradients) when a term needs it, else ``None``.
 
@@ -295,7 +326,7 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     Raises:
         FileNotFoundError: the checkpoint is set but missing (the message says which run writes it).
     """
-    from skdlib.models import build_model, load_pretrained, load_released
+    from skdlib.models import load_pretrained, load_released
 
     if not cfg.distill.enabled:
         return None
@@ -305,9 +336,7 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
             f"model.teacher_checkpoint: teacher weights not found at {path}; {_teacher_hint(path)}"
         )
     m = cfg.model
-    teacher = build_model(
-        m.teacher, num_classes, variant=m.teacher_variant, **dict(m.teacher_options)
-    )
+    teacher = build_network(cfg, num_classes, role="teacher")
     if path is None:
         logger.warning("model.teacher_checkpoint is null: the teacher is randomly initialised")
     elif m.teacher_checkpoint_layout == "skdlib":
@@ -323,16 +352,14 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
 
 
 def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    """The trained network (``model.student`` of ``model.student_variant``), its backbone from
-    ``model.student_pretrained`` when that is set (``model.student_pretrained_layout``: the
-    library's names, or ``"csail_imagenet"``, read strictly by
-    :func:`skdlib.models.load_released`)."""
-    from skdlib.models import build_model, load_pretrained, load_released
+    """The trained network (``model.student`` of ``model.student_variant``, built by
+    :func:`build_network`), its backbone from ``model.student_pretrained`` when that is set
+    (``model.student_pretrained_layout``: the library's names, or ``"csail_imagenet"``, read
+    strictly by :func:`skdlib.models.load_released`)."""
+    from skdlib.models import load_pretrained, load_released
 
     m = cfg.model
-    student = build_model(
-        m.student, num_classes, variant=m.student_variant, **dict(m.student_options)
-    )
+    student = build_network(cfg, num_classes, role="student")
     if m.student_pretrained is None:
         return student
     if m.student_pretrained_layout == "skdlib":
@@ -417,7 +444,9 @@ def build_models(
     validate_with_model(cfg, student, teacher=teacher)
     critic = None
     if needs_critic(cfg.distill):
-        critic = build_critic(cfg, num_classes, output_stride=student.output_stride)
+        # The critic scores maps on the grid the terms compare on (distill.align).
+        on_grid = teacher if cfg.distill.align == "teacher" and teacher is not None else student
+        critic = build_critic(cfg, num_classes, output_stride=on_grid.output_stride)
     adapter = build_adapter(cfg, student, teacher) if needs_adapter(cfg.distill) else None
     return student, teacher, critic, adapter
 
@@ -459,7 +488,7 @@ def load_run_network(
     Raises:
         FileNotFoundError: the folder has no config.yaml or no final.pt (the run did not finish).
     """
-    from skdlib.models import build_model, load_pretrained
+    from skdlib.models import load_pretrained
 
     folder = RunFolder(Path(run_dir))
     cfg = folder.read_config()
@@ -467,12 +496,7 @@ def load_run_network(
         raise FileNotFoundError(
             f"run_dir: no checkpoints/final.pt in {folder.root} (has the run finished?)"
         )
-    model = build_model(
-        cfg.model.student,
-        num_classes,
-        variant=cfg.model.student_variant,
-        **dict(cfg.model.student_options),
-    )
+    model = build_network(cfg, num_classes, role="student")
     load_pretrained(model, folder.final, strict=True)
     return model.to(device).eval()
 

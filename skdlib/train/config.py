@@ -29,8 +29,10 @@ baseline without distillation) sets every ``distill`` switch off; a teacher run 
 ``model.student`` to the teacher's architecture and ``model.teacher: null`` (see
 ``configs/teacher_paper.yaml``).
 
-Model names are checked against :data:`KNOWN_MODELS` here for an early, clear error; model options
-and feature names are checked against a built model by :func:`validate_with_model`.
+Model names are checked here for an early, clear error (one of :data:`KNOWN_MODELS`, a name given to
+``skdlib.models.register_model`` in this process, or the form of an import path
+``package.module:function``, which is imported only when the network is built); model options and
+feature names are checked against a built model by :func:`validate_with_model`.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ __all__ = [
     "validate_with_model",
 ]
 
+#: The book's networks (``model.student`` / ``model.teacher`` also take a name given to
+#: ``skdlib.models.register_model`` or an import path ``package.module:function``).
 ModelName = Literal[
     "pspnet_resnet101",
     "pspnet_resnet50",
@@ -81,7 +85,7 @@ ModelName = Literal[
     "espnet_c",
     "espnet",
 ]
-#: Architectures ``skdlib.models.build_model`` is expected to know (checked early, before building).
+#: The book's architectures ``skdlib.models.build_model`` knows (checked early, before building).
 KNOWN_MODELS: tuple[str, ...] = get_args(ModelName)
 #: ``build_model`` variants (``skdlib.models.VARIANTS``).
 VariantName = Literal["default", "authors", "cirkd"]
@@ -326,16 +330,28 @@ class ModelConfig(_Section):
 
     _path: ClassVar[str] = "model"
 
-    student: ModelName = _doc(
+    student: str = _doc(
         "pspnet_resnet18",
-        "architecture being trained (the student; the teacher itself in a teacher run)",
+        "architecture being trained (the student; the teacher itself in a teacher run): a book "
+        "network, a name given to skdlib.models.register_model, or an import path "
+        "'package.module:function' of one's own",
     )
     student_options: dict[str, Any] = _doc({}, "keyword options for build_model, e.g. {width: 0.5}")
-    teacher: ModelName | None = _doc(
+    student_taps: dict[str, Any] = _doc(
+        {},
+        "for a student of one's own: skdlib.models.tap's options (logits, aux_logits, features: "
+        "{name: module name}, output_stride, probe_size, in_channels); {} = none",
+        hashed_at_default=False,
+    )
+    teacher: str | None = _doc(
         "pspnet_resnet101",
-        "fixed teacher architecture (paper: PSPNet, dilated ResNet-101); null = none",
+        "fixed teacher architecture (paper: PSPNet, dilated ResNet-101), named as model.student; "
+        "null = none",
     )
     teacher_options: dict[str, Any] = _doc({}, "keyword options for building the teacher")
+    teacher_taps: dict[str, Any] = _doc(
+        {}, "likewise model.student_taps, for the teacher", hashed_at_default=False
+    )
     teacher_checkpoint: str | None = _doc(None, "file with the trained teacher's weights")
     student_pretrained: str | None = _doc(
         None, "backbone weights for the student (e.g. ImageNet's); null = random init"
@@ -390,15 +406,51 @@ class ModelConfig(_Section):
         for name in ("teacher_checkpoint", "student_pretrained"):
             if getattr(self, name) == "":
                 self._fail(name, "must be a file path or null, not empty")
+        for role in ("student", "teacher"):
+            self._check_network(role)
         self._check_variants()
 
+    def _check_network(self, role: str) -> None:
+        """``model.<role>`` names a network :func:`skdlib.models.build_model` accepts (an import
+        path is checked for its form only, not imported); its taps are :func:`skdlib.models.tap`
+        options, and only for a network of one's own."""
+        from skdlib.models.build import builtin_models, is_model_name
+        from skdlib.models.tap import TAP_OPTIONS
+
+        name, taps = getattr(self, role), getattr(self, f"{role}_taps")
+        if name is not None and not is_model_name(name):
+            choices = ", ".join(repr(m) for m in KNOWN_MODELS)
+            close = difflib.get_close_matches(name, builtin_models(), n=1)
+            raise ValueError(
+                f"{self._key(role)}: expected one of {choices} (or a name given to "
+                "skdlib.models.register_model, or an import path 'package.module:function'), got "
+                f"{_describe(name)}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        unknown = sorted(set(taps) - set(TAP_OPTIONS))
+        if unknown:
+            self._fail(f"{role}_taps", f"unknown option(s) {unknown}; valid: {list(TAP_OPTIONS)}")
+        if taps and (name is None or name in builtin_models()):
+            self._fail(
+                f"{role}_taps",
+                f"taps are for a network of one's own; model.{role} {name!r} needs none",
+            )
+
     def _check_variants(self) -> None:
-        """Each network has its variant, and each released layout fits its network's variant."""
-        from skdlib.models import LAYOUT_VARIANTS, available_models, model_variants
+        """Each network has its variant (variants are the book's networks' only: a network of
+        one's own has ``"default"``), and each released layout fits its network's variant."""
+        from skdlib.models import LAYOUT_VARIANTS, builtin_models, model_variants
 
         for role in ("student", "teacher"):
             name, variant = getattr(self, role), getattr(self, f"{role}_variant")
-            if name in available_models() and variant not in model_variants(name):
+            if name is None or variant == "default":
+                continue
+            if name not in builtin_models():
+                self._fail(
+                    f"{role}_variant",
+                    f"variants are for the book's networks; {name!r} is a network of one's own "
+                    "(its factory and options build it): use 'default'",
+                )
+            if variant not in model_variants(name):
                 self._fail(
                     f"{role}_variant", f"{name} has the variants {list(model_variants(name))}"
                 )
@@ -571,6 +623,13 @@ class DistillConfig(_Section):
     temperature: float = _doc(
         1.0, "softmax temperature of the pixel-wise term; paper: 1 (plain softmax)"
     )
+    # Networks on different grids (other output strides or feature sizes).
+    align: str = _doc(
+        "student",
+        "the grid the terms compare two maps of different sizes on: the student's (the teacher's "
+        "map resized to it) or the teacher's; maps of one size are never resized",
+        hashed_at_default=False,
+    )
     # Pair-wise graph.
     pair_feature: str = _doc(
         "head",
@@ -629,9 +688,11 @@ class DistillConfig(_Section):
         return needs_features(self)
 
     def _validate(self) -> None:
-        from skdlib.train.terms import TERMS
+        from skdlib.train.terms import ALIGNS, TERMS
 
         super()._validate()
+        if self.align not in ALIGNS:
+            self._fail("align", f"expected one of {', '.join(map(repr, ALIGNS))}")
         for term in TERMS:
             if hasattr(self, term.weight):
                 self._at_least(term.weight, 0.0)
@@ -937,8 +998,9 @@ def validate_with_model(
     ``feature_channels: dict[str, int]``).
 
     Raises ``ValueError`` when a term that reads ``distill.pair_feature`` is on and the student (or
-    the teacher, when given) has no such feature, or when ``model.num_classes`` disagrees with a
-    model's ``num_classes`` attribute (checked only where the model has one).
+    the teacher, when given) has no such feature, when ``model.num_classes`` disagrees with a
+    model's ``num_classes`` attribute, or the teacher's with the student's (checked only where
+    the models have one).
     """
     networks = [("model.student", model)] + (
         [("model.teacher", teacher)] if teacher is not None else []
@@ -960,6 +1022,12 @@ def validate_with_model(
             raise ValueError(
                 f"model.num_classes: config says {wanted}, {role} was built with {built_classes}"
             )
+    classes = [getattr(network, "num_classes", None) for _, network in networks]
+    if len(classes) == 2 and all(isinstance(k, int) for k in classes) and classes[0] != classes[1]:
+        raise ValueError(
+            f"model.teacher: the teacher predicts {classes[1]} classes, the student {classes[0]}; "
+            "the terms compare the two class by class"
+        )
 
 
 def describe_fields(section: type | None = None) -> list[tuple[str, str, Any, str]]:

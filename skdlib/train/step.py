@@ -296,10 +296,13 @@ def distill_step(
     if needs_critic(d):
         if critic is None or critic_optimizer is None:
             raise ValueError("distill.holistic needs a critic and its optimiser")
+        # Both maps on the grid of the terms (distill.align), where the generator term scores
+        # the student's.
+        student_logits, teacher_logits = registry.on_one_grid(
+            student_out.logits, teacher_out.logits, d.align
+        )
         terms.update(
-            critic_step(
-                critic, critic_optimizer, teacher_out.logits, student_out.logits, image, ctx
-            )
+            critic_step(critic, critic_optimizer, teacher_logits, student_logits, image, ctx)
         )
     return terms
 

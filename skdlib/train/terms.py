@@ -10,6 +10,16 @@ config's validation of the weights, and the terms the loop logs.
 Adding a term is one entry here plus its switch and weight fields in
 :class:`skdlib.train.config.DistillConfig`. Readers look :data:`TERMS` up at call time, so a
 test can extend it.
+
+Networks on different grids (another output stride, feature maps of other sizes): the inputs
+are prepared here, the losses stay pure functions of maps of one size. :func:`on_one_grid` brings
+a student map and a teacher map to the grid ``distill.align`` names (the student's by default,
+the teacher's map resized to it; or the teacher's), with :func:`resize_map` (area averaging to a
+coarser grid, bilinear interpolation otherwise); maps of one size are never touched. Each term's
+docstring says what it resizes. Channel counts may differ for the pair-wise terms and attention
+transfer (they compare each network with itself first); MIMIC maps the student's channels to the
+teacher's with its 1x1 adapter; the logit terms need one class count (checked when the networks
+are built).
 """
 
 from __future__ import annotations
@@ -20,11 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from skdlib import losses
 
 __all__ = [
+    "ALIGNS",
     "READS",
     "TERMS",
     "Term",
@@ -35,11 +47,48 @@ __all__ = [
     "needs_critic",
     "needs_features",
     "needs_teacher",
+    "on_one_grid",
+    "resize_map",
     "term_weights",
 ]
 
 #: What a term may read: the logits, ``features[distill.pair_feature]``, the critic, the adapter.
 READS = ("logits", "features", "critic", "adapter")
+
+
+#: The grids ``distill.align`` may name: the student's or the teacher's.
+ALIGNS = ("student", "teacher")
+
+
+def resize_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``x`` ``(N, C, h, w)`` on the grid ``size = (H, W)``: ``(N, C, H, W)``.
+
+    Unchanged at that size; area averaging (each cell the mean of the cells it covers, adaptive
+    average pooling) where neither side grows; bilinear interpolation (``align_corners=False``,
+    as evaluation upsamples logits) otherwise. Linear in ``x``: gradients flow through it.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(x, size)  # (N, C, h, w) -> (N, C, H, W), H <= h, W <= w
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # (N, C, H, W)
+
+
+def on_one_grid(
+    student_map: torch.Tensor, teacher_map: torch.Tensor, align: str = "student"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A student map ``(N, C_s, h_s, w_s)`` and a teacher map ``(N, C_t, h_t, w_t)`` on one grid:
+    the student's (``align="student"``: the teacher's map resized) or the teacher's (the
+    student's map resized, its gradient flowing through the resizing); channels unchanged.
+    Maps of one size come back as they are."""
+    if align not in ALIGNS:
+        raise ValueError(f"distill.align must be one of {ALIGNS}, got {align!r}")
+    if student_map.shape[-2:] == teacher_map.shape[-2:]:
+        return student_map, teacher_map
+    if align == "student":
+        return student_map, resize_map(teacher_map, student_map.shape[-2:])
+    return resize_map(student_map, teacher_map.shape[-2:]), teacher_map
 
 
 @dataclass(frozen=True)
@@ -53,12 +102,20 @@ class TermInputs:
     critic: nn.Module | None = None
     adapter: nn.Module | None = None
 
-    def logits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Student and teacher logits ``(N, K, h, w)`` in float32."""
-        return self.student.logits.float(), self.teacher.logits.float()
+    @property
+    def align(self) -> str:
+        """The grid maps of two sizes are compared on (``distill.align``)."""
+        return getattr(self.distill, "align", "student")
 
-    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Student and teacher ``features[distill.pair_feature]`` ``(N, C, h, w)`` in float32."""
+    def logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student and teacher logits ``(N, K, h, w)`` in float32, on one grid
+        (:func:`on_one_grid`)."""
+        s, t = self.student.logits.float(), self.teacher.logits.float()
+        return on_one_grid(s, t, self.align)
+
+    def raw_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student and teacher ``features[distill.pair_feature]`` ``(N, C, h, w)`` in float32, each
+        on its own network's grid."""
         name = self.distill.pair_feature
         if name not in self.student.features or name not in self.teacher.features:
             raise ValueError(
@@ -66,6 +123,20 @@ class TermInputs:
                 f"{sorted(self.student.features)}, the teacher {sorted(self.teacher.features)}"
             )
         return self.student.features[name].float(), self.teacher.features[name].float()
+
+    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`raw_features` on one grid (:func:`on_one_grid`)."""
+        return on_one_grid(*self.raw_features(), self.align)
+
+    def node_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`raw_features` as they are when the pair-wise node options
+        (``distill.node_size``, ``node_fraction``) give both maps the same node grid, else on
+        one grid (:func:`on_one_grid`): the pair-wise term needs equal node grids only."""
+        s, t = self.raw_features()
+        d = self.distill
+        opts = {"node_size": d.node_size, "node_fraction": d.node_fraction}
+        same = losses.node_grid(*s.shape[-2:], **opts) == losses.node_grid(*t.shape[-2:], **opts)
+        return (s, t) if same else on_one_grid(s, t, self.align)
 
 
 @dataclass(frozen=True)
@@ -103,12 +174,15 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
 
 
 def _pixel(x: TermInputs) -> torch.Tensor:
+    """Pixel-wise KL on the logits, both on the ``distill.align`` grid."""
     s, t = x.logits()
     return losses.pixelwise_kd_loss(s, t, temperature=x.distill.temperature)
 
 
 def _pair(x: TermInputs) -> torch.Tensor:
-    s, t = x.features()
+    """Pair-wise similarity of the pair features: each map as it is when the two node grids
+    agree (channels and map sizes may differ), else both on the ``distill.align`` grid first."""
+    s, t = x.node_features()
     d = x.distill
     return losses.pairwise_similarity_loss(
         s,
@@ -121,6 +195,8 @@ def _pair(x: TermInputs) -> torch.Tensor:
 
 
 def _mimic(x: TermInputs) -> torch.Tensor:
+    """MIMIC on the pair features, both on the ``distill.align`` grid, the student's channels
+    mapped to the teacher's by the 1x1 adapter."""
     if x.adapter is None:
         raise ValueError("distill.mimic needs the 1x1 adapter module")
     s, t = x.features()
@@ -128,19 +204,25 @@ def _mimic(x: TermInputs) -> torch.Tensor:
 
 
 def _attention(x: TermInputs) -> torch.Tensor:
+    """Attention transfer on the pair features, both on the ``distill.align`` grid (channels
+    may differ)."""
     return losses.attention_transfer_loss(*x.features())
 
 
 def _local_pair(x: TermInputs) -> torch.Tensor:
+    """Local pair-wise similarity on the pair features, both on the ``distill.align`` grid
+    (channels may differ)."""
     s, t = x.features()
     return losses.local_pairwise_loss(s, t, node_size=x.distill.node_size, pool=x.distill.pool)
 
 
 def _cwd(x: TermInputs) -> torch.Tensor:
+    """Channel-wise distillation on the logits, both on the ``distill.align`` grid."""
     return losses.cwd_loss(*x.logits(), temperature=x.distill.cwd_temperature)
 
 
 def _dist(x: TermInputs) -> torch.Tensor:
+    """DIST on the logits, both on the ``distill.align`` grid."""
     d = x.distill
     return losses.dist_loss(
         *x.logits(), temperature=d.dist_temperature, beta=d.dist_beta, gamma=d.dist_gamma
@@ -148,11 +230,13 @@ def _dist(x: TermInputs) -> torch.Tensor:
 
 
 def _holistic(x: TermInputs) -> torch.Tensor:
-    """``-E[D(Q_s | I)]`` with the critic fixed (the teacher half of ``-l_ho`` is constant)."""
+    """``-E[D(Q_s | I)]`` with the critic fixed (the teacher half of ``-l_ho`` is constant); the
+    student's logits on the ``distill.align`` grid, where the critic's step scores both
+    networks' maps (:func:`skdlib.train.step.distill_step`)."""
     if x.critic is None:
         raise ValueError("distill.holistic needs the critic")
     with frozen(x.critic):
-        seg_map = x.critic.prepare_input(x.student.logits.float())
+        seg_map = x.critic.prepare_input(x.logits()[0])
         score = x.critic(seg_map, x.image)
     return losses.holistic_generator_loss(score, kind=x.distill.gan_kind)
 
