@@ -30,9 +30,10 @@ def _finished_run(folder: Path, *overrides: str) -> Path:
 def _project(root: Path, teacher_dir: str | None) -> Path:
     shutil.copytree(REPO / "configs", root / "configs")
     plan = yaml.safe_load((REPO / "configs" / "experiments.yaml").read_text())
-    plan["profiles"]["quick"]["teacher_dir"] = teacher_dir
+    teacher = plan["profiles"]["quick"]["teachers"]["teacher"]
+    teacher["dir"] = teacher_dir
     if teacher_dir is None:
-        del plan["profiles"]["quick"]["teacher_dir"]
+        del teacher["dir"]
     (root / "configs" / "experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     return root
 

@@ -2,10 +2,10 @@
 make it the teacher of a run, and the validation curves of a few run folders.
 
 The profile's teacher is found as the pipeline names it: the teacher run of the profile's index
-(``<runs_root>/<profile>/index.json``), else the run folder the plan keeps for it
-(``profiles.<name>.teacher_dir``); in smoke mode the smoke profile's teacher, from its runs tree
-or a demo tree built on the spot (:func:`skdlib.analysis.runs.open_profile`). No path of a teacher
-is written anywhere else.
+(``<runs_root>/<profile>/index.json``), else the run folder the plan keeps for it (the ``dir``
+of the profile's default teacher, ``profiles.<name>.teachers``); in smoke mode the smoke
+profile's teacher, from its runs tree or a demo tree built on the spot
+(:func:`skdlib.analysis.runs.open_profile`). No path of a teacher is written anywhere else.
 """
 
 from __future__ import annotations
@@ -70,9 +70,10 @@ def profile_teacher(
         if entry.get("status") == "finished":
             note = f"The teacher is the profile `{wanted}`'s, read from its runs tree."
             return ProfileTeacher(Path(entry["run_dir"]), preset, note)
-    if prof.teacher_dir and RunFolder(repo / prof.teacher_dir).is_finished():
+    kept = prof.teacher_of(None).dir
+    if kept and RunFolder(repo / kept).is_finished():
         note = f"The teacher is the profile `{wanted}`'s, kept in the repository."
-        return ProfileTeacher(repo / prof.teacher_dir, preset, note)
+        return ProfileTeacher(repo / kept, preset, note)
     raise FileNotFoundError(
         f"profile {wanted!r}: no finished teacher run in {profile_dir} nor kept for it; train it "
         f"with `make teacher PROFILE={wanted}` (or `make experiments PROFILE={wanted}`)"
