@@ -867,3 +867,62 @@ def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -
     again = ex.build_runs(other, "smoke", runs_root=tmp_path, project_root=REPO, only=["pi"])
     assert again[1].hash != pre.hash and again[2].hash != student.hash
     assert again[0].hash == teacher.hash
+
+
+def test_teachers_start_from_their_own_pretraining_shared_when_equal(tmp_path: Path) -> None:
+    def mutate(data: dict) -> None:
+        teachers = data["profiles"]["smoke"]["teachers"]
+        start = {"config": "configs/pretrain_smoke.yaml", "overrides": ["train.max_iters=2"]}
+        for entry in teachers.values():
+            if isinstance(entry, dict):
+                entry["pretrain"] = dict(start)
+
+    plan = ex.load_plan(_write_plan(tmp_path, mutate))
+    runs = ex.build_runs(
+        plan, "smoke", runs_root=tmp_path / "runs", project_root=REPO, all_teachers=True
+    )
+    keys = [s.key for s in runs if s.experiment is None]
+    # one pretraining run for the two teachers (the same one), before them; then the students'
+    assert keys == ["pretrain_teacher", "teacher", "teacher_unlabeled", "pretrain"]
+    pre = runs[0]
+    assert not pre.is_teacher and pre.config.data.options["seed"] == 2
+    for spec in runs[1:3]:
+        m = spec.config.model
+        assert m.student_pretrained == str(pre.run_dir / "checkpoints" / "final.pt")
+        assert (m.student_pretrained_source, m.student_pretrained_prefix) == (
+            pre.reuse_hash,
+            "backbone.",
+        )
+    with pytest.raises(ex.PlanError, match=r"teachers.teacher.pretrain: missing key"):
+        ex.load_plan(
+            _write_plan(
+                tmp_path,
+                lambda d: d["profiles"]["smoke"]["teachers"]["teacher"].update(pretrain={}),
+            )
+        )
+
+
+def test_experiments_run_their_own_number_of_seeds(tmp_path: Path) -> None:
+    def mutate(data: dict) -> None:
+        data["profiles"]["smoke"].update(seeds=[3, 4, 5, 6], default_seeds=2)
+        for exp in data["experiments"]:
+            if exp["name"] == "baseline":
+                exp["seeds"] = 3
+            if exp["name"] == "pi":
+                exp["seeds"] = 9  # more than the profile lists: all of them
+
+    plan = ex.load_plan(_write_plan(tmp_path, mutate))
+    runs = ex.build_runs(
+        plan,
+        "smoke",
+        runs_root=tmp_path / "runs",
+        project_root=REPO,
+        only=["baseline", "pi", "cwd"],
+    )
+    seeds = {}
+    for spec in runs:
+        if spec.experiment is not None:
+            seeds.setdefault(spec.experiment, []).append(spec.seed)
+    assert seeds == {"baseline": [3, 4, 5], "pi": [3, 4, 5, 6], "cwd": [3, 4]}
+    with pytest.raises(ex.PlanError, match=r"experiments\[0\].seeds: expected an int >= 1"):
+        ex.load_plan(_write_plan(tmp_path, lambda d: d["experiments"][0].update(seeds=0)))

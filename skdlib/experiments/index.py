@@ -169,7 +169,8 @@ def _build_index(
     profile_dir: Path,
 ) -> dict[str, Any]:
     old_runs = _previous_runs(previous)
-    cfg = runs[0].config
+    # the students' data set (a pretraining run's is its own source task's), else a teacher's
+    cfg = next((s for s in runs if s.experiment is not None or s.is_teacher), runs[0]).config
     teachers = _teacher_entries(profile, runs, states, previous, project_root, profile_dir)
     index: dict[str, Any] = {
         "profile": profile.name,

@@ -117,10 +117,11 @@ def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]
                     "embedded data set: ensuring %s %s", root, options or "(default options)"
                 )
                 ensure_embedded(root, **options)
-    # The students' label set (the pretraining run's is its own source task's), else a teacher's.
+    # The students' label set (a pretraining run's is its own source task's), else a teacher's.
     for spec in runs[::-1]:  # students last in the list, the teachers first
         table = Path(spec.config.data.root) / "classes.json"
-        if spec.key != PRETRAIN_DIR and spec.config.data.name == "embedded" and table.is_file():
+        pretraining = spec.experiment is None and not spec.is_teacher
+        if not pretraining and spec.config.data.name == "embedded" and table.is_file():
             return len(json.loads(table.read_text())["names"])
     return None
 

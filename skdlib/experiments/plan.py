@@ -49,6 +49,7 @@ _PROFILE_KEYS = {
     "config",
     "teachers",
     "seeds",
+    "default_seeds",
     "overrides",
     "settings",
     "groups",
@@ -59,7 +60,16 @@ _PROFILE_KEYS = {
     "pretrain",
     "slurm",
 }
-_EXPERIMENT_KEYS = {"name", "groups", "label", "description", "teacher", "settings", "overrides"}
+_EXPERIMENT_KEYS = {
+    "name",
+    "groups",
+    "label",
+    "description",
+    "teacher",
+    "seeds",
+    "settings",
+    "overrides",
+}
 _PLAN_KEYS = {"profiles", "settings", "experiments"}
 
 
@@ -124,9 +134,12 @@ class Teacher:
     dir: str | None = None
     #: Overrides of this teacher, after the profile's.
     overrides: tuple[str, ...] = ()
+    #: The run this teacher's backbone starts from, trained before it (as the students'
+    #: ``pretrain``); teachers with the same pretraining share its run.
+    pretrain: Pretraining | None = None
 
 
-_TEACHER_KEYS = {"config", "dir", "overrides"}
+_TEACHER_KEYS = {"config", "dir", "overrides", "pretrain"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,14 @@ class Profile:
     #: Other names of teachers (``teachers.<alias>: <name>``): an experiment naming the alias
     #: learns from that teacher's run (one run, one folder).
     teacher_aliases: Mapping[str, str] = field(default_factory=dict)
+    #: How many of ``seeds`` an experiment runs unless it says (its ``seeds``); None: all.
+    default_seeds: int | None = None
+
+    def seeds_of(self, experiment: Experiment) -> tuple[int, ...]:
+        """The seeds ``experiment`` runs under this profile: the first ``experiment.seeds`` of
+        the profile's (else its ``default_seeds``, else all), never more than it lists."""
+        count = experiment.seeds if experiment.seeds is not None else self.default_seeds
+        return self.seeds if count is None else self.seeds[:count]
 
     @property
     def default_teacher(self) -> str:
@@ -192,6 +213,8 @@ class Experiment:
     overrides: tuple[str, ...]  #: its own overrides, applied after the settings
     #: the name of the profile's teacher it learns from; None: the profile's default teacher
     teacher: str | None = None
+    #: how many of the profile's seeds it runs (the first ones); None: the profile's default
+    seeds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -348,7 +371,8 @@ def _load_teachers(where: str, raw: Any) -> tuple[dict[str, Teacher], dict[str, 
             ):
                 raise PlanError(f"{where}.{name}.{field_name}: expected a path, got {value!r}")
         overrides = _override_list(f"{where}.{name}.overrides", entry.get("overrides"))
-        teachers[name] = Teacher(name, entry["config"], entry.get("dir"), overrides)
+        pretrain = _load_pretrain(f"{where}.{name}.pretrain", entry.get("pretrain"))
+        teachers[name] = Teacher(name, entry["config"], entry.get("dir"), overrides, pretrain)
     if next(iter(raw)) in aliases:
         raise PlanError(f"{where}: the first teacher is the default and must be a teacher run")
     for alias, target in aliases.items():
@@ -411,6 +435,11 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         slurm=_load_slurm(f"{where}.slurm", raw.get("slurm")),
         pretrain=_load_pretrain(f"{where}.pretrain", raw.get("pretrain")),
         teacher_aliases=aliases,
+        default_seeds=(
+            None
+            if raw.get("default_seeds") is None
+            else _positive_int(f"{where}.default_seeds", raw["default_seeds"])
+        ),
     )
 
 
@@ -441,6 +470,7 @@ def _load_experiment(
         settings=names,
         overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
         teacher=None if teacher is None else _name(f"{where}.teacher", teacher),
+        seeds=None if raw.get("seeds") is None else _positive_int(f"{where}.seeds", raw["seeds"]),
     )
 
 

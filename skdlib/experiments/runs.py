@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from skdlib.experiments.plan import PRETRAIN_DIR, Plan, PlanError, _override_list
+from skdlib.experiments.plan import PRETRAIN_DIR, Plan, PlanError, Pretraining, _override_list
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder, atomic_write_json
@@ -150,10 +150,19 @@ def build_runs(
     # Students follow the runs they need: their weights' files and those runs' config hashes
     # (quoted: a hash of digits and one "e" would read as a number).
     needs: dict[str, list[str]] = {}
+    pretrainings: dict[Pretraining, RunSpec] = {}
     for name, teacher in prof.teachers.items():
         if not all_teachers and name not in used:
             continue
-        overrides = [*prof.overrides, *teacher.overrides, *sets]
+        start: list[str] = []
+        if teacher.pretrain is not None:
+            if teacher.pretrain not in pretrainings:
+                pre = teacher.pretrain
+                key = f"{PRETRAIN_DIR}_{name}"
+                pretrainings[pre] = make(key, pre.config, list(pre.overrides), kept=pre.dir)
+                runs.append(pretrainings[pre])
+            start = _start_from(pretrainings[teacher.pretrain])
+        overrides = [*prof.overrides, *teacher.overrides, *sets, *start]
         spec = make(name, teacher.config, overrides, kept=teacher.dir, teacher=name)
         runs.append(spec)
         needs[name] = [
@@ -164,14 +173,10 @@ def build_runs(
     if prof.pretrain is not None:
         pre = prof.pretrain
         runs.append(make(PRETRAIN_DIR, pre.config, list(pre.overrides), kept=pre.dir))
-        pretrained = [
-            f"model.student_pretrained={json.dumps(str(RunFolder(runs[-1].run_dir).final))}",
-            f"model.student_pretrained_source={json.dumps(runs[-1].reuse_hash)}",
-            "model.student_pretrained_prefix=backbone.",  # a whole network: take its backbone
-        ]
+        pretrained = _start_from(runs[-1])
     for exp in experiments:
         teacher = prof.teacher_of(exp.teacher).name
-        for seed in prof.seeds:
+        for seed in prof.seeds_of(exp):
             overrides = [
                 *prof.overrides,
                 *plan.overrides(exp, prof),
@@ -185,6 +190,16 @@ def build_runs(
                 make(key, prof.config, overrides, experiment=exp.name, seed=seed, teacher=teacher)
             )
     return runs
+
+
+def _start_from(pretraining: RunSpec) -> list[str]:
+    """Overrides that start a run's network from ``pretraining``'s backbone (its ``final.pt``,
+    its identity recorded, the whole network's backbone keys)."""
+    return [
+        f"model.student_pretrained={json.dumps(str(RunFolder(pretraining.run_dir).final))}",
+        f"model.student_pretrained_source={json.dumps(pretraining.reuse_hash)}",
+        "model.student_pretrained_prefix=backbone.",  # a whole network: take its backbone
+    ]
 
 
 def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
