@@ -17,7 +17,8 @@ import pytest
 import skdlib.experiments as ex
 from skdlib.experiments.executors import BUSY, claimed
 from skdlib.experiments.index import write_index
-from skdlib.experiments.locks import FileLock, holder_of, run_lock
+from skdlib.experiments.locks import holder_of, run_lock
+from skdlib.filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "configs" / "experiments.yaml"
@@ -43,7 +44,7 @@ def test_a_lock_excludes_others_and_names_its_holder(tmp_path: Path) -> None:
 def test_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
     path = tmp_path / ".run.lock"
     code = (
-        "import sys, time; from skdlib.experiments.locks import FileLock; "
+        "import sys, time; from skdlib.filelock import FileLock; "
         f"FileLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

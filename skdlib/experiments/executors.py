@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from skdlib.experiments.kernels import WarmKernel, notebook_parameters
-from skdlib.experiments.locks import FileLock, holder_of, run_lock
+from skdlib.experiments.locks import holder_of, run_lock
 from skdlib.experiments.runs import folder_action, mark_portable
-from skdlib.train.runfolder import RunFolder
+from skdlib.filelock import FileLock
+from skdlib.train.runfolder import NOTEBOOK_NAME, RunFolder
 
 __all__ = [
     "BUSY",
-    "NOTEBOOK_NAME",
     "LocalExecutor",
     "claimed",
     "execute_inprocess_run",
@@ -56,8 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The executed training notebook inside a run folder.
-NOTEBOOK_NAME = "notebook.ipynb"
 
 #: The status of a run whose lock another live process holds (the pipeline comes back to it).
 BUSY = "busy"
@@ -178,15 +176,11 @@ def execute_inprocess_run(payload: Payload) -> Result:
 
 
 def _inprocess_run(payload: Payload) -> Result:
-    import torch
-
     from skdlib.train.config import load_config
     from skdlib.train.launch import launch_train
 
     start = time.perf_counter()
     run_dir = Path(payload["run_dir"])
-    previous = torch.get_num_threads()
-    threads = int(payload.get("threads", 1))
     error: str | None = None
     try:
         cfg = load_config(payload["config"], list(payload["overrides"]))
@@ -197,13 +191,11 @@ def _inprocess_run(payload: Payload) -> Result:
             resume=bool(payload["resume"]),
             force=bool(payload["force"]),
             progress=bool(payload.get("progress", False)),
-            threads=threads,
+            threads=int(payload.get("threads", 1)),  # set for the run, restored after it
         )
     except Exception as exc:  # the run failed: recorded, the pipeline goes on
         logger.error("run %s failed:\n%s", run_dir, traceback.format_exc())
         error = short_error(exc)
-    finally:
-        torch.set_num_threads(previous)
     return _result(run_dir, error, start)
 
 

@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from skdlib.experiments.locks import FileLock
 from skdlib.experiments.plan import PRETRAIN_DIR, Plan, Profile
 from skdlib.experiments.runs import RunSpec
+from skdlib.filelock import FileLock
 from skdlib.train.runfolder import RunFolder, atomic_write_json
 
 __all__ = ["INDEX_LOCK_NAME", "INDEX_NAME", "write_index"]

@@ -30,6 +30,7 @@ __all__ = [
     "Profile",
     "SlurmOptions",
     "load_plan",
+    "override_list",
 ]
 
 #: The plan ``make book`` runs, relative to the project's root (the current directory).
@@ -222,7 +223,13 @@ def _str_list(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _override_list(where: str, value: Any) -> tuple[str, ...]:
+def override_list(where: str, value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of ``key=value`` strings (a list in the plan, or ``--set``).
+
+    Raises:
+        PlanError: not a list of strings, or an item without ``=`` or without a key (named by
+            ``where``).
+    """
     items = _str_list(where, value)
     bad = [item for item in items if "=" not in item or not item.partition("=")[0].strip()]
     if bad:
@@ -279,7 +286,7 @@ def _load_pretrain(where: str, raw: Any) -> Pretraining | None:
         value = raw.get(key)
         if (key == "config" or value is not None) and (not isinstance(value, str) or not value):
             raise PlanError(f"{where}.{key}: expected a path, got {value!r}")
-    overrides = _override_list(f"{where}.overrides", raw.get("overrides"))
+    overrides = override_list(f"{where}.overrides", raw.get("overrides"))
     return Pretraining(config=raw["config"], dir=raw.get("dir"), overrides=overrides)
 
 
@@ -319,8 +326,8 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         config=raw["config"],
         teacher_config=raw["teacher_config"],
         seeds=tuple(seeds),
-        overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
-        settings={str(k): _override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
+        overrides=override_list(f"{where}.overrides", raw.get("overrides")),
+        settings={str(k): override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
         groups=_str_list(f"{where}.groups", raw.get("groups")),
         jobs=_positive_int(f"{where}.jobs", raw.get("jobs", 1)),
         threads=threads,
@@ -358,7 +365,7 @@ def _load_experiment(
         label=raw["label"],
         description=str(raw.get("description", "")),
         settings=names,
-        overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+        overrides=override_list(f"{where}.overrides", raw.get("overrides")),
     )
 
 
@@ -375,7 +382,7 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         raise PlanError(
             f"settings: expected a mapping of named override lists, got {settings_raw!r}"
         )
-    settings = {str(k): _override_list(f"settings.{k}", v) for k, v in settings_raw.items()}
+    settings = {str(k): override_list(f"settings.{k}", v) for k, v in settings_raw.items()}
     profiles_raw = data["profiles"]
     if not isinstance(profiles_raw, Mapping) or not profiles_raw:
         raise PlanError(f"profiles: expected a non-empty mapping, got {profiles_raw!r}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from skdlib.experiments.plan import PRETRAIN_DIR, TEACHER_DIR, Plan, PlanError, _override_list
+from skdlib.experiments.plan import PRETRAIN_DIR, TEACHER_DIR, Plan, PlanError, override_list
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder, atomic_write_json
@@ -100,7 +100,7 @@ def build_runs(
     """
     prof = plan.profile(profile)
     experiments = plan.select(only, prof)
-    _override_list("--set", list(sets))
+    override_list("--set", list(sets))
     base = resolve(runs_root, project_root) / profile
     pin_base = resolve(data_base if data_base is not None else ".", project_root)
 
