@@ -483,9 +483,21 @@ def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None
 
 
 def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    text = PLAN.read_text()
+    plan.write_text(text.replace("\nnotebook: book/training.md\n", "\n"))
     with pytest.raises(ex.PlanError, match="--notebook"):
-        ex.run_pipeline("smoke", plan_path=PLAN, project_root=REPO, runs_root=tmp_path)
+        ex.run_pipeline("smoke", plan_path=plan, project_root=REPO, runs_root=tmp_path)
     assert not (tmp_path / "smoke").exists()
+
+
+def test_the_plan_names_its_training_notebook(tmp_path) -> None:
+    plan = ex.load_plan(PLAN)
+    assert plan.notebook is not None and (REPO / plan.notebook).is_file()
+    bad = tmp_path / "plan.yaml"
+    bad.write_text(PLAN.read_text().replace("notebook: book/training.md", "notebook: [a]"))
+    with pytest.raises(ex.PlanError, match="notebook"):
+        ex.load_plan(bad)
 
 
 # --------------------------------------------------------------------------------------------------

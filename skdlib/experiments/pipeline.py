@@ -1,7 +1,7 @@
 """The pipeline: every run of a profile, reused, resumed or trained, and ``index.json``.
 
-``run_pipeline("quick", notebook=NOTEBOOK)`` (what ``make book`` calls first, with the book's
-training chapter):
+``run_pipeline("quick")`` (what ``make book`` calls first; each run executes the training
+notebook the plan names, or ``notebook``):
 
 1. reads and validates the plan and builds the configuration of every run, so a typo fails in
    seconds, before the teacher trains;
@@ -354,8 +354,9 @@ def run_pipeline(
 
     ``plan_path`` and ``runs_root`` are relative to ``project_root`` (also the notebooks' working
     directory); relative data paths inside the configs are pinned to ``data_base`` (default:
-    ``project_root``). ``notebook`` (MyST ``.md`` or ``.ipynb``) is what each run executes
-    with papermill (``executor="local"`` needs it; ``"slurm"`` runs it in the job when given);
+    ``project_root``). ``notebook`` (MyST ``.md`` or ``.ipynb``; default: the plan's
+    ``notebook``) is what each run executes (``executor="local"`` needs one; ``"slurm"`` runs it
+    in the job when there is one);
     ``"inprocess"`` calls ``train()``. ``jobs``, ``threads``, ``teacher_threads`` and
     ``nproc_per_run`` default to the profile's; ``gpus`` (local executors) runs one run per
     ``nproc_per_run`` of them; ``slurm`` replaces fields of the profile's :class:`SlurmOptions`;
@@ -371,6 +372,7 @@ def run_pipeline(
     root = Path(project_root).resolve()
     plan = load_plan(resolve(plan_path, root))
     prof = plan.profile(profile)
+    notebook = notebook if notebook is not None else plan.notebook
     _check_executor(executor, notebook)
     runs = build_runs(
         plan,
@@ -413,7 +415,10 @@ def _check_executor(executor: str, notebook: str | os.PathLike[str] | None) -> N
     if executor not in EXECUTORS:
         raise PlanError(f"--executor: expected one of {EXECUTORS}, got {executor!r}")
     if executor == "local" and notebook is None:
-        raise PlanError("--executor local runs the training notebook: pass --notebook FILE")
+        raise PlanError(
+            "--executor local runs the training notebook: the plan names none (its `notebook` "
+            "key); pass --notebook FILE"
+        )
 
 
 def _summary(

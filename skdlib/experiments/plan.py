@@ -57,7 +57,7 @@ _PROFILE_KEYS = {
     "slurm",
 }
 _EXPERIMENT_KEYS = {"name", "groups", "label", "description", "settings", "overrides"}
-_PLAN_KEYS = {"profiles", "settings", "experiments"}
+_PLAN_KEYS = {"notebook", "profiles", "settings", "experiments"}
 
 
 class PlanError(ValueError):
@@ -159,6 +159,9 @@ class Plan:
     experiments: tuple[Experiment, ...]
     source: Path
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The training notebook each run executes (``--executor local``, and ``slurm`` when set),
+    #: relative to the project root; ``--notebook`` replaces it. None: the plan names none.
+    notebook: str | None = None
 
     def profile(self, name: str) -> Profile:
         """The profile ``name``; :class:`PlanError` lists the known ones otherwise."""
@@ -398,4 +401,13 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         empty = [g for g in prof.groups if not any(g in e.groups for e in experiments)]
         if empty:
             raise PlanError(f"profiles.{prof.name}.groups: no experiment is in group(s) {empty}")
-    return Plan(profiles=profiles, experiments=tuple(experiments), source=source, settings=settings)
+    notebook = data.get("notebook")
+    if notebook is not None and (not isinstance(notebook, str) or not notebook.strip()):
+        raise PlanError(f"notebook: expected the training notebook's path, got {notebook!r}")
+    return Plan(
+        profiles=profiles,
+        experiments=tuple(experiments),
+        source=source,
+        settings=settings,
+        notebook=notebook,
+    )
