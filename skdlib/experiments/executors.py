@@ -17,8 +17,9 @@ A run never raises into the pipeline: it returns ``{"status": "finished" | "fail
 
 What a run gets is a plain dict (its *payload*, picklable): ``run_dir``, ``config`` (preset
 path), ``overrides`` (list), ``resume``, ``force`` (the pipeline's plan), ``forced``
-(``--force``), ``config_hash`` (the hash a finished run must hold; for a run kept in the
-repository, ``kept_in`` names the project root and the hash is the portable one), ``threads``
+(``--force``), ``config_hash`` (the run's identity, which a finished run's summary must hold:
+its config hash with paths relative to ``roots``, :func:`skdlib.experiments.runs.hash_roots`),
+``roots``, ``threads``
 (torch threads per process), ``nproc`` (processes), ``devices`` (``CUDA_VISIBLE_DEVICES`` or
 None), ``progress``.
 """
@@ -107,12 +108,12 @@ def claimed(payload: Payload, run: Callable[[Payload], Result]) -> Result:
         if payload.get("config_hash") is None:
             return run(payload)
         forced = bool(payload.get("forced", False))
-        kept_in = payload.get("kept_in")
-        action, why = folder_action(run_dir, payload["config_hash"], force=forced, kept_in=kept_in)
+        roots = payload["roots"]
+        action, why = folder_action(run_dir, payload["config_hash"], force=forced, roots=roots)
         if action == "reuse":
             return {"status": "finished", "error": None, "elapsed_s": 0.0, "reused": why}
         result = run({**payload, "resume": action == "resume", "force": action == "retrain"})
-        if kept_in is not None and result["status"] == "finished":
+        if result["status"] == "finished":
             mark_portable(run_dir, payload["config_hash"])
         return result
     finally:

@@ -12,8 +12,9 @@ notebook the plan names, or ``notebook``):
    run in ``nproc_per_run`` processes (torch's elastic launcher);
 4. after every run, merges the run's status into ``<runs_root>/<profile>/index.json``.
 
-Which runs train (see :func:`skdlib.experiments.runs.run_action`): a finished run whose config
-hash equals the one the plan makes now is reused; a folder written for another configuration is
+Which runs train (see :func:`skdlib.experiments.runs.run_action`): a finished run whose identity
+(its config hash with the paths written relative to the project root, the runs root and the data
+base) equals the one the plan makes now is reused, wherever the checkout or the runs tree lies; a folder written for another configuration is
 trained again from scratch; an interrupted run is resumed; ``force`` trains everything again. A
 failed run is recorded as failed and the pipeline goes on.
 
@@ -99,7 +100,7 @@ def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]
     from skdlib.data.generate import ensure_embedded, read_manifest
 
     done: set[str] = set()
-    needed = [s for s in runs if s.kept_in is None or actions[s.key][0] != "reuse"]
+    needed = [s for s in runs if not s.kept or actions[s.key][0] != "reuse"]
     for spec in needed:
         for root, options in _embedded_sets(spec.config):
             key = json.dumps([str(root), options], sort_keys=True, default=str)
@@ -175,7 +176,7 @@ class _Progress:
             self.started_count -= 1
             self.reused(spec, f"finished by another process: {result['reused']}")
             return
-        if spec.kept_in is not None and result["status"] == "finished":
+        if result["status"] == "finished":
             mark_portable(spec.run_dir, spec.reuse_hash)
         self.done_count += 1
         self.states[spec.key] = {k: v for k, v in result.items() if k != "holder"}
@@ -289,7 +290,7 @@ def _payload(
         "config": str(spec.config_path),
         "overrides": list(spec.overrides),
         "config_hash": spec.reuse_hash,
-        "kept_in": str(spec.kept_in) if spec.kept_in is not None else None,
+        "roots": dict(spec.roots),
         "resume": action == "resume",
         "force": action == "retrain",
         "forced": forced,
@@ -397,6 +398,9 @@ def run_pipeline(
     )
     _log_start(profile, plan, runs, res, executor)
     actions = {spec.key: run_action(spec, force=force) for spec in runs}
+    for spec in runs:  # a run finished before summaries recorded its identity gets it now
+        if actions[spec.key][0] == "reuse":
+            mark_portable(spec.run_dir, spec.reuse_hash)
     num_classes = _ensure_data(runs, actions)
     todo = [spec for spec in runs if actions[spec.key][0] != "reuse"]
     track = _start_progress(plan, prof, runs, actions, todo, root, runs_root, num_classes, res)
