@@ -29,13 +29,51 @@ from skdlib.experiments.runs import RunSpec
 from skdlib.filelock import FileLock
 from skdlib.train.runfolder import RunFolder, atomic_write_json
 
-__all__ = ["INDEX_LOCK_NAME", "INDEX_NAME", "write_index"]
+__all__ = [
+    "EXPERIMENTS_KEY",
+    "FAILED",
+    "FINISHED",
+    "INDEX_LOCK_NAME",
+    "INDEX_NAME",
+    "PENDING",
+    "PRETRAIN_KEY",
+    "PROFILE_KEY",
+    "RUNS_KEY",
+    "RUN_DIR_KEY",
+    "SEED_KEY",
+    "STATUS_KEY",
+    "TEACHERS_KEY",
+    "TEACHER_DIR_KEY",
+    "TEACHER_KEY",
+    "write_index",
+]
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 #: The lock file of the index's read-merge-write, beside it.
 INDEX_LOCK_NAME = ".index.json.lock"
+
+# The keys of index.json that its reader (:class:`skdlib.analysis.runs.RunsTree`) relies on.
+PROFILE_KEY = "profile"
+EXPERIMENTS_KEY = "experiments"
+#: The profile's teacher run (an entry with ``run_dir``, ``status``, ...).
+TEACHER_KEY = "teacher"
+#: Several teachers: ``{name: entry}`` (a profile with one teacher writes ``teacher`` only).
+TEACHERS_KEY = "teachers"
+#: An experiment's own teacher: its run folder relative to the profile folder (else the
+#: experiment's ``teacher`` names one of ``teachers``; else the profile's teacher).
+TEACHER_DIR_KEY = "teacher_dir"
+PRETRAIN_KEY = "pretrain"
+RUNS_KEY = "runs"
+SEED_KEY = "seed"
+#: A run's folder, relative to the profile folder (a kept run lies outside it).
+RUN_DIR_KEY = "run_dir"
+STATUS_KEY = "status"
+# A run's status in the index.
+FINISHED = "finished"
+FAILED = "failed"
+PENDING = "pending"
 
 
 def _entry_dir(spec: RunSpec, profile_dir: Path) -> str:
@@ -56,15 +94,15 @@ def _run_entry(
     done = summary is not None and summary.get("finished") and summary.get(spec.reuse_key)
     mine = dict(state or {})
     if done == spec.reuse_hash:
-        mine = {"status": "finished", "elapsed_s": mine.get("elapsed_s", old.get("elapsed_s"))}
+        mine = {STATUS_KEY: FINISHED, "elapsed_s": mine.get("elapsed_s", old.get("elapsed_s"))}
     elif not mine:
-        mine = dict(old) or {"status": "pending"}
+        mine = dict(old) or {STATUS_KEY: PENDING}
     entry: dict[str, Any] = {
-        "run_dir": _entry_dir(spec, profile_dir),
+        RUN_DIR_KEY: _entry_dir(spec, profile_dir),
         "config_hash": spec.hash,
-        "status": mine["status"],
+        STATUS_KEY: mine[STATUS_KEY],
     }
-    if mine.get("error") and mine["status"] != "finished":
+    if mine.get("error") and mine[STATUS_KEY] != FINISHED:
         entry["error"] = mine["error"]
     if mine.get("elapsed_s") is not None:
         entry["elapsed_s"] = round(float(mine["elapsed_s"]), 2)
@@ -75,14 +113,14 @@ def _previous_runs(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """The previous index's run entries by ``run_dir`` (the teacher's and the pretraining
     run's too)."""
     runs: dict[str, Mapping[str, Any]] = {}
-    for key in ("teacher", "pretrain"):
+    for key in (TEACHER_KEY, PRETRAIN_KEY):
         entry = previous.get(key)
-        if isinstance(entry, dict) and isinstance(entry.get("run_dir"), str):
-            runs[entry["run_dir"]] = entry
-    for exp in previous.get("experiments", []):
-        for run in exp.get("runs", []) if isinstance(exp, dict) else []:
-            if isinstance(run, dict) and isinstance(run.get("run_dir"), str):
-                runs[run["run_dir"]] = run
+        if isinstance(entry, dict) and isinstance(entry.get(RUN_DIR_KEY), str):
+            runs[entry[RUN_DIR_KEY]] = entry
+    for exp in previous.get(EXPERIMENTS_KEY, []):
+        for run in exp.get(RUNS_KEY, []) if isinstance(exp, dict) else []:
+            if isinstance(run, dict) and isinstance(run.get(RUN_DIR_KEY), str):
+                runs[run[RUN_DIR_KEY]] = run
     return runs
 
 
@@ -140,10 +178,10 @@ def _build_index(
     teacher = runs[0]
     cfg = teacher.config
     index: dict[str, Any] = {
-        "profile": profile.name,
+        PROFILE_KEY: profile.name,
         "data": {"name": cfg.data.name, "root": _display(Path(cfg.data.root), project_root)},
         "num_classes": num_classes if num_classes is not None else previous.get("num_classes"),
-        "teacher": {
+        TEACHER_KEY: {
             "config": _display(teacher.config_path, project_root),
             "overrides": list(profile.overrides),
             **_run_entry(
@@ -153,16 +191,16 @@ def _build_index(
                 profile_dir,
             ),
         },
-        "experiments": [],
+        EXPERIMENTS_KEY: [],
     }
     for spec in runs[1:]:
         if spec.key == PRETRAIN_DIR:  # the run the students' backbones start from
             old_entry = old_runs.get(_entry_dir(spec, profile_dir))
-            index["pretrain"] = {
+            index[PRETRAIN_KEY] = {
                 "config": _display(spec.config_path, project_root),
                 **_run_entry(spec, states.get(spec.key), old_entry, profile_dir),
             }
-    old = {e.get("name"): e for e in previous.get("experiments", []) if isinstance(e, dict)}
+    old = {e.get("name"): e for e in previous.get(EXPERIMENTS_KEY, []) if isinstance(e, dict)}
     by_experiment: dict[str, list[RunSpec]] = {}
     for spec in runs[1:]:
         if spec.experiment is not None:
@@ -172,12 +210,12 @@ def _build_index(
             specs = by_experiment[exp.name]
             entries = [
                 {
-                    "seed": s.seed,
+                    SEED_KEY: s.seed,
                     **_run_entry(s, states.get(s.key), old_runs.get(s.key), profile_dir),
                 }
                 for s in specs
             ]
-            index["experiments"].append(
+            index[EXPERIMENTS_KEY].append(
                 {
                     "name": exp.name,
                     "groups": list(exp.groups),
@@ -185,9 +223,9 @@ def _build_index(
                     "description": exp.description,
                     "config": _display(specs[0].config_path, project_root),
                     "overrides": list(plan.overrides(exp, profile)),
-                    "runs": entries,
+                    RUNS_KEY: entries,
                 }
             )
         elif exp.name in old:
-            index["experiments"].append(old[exp.name])
+            index[EXPERIMENTS_KEY].append(old[exp.name])
     return index

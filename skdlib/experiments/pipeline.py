@@ -14,9 +14,10 @@ notebook the plan names, or ``notebook``):
 
 Which runs train (see :func:`skdlib.experiments.runs.run_action`): a finished run whose identity
 (its config hash with the paths written relative to the project root, the runs root and the data
-base) equals the one the plan makes now is reused, wherever the checkout or the runs tree lies; a folder written for another configuration is
-trained again from scratch; an interrupted run is resumed; ``force`` trains everything again. A
-failed run is recorded as failed and the pipeline goes on.
+base) equals the one the plan makes now is reused, wherever the checkout or the runs tree lies;
+a folder written for another configuration is trained again from scratch; an interrupted run is
+resumed; ``force`` trains everything again. A failed run is recorded as failed and the pipeline
+goes on.
 
 Several pipelines (on one machine, or cluster jobs on one shared file system) can share a runs
 tree: a run is trained by the process holding its lock (:mod:`skdlib.experiments.locks`), which
