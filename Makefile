@@ -39,10 +39,12 @@ notebooks: $(NOTEBOOKS)
 
 test: lint test-lib test-notebooks test-pipeline
 
-# ruff: lint rules and formatting, configured in pyproject.toml.
+# ruff: lint rules and formatting, configured in pyproject.toml; the chapters' code cells, read
+# through jupytext, against the same rules (tests/test_chapters.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_chapters.py -k ruff
 
 # pytest exits 5 when it collects no test: that is a failure here, said clearly.
 test-lib: $(STAMP)

@@ -181,6 +181,8 @@ class Fig3Models:
     sources: dict[str, str] = field(default_factory=dict)
     val_set: Any = None
     train_set: Any = None
+    #: Role (``"teacher"``, ``"w/o HO"``, ``"w/ HO"``) -> the experiment it was trained in.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def load_fig3_models(
@@ -229,6 +231,7 @@ def load_fig3_models(
         sources=sources,
         val_set=tree.dataset(ho_cfg, ho_cfg.data.val_split),
         train_set=tree.dataset(ho_cfg, ho_cfg.data.train_split),
+        settings={"teacher": "teacher", "w/o HO": without_ho, "w/ HO": with_ho},
     )
 
 

@@ -88,6 +88,7 @@ class ExplorerModels:
         dataset: validation items ``{"image": (3, H, W) in [0, 1], "label": (H, W)}`` with
             ``class_names`` and ``palette``.
         source: where the models come from, for the chapter's caption.
+        settings: display name -> experiment name (``"teacher"`` for the teacher).
         max_nodes: the largest node count of an affinity graph (sets the pooling ``beta``).
         cache_size: how many images' outputs are kept.
     """
@@ -98,6 +99,8 @@ class ExplorerModels:
     dataset: Any
     source: str = ""
     max_nodes: int = 2048
+    #: Display name -> the experiment it was trained in (its colour in the figures).
+    settings: dict[str, str] = field(default_factory=dict)
     cache_size: int = 4
     _cache: OrderedDict[int, ImageOutputs] = field(default_factory=OrderedDict, repr=False)
 
@@ -402,6 +405,7 @@ def load_explorer_models(
         source=f"runs of `{tree.name}`: "
         + ", ".join(f"{name} {tree.display(run.root)}" for name, run in runs.items()),
         max_nodes=max_nodes,
+        settings={TEACHER: TEACHER, **{name: exp for name, (exp, _) in students.items()}},
     )
 
 
@@ -456,4 +460,8 @@ def random_explorer_models(
         dataset=dataset,
         source=f"random weights (seed {seed}) on a generated embedded val set",
         max_nodes=max_nodes,
+        settings={
+            TEACHER: TEACHER,
+            **{n: DEFAULT_STUDENTS[n][0] for n in students if n in DEFAULT_STUDENTS},
+        },
     )

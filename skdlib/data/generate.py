@@ -86,6 +86,8 @@ DEFAULT_NUM_VAL = 100
 #: Size factor of the small objects (persons; poles' thickness and signs). 1.0 draws the original
 #: scenes byte for byte; larger values make them segmentable at output stride 8 on small images.
 DEFAULT_SMALL_OBJECT_SCALE = 1.0
+#: The generator's options (the keyword arguments of :func:`ensure_embedded` that make a data set).
+GENERATOR_OPTIONS = ("seed", "height", "width", "num_train", "num_val", "small_object_scale")
 
 # Colour families (RGB means). Classes draw from overlapping subsets of them.
 _FAMILIES: dict[str, tuple[float, float, float]] = {

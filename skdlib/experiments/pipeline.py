@@ -59,7 +59,7 @@ from skdlib.experiments.runs import (
     resolve,
     run_action,
 )
-from skdlib.train.config import ExperimentConfig
+from skdlib.train.build import embedded_data_sets
 from skdlib.train.runfolder import RunFolder
 
 __all__ = ["DEFAULT_POLL_S", "EXECUTORS", "run_pipeline"]
@@ -72,23 +72,6 @@ EXECUTORS = ("local", "inprocess", "slurm")
 Executor = Literal["local", "inprocess", "slurm"]
 #: Seconds between two looks at a run another process holds, and at SLURM jobs (``--poll-s``).
 DEFAULT_POLL_S = 10.0
-
-_EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val", "small_object_scale")
-
-
-def _embedded_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
-    """The embedded data sets ``cfg`` reads: ``(root, generator options)`` for its labelled data
-    and for its unlabeled stream, when they are the embedded data set."""
-    found = []
-    if cfg.data.name == "embedded":
-        found.append((Path(cfg.data.root), dict(cfg.data.options)))
-    unlabeled = cfg.data.unlabeled
-    if unlabeled.enabled and unlabeled.name == "embedded" and unlabeled.root is not None:
-        found.append((Path(unlabeled.root), dict(unlabeled.options)))
-    return [
-        (root, {k: v for k, v in options.items() if k in _EMBEDDED_OPTIONS})
-        for root, options in found
-    ]
 
 
 def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]) -> int | None:
@@ -103,7 +86,7 @@ def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]
     done: set[str] = set()
     needed = [s for s in runs if not s.kept or actions[s.key][0] != "reuse"]
     for spec in needed:
-        for root, options in _embedded_sets(spec.config):
+        for root, options in embedded_data_sets(spec.config):
             key = json.dumps([str(root), options], sort_keys=True, default=str)
             if key in done:
                 continue

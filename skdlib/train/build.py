@@ -48,6 +48,7 @@ __all__ = [
     "build_student_optimizer",
     "build_teacher",
     "build_unlabeled_dataset",
+    "embedded_data_sets",
     "load_config_pinned",
     "load_run_critic",
     "load_run_network",
@@ -180,6 +181,25 @@ def build_dataset_for(cfg: ExperimentConfig, split: str) -> Any:
             f"{len(dataset)} samples"
         )
     return dataset.first(limit)
+
+
+def embedded_data_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
+    """The embedded data sets ``cfg`` reads: ``(root, generator options)`` for its labelled data
+    and for its unlabeled stream, when they are the embedded data set (the options are those of
+    :data:`skdlib.data.generate.GENERATOR_OPTIONS`; others, such as ``class_groups``, act when
+    the data set is read)."""
+    from skdlib.data.generate import GENERATOR_OPTIONS
+
+    found = []
+    if cfg.data.name == "embedded":
+        found.append((Path(cfg.data.root), dict(cfg.data.options)))
+    unlabeled = cfg.data.unlabeled
+    if unlabeled.enabled and unlabeled.name == "embedded" and unlabeled.root is not None:
+        found.append((Path(unlabeled.root), dict(unlabeled.options)))
+    return [
+        (root, {k: v for k, v in options.items() if k in GENERATOR_OPTIONS})
+        for root, options in found
+    ]
 
 
 class WithoutLabels(torch.utils.data.Dataset):
