@@ -82,3 +82,18 @@ def test_every_chapter_passes_ruff(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", RESULT_CHAPTERS)
 def test_a_result_chapter_holds_at_most_60_lines_of_code(name: str) -> None:
     assert code_lines(BOOK / f"{name}.md") <= MAX_CODE_LINES
+
+
+def test_the_api_reference_lists_every_module() -> None:
+    """Each module of skdlib has an ``automodule`` in a page of book/api (a new module is added
+    to the page of its package)."""
+    package = REPO / "skdlib"
+    modules = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for path in package.rglob("*.py")
+        if path.name != "__main__.py"
+    }
+    pages = "".join(page.read_text() for page in (BOOK / "api").glob("*.md"))
+    listed = {line.split("::")[1].strip() for line in pages.splitlines() if "automodule::" in line}
+    assert sorted(modules - listed) == []
+    assert sorted(listed - modules) == []

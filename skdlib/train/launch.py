@@ -109,7 +109,7 @@ def launch_train(
     Raises:
         ValueError: ``nproc`` or ``threads`` below 1.
         LaunchError: a process failed (its rank and last error line in the message).
-        Whatever :func:`skdlib.train.loop.train` raises, with ``nproc=1``.
+        Exception: whatever :func:`skdlib.train.loop.train` raises, with ``nproc=1``.
     """
     from skdlib.train.build import torch_threads
     from skdlib.train.loop import train
