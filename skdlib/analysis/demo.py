@@ -22,10 +22,19 @@ PathLike = str | os.PathLike[str]
 
 
 def _plan_path(repo: PathLike | None) -> Path:
-    from skdlib.analysis.runs import find_repo_root
+    """The plan of the project ``repo`` (default: the repository of the installed package, an
+    editable install).
 
-    root = find_repo_root(repo if repo is not None else Path(__file__))
-    return root / "configs" / "experiments.yaml"
+    Raises:
+        FileNotFoundError: no plan there.
+    """
+    from skdlib.experiments import DEFAULT_PLAN
+
+    root = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
+    plan = root / DEFAULT_PLAN
+    if not plan.is_file():
+        raise FileNotFoundError(f"repo: no plan {DEFAULT_PLAN} in {root}")
+    return plan
 
 
 def demo_experiments(
