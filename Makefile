@@ -11,8 +11,6 @@ STAMP := $(VENV)/.installed
 # Chapters that are notebooks: MyST markdown files with a jupytext header.
 NOTEBOOK_SOURCES := $(shell grep -l '^jupytext:' book/*.md 2>/dev/null)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.md=.ipynb)
-# The chapter every pipeline run executes (papermill), its executed copy kept in the run folder.
-TRAINING_NOTEBOOK := book/training.md
 
 .PHONY: book experiments teacher widgets test test-fast lint test-lib test-notebooks test-pipeline test-slurm notebooks bench install clean help
 help:
@@ -41,10 +39,12 @@ notebooks: $(NOTEBOOKS)
 
 test: lint test-lib test-notebooks test-pipeline
 
-# ruff: lint rules and formatting, configured in pyproject.toml.
+# ruff: lint rules and formatting, configured in pyproject.toml; the chapters' code cells, read
+# through jupytext, against the same rules (tests/test_chapters.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_chapters.py -k ruff
 
 # pytest exits 5 when it collects no test: that is a failure here, said clearly.
 test-lib: $(STAMP)
@@ -61,7 +61,6 @@ test-notebooks: $(NOTEBOOKS)
 # The main job end to end in the smoke profile (every experiment, tiny sizes) in a temporary runs folder.
 test-pipeline: $(STAMP)
 	tmp=$$(mktemp -d) && $(BIN)/python -m skdlib.experiments run --profile smoke --runs-root $$tmp/runs \
-	  --notebook $(TRAINING_NOTEBOOK) \
 	  && $(BIN)/python -m skdlib.experiments status --profile smoke --runs-root $$tmp/runs && rm -rf $$tmp
 
 # submitit against a real single-node SLURM cluster on this machine (not part of `make test`): needs
@@ -90,10 +89,10 @@ EXPERIMENT_SETS := $(if $(DATA),--set data.name=$(DATA)) $(if $(DATA_ROOT),--set
 # Every teacher of the profile (and its pretraining run) trained again from scratch (the quick
 # profile keeps them in kept/quick, committed: make book reuses each while its configuration matches).
 teacher: $(STAMP)
-	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --teacher-only --force --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS)
+	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --teacher-only --force $(EXPERIMENT_SETS)
 
 experiments: $(STAMP)
-	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) --notebook $(TRAINING_NOTEBOOK) $(EXPERIMENT_SETS) \
+	$(BIN)/python -m skdlib.experiments run --profile $(PROFILE) $(EXPERIMENT_SETS) \
 	  $(EXPERIMENT_OPTIONS)
 
 # The widgets' and MathJax's JavaScript, pinned in package-lock.json, copied into the book (no CDN).

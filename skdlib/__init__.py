@@ -14,7 +14,7 @@ imports the book, the benchmarks or the tests):
 - ``skdlib.metrics`` and ``skdlib.evaluate``: confusion matrix and scores; whole-image and
   sliding-window evaluation (``python -m skdlib.evaluate``).
 - ``skdlib.experiments``: the experiment pipeline (plan, runs, executors, index;
-  ``python -m skdlib.experiments``); it is given the training notebook, never names one.
+  ``python -m skdlib.experiments``); the plan names the training notebook, the code never does.
 - ``skdlib.analysis``: what the book's chapters compute (toy inputs, probes, run tables,
   chapter helpers).
 - ``skdlib.viz``: palettes and plots shared by the chapters.

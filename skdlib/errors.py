@@ -39,7 +39,7 @@ BAD_INPUT: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (its lines joined with ``; ``), with the exception's
+    """The error's message on one line (its lines joined with a semicolon), with the exception's
     name when the message alone would not say what went wrong."""
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -1,9 +1,17 @@
 """Palettes and plots shared by the book's chapters (matplotlib is imported only when a plot is
-made)."""
+made).
+
+- Label maps: :func:`colorize`, :func:`class_legend`, :func:`show_panels`.
+- Settings: :data:`SETTING_COLOURS` gives each experiment of the plan one colour in every chapter
+  (:func:`setting_colour`, a stable colour for any other name); :func:`curves_plot` (validation
+  mIoU over the iterations) and :func:`seed_scores_plot` (one point per seed) are the book's two
+  plots of runs, with titled legends.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -185,3 +193,156 @@ def show_row(
 ) -> Any:
     """:func:`show_panels` in one row. Returns the matplotlib figure."""
     return show_panels(panels, cmap=cmap, width=width, colorbar=colorbar)
+
+
+# --------------------------------------------------------------------------------------------------
+# One colour per setting
+# --------------------------------------------------------------------------------------------------
+#: The colour of each experiment of the plan (and of the teacher) in every chapter: the paper's
+#: ladder baseline -> +PI -> +PI+PA -> +PI+PA+HO in grey, blue, orange, green; the authors'-code
+#: runs in the light tone of the same hue; lambda and pool variants in darker / lighter tones.
+SETTING_COLOURS: Mapping[str, str] = {
+    "teacher": "#000000",
+    "baseline": "#7f7f7f",
+    "pi": "#1f77b4",
+    "pi_pa": "#ff7f0e",
+    "pi_pa_ho": "#2ca02c",
+    "official_pi": "#aec7e8",
+    "official_pi_pa": "#ffbb78",
+    "official_pi_pa_ho": "#98df8a",
+    "pi_mimic": "#9467bd",
+    "pi_at": "#8c564b",
+    "pi_local": "#e377c2",
+    "pi_pa_node1": "#bcbd22",
+    "pi_pa_maxhalf": "#17becf",
+    "pi_l1": "#08519c",
+    "pi_l3": "#6baed6",
+    "pi_pa_l1": "#a63603",
+    "pi_pa_l3": "#fdae6b",
+    "cwd": "#d62728",
+    "dist": "#c5b0d5",
+    "pi_cwd": "#ff9896",
+    "pi_unl1x": "#9ecae1",
+    "pi_unl4x": "#4292c6",
+    "pi_unl16x": "#08306b",
+    "pi_pa_ho_unl1x": "#a1d99b",
+    "pi_pa_ho_unl4x": "#41ab5d",
+    "pi_pa_ho_unl16x": "#00441b",
+}
+# The colours a name outside SETTING_COLOURS draws from (matplotlib's tab20).
+_FALLBACK_COLOURS = (
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+    "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
+    "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
+)  # fmt: skip
+_SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def setting_colour(name: str) -> str:
+    """The colour of experiment ``name`` in every chapter: :data:`SETTING_COLOURS`, else a colour
+    chosen by a hash of the name (the same in every process and on every machine)."""
+    if name in SETTING_COLOURS:
+        return SETTING_COLOURS[name]
+    return _FALLBACK_COLOURS[zlib.crc32(name.encode("utf-8")) % len(_FALLBACK_COLOURS)]
+
+
+def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax.figure, ax
+    return plt.subplots(figsize=figsize, layout="constrained")
+
+
+def _reference_lines(ax: Any, lines: Mapping[str, tuple[str, float]] | None) -> None:
+    """Dashed horizontal lines: ``{experiment: (label, fraction)}``, in the setting's colour."""
+    for name, (label, value) in (lines or {}).items():
+        if value is not None and not np.isnan(value):
+            colour = setting_colour(name)
+            ax.axhline(100 * value, color=colour, linestyle="--", linewidth=1, label=label)
+
+
+def curves_plot(
+    curves: Any,
+    *,
+    lines: Mapping[str, tuple[str, float]] | None = None,
+    ax: Any = None,
+    xlabel: str = "iteration",
+    title: str | None = None,
+    legend_title: str = "setting",
+) -> Any:
+    """Validation mIoU (%) over the iterations, one line per setting in its colour.
+
+    ``curves``: :func:`skdlib.analysis.stats.curve_summary`'s frame (``experiment, label, iter,
+    mean, min, max``: the seed mean as a line, the range over seeds as a band), or one run's
+    records (``iter, miou``, e.g. :func:`skdlib.analysis.runs.teacher_curve`, drawn as the
+    teacher). ``lines``: reference levels ``{experiment: (label, fraction)}`` drawn dashed (the
+    teacher's final score, ...). Values are fractions; the axis shows percent. Returns the figure.
+    """
+    if "mean" not in curves.columns:
+        values = curves["miou"]
+        curves = curves.assign(mean=values, min=values, max=values)
+    if "experiment" not in curves.columns:
+        curves = curves.assign(experiment="teacher", label="teacher")
+    fig, ax = _axes(ax, (6.5, 3.8))
+    for name, mine in curves.groupby("experiment", sort=False):
+        colour = setting_colour(str(name))
+        label = str(mine["label"].iloc[0])
+        ax.plot(mine["iter"], 100 * mine["mean"], marker="o", color=colour, label=label)
+        if (mine["max"] > mine["min"]).any():
+            ax.fill_between(
+                mine["iter"], 100 * mine["min"], 100 * mine["max"], color=colour, alpha=0.2
+            )
+    _reference_lines(ax, lines)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("val mIoU (%)")
+    if title:
+        ax.set_title(title)
+    ax.legend(title=legend_title, fontsize=8, title_fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def seed_scores_plot(
+    runs: Any,
+    order: Sequence[str],
+    *,
+    lines: Mapping[str, tuple[str, float]] | None = None,
+    ax: Any = None,
+) -> Any:
+    """Final val mIoU (%) of every finished run: one column per experiment of ``order`` (named by
+    its label), one point per seed in the setting's colour (the marker says which seed), and the
+    seed mean as a black bar; ``lines`` as in :func:`curves_plot`.
+
+    ``runs``: :func:`skdlib.analysis.runs.collect_runs`'s frame (``experiment, label, seed,
+    status, miou``). Returns the figure.
+    """
+    from matplotlib.lines import Line2D
+
+    done = runs[(runs["status"] == "finished") & runs["experiment"].isin(list(order))]
+    seeds = sorted(int(s) for s in done["seed"].unique())
+    fig, ax = _axes(ax, (7.5, 3.6))
+    labels = []
+    for x, name in enumerate(order):
+        mine = done[done["experiment"] == name]
+        labels.append(str(mine["label"].iloc[0]) if len(mine) else name)
+        for row in mine.itertuples():
+            marker = _SEED_MARKERS[seeds.index(int(row.seed)) % len(_SEED_MARKERS)]
+            offset = 0.08 * (seeds.index(int(row.seed)) - (len(seeds) - 1) / 2)
+            ax.scatter(x + offset, 100 * row.miou, color=setting_colour(name), marker=marker,
+                       s=36, edgecolor="black", linewidth=0.4, zorder=3)  # fmt: skip
+        if len(mine):
+            ax.hlines(100 * mine["miou"].mean(), x - 0.3, x + 0.3, color="black", zorder=4)
+    _reference_lines(ax, lines)
+    handles = [
+        Line2D([], [], linestyle="", marker=_SEED_MARKERS[i % len(_SEED_MARKERS)],
+               color="0.6", markeredgecolor="black", label=str(seed))
+        for i, seed in enumerate(seeds)
+    ]  # fmt: skip
+    handles.append(Line2D([], [], color="black", label="seed mean"))
+    handles += [h for h in ax.get_legend_handles_labels()[0] if isinstance(h, Line2D)]
+    ax.legend(handles=handles, title="seed", fontsize=8, title_fontsize=8, ncol=2)
+    ax.set_xticks(range(len(order)), labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("val mIoU (%)")
+    ax.grid(alpha=0.3, axis="y")
+    return fig

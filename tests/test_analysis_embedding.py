@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from skdlib.analysis.demo import make_demo_runs
 from skdlib.analysis.embedding import (
     embedding_scores,
     load_fig3_models,
     predict_logits,
     train_fair_judge,
-    val_dataset_for,
 )
-from skdlib.analysis.runs import experiment_table, load_index, make_demo_runs
+from skdlib.analysis.runs import RunsTree, experiment_table
 from skdlib.data.transforms import normalize
 from skdlib.models.discriminator import Discriminator
 
@@ -46,21 +46,26 @@ def demo(tmp_path_factory, one_thread) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(demo):
-    return load_fig3_models(demo, load_index(demo))
+def tree(demo) -> RunsTree:
+    return RunsTree.read(demo, project_root=REPO, name="demo tree")
+
+
+@pytest.fixture(scope="module")
+def models(tree):
+    return load_fig3_models(tree)
 
 
 @pytest.fixture(scope="module")
 def val_set(models):
-    return val_dataset_for(models.critic_config, base_dir=REPO)
+    return models.val_set
 
 
-def test_demo_tree_follows_the_contract(demo):
+def test_demo_tree_follows_the_contract(demo, tree):
     assert torch.get_num_threads() == 1  # make_demo_runs restored the module's setting
-    index = load_index(demo)
+    index = tree.index
     assert index["teacher"]["run_dir"] == "teacher" and index["num_classes"] == 8
     assert [e["name"] for e in index["experiments"]] == ["pi_pa", "pi_pa_ho"]
-    table = experiment_table(index, "ablation", profile_dir=demo)
+    table = experiment_table(tree, "ablation")
     assert table["n_finished"].tolist() == [1, 1]
     for run in ("teacher", "pi_pa/seed0", "pi_pa_ho/seed0"):
         assert (demo / run / "summary.json").is_file() and (
@@ -71,7 +76,8 @@ def test_demo_tree_follows_the_contract(demo):
 def test_models_are_built_from_the_run_folders(models, demo):
     assert set(models.students) == {"w/o HO", "w/ HO"}
     assert models.num_classes == 8 and models.critic_config.distill.holistic
-    assert models.sources["critic"].startswith(str(demo / "pi_pa_ho" / "seed0"))
+    assert models.sources["critic"] == "demo tree/pi_pa_ho/seed0/checkpoints/last.pt (iteration 1)"
+    assert models.sources["teacher"] == "demo tree/teacher" and len(models.train_set) == 4
     weights = torch.load(demo / "pi_pa_ho/seed0/checkpoints/final.pt", weights_only=True)
     for key, value in models.students["w/ HO"].state_dict().items():
         assert torch.equal(value, weights[key]), key
@@ -140,27 +146,23 @@ def test_predict_logits_shapes(models, val_set):
         predict_logits({"teacher": models.teacher}, val_set[0]["image"][None])
 
 
-def test_refusals(models, val_set, demo):
+def test_refusals(models, val_set, tree):
     with pytest.raises(ValueError, match="students"):
         embedding_scores(models.critic, models.teacher, {}, val_set)
     with pytest.raises(ValueError, match="teacher"):
         embedding_scores(models.critic, models.teacher, {"teacher": models.teacher}, val_set)
     with pytest.raises(ValueError, match="batch_size"):
         embedding_scores(models.critic, models.teacher, models.students, val_set, batch_size=0)
-    index = load_index(demo)
     with pytest.raises(ValueError, match="critic"):
-        load_fig3_models(demo, index, with_ho="pi_pa")  # no holistic term: no critic in last.pt
+        load_fig3_models(tree, with_ho="pi_pa")  # no holistic term: no critic in last.pt
     with pytest.raises(ValueError, match="experiment"):
-        load_fig3_models(demo, index, without_ho="nope")
+        load_fig3_models(tree, without_ho="nope")
     with pytest.raises(ValueError, match="seed"):
-        load_fig3_models(demo, index, seed=7)
+        load_fig3_models(tree, seed=7)
 
 
 def _train_set(models):
-    from skdlib.data import build_dataset
-
-    cfg = models.critic_config
-    return build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split)
+    return models.train_set
 
 
 def test_fair_judge_is_deterministic_and_leaves_the_networks_alone(models):

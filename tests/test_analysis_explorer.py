@@ -21,6 +21,7 @@ from skdlib.analysis.explorer import (
     probabilities_at,
     random_explorer_models,
 )
+from skdlib.analysis.runs import RunsTree
 from skdlib.data.generate import ensure_embedded
 from skdlib.data.transforms import normalize
 from skdlib.models.discriminator import Discriminator
@@ -72,15 +73,22 @@ def runs_tree(tmp_path_factory) -> Path:
         root / "pi_pa_ho" / "seed0",
         progress=False,
     )
-    (root / "index.json").write_text(
-        json.dumps({"profile": "smoke", "teacher": {"run_dir": "teacher_run"}})
-    )
+    experiments = [
+        {"name": name, "runs": [{"seed": 0, "run_dir": f"{name}/seed0"}]}
+        for name in ("pi_pa", "pi_pa_ho")
+    ]
+    index = {"profile": "smoke", "teacher": {"run_dir": "teacher_run"}, "experiments": experiments}
+    (root / "index.json").write_text(json.dumps(index))
     return root
+
+
+def _tree(root: Path) -> RunsTree:
+    return RunsTree.read(root, project_root=root.parents[1])
 
 
 @pytest.fixture(scope="module")
 def loaded(runs_tree: Path) -> ExplorerModels:
-    return load_explorer_models(runs_tree)
+    return load_explorer_models(_tree(runs_tree))
 
 
 @pytest.fixture(scope="module")
@@ -277,16 +285,19 @@ def test_bad_queries_are_refused(random_models: ExplorerModels):
 
 
 def test_bad_runs_trees_are_refused(runs_tree: Path, tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="runs_root"):
-        load_explorer_models(tmp_path / "nothing")
-    # Without index.json the teacher is looked for in the default folder "teacher".
-    (tmp_path / "pi_pa").symlink_to(runs_tree / "pi_pa")
-    with pytest.raises(FileNotFoundError, match=r"teacher: no run folder.*teacher"):
-        load_explorer_models(tmp_path, students={WITHOUT_HO: "pi_pa/seed0"}, critic_run=None)
-    with pytest.raises(FileNotFoundError, match=r"student w/ HO.*missing/seed0"):
-        load_explorer_models(runs_tree, students={WITH_HO: "missing/seed0"})
+    tree = _tree(runs_tree)
+    with pytest.raises(FileNotFoundError, match=r"index\.json"):
+        _tree(tmp_path)
+    with pytest.raises(ValueError, match="'missing' is not in the index"):
+        load_explorer_models(tree, students={WITH_HO: ("missing", 0)})
+    with pytest.raises(ValueError, match="seed 3"):
+        load_explorer_models(tree, students={WITH_HO: ("pi_pa", 3)})
     with pytest.raises(ValueError, match="no critic"):
-        load_explorer_models(runs_tree, critic_run="pi_pa/seed0")
+        load_explorer_models(tree, critic_run=("pi_pa", 0))
+    # A teacher listed but not there: the folder is named relative to the project.
+    index = {**tree.index, "teacher": {"run_dir": "gone"}}
+    with pytest.raises(FileNotFoundError, match=r"teacher: no run folder.*runs/smoke/gone"):
+        load_explorer_models(RunsTree(tree.profile_dir, index, tree.project_root))
 
 
 # --------------------------------------------------------------------------------------------------

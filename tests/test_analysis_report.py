@@ -15,7 +15,6 @@ from skdlib.analysis.report import (
     comparison_table,
     difference,
     experiment_cell,
-    first_config,
     measured,
     network,
     paired_difference,
@@ -28,7 +27,8 @@ from skdlib.analysis.report import (
     skipped_steps,
     transfer,
 )
-from skdlib.analysis.runs import contrast
+from skdlib.analysis.runs import RunsTree
+from skdlib.analysis.stats import contrast
 from skdlib.train.config import load_config, save_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -224,15 +224,15 @@ def _profile(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def test_first_config_takes_the_first_finished_run(tmp_path: Path) -> None:
-    profile, index = _profile(tmp_path)
-    assert first_config(index, "pi", profile_dir=profile).train.max_iters == 7
-    assert first_config(index, "pa", profile_dir=profile) is None
-    assert first_config(index, "absent", profile_dir=profile) is None
+    tree = RunsTree(*_profile(tmp_path), tmp_path)
+    assert tree.first_config("pi").train.max_iters == 7
+    assert tree.first_config("pa") is None
+    assert tree.first_config("absent") is None
 
 
 def test_skipped_steps_counts_records(tmp_path: Path) -> None:
-    profile, index = _profile(tmp_path)
-    assert skipped_steps(index, ["pi", "pa", "absent"], profile_dir=profile) == {"pi": 2, "pa": 0}
+    tree = RunsTree(*_profile(tmp_path), tmp_path)
+    assert skipped_steps(tree, ["pi", "pa", "absent"]) == {"pi": 2, "pa": 0}
 
 
 def test_setting_value() -> None:
@@ -297,7 +297,9 @@ def test_setup_table_reads_configs_and_data(tmp_path: Path) -> None:
         CONFIGS / "quick.yaml", [f"data.root={data}", "data.options=null", "data.train_limit=3"]
     )
     teacher = load_config(CONFIGS / "teacher_quick.yaml")
-    frame = setup_table(student, teacher, repo=tmp_path).set_index("setting")["these runs"]
+    frame = setup_table(student, teacher, tree=RunsTree(tmp_path, {}, tmp_path)).set_index(
+        "setting"
+    )["these runs"]
     assert frame["data"] == "embedded, 3 train / 2 val"
     # The teacher's data is not on disk here: counted from its generator options.
     assert frame["teacher data"] == "embedded, 3000 train (labelled)"
@@ -307,7 +309,10 @@ def test_setup_table_reads_configs_and_data(tmp_path: Path) -> None:
     assert frame["node size beta"] == "2 x 2"
     assert frame["lambda1 (PI, PA) / lambda2 (HO)"] == "10, 10 / 0.1"
     with_paper = setup_table(
-        student, teacher, repo=tmp_path, paper={"crop": ("512 x 512", "CPU budget")}
+        student,
+        teacher,
+        tree=RunsTree(tmp_path, {}, tmp_path),
+        paper={"crop": ("512 x 512", "CPU budget")},
     )
     assert list(with_paper.columns) == ["setting", "paper", "these runs", "why"]
     crop = with_paper.set_index("setting").loc["crop"].tolist()

@@ -11,22 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skdlib.analysis.demo import demo_experiments, make_demo_runs
 from skdlib.analysis.runs import (
+    RunsTree,
     collect_runs,
-    contrast,
-    curve_summary,
-    demo_experiments,
     experiment_table,
     find_repo_root,
     load_index,
-    load_metrics,
-    make_demo_runs,
-    noise_comparison,
     run_status,
+    teacher_curve,
     teacher_summary,
     val_curves,
-    welch_t,
 )
+from skdlib.analysis.stats import contrast, curve_summary, noise_comparison, welch_t
+from skdlib.train.runfolder import RunFolder
 
 CLASSES = ["road", "car"]
 
@@ -75,6 +73,10 @@ def _entry(name: str, groups: list[str], seeds_status: list[tuple[int, str]]) ->
             for s, st in seeds_status
         ],
     }
+
+
+def _open(profile_dir: Path) -> RunsTree:
+    return RunsTree.read(profile_dir, project_root=profile_dir.parent)
 
 
 @pytest.fixture()
@@ -142,10 +144,10 @@ def test_run_status_rules(tree):
     assert run_status(tree / "nowhere", "pending") == "unfinished"
 
 
-def test_load_metrics_skips_a_torn_line(tmp_path):
+def test_read_metrics_skips_a_torn_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"iter": 1, "total": 2.0}\n\n{"iter": 2, "spl')
-    assert load_metrics(tmp_path) == [{"iter": 1, "total": 2.0}]
-    assert load_metrics(tmp_path / "absent") == []
+    assert RunFolder(tmp_path).read_metrics() == [{"iter": 1, "total": 2.0}]
+    assert RunFolder(tmp_path / "absent").read_metrics() == []
 
 
 def test_find_repo_root(tmp_path):
@@ -162,7 +164,7 @@ def test_find_repo_root(tmp_path):
 # Aggregation by hand
 # --------------------------------------------------------------------------------------------------
 def test_experiment_table_by_hand(tree):
-    table = experiment_table(load_index(tree), "ablation", profile_dir=tree)
+    table = experiment_table(_open(tree), "ablation")
     assert list(table.index) == ["a", "b", "c"]  # index order, group filter drops d
     a = table.loc["a"]
     assert a["label"] == "A" and a["n_runs"] == 3 and a["n_finished"] == 3 and a["missing"] == ""
@@ -185,8 +187,8 @@ def test_experiment_table_by_hand(tree):
 
 
 def test_table_parity_with_a_plain_rederivation(tree):
-    runs = collect_runs(load_index(tree), profile_dir=tree)
-    table = experiment_table(load_index(tree), profile_dir=tree)
+    runs = collect_runs(_open(tree))
+    table = experiment_table(_open(tree))
     for name in ("a", "d"):
         values = runs[(runs.experiment == name) & (runs.status == "finished")]["miou"].to_numpy()
         assert table.loc[name, "miou_mean"] == pytest.approx(np.mean(values))
@@ -194,7 +196,7 @@ def test_table_parity_with_a_plain_rederivation(tree):
 
 
 def test_collect_runs_rows_and_teacher(tree):
-    runs = collect_runs(load_index(tree), "variants", profile_dir=tree)
+    runs = collect_runs(_open(tree), "variants")
     assert list(zip(runs.experiment, runs.seed, runs.status, strict=True)) == [
         ("b", 0, "finished"),
         ("b", 1, "unfinished"),
@@ -203,13 +205,14 @@ def test_collect_runs_rows_and_teacher(tree):
         ("d", 1, "finished"),
     ]
     assert runs["miou"].isna().tolist() == [False, True, True, False, False]
-    teacher = teacher_summary(load_index(tree), profile_dir=tree)
+    teacher = teacher_summary(_open(tree))
     assert teacher["status"] == "finished" and teacher["miou"] == pytest.approx(0.8)
-    assert teacher_summary({"experiments": []}, profile_dir=tree) is None
+    no_teacher = RunsTree(tree, {"profile": "q", "experiments": []}, tree.parent)
+    assert teacher_summary(no_teacher) is None and teacher_curve(no_teacher).empty
 
 
 def test_val_curves_and_their_band(tree):
-    curves = val_curves(load_index(tree), "ablation", profile_dir=tree)
+    curves = val_curves(_open(tree), "ablation")
     assert len(curves) == 6 and set(curves.experiment) == {"a"}  # only a has val records
     band = curve_summary(curves)
     assert band["iter"].tolist() == [5, 10]
@@ -274,7 +277,7 @@ def test_noise_comparison_hand_cases():
 
 
 def test_noise_comparison_refusals(tree):
-    table = experiment_table(load_index(tree), "ablation", profile_dir=tree)
+    table = experiment_table(_open(tree), "ablation")
     with pytest.raises(ValueError, match="reference"):
         noise_comparison(table, "zzz")
     with pytest.raises(ValueError, match="threshold"):
@@ -329,7 +332,7 @@ def test_contrast_by_hand_and_parity_with_welch():
 
 
 def test_plateau_check_by_hand():
-    from skdlib.analysis.runs import plateau_check
+    from skdlib.analysis.stats import plateau_check
 
     rows = []
     # a: seeds rise 0.40 -> 0.405 and 0.50 -> 0.50 between iterations 75 and 100: +0.0025, flat.
@@ -356,7 +359,7 @@ def test_plateau_check_by_hand():
 
 def test_plateau_of_groups_lists_each_experiment_once_and_the_report_words_it(tmp_path):
     from skdlib.analysis.report import plateau_report
-    from skdlib.analysis.runs import plateau_of_groups
+    from skdlib.analysis.stats import plateau_of_groups
 
     p = tmp_path / "quick"
     # flat: +0.005 over the last quarter (passes); climbing: +0.02 (fails); in two groups.
@@ -369,16 +372,80 @@ def test_plateau_of_groups_lists_each_experiment_once_and_the_report_words_it(tm
             _entry("climbing", ["variants"], [(0, "finished")]),
         ]
     }
-    table = plateau_of_groups(index, ["ablation", "variants"], profile_dir=p)
+    runs = RunsTree(p, index, tmp_path)
+    table = plateau_of_groups(runs, ["ablation", "variants"])
     assert list(table.index) == ["flat", "climbing"]  # flat once, where it first appears
     assert table.loc["flat", "rise"] == pytest.approx(0.005)
     assert table["at_plateau"].tolist() == [True, False]
-    shown, verdict = plateau_report(index, ["ablation", "variants"], profile_dir=p)
+    shown, verdict = plateau_report(runs, ["ablation", "variants"])
     assert shown["rise (points)"].tolist() == ["+0.500", "+2.000"]
     assert shown["at plateau"].tolist() == ["yes", "no"]
     assert verdict.startswith("**Not at a plateau:** climbing (of 2 settings)")
-    assert plateau_report(index, ["ablation"], profile_dir=p)[1] == (
-        "All 1 settings pass the plateau rule."
-    )
+    assert list(shown.columns[:4]) == ["setting", "seeds", "at iteration", "last iteration"]
+    assert plateau_report(runs, ["ablation"])[1] == ("All 1 settings pass the plateau rule.")
     with pytest.raises(ValueError, match="at least one"):
-        plateau_of_groups(index, [], profile_dir=p)
+        plateau_of_groups(runs, [])
+
+
+# --------------------------------------------------------------------------------------------------
+# The tree: teachers, runs, paths
+# --------------------------------------------------------------------------------------------------
+def test_the_tree_finds_runs_teachers_and_configs(tree):
+    runs = _open(tree)
+    assert runs.profile == "quick" and runs.num_classes == 2
+    assert runs.teachers == {"teacher": RunFolder(tree / "teacher")}
+    assert runs.teacher() == runs.teacher("a") == RunFolder(tree / "teacher")
+    assert runs.pretrain is None
+    assert [e["name"] for e in runs.experiments("variants")] == ["b", "d"]
+    assert runs.runs("a") == {s: RunFolder(tree / f"a/seed{s}") for s in range(3)}
+    assert runs.run("d", 1) == RunFolder(tree / "d/seed1")
+    assert runs.finished("b") == [RunFolder(tree / "b/seed0")]
+    assert (runs.status("b", 0), runs.status("b", 1), runs.status("b", 2)) == (
+        "finished",
+        "unfinished",
+        "failed",
+    )
+    assert runs.first_config("c") is None and runs.first_config("nope") is None
+    with pytest.raises(ValueError, match=r"'nope' is not in the index \(\['a', 'b', 'c', 'd'\]\)"):
+        runs.run("nope")
+    with pytest.raises(ValueError, match="seed 7"):
+        runs.run("a", 7)
+
+
+def test_several_teachers_and_an_experiments_own_teacher(tree):
+    index = load_index(tree)
+    index["teachers"] = {
+        "small": {"run_dir": "teacher", "status": "finished"},
+        "large": {"run_dir": "../kept/large", "status": "finished"},
+    }
+    index["experiments"][0]["teacher"] = "large"  # a names a teacher of the mapping
+    index["experiments"][1]["teacher_dir"] = "elsewhere/teacher"  # b gives its folder
+    runs = RunsTree(tree, index, tree.parent)
+    assert list(runs.teachers) == ["small", "large"]
+    assert runs.teacher("a") == RunFolder(tree / "../kept/large")
+    assert runs.teacher("b") == RunFolder(tree / "elsewhere/teacher")
+    assert runs.teacher("d") == runs.teacher() == RunFolder(tree / "teacher")  # the first one
+    assert teacher_summary(runs, "small")["miou"] == pytest.approx(0.8)
+    with pytest.raises(
+        ValueError, match=r"'huge' is not a teacher of the index \(\['small', 'large'\]\)"
+    ):
+        runs.teacher_entry("huge")
+
+
+def test_paths_are_resolved_and_shown_relative_to_the_project(tree, tmp_path):
+    runs = _open(tree)
+    assert runs.resolve("data/embedded") == tmp_path / "data" / "embedded"
+    assert runs.resolve("/abs/data") == Path("/abs/data")
+    assert runs.display(tree / "a" / "seed0") == "quick/a/seed0"
+    elsewhere = tmp_path / "other" / "runs" / "quick"
+    outside = RunsTree(tree, runs.index, elsewhere, name="the demo tree")
+    assert outside.display(tree / "a" / "seed0") == "the demo tree/a/seed0"
+    assert outside.display("/somewhere/else/x/y") == "x/y"
+
+
+def test_open_runs_reads_the_profile_and_says_so(tree, tmp_path):
+    from skdlib.analysis.runs import open_runs
+
+    runs = open_runs("quick", runs_root=".", repo=tmp_path)
+    assert runs.profile_dir == tree.resolve() and runs.project_root == tmp_path
+    assert runs.note == "Runs read from `./quick/` (profile `quick`)."

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from skdlib.analysis.runs import load_index, make_demo_runs
+from skdlib.analysis.demo import make_demo_runs
+from skdlib.analysis.runs import RunsTree
 from skdlib.analysis.unlabeled import (
     stream_reuse,
     terms_label,
@@ -44,8 +45,9 @@ def test_unlabeled_table_reads_counts_from_the_runs_data(tmp_path: Path) -> None
     # ablation's runs of the same terms (and its baseline) are the students without a stream.
     names = ["baseline", "pi", "pi_pa", "pi_unl4x"]
     root = make_demo_runs(tmp_path / "tree", names, iters=1, repo=REPO)
-    index = load_index(root)
-    table = unlabeled_table(index, profile_dir=root)
+    tree = RunsTree.read(root, project_root=REPO)
+    index = dict(tree.index)
+    table = unlabeled_table(tree)
     assert list(table.index) == ["baseline", "pi", "pi_unl4x"]  # +PI+PA has no stream here
     columns = ["terms", "labelled", "unlabeled", "ratio"]
     assert table.loc["baseline", columns].tolist() == ["baseline", 8, 0, 0]
@@ -59,7 +61,7 @@ def test_unlabeled_table_reads_counts_from_the_runs_data(tmp_path: Path) -> None
     assert pool.is_relative_to(root.parent) and (pool / "train" / "images").is_dir()
     # An experiment whose runs have not started yet: counts unknown, not guessed.
     entry["runs"][0]["run_dir"] = "pi_unl4x/seed7"
-    table = unlabeled_table(index, profile_dir=root)
+    table = unlabeled_table(RunsTree(root, index, REPO))
     assert table.loc["pi_unl4x", "terms"] == "" and math.isnan(table.loc["pi_unl4x", "labelled"])
 
 
@@ -128,15 +130,14 @@ def test_unlabeled_setup_and_stream_reuse_read_the_runs(tmp_path: Path) -> None:
         ],
     }
     frame = _unlabeled_frame().loc[["baseline", "pi_unl1x"]]
-    setup = unlabeled_setup(frame, index, profile_dir=tmp_path, teacher_miou=0.6).set_index(
-        "setting"
-    )
+    tree = RunsTree(tmp_path, index, tmp_path)
+    setup = unlabeled_setup(frame, tree, teacher_miou=0.6).set_index("setting")
     assert setup.loc["labelled / unlabeled images per step", "value"] == "8 / 4"
     assert setup.loc["labelled images", "value"] == "16 training images of embedded"
     assert setup.loc["unlabeled images", "value"] == "0, 16"
     assert setup.loc["iterations", "value"] == "600"  # the first experiment's (quick's) iterations
     assert setup.loc["teacher", "value"].endswith("val mIoU 60.00 %)")
-    assert stream_reuse(frame, index, profile_dir=tmp_path) == (
+    assert stream_reuse(frame, tree) == (
         "Each run with a stream draws 40 x 4 = 160 unlabeled images, so it sees each image of the "
         "pool of 16 about 10 times."
     )

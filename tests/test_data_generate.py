@@ -315,23 +315,6 @@ def test_probe_runs_and_reports(tiny_set: Path) -> None:
     assert again["context_miou"] == result["context_miou"]  # seeded
 
 
-def test_probe_confusion_matches_plain_count() -> None:
-    import torch
-
-    from skdlib.analysis.context import _confusion, _iou
-
-    target = torch.tensor([[0, 0, 1, 255], [2, 1, 1, 0]])
-    pred = torch.tensor([[0, 1, 1, 2], [2, 1, 0, 0]])
-    conf = _confusion(pred, target, 3)
-    expected = torch.zeros(3, 3, dtype=torch.int64)
-    for t, p in zip(target.flatten().tolist(), pred.flatten().tolist(), strict=True):
-        if t != 255:
-            expected[t, p] += 1
-    assert torch.equal(conf, expected)
-    # class 0: tp 2, fp 1, fn 1 -> 2/4; class 1: tp 2, fp 1, fn 1 -> 2/4; class 2: tp 1 -> 1/1
-    assert torch.allclose(_iou(conf), torch.tensor([0.5, 0.5, 1.0], dtype=torch.float64))
-
-
 def test_concurrent_callers_agree(tmp_path: Path, tiny_set: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

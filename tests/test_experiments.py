@@ -16,6 +16,7 @@ import skdlib.experiments as ex
 import skdlib.experiments.executors as executors
 import skdlib.experiments.kernels as kernels
 import skdlib.experiments.pipeline as pipeline
+from skdlib.experiments.runs import PORTABLE_HASH, portable_hash
 from skdlib.train.config import config_hash, load_config, save_config
 from skdlib.train.runfolder import load_checkpoint, save_checkpoint
 
@@ -397,19 +398,25 @@ def test_run_action_follows_the_folder(tmp_path: Path) -> None:
     (folder / "checkpoints").mkdir()
     (folder / "checkpoints" / "last.pt").write_bytes(b"")
     assert ex.run_action(spec) == ("resume", "interrupted run: resuming from checkpoints/last.pt")
+    # A summary written before runs recorded their identity: matched through its config.yaml.
     summary = {"finished": True, "config_hash": spec.hash}
     (folder / "summary.json").write_text(json.dumps(summary))
     assert ex.run_action(spec)[0] == "reuse"
-    assert ex.run_action(spec, force=True) == ("retrain", "--force")
     (folder / "summary.json").write_text(json.dumps({**summary, "config_hash": "0" * 16}))
+    assert ex.run_action(spec)[0] == "retrain"  # the summary is not of this config.yaml
+    summary = {"finished": True, "config_hash": spec.hash, PORTABLE_HASH: spec.reuse_hash}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert ex.run_action(spec)[0] == "reuse"
+    assert ex.run_action(spec, force=True) == ("retrain", "--force")
+    (folder / "summary.json").write_text(json.dumps({**summary, PORTABLE_HASH: "0" * 16}))
     action, why = ex.run_action(spec)
-    assert action == "retrain" and spec.hash in why
+    assert action == "retrain" and spec.reuse_hash in why
     # A partial run of another configuration is started over, not resumed.
     (folder / "summary.json").unlink()
     other = load_config(spec.config_path, [*spec.overrides, "train.lr=0.02"])
     save_config(other, folder / "config.yaml")
     action, why = ex.run_action(spec)
-    assert action == "retrain" and config_hash(other) in why
+    assert action == "retrain" and portable_hash(other, dict(spec.roots)) in why
 
 
 def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypatch) -> None:
@@ -535,9 +542,21 @@ def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None
 
 
 def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    text = PLAN.read_text()
+    plan.write_text(text.replace("\nnotebook: book/training.md\n", "\n"))
     with pytest.raises(ex.PlanError, match="--notebook"):
-        ex.run_pipeline("smoke", plan_path=PLAN, project_root=REPO, runs_root=tmp_path)
+        ex.run_pipeline("smoke", plan_path=plan, project_root=REPO, runs_root=tmp_path)
     assert not (tmp_path / "smoke").exists()
+
+
+def test_the_plan_names_its_training_notebook(tmp_path) -> None:
+    plan = ex.load_plan(PLAN)
+    assert plan.notebook is not None and (REPO / plan.notebook).is_file()
+    bad = tmp_path / "plan.yaml"
+    bad.write_text(PLAN.read_text().replace("notebook: book/training.md", "notebook: [a]"))
+    with pytest.raises(ex.PlanError, match="notebook"):
+        ex.load_plan(bad)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -783,6 +802,57 @@ def test_teachers_kept_in_the_repository_are_reused_in_any_checkout(tmp_path, mo
     assert trained == ["smoke", "smoke_unlabeled"]  # every teacher, whatever --only names
 
 
+def _fake_training(trained: list[str]):
+    """An executor's notebook run that writes a finished run folder without training."""
+
+    def fake(notebook, payload, cwd):
+        cfg = load_config(payload["config"], payload["overrides"])
+        folder = Path(payload["run_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / "config.yaml")
+        summary = {"finished": True, "config_hash": config_hash(cfg)}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        trained.append(folder.name)
+        return {"status": "finished", "error": None, "elapsed_s": 0.0}
+
+    return fake
+
+
+@pytest.mark.parametrize("runs_inside", [True, False])
+def test_a_moved_project_and_runs_tree_reuse_every_run(tmp_path, monkeypatch, runs_inside, capsys):
+    """A finished tree, copied with its project to another path (the runs inside the project,
+    or beside it as a tree mounted elsewhere): `status` says reuse for every run, and the
+    pipeline trains nothing."""
+    import shutil
+
+    trained: list[str] = []
+    monkeypatch.setattr(executors, "execute_notebook_run", _fake_training(trained))
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
+    first = _copy_project(tmp_path / "a" / "project", None)
+    runs = "runs" if runs_inside else str(tmp_path / "a" / "runs")
+    args = ["--profile", "smoke", "--only", "baseline", "pi_pa_ho"]
+    run = ["run", "--notebook", str(NOTEBOOK), "--jobs", "1", "--fresh-kernels"]
+    assert ex.main([*run, *args, "--root", str(first), "--runs-root", runs]) == 0
+    assert len(trained) == 4  # teacher, pretraining, two students
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    second = tmp_path / "b" / "project"
+    moved = "runs" if runs_inside else str(tmp_path / "b" / "runs")
+    capsys.readouterr()
+    assert ex.main(["status", *args, "--root", str(second), "--runs-root", moved]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    unused = [line for line in lines if line.startswith("teacher_unlabeled")]
+    assert len(unused) == 1 and "no selected experiment learns from it" in unused[0], unused
+    lines = [line for line in lines if line not in unused]  # the teacher these runs never needed
+    assert len(lines) == 4 and all(line.split()[1] == "reuse" for line in lines), lines
+    trained.clear()
+    assert ex.main([*run, *args, "--root", str(second), "--runs-root", moved]) == 0
+    assert trained == []
+    spec = ex.build_runs(ex.load_plan(second / "configs" / "experiments.yaml"), "smoke",
+                         runs_root=moved, project_root=second, only=["pi_pa_ho"])[-1]  # fmt: skip
+    summary = json.loads((spec.run_dir / "summary.json").read_text())
+    assert summary[PORTABLE_HASH] == spec.reuse_hash and summary["config_hash"] != spec.hash
+
+
 @pytest.mark.slow
 def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
     """Two smoke pipelines from scratch (papermill runs, two at a time, thread counts from the
@@ -857,7 +927,7 @@ def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -
     m = student.config.model
     assert m.student_pretrained == str(pre.run_dir / "checkpoints" / "final.pt")
     assert m.student_pretrained_prefix == "backbone."
-    assert (m.teacher_source, m.student_pretrained_source) == (teacher.hash, pre.hash)
+    assert (m.teacher_source, m.student_pretrained_source) == (teacher.reuse_hash, pre.reuse_hash)
     # Another pretraining (or teacher) configuration makes other students: they train again.
     prof = plan.profile("smoke")
     changed = dataclasses.replace(prof.pretrain, overrides=("train.max_iters=5",))

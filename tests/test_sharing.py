@@ -17,7 +17,9 @@ import pytest
 import skdlib.experiments as ex
 from skdlib.experiments.executors import BUSY, claimed
 from skdlib.experiments.index import write_index
-from skdlib.experiments.locks import FileLock, holder_of, run_lock
+from skdlib.experiments.locks import holder_of, run_lock
+from skdlib.experiments.runs import PORTABLE_HASH
+from skdlib.filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "configs" / "experiments.yaml"
@@ -43,7 +45,7 @@ def test_a_lock_excludes_others_and_names_its_holder(tmp_path: Path) -> None:
 def test_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
     path = tmp_path / ".run.lock"
     code = (
-        "import sys, time; from skdlib.experiments.locks import FileLock; "
+        "import sys, time; from skdlib.filelock import FileLock; "
         f"FileLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -68,7 +70,8 @@ def _spec(tmp_path: Path, name: str = "pi") -> ex.RunSpec:
 
 def test_the_executor_decides_again_under_the_lock(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    payload = {"run_dir": str(spec.run_dir), "config_hash": spec.hash, "forced": False}
+    payload = {"run_dir": str(spec.run_dir), "config_hash": spec.reuse_hash, "forced": False}
+    payload |= {"roots": dict(spec.roots)}
     payload |= {"resume": False, "force": False}
     ran: list[dict] = []
 
@@ -86,7 +89,7 @@ def test_the_executor_decides_again_under_the_lock(tmp_path: Path) -> None:
     claimed(payload, run)
     assert ran[-1]["resume"] and not ran[-1]["force"]
     # ... and finished it: reused, nothing runs.
-    summary = {"finished": True, "config_hash": spec.hash}
+    summary = {"finished": True, "config_hash": spec.hash, PORTABLE_HASH: spec.reuse_hash}
     (spec.run_dir / "summary.json").write_text(json.dumps(summary))
     result = claimed(payload, run)
     assert result["status"] == "finished" and result["reused"] and len(ran) == 2
@@ -118,7 +121,7 @@ def test_index_writers_merge_and_never_lose_entries(tmp_path: Path) -> None:
     a_students, b_students = ([s for s in x if s.experiment] for x in (a, b))
     pi = b_students[0].run_dir
     pi.mkdir(parents=True)
-    summary = {"finished": True, "config_hash": b_students[0].hash}
+    summary = {"finished": True, PORTABLE_HASH: b_students[0].reuse_hash}
     (pi / "summary.json").write_text(json.dumps(summary))
     write(a, {a_students[0].key: {"status": "finished", "elapsed_s": 3.0}})
     write(b, {s.key: {"status": "pending"} for s in b})
@@ -185,7 +188,7 @@ class _FakeRunner:
         self.ran.append(payload["run_dir"])
         folder = Path(payload["run_dir"])
         folder.mkdir(parents=True, exist_ok=True)
-        summary = {"finished": True, "config_hash": payload["config_hash"]}
+        summary = {"finished": True, PORTABLE_HASH: payload["config_hash"]}
         (folder / "summary.json").write_text(json.dumps(summary))
         return {"status": "finished", "error": None, "elapsed_s": 0.1}
 
@@ -197,7 +200,7 @@ class _FakeRunner:
 
 def _finish_by_hand(spec: ex.RunSpec) -> None:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"finished": True, "config_hash": spec.hash}
+    summary = {"finished": True, "config_hash": spec.hash, PORTABLE_HASH: spec.reuse_hash}
     (spec.run_dir / "summary.json").write_text(json.dumps(summary))
 
 

@@ -8,7 +8,8 @@ This is a measurement tool, not a student: it trains, on the train split of a da
 
 and reports the val mIoU of each. If colour alone gave the labels, (a) would match (b); the
 embedded data set is built so that it does not (see :mod:`skdlib.data.generate`).
-The mIoU here comes from a private confusion matrix (:func:`_confusion`), kept local on purpose.
+The scores come from :func:`skdlib.metrics.confusion_matrix` and
+:func:`skdlib.metrics.segmentation_scores`, as every score of the book.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from skdlib.data.base import IGNORE_INDEX
 from skdlib.data.embedded import EmbeddedDataset
+from skdlib.metrics import confusion_matrix, segmentation_scores
 from skdlib.train.build import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -95,24 +97,6 @@ def _pixel_mlp(num_classes: int, hidden: int = 64) -> nn.Module:
     )
 
 
-def _confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Confusion matrix ``(K, K)`` int64, rows = target, columns = prediction; ignore pixels
-    dropped."""
-    keep = target != IGNORE_INDEX
-    index = target[keep] * num_classes + pred[keep]  # (P,) flat cell ids
-    return torch.bincount(index, minlength=num_classes * num_classes).view(
-        num_classes, num_classes
-    )  # (K*K,) -> (K, K)
-
-
-def _iou(confusion: torch.Tensor) -> torch.Tensor:
-    """Per-class IoU ``(K,)`` float64 (NaN for a class absent from both target and prediction)."""
-    conf = confusion.to(torch.float64)
-    tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp
-    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-
-
 def _load(dataset: EmbeddedDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """All items stacked: images ``(N, 3, H, W)`` uint8 and labels ``(N, H, W)`` int64."""
     images, labels = [], []
@@ -133,15 +117,16 @@ def _evaluate(
     device: torch.device,
     batch: int = 16,
 ) -> torch.Tensor:
-    """Per-class val IoU ``(K,)`` of ``model``."""
+    """Per-class val IoU ``(K,)`` float64 of ``model`` (NaN for a class absent from both the
+    labels and the predictions)."""
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
         for start in range(0, len(images), batch):
             x = (images[start : start + batch].to(device).float() / 255 - mean) / std
             pred = model(x).argmax(1).cpu()  # (B, H, W)
-            conf += _confusion(pred, labels[start : start + batch], num_classes)
-    return _iou(conf)
+            conf += confusion_matrix(pred, labels[start : start + batch], num_classes)
+    return torch.tensor(segmentation_scores(conf)["class_iou"], dtype=torch.float64)
 
 
 def _fit(

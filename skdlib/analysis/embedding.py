@@ -20,15 +20,16 @@ on the teacher's maps against the maps of both students: an independent judge.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from skdlib.analysis.runs import RunsTree
 
 __all__ = [
     "Fig3Models",
@@ -37,12 +38,9 @@ __all__ = [
     "load_fig3_models",
     "predict_logits",
     "train_fair_judge",
-    "val_dataset_for",
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 
 def _logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -166,7 +164,14 @@ def embedding_scores(
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Fig3Models:
-    """The networks of Fig. 3, in eval mode on the CPU, and where each came from."""
+    """The networks of Fig. 3, in eval mode on the CPU, their data and where each came from.
+
+    Attributes:
+        sources: role -> the run folder (relative to the project, or inside the tree) it came
+            from, for the chapter's table.
+        val_set, train_set: the critic's run's validation and training splits
+            (:meth:`skdlib.analysis.runs.RunsTree.dataset`).
+    """
 
     teacher: nn.Module
     students: dict[str, nn.Module]
@@ -174,66 +179,25 @@ class Fig3Models:
     critic_config: Any
     num_classes: int
     sources: dict[str, str] = field(default_factory=dict)
-
-
-def _resolve(path: str, bases: tuple[Path, ...]) -> Path:
-    """``path`` if absolute, else the first existing ``base / path`` (or the first candidate)."""
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return candidate
-    options = [base / candidate for base in bases]
-    return next((p for p in options if p.exists()), options[0])
-
-
-def val_dataset_for(cfg: Any, *, base_dir: PathLike, split: str | None = None) -> Any:
-    """A split of a run config's data set (default: its validation split), a relative
-    ``data.root`` resolved against ``base_dir``."""
-    from skdlib.data import build_dataset
-
-    root = _resolve(cfg.data.root, (Path(base_dir),))
-    name = split or cfg.data.val_split
-    return build_dataset(cfg.data.name, str(root), name, **dict(cfg.data.options))
-
-
-def _num_classes(index: Mapping[str, Any], summary: Mapping[str, Any] | None, cfg: Any) -> int:
-    for value in (
-        index.get("num_classes"),
-        cfg.model.num_classes,
-        len((summary or {}).get("class_names") or []),
-    ):
-        if value:
-            return int(value)
-    raise ValueError(
-        "index: num_classes is missing and the run's config and summary do not give it either"
-    )
-
-
-def _run_dir(profile_dir: Path, index: Mapping[str, Any], experiment: str, seed: int) -> Path:
-    for exp in index["experiments"]:
-        if exp["name"] == experiment:
-            for run in exp.get("runs", []):
-                if int(run["seed"]) == seed:
-                    return profile_dir / run["run_dir"]
-            raise ValueError(f"seed: experiment {experiment!r} lists no run with seed {seed}")
-    raise ValueError(
-        f"experiment: {experiment!r} is not in the index "
-        f"({[e['name'] for e in index['experiments']]})"
-    )
+    val_set: Any = None
+    train_set: Any = None
+    #: Role (``"teacher"``, ``"w/o HO"``, ``"w/ HO"``) -> the experiment it was trained in.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def load_fig3_models(
-    profile_dir: PathLike,
-    index: Mapping[str, Any],
+    tree: RunsTree,
     *,
     with_ho: str = "pi_pa_ho",
     without_ho: str = "pi_pa",
     seed: int = 0,
 ) -> Fig3Models:
-    """Teacher, students ``{"w/o HO": ..., "w/ HO": ...}`` and the critic of the ``with_ho`` run.
+    """Teacher, students ``{"w/o HO": ..., "w/ HO": ...}`` and the critic of the ``with_ho`` run
+    of ``tree``.
 
-    * teacher: the teacher run the ``with_ho`` experiment learns from (its ``teacher_dir``), the
-      architecture of its config (its ``model.student``, the network it trained) loaded strictly
-      from ``<teacher run>/checkpoints/final.pt``;
+    * teacher: the teacher run the ``with_ho`` experiment learns from (its ``teacher_dir``,
+      :meth:`RunsTree.teacher`), the network it trained loaded strictly from its
+      ``checkpoints/final.pt``;
     * students: each run's ``model.student`` with its ``student_options``, loaded strictly from
       ``checkpoints/final.pt``;
     * critic: :class:`~skdlib.models.discriminator.Discriminator` with the ``with_ho`` run's
@@ -241,45 +205,34 @@ def load_fig3_models(
 
     Raises:
         FileNotFoundError: a run folder lacks a checkpoint or config.
-        ValueError: an experiment or seed not in the index, a run without a critic, a teacher entry
-            missing.
+        ValueError: an experiment or seed not in the index, a run without a critic, no teacher.
     """
-    from skdlib.analysis.runs import load_run_config, load_summary, teacher_entry
-    from skdlib.train.build import load_run_critic, load_run_network
-
-    profile_dir = Path(profile_dir)
-    # The teacher the students learn from (an index without teacher_dir: the default one).
-    entry = teacher_entry(index, with_ho) or teacher_entry(index)
-    if "run_dir" not in entry:
-        raise ValueError("index: no teacher run_dir: Fig. 3 needs the teacher's run folder")
-    teacher_dir = profile_dir / entry["run_dir"]
-    ho_dir = _run_dir(profile_dir, index, with_ho, seed)
-    plain_dir = _run_dir(profile_dir, index, without_ho, seed)
-    ho_cfg = load_run_config(ho_dir)
-    num_classes = _num_classes(index, load_summary(ho_dir), ho_cfg)
-    teacher = load_run_network(teacher_dir, num_classes)
-    students = {
-        "w/o HO": load_run_network(plain_dir, num_classes),
-        "w/ HO": load_run_network(ho_dir, num_classes),
-    }
+    teacher_dir = tree.teacher(with_ho)
+    ho_dir = tree.run(with_ho, seed)
+    plain_dir = tree.run(without_ho, seed)
+    ho_cfg = ho_dir.read_config()
+    students = {"w/o HO": tree.network(plain_dir), "w/ HO": tree.network(ho_dir)}
     try:
-        critic, iteration = load_run_critic(ho_dir, num_classes)
+        critic, iteration = tree.critic(ho_dir)
     except ValueError as error:
         raise ValueError(f"with_ho: {error}") from error
     sources = {
-        "teacher": str(Path(teacher_dir).resolve()),  # a kept teacher: no "../.." in the table
-        "w/o HO": str(plain_dir),
-        "w/ HO": str(ho_dir),
-        "critic": (f"{ho_dir / 'checkpoints' / 'last.pt'} (iteration {iteration})"),
+        "teacher": tree.display(teacher_dir.root),
+        "w/o HO": tree.display(plain_dir.root),
+        "w/ HO": tree.display(ho_dir.root),
+        "critic": f"{tree.display(ho_dir.last)} (iteration {iteration})",
     }
     logger.info("Fig. 3 models: %s", sources)
     return Fig3Models(
-        teacher=teacher,
+        teacher=tree.network(teacher_dir),
         students=students,
         critic=critic,
         critic_config=ho_cfg,
-        num_classes=num_classes,
+        num_classes=tree.classes_of(ho_dir),
         sources=sources,
+        val_set=tree.dataset(ho_cfg, ho_cfg.data.val_split),
+        train_set=tree.dataset(ho_cfg, ho_cfg.data.train_split),
+        settings={"teacher": "teacher", "w/o HO": without_ho, "w/ HO": with_ho},
     )
 
 

@@ -1,8 +1,8 @@
 """What the explorer chapter computes: predictions, affinity maps, KL maps and critic scores.
 
 :class:`ExplorerModels` holds the teacher, the students, the critic of the holistic run and the
-validation set. :func:`load_explorer_models` reads them from a runs tree (``runs/<profile>/``:
-``index.json``, ``teacher/``, ``<experiment>/seed<k>/``); :func:`random_explorer_models` builds
+validation set. :func:`load_explorer_models` reads them from a runs tree
+(:class:`skdlib.analysis.runs.RunsTree`); :func:`random_explorer_models` builds
 small random-weight networks on a freshly generated embedded data set (smoke mode, or when no
 runs exist). :func:`explore` answers one (image, pixel) query as a flat dict of numpy arrays and
 floats. Everything that depends on the image only (network outputs, the ``n x n`` similarity
@@ -20,7 +20,6 @@ prediction map per network, and the small logits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -28,23 +27,26 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from skdlib.analysis.runs import RunsTree
+
 logger = logging.getLogger(__name__)
 
 TEACHER = "teacher"
-#: Display name -> run folder (relative to the runs root) of the students the chapter compares.
-DEFAULT_STUDENTS: Mapping[str, str] = {
-    "student w/o HO": "pi_pa/seed0",
-    "student w/ HO": "pi_pa_ho/seed0",
+#: Display name -> ``(experiment, seed)`` of the students the chapter compares.
+DEFAULT_STUDENTS: Mapping[str, tuple[str, int]] = {
+    "student w/o HO": ("pi_pa", 0),
+    "student w/ HO": ("pi_pa_ho", 0),
 }
 #: The run whose ``last.pt`` holds the critic (the discriminator of the holistic term).
-DEFAULT_CRITIC_RUN = "pi_pa_ho/seed0"
+DEFAULT_CRITIC_RUN = ("pi_pa_ho", 0)
 #: The feature map the pair-wise term runs on (the PSP-module output).
 FEATURE = "head"
 
@@ -86,6 +88,7 @@ class ExplorerModels:
         dataset: validation items ``{"image": (3, H, W) in [0, 1], "label": (H, W)}`` with
             ``class_names`` and ``palette``.
         source: where the models come from, for the chapter's caption.
+        settings: display name -> experiment name (``"teacher"`` for the teacher).
         max_nodes: the largest node count of an affinity graph (sets the pooling ``beta``).
         cache_size: how many images' outputs are kept.
     """
@@ -96,6 +99,8 @@ class ExplorerModels:
     dataset: Any
     source: str = ""
     max_nodes: int = 2048
+    #: Display name -> the experiment it was trained in (its colour in the figures).
+    settings: dict[str, str] = field(default_factory=dict)
     cache_size: int = 4
     _cache: OrderedDict[int, ImageOutputs] = field(default_factory=OrderedDict, repr=False)
 
@@ -355,70 +360,52 @@ def explore(models: ExplorerModels, image_index: int, pixel: tuple[int, int]) ->
 # --------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------
-def _teacher_dir(runs_root: Path) -> str:
-    """The teacher's run folder from ``index.json`` (``"teacher"`` without an index)."""
-    index_path = runs_root / "index.json"
-    if not index_path.is_file():
-        return "teacher"
-    index = json.loads(index_path.read_text())
-    teacher = index.get("teacher") or {}
-    return str(teacher.get("run_dir", "teacher"))
-
-
 def load_explorer_models(
-    runs_root: str | os.PathLike[str],
+    tree: RunsTree,
     *,
-    students: Mapping[str, str] = DEFAULT_STUDENTS,
-    critic_run: str | None = DEFAULT_CRITIC_RUN,
-    project_root: str | os.PathLike[str] | None = None,
+    students: Mapping[str, tuple[str, int]] = DEFAULT_STUDENTS,
+    critic_run: tuple[str, int] | None = DEFAULT_CRITIC_RUN,
     device: str | torch.device = "cpu",
     max_nodes: int = 2048,
 ) -> ExplorerModels:
-    """Teacher, students, critic and validation set from a runs tree ``runs/<profile>/``.
+    """Teacher, students, critic and validation set from a runs tree.
 
-    The teacher's folder comes from ``index.json`` (``"teacher"`` without one); students and
-    critic are run folders relative to ``runs_root``. The validation set is the first student's
-    ``data`` section; a relative ``data.root`` is taken relative to ``project_root`` (default:
-    two levels above ``runs_root``, i.e. the folder holding ``runs/``).
+    ``students`` maps a display name to an ``(experiment, seed)`` run of ``tree``; the teacher
+    is the first student's experiment's teacher (:meth:`RunsTree.teacher`); ``critic_run`` is
+    the run whose ``last.pt`` holds the critic (``None``: no scores). The validation set is the
+    first student's ``data`` section (its root resolved by :meth:`RunsTree.dataset`).
 
     Raises:
-        FileNotFoundError: ``runs_root`` or a run folder, its ``config.yaml`` or a checkpoint is
-            missing. ``ValueError``: no students, or the critic's run saved no critic.
+        FileNotFoundError: a run folder, its ``config.yaml`` or a checkpoint is missing.
+        ValueError: no students, a run not in the index, or the critic's run saved no critic.
     """
-    from skdlib.data import build_dataset
-    from skdlib.train.build import load_run_critic, load_run_network
-    from skdlib.train.config import load_config
-
-    root = Path(runs_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"runs_root: no runs tree at {root}")
     if not students:
-        raise ValueError("students must name at least one run folder, got none")
+        raise ValueError("students must name at least one (experiment, seed) run, got none")
+    first = next(iter(students.values()))
     runs = {
-        TEACHER: root / _teacher_dir(root),
-        **{name: root / rel for name, rel in students.items()},
+        TEACHER: tree.teacher(first[0]),
+        **{name: tree.run(experiment, seed) for name, (experiment, seed) in students.items()},
     }
     for name, run in runs.items():
-        if not (run / "config.yaml").is_file():
-            raise FileNotFoundError(f"{name}: no run folder with a config.yaml at {run}")
-    cfg = load_config(runs[next(iter(students))] / "config.yaml")
-    data_root = Path(cfg.data.root)
-    if not data_root.is_absolute():
-        base = Path(project_root) if project_root is not None else root.resolve().parents[1]
-        data_root = base / data_root
-    dataset = build_dataset(cfg.data.name, data_root, "val", **dict(cfg.data.options))
-    torch_device = torch.device(device)
-    k = dataset.num_classes
-    networks = {name: load_run_network(run, k, device=torch_device) for name, run in runs.items()}
-    critic = load_run_critic(root / critic_run, k, device=torch_device)[0] if critic_run else None
-    logger.info("explorer models loaded from %s", root)
+        if not run.config.is_file():
+            raise FileNotFoundError(
+                f"{name}: no run folder with a config.yaml at {tree.display(run.root)}"
+            )
+    cfg = runs[next(iter(students))].read_config()
+    dataset = tree.dataset(cfg, cfg.data.val_split)
+    torch_device = str(torch.device(device))
+    networks = {name: tree.network(run, device=torch_device) for name, run in runs.items()}
+    critic = tree.critic(tree.run(*critic_run), device=torch_device)[0] if critic_run else None
+    logger.info("explorer models loaded from %s", tree.display(tree.profile_dir))
     return ExplorerModels(
         teacher=networks.pop(TEACHER),
         students=networks,
         critic=critic,
         dataset=dataset,
-        source=f"runs tree {root}",
+        source=f"runs of `{tree.name}`: "
+        + ", ".join(f"{name} {tree.display(run.root)}" for name, run in runs.items()),
         max_nodes=max_nodes,
+        settings={TEACHER: TEACHER, **{name: exp for name, (exp, _) in students.items()}},
     )
 
 
@@ -471,6 +458,10 @@ def random_explorer_models(
         students=students,
         critic=critic,
         dataset=dataset,
-        source=f"random weights (seed {seed}) on a generated embedded val set in {data}",
+        source=f"random weights (seed {seed}) on a generated embedded val set",
         max_nodes=max_nodes,
+        settings={
+            TEACHER: TEACHER,
+            **{n: DEFAULT_STUDENTS[n][0] for n in students if n in DEFAULT_STUDENTS},
+        },
     )

@@ -8,26 +8,21 @@ its plateau. Nothing is typed in.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
-
 import pandas as pd
 
 from skdlib.analysis.report import comparison_lines, points
-from skdlib.analysis.runs import experiment_table, plateau_of_groups, teacher_summary
+from skdlib.analysis.runs import RunsTree, experiment_table, teacher_summary
+from skdlib.analysis.stats import plateau_of_groups
 from skdlib.analysis.unlabeled import unlabeled_table
 
 __all__ = ["findings"]
-
-PathLike = str | os.PathLike[str]
 
 #: The groups whose settings the plateau line covers (those the chapters compare).
 COMPARED_GROUPS = ("ablation", "lambda", "later", "variants", "official", "unlabeled")
 
 
-def _teacher_line(index: Mapping[str, Any], ablation: pd.DataFrame, profile_dir: PathLike) -> str:
-    teacher = teacher_summary(index, profile_dir=profile_dir) or {}
+def _teacher_line(tree: RunsTree, ablation: pd.DataFrame) -> str:
+    teacher = teacher_summary(tree) or {}
     if teacher.get("miou") is None or "baseline" not in ablation.index:
         return ""
     base = ablation.loc["baseline", "miou_mean"]
@@ -38,9 +33,9 @@ def _teacher_line(index: Mapping[str, Any], ablation: pd.DataFrame, profile_dir:
     )
 
 
-def _unlabeled_lines(index: Mapping[str, Any], profile_dir: PathLike) -> list[str]:
+def _unlabeled_lines(tree: RunsTree) -> list[str]:
     """Per distilled terms: the largest pool against the same terms without unlabeled scenes."""
-    table = unlabeled_table(index, profile_dir=profile_dir)
+    table = unlabeled_table(tree)
     if not len(table) or "unlabeled" not in table:
         return []
     done = table[table["n_finished"] > 0]
@@ -53,8 +48,8 @@ def _unlabeled_lines(index: Mapping[str, Any], profile_dir: PathLike) -> list[st
     return comparison_lines(table, pairs)  # labels such as "+PI, 16x unlabeled" vs "+PI"
 
 
-def _plateau_line(index: Mapping[str, Any], profile_dir: PathLike) -> str:
-    plateau = plateau_of_groups(index, COMPARED_GROUPS, profile_dir=profile_dir)
+def _plateau_line(tree: RunsTree) -> str:
+    plateau = plateau_of_groups(tree, COMPARED_GROUPS)
     if not len(plateau):
         return ""
     failing = list(plateau.index[~plateau["at_plateau"].astype(bool)])
@@ -63,17 +58,17 @@ def _plateau_line(index: Mapping[str, Any], profile_dir: PathLike) -> str:
     return f"- Not at a plateau: {', '.join(failing)} (of {len(plateau)} settings)."
 
 
-def findings(index: Mapping[str, Any], *, profile_dir: PathLike) -> list[str]:
+def findings(tree: RunsTree) -> list[str]:
     """Markdown bullets: the teacher against the baseline, each ablation setting against the
     baseline (with the noise verdict), the largest unlabeled pool against the same terms without
     it, and the plateau check over every compared setting. Lines whose runs are missing are left
     out; ``[]`` when nothing has finished."""
-    ablation = experiment_table(index, "ablation", profile_dir=profile_dir)
+    ablation = experiment_table(tree, "ablation")
     ablation = ablation[ablation["n_finished"] > 0]
-    lines = [_teacher_line(index, ablation, profile_dir)]
+    lines = [_teacher_line(tree, ablation)]
     lines += comparison_lines(
         ablation, [(name, "baseline") for name in ablation.index if name != "baseline"]
     )
-    lines += _unlabeled_lines(index, profile_dir)
-    lines.append(_plateau_line(index, profile_dir))
+    lines += _unlabeled_lines(tree)
+    lines.append(_plateau_line(tree))
     return [line for line in lines if line]

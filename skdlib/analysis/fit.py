@@ -9,38 +9,23 @@ better or worse than the labels the baseline already fits.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from skdlib.analysis.embedding import _resolve
-from skdlib.analysis.runs import FINISHED, collect_runs, load_run_config, teacher_summary
+from skdlib.analysis.runs import FINISHED, RunsTree, collect_runs, run_status
 from skdlib.train.build import torch_threads
-from skdlib.train.config import ExperimentConfig
+from skdlib.train.runfolder import RunFolder
 
 __all__ = ["labelled_fit"]
 
-PathLike = str | os.PathLike[str]
 
-
-def _split(cfg: ExperimentConfig, split: str, base_dir: Path) -> Any:
-    """``split`` of the run's data set (its ``data.train_limit`` applied to the training split),
-    a relative ``data.root`` resolved against ``base_dir``."""
-    from skdlib.train.build import build_dataset_for
-
-    data = dataclasses.replace(cfg.data, root=str(_resolve(cfg.data.root, (base_dir,))))
-    return build_dataset_for(dataclasses.replace(cfg, data=data), split)
-
-
-def _scores(run_dir: Path, datasets: Mapping[str, Any], num_classes: int) -> dict[str, float]:
+def _scores(tree: RunsTree, folder: RunFolder, datasets: Mapping[str, Any]) -> dict[str, float]:
     from skdlib.evaluate import evaluate
-    from skdlib.train.build import load_run_network
 
-    net = load_run_network(run_dir, num_classes)
+    net = tree.network(folder)
+    num_classes = tree.classes_of(folder)
     row: dict[str, float] = {}
     for name, dataset in datasets.items():
         scores = evaluate(net, dataset, num_classes=num_classes, device="cpu", batch_size=20)
@@ -50,15 +35,11 @@ def _scores(run_dir: Path, datasets: Mapping[str, Any], num_classes: int) -> dic
 
 
 def labelled_fit(
-    profile_dir: PathLike,
-    index: Mapping[str, Any],
-    experiments: Sequence[str],
-    *,
-    base_dir: PathLike = ".",
-    threads: int | None = 1,
+    tree: RunsTree, experiments: Sequence[str], *, threads: int | None = 1
 ) -> pd.DataFrame:
-    """mIoU and pixel accuracy of the teacher and of every finished run of ``experiments`` on
-    the labelled training scenes of the first experiment's runs and on their validation scenes.
+    """mIoU and pixel accuracy of the teacher of the first experiment and of every finished run
+    of ``experiments`` on the labelled training scenes of the first experiment's runs (its
+    ``data.train_limit`` applied) and on their validation scenes.
 
     Returns one row per network (``teacher`` first, then each experiment, means over its finished
     seeds): ``network``, ``label``, ``n_seeds``, ``labelled_miou``, ``labelled_pixel_acc``,
@@ -68,25 +49,28 @@ def labelled_fit(
     Raises:
         ValueError: no finished run of the first experiment (the data sets come from its config).
     """
-    profile_dir = Path(profile_dir)
-    runs = collect_runs(index, None, profile_dir=profile_dir)
+    runs = collect_runs(tree)
     runs = runs[(runs["status"] == FINISHED) & runs["experiment"].isin(list(experiments))]
-    first = runs[runs["experiment"] == experiments[0]]
-    if not len(first):
+    names = [e["name"] for e in tree.experiments()]
+    first = tree.finished(experiments[0]) if experiments and experiments[0] in names else []
+    if not first:
         raise ValueError(f"experiments: no finished run of {experiments[0]!r} to read data from")
-    cfg = load_run_config(first.iloc[0]["run_dir"])
-    datasets = {"labelled": _split(cfg, cfg.data.train_split, Path(base_dir))}
-    datasets["val"] = _split(cfg, cfg.data.val_split, Path(base_dir))
-    num_classes = int(cfg.model.num_classes or datasets["val"].num_classes)
+    cfg = first[0].read_config()
+    datasets = {
+        "labelled": tree.dataset(cfg, cfg.data.train_split),
+        "val": tree.dataset(cfg, cfg.data.val_split),
+    }
     with torch_threads(threads):
         rows = []
-        teacher = teacher_summary(index, profile_dir=profile_dir)
-        if teacher is not None and teacher["status"] == FINISHED:
-            scored = _scores(Path(teacher["run_dir"]), datasets, num_classes)
+        teacher = tree.teacher(experiments[0])
+        if run_status(teacher.root) == FINISHED:
+            scored = _scores(tree, teacher, datasets)
             rows.append({"network": "teacher", "label": "teacher", "n_seeds": 1, **scored})
         for name in experiments:
             mine = runs[runs["experiment"] == name]
-            scored = [_scores(Path(d), datasets, num_classes) for d in mine["run_dir"]]
+            scored = [
+                _scores(tree, RunFolder(tree.profile_dir / d), datasets) for d in mine["run_dir"]
+            ]
             if scored:
                 means = pd.DataFrame(scored).mean().to_dict()
                 label = mine.iloc[0]["label"]

@@ -5,7 +5,7 @@ The profile's teacher is found as the pipeline names it: the teacher run of the 
 (``<runs_root>/<profile>/index.json``), else the run folder the plan keeps for it (the ``dir``
 of the profile's default teacher, ``profiles.<name>.teachers``); in smoke mode the smoke
 profile's teacher, from its runs tree or a demo tree built on the spot
-(:func:`skdlib.analysis.runs.open_profile`). No path of a teacher is written anywhere else.
+(:func:`skdlib.analysis.runs.open_runs`). No path of a teacher is written anywhere else.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from skdlib.analysis.runs import load_index, load_metrics, open_profile, teacher_summary
+from skdlib.analysis.runs import RunsTree, open_runs, teacher_summary
+from skdlib.experiments.index import INDEX_NAME
 from skdlib.train.runfolder import RunFolder
 
 __all__ = ["ProfileTeacher", "profile_teacher", "run_curves", "teacher_overrides"]
@@ -58,15 +59,15 @@ def profile_teacher(
     prof = plan.profile(wanted)
     preset = repo / prof.config
     if smoke:
-        profile_dir, index, note = open_profile(
-            repo, str(runs_root), wanted, smoke=True, demo_experiments=list(_DEMO_EXPERIMENTS)
+        tree = open_runs(
+            wanted, runs_root=runs_root, smoke=True, demo_experiments=_DEMO_EXPERIMENTS, repo=repo
         )
-        entry = teacher_summary(index, profile_dir=profile_dir) or {}
+        entry = teacher_summary(tree) or {}
         if entry.get("status") == "finished":
-            return ProfileTeacher(Path(entry["run_dir"]), preset, note)
+            return ProfileTeacher(Path(entry["run_dir"]), preset, tree.note)
     profile_dir = Path(repo) / runs_root / wanted
-    if (profile_dir / "index.json").is_file():
-        entry = teacher_summary(load_index(profile_dir), profile_dir=profile_dir) or {}
+    if (profile_dir / INDEX_NAME).is_file():
+        entry = teacher_summary(RunsTree.read(profile_dir, project_root=repo)) or {}
         if entry.get("status") == "finished":
             note = f"The teacher is the profile `{wanted}`'s, read from its runs tree."
             return ProfileTeacher(Path(entry["run_dir"]), preset, note)
@@ -123,7 +124,7 @@ def run_curves(runs: Mapping[str, PathLike]) -> pd.DataFrame:
             "pixel_acc": float(record.get("pixel_acc", float("nan"))),
         }
         for label, run_dir in runs.items()
-        for record in load_metrics(run_dir)
+        for record in RunFolder(Path(run_dir)).read_metrics()
         if record.get("split") == "val"
     ]
     return pd.DataFrame(rows, columns=["label", "iter", "miou", "pixel_acc"])

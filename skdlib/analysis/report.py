@@ -3,7 +3,7 @@ against the seed noise as sentences, tables of experiments and of their settings
 
 Every value of :func:`skdlib.analysis.runs.experiment_table` is a fraction in [0, 1]; the chapters
 print percent, i.e. **mIoU points** (``POINTS`` times the fraction). The verdicts come from
-:func:`skdlib.analysis.runs.noise_comparison` and :func:`skdlib.analysis.runs.contrast` (or
+:func:`skdlib.analysis.stats.noise_comparison` and :func:`skdlib.analysis.stats.contrast` (or
 :func:`paired_difference`, the same rule for paired per-image values); this module only words
 them.
 """
@@ -18,19 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from skdlib.analysis.runs import (
-    FINISHED,
+from skdlib.analysis.runs import RunsTree, as_number, class_ious, collect_runs
+from skdlib.analysis.stats import (
     PLATEAU_FRACTION,
     PLATEAU_TOLERANCE,
     TEACHER_GAP,
     TEACHER_MIN_CLASS_IOU,
-    _class_ious,
-    _number,
-    collect_runs,
     contrast,
     noise_comparison,
     plateau_of_groups,
-    run_status,
 )
 from skdlib.train.runfolder import RunFolder
 
@@ -44,7 +40,6 @@ __all__ = [
     "comparison_table",
     "difference",
     "experiment_cell",
-    "first_config",
     "measured",
     "network",
     "paired_difference",
@@ -98,10 +93,11 @@ def difference(
 ) -> str:
     """A difference against the seed noise as words: ``"+1.23 ± 0.45 points (within seed noise)"``.
 
-    ``result`` is a row of :func:`~skdlib.analysis.runs.noise_comparison` (``diff``, ``se``,
-    ``verdict``), a :func:`~skdlib.analysis.runs.contrast` or a :func:`paired_difference` (``value``
-    in place of ``diff``); the value and standard error are multiplied by ``scale`` (fractions to
-    points by default; 1 for values that are not fractions). No ``±`` without a standard error.
+    ``result`` is a row of :func:`~skdlib.analysis.stats.noise_comparison` (``diff``, ``se``,
+    ``verdict``), a :func:`~skdlib.analysis.stats.contrast` or a :func:`paired_difference`
+    (``value`` in place of ``diff``); the value and standard error are multiplied by ``scale``
+    (fractions to points by default; 1 for values that are not fractions). No ``±`` without a
+    standard error.
     """
     value = result["value"] if "value" in result else result["diff"]
     text = f"{scale * value:+.{digits}f}"
@@ -111,7 +107,7 @@ def difference(
 
 
 def measured(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str]) -> str:
-    """:func:`~skdlib.analysis.runs.contrast` of mIoU ``sum(plus) - sum(minus)`` as
+    """:func:`~skdlib.analysis.stats.contrast` of mIoU ``sum(plus) - sum(minus)`` as
     :func:`difference` words, or ``"not measured in this tree (no finished runs of ...)"``."""
     missing = [
         n for n in [*plus, *minus] if n not in table.index or table.loc[n, "n_finished"] == 0
@@ -125,7 +121,7 @@ def paired_difference(
     a: Sequence[float], b: Sequence[float], *, threshold: float = 2.0
 ) -> dict[str, Any]:
     """Mean of the paired differences ``a[i] - b[i]`` against their noise, as
-    :func:`~skdlib.analysis.runs.contrast` returns it: ``{"value", "se", "t", "exceeds",
+    :func:`~skdlib.analysis.stats.contrast` returns it: ``{"value", "se", "t", "exceeds",
     "verdict"}`` with ``se = std(a - b, ddof=1) / sqrt(n)``, ``t = value / se`` and ``exceeds`` when
     ``|t| > threshold``; "not testable" below two pairs.
 
@@ -163,7 +159,7 @@ def comparison_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> p
     """One row per ``(experiment, reference)`` pair of an
     :func:`~skdlib.analysis.runs.experiment_table`: ``comparison`` (their labels), ``difference
     (mIoU points)``, ``standard error``, ``t`` and ``verdict`` of
-    :func:`~skdlib.analysis.runs.noise_comparison`, as text; pairs naming an experiment the table
+    :func:`~skdlib.analysis.stats.noise_comparison`, as text; pairs naming an experiment the table
     lacks are left out."""
     rows = []
     for name, reference in pairs:
@@ -299,25 +295,10 @@ def _paper(
 # --------------------------------------------------------------------------------------------------
 # Run folders
 # --------------------------------------------------------------------------------------------------
-def first_config(
-    index: Mapping[str, Any], experiment: str, *, profile_dir: PathLike
-) -> ExperimentConfig | None:
-    """The ``config.yaml`` of the experiment's first finished run (index order), or ``None`` when
-    the index lacks the experiment or none of its runs has finished."""
-    exp = next((e for e in index.get("experiments", []) if e["name"] == experiment), None)
-    for run in (exp or {}).get("runs", []):
-        folder = RunFolder(Path(profile_dir) / run["run_dir"])
-        if run_status(folder.root, run.get("status")) == FINISHED:
-            return folder.read_config()
-    return None
-
-
-def skipped_steps(
-    index: Mapping[str, Any], experiments: Sequence[str], *, profile_dir: PathLike
-) -> dict[str, int]:
+def skipped_steps(tree: RunsTree, experiments: Sequence[str]) -> dict[str, int]:
     """Per listed experiment with runs in the index: how many logged records of its runs'
     ``metrics.jsonl`` say a step was skipped (``nonfinite`` set, or ``skipped_critic > 0``)."""
-    runs = collect_runs(index, profile_dir=profile_dir)
+    runs = collect_runs(tree)
     counts = {}
     for name in experiments:
         mine = runs[runs["experiment"] == name] if len(runs) else runs
@@ -345,14 +326,12 @@ def _curve_rise(curve: pd.DataFrame, fraction: float) -> tuple[float, int | None
     return value[last] - value[at], at, last
 
 
-def plateau_report(
-    index: Mapping[str, Any], groups: Sequence[str], *, profile_dir: PathLike
-) -> tuple[pd.DataFrame, str]:
+def plateau_report(tree: RunsTree, groups: Sequence[str]) -> tuple[pd.DataFrame, str]:
     """The plateau rule for every setting of ``groups``
-    (:func:`skdlib.analysis.runs.plateau_of_groups`) as the chapters print it: a table in mIoU
+    (:func:`skdlib.analysis.stats.plateau_of_groups`) as the chapters print it: a table in mIoU
     points (label, seeds, the two iterations, the two seed means, the rise, yes/no),
     and one sentence naming the settings that fail it, or saying that all pass."""
-    plateau = plateau_of_groups(index, groups, profile_dir=profile_dir)
+    plateau = plateau_of_groups(tree, groups)
     shown = plateau.assign(
         **{
             "mIoU at 75 % (%)": POINTS * plateau["miou_at"],
@@ -364,8 +343,12 @@ def plateau_report(
             "at plateau": plateau["at_plateau"].map({True: "yes", False: "no"}),
         }
     )
-    columns = ["label", "n_seeds", "at_iter", "last_iter", "mIoU at 75 % (%)", "final (%)"]
-    shown = shown[[*columns, "rise (points)", "at plateau"]]
+    shown = shown.rename(
+        columns={"label": "setting", "n_seeds": "seeds", "at_iter": "at iteration",
+                 "last_iter": "last iteration"}
+    )  # fmt: skip
+    columns = ["setting", "seeds", "at iteration", "last iteration", "mIoU at 75 % (%)"]
+    shown = shown[[*columns, "final (%)", "rise (points)", "at plateau"]]
     failing = list(plateau.index[~plateau["at_plateau"].astype(bool)])
     if not len(plateau):
         return shown, "No setting has finished yet."
@@ -397,9 +380,9 @@ def teacher_checks(
     Columns: ``criterion``, ``required``, ``measured``, ``holds`` (False where it cannot be
     measured: a missing teacher, baseline or curve).
     """
-    miou = _number(teacher.get("miou"))
+    miou = as_number(teacher.get("miou"))
     above = miou - baseline_mean
-    classes = _class_ious(teacher)
+    classes = class_ious(teacher)
     worst = min(classes.items(), key=lambda kv: kv[1]) if classes else ("n/a", math.nan)
     rise, at, last = _curve_rise(curve, fraction)
     rows = [
@@ -418,7 +401,7 @@ def network(name: str, options: Mapping[str, Any]) -> str:
     return f"{name} width {dict(options).get('width', 1.0):g}"
 
 
-def _dataset_sizes(cfg: ExperimentConfig, repo: PathLike) -> tuple[int | str, int | str]:
+def _dataset_sizes(cfg: ExperimentConfig, tree: RunsTree) -> tuple[int | str, int | str]:
     """Training images (``data.train_limit`` applied) and validation images of a run's data.
 
     A data set not on disk (e.g. the training set of a teacher kept in the repository, which is
@@ -427,8 +410,7 @@ def _dataset_sizes(cfg: ExperimentConfig, repo: PathLike) -> tuple[int | str, in
     from skdlib.data import build_dataset
     from skdlib.data.generate import read_manifest
 
-    root = Path(cfg.data.root)
-    root = root if root.is_absolute() else Path(repo) / root
+    root = tree.resolve(cfg.data.root)
     n_train: int | str
     n_val: int | str
     if cfg.data.name == "embedded" and read_manifest(root) is None:  # never generate it here
@@ -443,10 +425,10 @@ def _dataset_sizes(cfg: ExperimentConfig, repo: PathLike) -> tuple[int | str, in
 
 
 def _setup_rows(
-    student: ExperimentConfig, teacher: ExperimentConfig, repo: PathLike
+    student: ExperimentConfig, teacher: ExperimentConfig, tree: RunsTree
 ) -> list[tuple[str, Any]]:
     d, data, m, t = student.distill, student.data, student.model, student.train
-    sizes, teacher_sizes = _dataset_sizes(student, repo), _dataset_sizes(teacher, repo)
+    sizes, teacher_sizes = _dataset_sizes(student, tree), _dataset_sizes(teacher, tree)
     init = "pretrained backbone" if m.student_pretrained else "random"
     return [
         ("teacher", network(teacher.model.student, teacher.model.student_options)),
@@ -469,7 +451,7 @@ def setup_table(
     student: ExperimentConfig,
     teacher: ExperimentConfig,
     *,
-    repo: PathLike,
+    tree: RunsTree,
     paper: Mapping[str, tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """The setup of a profile's runs from a student run's and the teacher run's configs:
@@ -477,10 +459,10 @@ def setup_table(
     the loss weights, one ``setting`` per row with ``these runs``' value.
 
     ``paper`` maps a setting to ``(the paper's value, why these runs differ)``; with it the table
-    has the columns ``setting, paper, these runs, why``. A relative ``data.root`` is taken relative
-    to ``repo``.
+    has the columns ``setting, paper, these runs, why``. Data roots are resolved by ``tree``
+    (:meth:`skdlib.analysis.runs.RunsTree.resolve`).
     """
-    rows = _setup_rows(student, teacher, repo)
+    rows = _setup_rows(student, teacher, tree)
     if paper is None:
         return pd.DataFrame(rows, columns=["setting", "these runs"])
     full = []

@@ -1,32 +1,26 @@
-"""Reading experiment runs: the pipeline's ``index.json``, run folders, seed aggregation, a noise
-test.
+"""Reading a profile's runs tree: :class:`RunsTree`, the one reader of what the pipeline wrote.
 
-Layout (the pipeline's contract)::
+Layout (the pipeline's contract, :mod:`skdlib.experiments.index`)::
 
-    runs/<profile>/index.json              # profile, data, num_classes, teachers, experiments[...]
-    runs/<profile>/<teacher name>/         # each teacher's run folder ("teacher": the default)
+    runs/<profile>/index.json              # profile, data, num_classes, teachers, experiments
+    runs/<profile>/<teacher name>/         # each teacher's run folder (or one kept in the project)
     runs/<profile>/<experiment>/seed<k>/   # one run folder per experiment and seed
 
-Every ``run_dir`` in the index is relative to the profile folder. A run counts as **finished** only
-when its folder holds a ``summary.json`` with ``"finished": true``; an index entry marked ``failed``
-stays failed; anything else (pending, interrupted, summary missing) is **unfinished**. Missing and
-failed runs are reported in the tables (counts per experiment), never raised.
+Every ``run_dir`` in the index is relative to the profile folder; the index's file name and keys
+come from :mod:`skdlib.experiments.index`, which writes it. A run counts as **finished** only
+when its folder holds a ``summary.json`` with ``"finished": true``; an index entry marked
+``failed`` stays failed; anything else (pending, interrupted, summary missing) is
+**unfinished**. Missing and failed runs are reported in the tables (counts per experiment),
+never raised.
 
-Aggregation over seeds: mean, sample standard deviation (``ddof=1``; NaN with fewer than two
-finished seeds), min and max of the finished seeds' values.
+A tree knows its project root: relative paths in the runs' configs (``data.root``) are resolved
+against it in one place (:meth:`RunsTree.resolve`), and paths are shown relative to it
+(:meth:`RunsTree.display`), never as the build machine's absolute folders.
 
-Noise test (:func:`noise_comparison`): no SciPy is installed, so the test is written out here.
-For two experiments with means ``m``, sample standard deviations ``s`` and ``n`` finished seeds,
-Welch's statistic ``t = (m_a - m_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)``; a difference is called
-*larger than the seed noise* when ``|t| > threshold`` (default 2, about a two-sided 5 % level for a
-normal statistic). With three seeds per experiment Welch's degrees of freedom (returned as ``df``)
-are about 2-4, whose two-sided 5 % critical values are 4.3-2.8, so ``|t| > 2`` is a lenient rule:
-a difference it flags is worth a look, not a proof. :func:`contrast` applies the same rule to sums
-and differences of several experiments' means (e.g. a term's gain under one preset minus its gain
-under another).
-
-Chapters open a tree with :func:`open_profile`, which falls back to a tiny demo tree
-(:func:`make_demo_runs`, one training iteration per run) when the profile has no index yet.
+Chapters open a tree with :func:`open_runs`, which falls back to a tiny demo tree
+(:mod:`skdlib.analysis.demo`) when the profile has no index yet. The tables here aggregate seeds
+(mean, sample standard deviation with ``ddof=1``, min, max of the finished seeds); the tests on
+them (seed noise, plateau) are in :mod:`skdlib.analysis.stats`.
 """
 
 from __future__ import annotations
@@ -35,56 +29,63 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from skdlib.experiments.index import (
+    EXPERIMENTS_KEY,
+    FAILED,
+    FINISHED,
+    INDEX_NAME,
+    NUM_CLASSES_KEY,
+    PRETRAIN_KEY,
+    PROFILE_KEY,
+    RUN_DIR_KEY,
+    RUNS_KEY,
+    SEED_KEY,
+    STATUS_KEY,
+    TEACHER_DIR_KEY,
+    TEACHER_KEY,
+    TEACHERS_KEY,
+)
 from skdlib.train.runfolder import RunFolder
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from skdlib.train.config import ExperimentConfig
 
 __all__ = [
     "FAILED",
     "FINISHED",
-    "PLATEAU_FRACTION",
-    "PLATEAU_TOLERANCE",
-    "TEACHER_GAP",
-    "TEACHER_MIN_CLASS_IOU",
     "UNFINISHED",
+    "RunsTree",
+    "as_number",
+    "class_ious",
     "collect_runs",
-    "contrast",
-    "curve_summary",
-    "demo_experiments",
     "experiment_table",
     "find_repo_root",
     "load_index",
-    "load_metrics",
-    "load_run_config",
-    "load_summary",
-    "make_demo_runs",
-    "noise_comparison",
-    "open_profile",
-    "plateau_check",
-    "plateau_of_groups",
+    "open_runs",
     "run_status",
     "teacher_curve",
-    "teacher_entry",
     "teacher_summary",
     "val_curves",
-    "welch_t",
 ]
 
 logger = logging.getLogger(__name__)
 
-FINISHED = "finished"
-FAILED = "failed"
+#: A run listed in the index whose folder holds no finished summary (and not listed failed).
 UNFINISHED = "unfinished"
+#: The name of a profile's teacher when the index lists one teacher only (its ``teacher`` key).
+DEFAULT_TEACHER = TEACHER_KEY
 
-_INDEX_KEYS = ("profile", "experiments")
-_RUN_KEYS = ("seed", "run_dir")
+_INDEX_KEYS = (PROFILE_KEY, EXPERIMENTS_KEY)
+_RUN_KEYS = (SEED_KEY, RUN_DIR_KEY)
 
 PathLike = str | os.PathLike[str]
 
@@ -120,10 +121,10 @@ def load_index(profile_dir: PathLike) -> dict[str, Any]:
         ValueError: not JSON, or missing ``profile`` / ``experiments``, or a run without
             ``seed`` / ``run_dir``.
     """
-    path = Path(profile_dir) / "index.json"
+    path = Path(profile_dir) / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"profile_dir: no index.json in {Path(profile_dir)}; the pipeline writes it "
+            f"profile_dir: no {INDEX_NAME} in {Path(profile_dir)}; the pipeline writes it "
             "(`make experiments PROFILE=<profile>`)"
         )
     try:
@@ -135,10 +136,10 @@ def load_index(profile_dir: PathLike) -> dict[str, Any]:
     missing = [key for key in _INDEX_KEYS if key not in index]
     if missing:
         raise ValueError(f"profile_dir: {path} lacks the keys {missing}")
-    for exp in index["experiments"]:
+    for exp in index[EXPERIMENTS_KEY]:
         if "name" not in exp:
             raise ValueError(f"profile_dir: {path} has an experiment without a name: {exp!r}")
-        for run in exp.get("runs", []):
+        for run in exp.get(RUNS_KEY, []):
             lacking = [key for key in _RUN_KEYS if key not in run]
             if lacking:
                 raise ValueError(
@@ -148,32 +149,10 @@ def load_index(profile_dir: PathLike) -> dict[str, Any]:
     return index
 
 
-def load_summary(run_dir: PathLike) -> dict[str, Any] | None:
-    """The run's ``summary.json`` as a dict, or ``None`` when the folder has none (or it is
-    unreadable): :meth:`skdlib.train.runfolder.RunFolder.read_summary`."""
-    return RunFolder(Path(run_dir)).read_summary()
-
-
-def load_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` in file order (``[]`` without the file; torn lines skipped
-    with a warning): :meth:`skdlib.train.runfolder.RunFolder.read_metrics`."""
-    return RunFolder(Path(run_dir)).read_metrics()
-
-
-def load_run_config(run_dir: PathLike) -> ExperimentConfig:
-    """The run's ``config.yaml`` as an :class:`skdlib.train.config.ExperimentConfig`:
-    :meth:`skdlib.train.runfolder.RunFolder.read_config`.
-
-    Raises:
-        FileNotFoundError: the folder has no config.yaml.
-    """
-    return RunFolder(Path(run_dir)).read_config()
-
-
 def run_status(run_dir: PathLike, listed: str | None = None) -> str:
     """``finished`` when ``summary.json`` says so; else ``failed`` if the index lists it failed;
     else ``unfinished``."""
-    summary = load_summary(run_dir)
+    summary = RunFolder(Path(run_dir)).read_summary()
     if summary is not None and summary.get("finished") is True:
         return FINISHED
     if listed == FAILED:
@@ -185,15 +164,8 @@ def run_status(run_dir: PathLike, listed: str | None = None) -> str:
     return UNFINISHED
 
 
-# --------------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------------
-def _experiments(index: Mapping[str, Any], group: str | None) -> list[dict[str, Any]]:
-    return [exp for exp in index["experiments"] if group is None or group in exp.get("groups", [])]
-
-
-def _class_ious(summary: Mapping[str, Any]) -> dict[str, float]:
-    """``{class name: IoU}`` from a summary (``None`` entries -> NaN)."""
+def class_ious(summary: Mapping[str, Any]) -> dict[str, float]:
+    """``{class name: IoU}`` from a run's summary (``None`` entries -> NaN)."""
     values = summary.get("class_iou") or []
     if isinstance(values, Mapping):
         items = list(values.items())
@@ -203,29 +175,357 @@ def _class_ious(summary: Mapping[str, Any]) -> dict[str, float]:
     return {str(name): (math.nan if v is None else float(v)) for name, v in items}
 
 
-def _number(value: Any) -> float:
+def as_number(value: Any) -> float:
+    """A summary's or record's number as a float (``None`` -> NaN)."""
     return math.nan if value is None else float(value)
 
 
-def collect_runs(
-    index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
-) -> pd.DataFrame:
+# --------------------------------------------------------------------------------------------------
+# The tree
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunsTree:
+    """A profile's runs tree as the pipeline wrote it (read only).
+
+    Attributes:
+        profile_dir: the folder of ``index.json``.
+        index: the index (:func:`load_index`).
+        project_root: the project the runs belong to: relative paths of their configs are taken
+            relative to it, and paths are shown relative to it.
+        name: how the text names the tree (e.g. ``"runs/quick"``), for paths outside the
+            project (a demo tree in a temporary folder).
+        note: one Markdown sentence saying which tree was read (chapters display it).
+    """
+
+    profile_dir: Path
+    index: Mapping[str, Any] = field(repr=False)
+    project_root: Path
+    name: str = ""
+    note: str = ""
+
+    @classmethod
+    def read(
+        cls,
+        profile_dir: PathLike,
+        *,
+        project_root: PathLike | None = None,
+        name: str = "",
+        note: str = "",
+    ) -> RunsTree:
+        """The tree of ``profile_dir`` (its ``index.json`` read and checked); ``project_root``
+        defaults to the repository holding the tree (or the installed package's).
+
+        Raises:
+            FileNotFoundError, ValueError: as :func:`load_index`.
+        """
+        folder = Path(profile_dir).resolve()
+        root = Path(project_root).resolve() if project_root is not None else None
+        return cls(
+            profile_dir=folder,
+            index=load_index(folder),
+            project_root=root or find_repo_root(folder),
+            name=name or folder.name,
+            note=note,
+        )
+
+    # Where things are ------------------------------------------------------------------------
+    @property
+    def profile(self) -> str:
+        """The profile the pipeline ran (the index's ``profile``)."""
+        return str(self.index[PROFILE_KEY])
+
+    def folder(self, run_dir: str) -> RunFolder:
+        """The run folder of an index ``run_dir`` (relative to the profile folder)."""
+        return RunFolder(self.profile_dir / run_dir)
+
+    def resolve(self, path: PathLike) -> Path:
+        """A path of a run's config (``data.root``, ...): as it is when absolute, else relative
+        to the project root. The one place where the analysis resolves a data set's root."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.project_root / candidate
+
+    def display(self, path: PathLike) -> str:
+        """``path`` as the book shows it: relative to the project root when inside it, else
+        inside the tree (``"<tree name>/pi/seed0"``), else its last two parts."""
+        where = Path(path).resolve()
+        if where.is_relative_to(self.project_root):
+            return str(where.relative_to(self.project_root))
+        if where.is_relative_to(self.profile_dir):
+            return str(Path(self.name or self.profile) / where.relative_to(self.profile_dir))
+        return str(Path(*where.parts[-2:]))
+
+    # Teachers and runs ---------------------------------------------------------------------
+    def _teacher_entries(self) -> dict[str, Mapping[str, Any]]:
+        several = self.index.get(TEACHERS_KEY)
+        if isinstance(several, Mapping) and several:
+            return {str(k): v for k, v in several.items() if isinstance(v, Mapping)}
+        one = self.index.get(TEACHER_KEY)
+        return {DEFAULT_TEACHER: one} if isinstance(one, Mapping) else {}
+
+    def _default_teacher(self, entries: Mapping[str, Mapping[str, Any]]) -> str:
+        """The name of the profile's default teacher: the one the index's ``teacher`` entry is
+        (same run folder), else the first listed."""
+        default = self.index.get(TEACHER_KEY)
+        if isinstance(default, Mapping):
+            for name, entry in entries.items():
+                if entry.get(RUN_DIR_KEY) == default.get(RUN_DIR_KEY):
+                    return name
+        return next(iter(entries))
+
+    @property
+    def teachers(self) -> dict[str, RunFolder]:
+        """Every teacher of the profile, ``name -> run folder`` (the index's ``teachers``; an
+        index from before several teachers: ``{"teacher": <its folder>}``)."""
+        return {
+            name: self.folder(entry[RUN_DIR_KEY])
+            for name, entry in self._teacher_entries().items()
+            if RUN_DIR_KEY in entry
+        }
+
+    def teacher_entry(
+        self, name: str | None = None, *, experiment: str | None = None
+    ) -> Mapping[str, Any]:
+        """The index entry (``run_dir``, ``status``, ...) of teacher ``name``, or of the teacher
+        ``experiment`` learns from (its ``run_dir`` the experiment's ``teacher_dir``, else the
+        teacher its ``teacher`` key names), else of the profile's default teacher.
+
+        Raises:
+            ValueError: both ``name`` and ``experiment`` given, an unknown experiment, no such
+                teacher (the known ones named).
+        """
+        if name is not None and experiment is not None:
+            raise ValueError(
+                f"name a teacher ({name!r}) or an experiment ({experiment!r}), not both"
+            )
+        entries = self._teacher_entries()
+        own_dir = None
+        if experiment is not None:
+            exp = self.experiment(experiment)
+            name = exp.get(TEACHER_KEY) if isinstance(exp.get(TEACHER_KEY), str) else None
+            own_dir = exp.get(TEACHER_DIR_KEY)
+        if isinstance(own_dir, str):  # the run the experiment's students learned from
+            return {**entries.get(name or "", {}), RUN_DIR_KEY: own_dir}
+        if not entries:
+            raise ValueError(f"index of {self.display(self.profile_dir)}: no teacher run listed")
+        key = name if name is not None else self._default_teacher(entries)
+        if key not in entries:
+            raise ValueError(f"teacher: {key!r} is not a teacher of the index ({list(entries)})")
+        return entries[key]
+
+    def teacher(self, experiment: str | None = None) -> RunFolder:
+        """The teacher run folder ``experiment`` learns from (its ``teacher_dir``, else the
+        teacher its ``teacher`` key names), else the profile's default teacher's.
+
+        Raises:
+            ValueError: no teacher in the index, an unknown experiment, or a teacher entry
+                without a run folder.
+        """
+        entry = self.teacher_entry(experiment=experiment)
+        if RUN_DIR_KEY not in entry:
+            where = self.display(self.profile_dir)
+            raise ValueError(f"index of {where}: a teacher entry without {RUN_DIR_KEY}")
+        return self.folder(entry[RUN_DIR_KEY])
+
+    @property
+    def pretrain(self) -> RunFolder | None:
+        """The students' pretraining run folder, or ``None`` when the profile has none."""
+        entry = self.index.get(PRETRAIN_KEY)
+        return self.folder(entry[RUN_DIR_KEY]) if isinstance(entry, Mapping) else None
+
+    def experiments(self, group: str | None = None) -> list[Mapping[str, Any]]:
+        """The index entries of the experiments in ``group`` (``None``: all), in index order."""
+        return [
+            exp
+            for exp in self.index[EXPERIMENTS_KEY]
+            if group is None or group in exp.get("groups", [])
+        ]
+
+    def experiment(self, name: str) -> Mapping[str, Any]:
+        """The index entry of experiment ``name``.
+
+        Raises:
+            ValueError: ``name`` is not in the index (the listed ones named).
+        """
+        for exp in self.index[EXPERIMENTS_KEY]:
+            if exp["name"] == name:
+                return exp
+        known = [e["name"] for e in self.index[EXPERIMENTS_KEY]]
+        raise ValueError(f"experiment: {name!r} is not in the index ({known})")
+
+    def runs(self, experiment: str) -> dict[int, RunFolder]:
+        """``seed -> run folder`` of every listed run of ``experiment``."""
+        return {
+            int(run[SEED_KEY]): self.folder(run[RUN_DIR_KEY])
+            for run in self.experiment(experiment).get(RUNS_KEY, [])
+        }
+
+    def run(self, experiment: str, seed: int = 0) -> RunFolder:
+        """The run folder of ``experiment`` and ``seed``.
+
+        Raises:
+            ValueError: an experiment not in the index, or no run with that seed.
+        """
+        runs = self.runs(experiment)
+        if seed not in runs:
+            raise ValueError(f"seed: experiment {experiment!r} lists no run with seed {seed}")
+        return runs[seed]
+
+    def status(self, experiment: str, seed: int) -> str:
+        """``finished``, ``failed`` or ``unfinished`` (:func:`run_status`) of one run."""
+        entry = next(
+            r for r in self.experiment(experiment).get(RUNS_KEY, []) if int(r[SEED_KEY]) == seed
+        )
+        return run_status(self.folder(entry[RUN_DIR_KEY]).root, entry.get(STATUS_KEY))
+
+    def finished(self, experiment: str) -> list[RunFolder]:
+        """The finished run folders of ``experiment``, in index order."""
+        return [
+            self.folder(run[RUN_DIR_KEY])
+            for run in self.experiment(experiment).get(RUNS_KEY, [])
+            if run_status(self.profile_dir / run[RUN_DIR_KEY], run.get(STATUS_KEY)) == FINISHED
+        ]
+
+    def first_config(self, experiment: str) -> ExperimentConfig | None:
+        """The ``config.yaml`` of the experiment's first finished run, or ``None`` when the index
+        lacks the experiment or none of its runs has finished."""
+        try:
+            done = self.finished(experiment)
+        except ValueError:
+            return None
+        return done[0].read_config() if done else None
+
+    # Data and networks -----------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        """The students' class count the index records (``None`` when it records none)."""
+        value = self.index.get(NUM_CLASSES_KEY)
+        return int(value) if value else None
+
+    def dataset(self, cfg: ExperimentConfig, split: str | None = None) -> Any:
+        """``split`` (default: the validation split) of a run config's data set, its
+        ``data.root`` resolved by :meth:`resolve` and its ``data.train_limit`` applied to the
+        training split (:func:`skdlib.train.build.build_dataset_for`)."""
+        import dataclasses
+
+        from skdlib.train.build import build_dataset_for
+
+        data = dataclasses.replace(cfg.data, root=str(self.resolve(cfg.data.root)))
+        return build_dataset_for(dataclasses.replace(cfg, data=data), split or cfg.data.val_split)
+
+    def classes_of(self, folder: RunFolder) -> int:
+        """The class count of a run's network: its config's, else its summary's, else the
+        index's.
+
+        Raises:
+            ValueError: none of them gives it.
+        """
+        cfg = folder.read_config()
+        summary = folder.read_summary() or {}
+        for value in (
+            cfg.model.num_classes,
+            len(summary.get("class_names") or []),
+            self.num_classes,
+        ):
+            if value:
+                return int(value)
+        raise ValueError(f"{self.display(folder.root)}: no class count in its config or summary")
+
+    def network(self, folder: RunFolder, *, device: str = "cpu") -> nn.Module:
+        """The network a run trained, with its final weights, in eval mode
+        (:func:`skdlib.train.build.load_run_network`)."""
+        from skdlib.train.build import load_run_network
+
+        return load_run_network(folder.root, self.classes_of(folder), device=device)
+
+    def critic(self, folder: RunFolder, *, device: str = "cpu") -> tuple[nn.Module, int]:
+        """The critic a holistic run saved and the iteration it was saved at
+        (:func:`skdlib.train.build.load_run_critic`).
+
+        Raises:
+            ValueError: the run saved no critic (the holistic term was off).
+        """
+        from skdlib.train.build import load_run_critic
+
+        return load_run_critic(folder.root, self.classes_of(folder), device=device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening a chapter's tree
+# --------------------------------------------------------------------------------------------------
+def open_runs(
+    profile: str,
+    *,
+    runs_root: PathLike = "runs",
+    smoke: bool = False,
+    demo_experiments: Sequence[str] = (),
+    repo: PathLike | None = None,
+    demo_dir: PathLike | None = None,
+) -> RunsTree:
+    """The runs tree a chapter reads, with a ``note`` saying which one it is.
+
+    * normal mode: ``<repo>/<runs_root>/<profile>`` when its ``index.json`` exists;
+    * smoke mode (``smoke=True``): ``<repo>/<runs_root>/smoke`` when its ``index.json`` exists;
+    * otherwise a demo tree of ``demo_experiments`` (one seed, one iteration per run,
+      :func:`skdlib.analysis.demo.demo_tree`), built in ``demo_dir`` or a cached folder.
+
+    ``runs_root`` is relative to ``repo`` (default: the repository holding the working
+    directory, else the installed package's) or absolute.
+    """
+    root = Path(repo) if repo is not None else find_repo_root(Path.cwd())
+    wanted = "smoke" if smoke else profile
+    profile_dir = root / runs_root / wanted
+    shown = f"{runs_root}/{wanted}" if not Path(runs_root).is_absolute() else wanted
+    if (profile_dir / INDEX_NAME).is_file():
+        tree = RunsTree.read(profile_dir, project_root=root, name=shown)
+        note = f"Runs read from `{shown}/` (profile `{tree.profile}`)."
+        return RunsTree(tree.profile_dir, tree.index, tree.project_root, tree.name, note)
+    from skdlib.analysis.demo import demo_tree
+
+    logger.warning("no %s in %s: using a one-iteration demo tree", INDEX_NAME, profile_dir)
+    folder = demo_tree(demo_experiments, repo=root, folder=demo_dir)
+    note = (
+        f"**No runs found under `{shown}/`**: everything below comes from a demo tree (one seed, "
+        "one training iteration per run, eight 128x128 training images) built on the spot. Its "
+        "numbers only show that the chapter's code runs; they say nothing about the method. Run "
+        f"`make experiments PROFILE={profile}` for real results."
+    )
+    return RunsTree.read(folder, project_root=root, name="demo tree", note=note)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+_RUN_COLUMNS = [
+    "experiment",
+    "label",
+    "seed",
+    "run_dir",
+    "status",
+    "miou",
+    "pixel_acc",
+    "iterations",
+    "wall_time_s",
+]
+
+
+def collect_runs(tree: RunsTree, group: str | None = None) -> pd.DataFrame:
     """One row per listed run:
     ``experiment, label, seed, run_dir, status, miou, pixel_acc, iterations, wall_time_s`` and
-    ``iou/<class>`` columns (NaN where the run is not finished).
+    ``iou/<class>`` columns (NaN where the run is not finished). ``run_dir`` is the absolute
+    folder (for reading; :meth:`RunsTree.display` shows it).
 
     ``group`` keeps the experiments whose ``groups`` contain it (``None``: all).
     """
     rows = []
-    for exp in _experiments(index, group):
-        for run in exp.get("runs", []):
-            folder = Path(profile_dir) / run["run_dir"]
-            status = run_status(folder, run.get("status"))
+    for exp in tree.experiments(group):
+        for run in exp.get(RUNS_KEY, []):
+            folder = tree.folder(run[RUN_DIR_KEY])
+            status = run_status(folder.root, run.get(STATUS_KEY))
             row: dict[str, Any] = {
                 "experiment": exp["name"],
                 "label": exp.get("label", exp["name"]),
-                "seed": int(run["seed"]),
-                "run_dir": str(folder),
+                "seed": int(run[SEED_KEY]),
+                "run_dir": str(folder.root),
                 "status": status,
                 "miou": math.nan,
                 "pixel_acc": math.nan,
@@ -233,27 +533,16 @@ def collect_runs(
                 "wall_time_s": math.nan,
             }
             if status == FINISHED:
-                summary = load_summary(folder) or {}
+                summary = folder.read_summary() or {}
                 row.update(
-                    miou=_number(summary.get("miou")),
-                    pixel_acc=_number(summary.get("pixel_acc")),
-                    iterations=_number(summary.get("iterations")),
-                    wall_time_s=_number(summary.get("wall_time_s")),
+                    miou=as_number(summary.get("miou")),
+                    pixel_acc=as_number(summary.get("pixel_acc")),
+                    iterations=as_number(summary.get("iterations")),
+                    wall_time_s=as_number(summary.get("wall_time_s")),
                 )
-                row.update({f"iou/{name}": v for name, v in _class_ious(summary).items()})
+                row.update({f"iou/{name}": v for name, v in class_ious(summary).items()})
             rows.append(row)
-    columns = [
-        "experiment",
-        "label",
-        "seed",
-        "run_dir",
-        "status",
-        "miou",
-        "pixel_acc",
-        "iterations",
-        "wall_time_s",
-    ]
-    return pd.DataFrame(rows, columns=None if rows else columns)
+    return pd.DataFrame(rows, columns=None if rows else _RUN_COLUMNS)
 
 
 def _spread(values: pd.Series) -> dict[str, float]:
@@ -268,9 +557,7 @@ def _spread(values: pd.Series) -> dict[str, float]:
     }
 
 
-def experiment_table(
-    index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
-) -> pd.DataFrame:
+def experiment_table(tree: RunsTree, group: str | None = None) -> pd.DataFrame:
     """Per experiment of ``group`` (index order), aggregated over its finished seeds.
 
     Columns: ``label``, ``n_runs`` (listed), ``n_finished``, ``n_failed``, ``n_unfinished``,
@@ -278,9 +565,9 @@ def experiment_table(
     ``missing`` (a short text naming the seeds not finished, ``""`` when none). The index of the
     frame is the experiment name. Values are fractions in [0, 1] as the summaries store them.
     """
-    runs = collect_runs(index, group, profile_dir=profile_dir)
+    runs = collect_runs(tree, group)
     rows = []
-    for exp in _experiments(index, group):
+    for exp in tree.experiments(group):
         mine = runs[runs["experiment"] == exp["name"]] if len(runs) else runs
         done = mine[mine["status"] == FINISHED] if len(mine) else mine
         miou = _spread(done["miou"]) if len(done) else _spread(pd.Series(dtype=float))
@@ -314,494 +601,68 @@ def experiment_table(
     return table
 
 
-def teacher_entry(index: Mapping[str, Any], experiment: str | None = None) -> dict[str, Any]:
-    """The index entry (``run_dir``, ``status``, ...) of the profile's default teacher, or with
-    ``experiment`` of the teacher run that experiment learns from (its ``teacher_dir``); ``{}``
-    when the index has none."""
-    if experiment is None:
-        return dict(index.get("teacher") or {})
-    exp = next((e for e in index.get("experiments", []) if e.get("name") == experiment), None)
-    if exp is None or "teacher_dir" not in exp:
-        return {}
-    entry = (index.get("teachers") or {}).get(exp.get("teacher")) or {}
-    return {**entry, "run_dir": exp["teacher_dir"]}
-
-
 def teacher_summary(
-    index: Mapping[str, Any], *, profile_dir: PathLike, experiment: str | None = None
+    tree: RunsTree, name: str | None = None, *, experiment: str | None = None
 ) -> dict[str, Any] | None:
-    """The teacher run's summary (with ``status`` and ``run_dir`` added): the default teacher's,
-    or with ``experiment`` the one that experiment learns from; ``None`` without one."""
-    entry = teacher_entry(index, experiment)
-    if not entry or "run_dir" not in entry:
+    """The summary of teacher ``name``, or of the teacher ``experiment`` learns from, else of the
+    profile's default teacher (:meth:`RunsTree.teacher_entry`), with ``status`` and ``run_dir``
+    added; ``None`` when the index lists no such teacher or experiment."""
+    try:
+        entry = tree.teacher_entry(name, experiment=experiment)
+    except ValueError:
         return None
-    folder = Path(profile_dir) / entry["run_dir"]
-    status = run_status(folder, entry.get("status"))
-    summary = load_summary(folder) if status == FINISHED else None
-    return {**(summary or {}), "status": status, "run_dir": str(folder)}
+    if RUN_DIR_KEY not in entry:
+        return None
+    folder = tree.folder(entry[RUN_DIR_KEY])
+    status = run_status(folder.root, entry.get(STATUS_KEY))
+    summary = folder.read_summary() if status == FINISHED else None
+    return {**(summary or {}), "status": status, "run_dir": str(folder.root)}
 
 
-def val_curves(
-    index: Mapping[str, Any], group: str | None = None, *, profile_dir: PathLike
-) -> pd.DataFrame:
+def _val_records(folder: RunFolder) -> list[dict[str, Any]]:
+    return [
+        {
+            "iter": int(record["iter"]),
+            "miou": as_number(record.get("miou")),
+            "pixel_acc": as_number(record.get("pixel_acc")),
+        }
+        for record in folder.read_metrics()
+        if record.get("split") == "val"
+    ]
+
+
+def val_curves(tree: RunsTree, group: str | None = None) -> pd.DataFrame:
     """Validation records of every listed run (finished or not), long format.
 
     Columns: ``experiment, label, seed, status, iter, miou, pixel_acc``; one row per
     ``"split": "val"`` record of ``metrics.jsonl`` (a run without records contributes nothing).
     """
     rows = []
-    for exp in _experiments(index, group):
-        for run in exp.get("runs", []):
-            folder = Path(profile_dir) / run["run_dir"]
-            status = run_status(folder, run.get("status"))
-            for record in load_metrics(folder):
-                if record.get("split") != "val":
-                    continue
-                rows.append(
-                    {
-                        "experiment": exp["name"],
-                        "label": exp.get("label", exp["name"]),
-                        "seed": int(run["seed"]),
-                        "status": status,
-                        "iter": int(record["iter"]),
-                        "miou": _number(record.get("miou")),
-                        "pixel_acc": _number(record.get("pixel_acc")),
-                    }
-                )
+    for exp in tree.experiments(group):
+        for run in exp.get(RUNS_KEY, []):
+            folder = tree.folder(run[RUN_DIR_KEY])
+            status = run_status(folder.root, run.get(STATUS_KEY))
+            head = {
+                "experiment": exp["name"],
+                "label": exp.get("label", exp["name"]),
+                "seed": int(run[SEED_KEY]),
+                "status": status,
+            }
+            rows += [{**head, **record} for record in _val_records(folder)]
     return pd.DataFrame(
         rows, columns=["experiment", "label", "seed", "status", "iter", "miou", "pixel_acc"]
     )
 
 
 def teacher_curve(
-    index: Mapping[str, Any], *, profile_dir: PathLike, experiment: str | None = None
+    tree: RunsTree, name: str | None = None, *, experiment: str | None = None
 ) -> pd.DataFrame:
-    """The teacher run's validation records (the default teacher's, or with ``experiment`` the
-    one it learns from): columns ``iter, miou, pixel_acc`` (empty without one or records)."""
-    entry = teacher_entry(index, experiment)
-    rows = []
-    if "run_dir" in entry:
-        for record in load_metrics(Path(profile_dir) / entry["run_dir"]):
-            if record.get("split") == "val":
-                rows.append(
-                    {
-                        "iter": int(record["iter"]),
-                        "miou": _number(record.get("miou")),
-                        "pixel_acc": _number(record.get("pixel_acc")),
-                    }
-                )
+    """The validation records of teacher ``name``, or of the teacher ``experiment`` learns from,
+    else of the profile's default teacher: columns ``iter, miou, pixel_acc`` (empty without such
+    a teacher or records)."""
+    try:
+        entry = tree.teacher_entry(name, experiment=experiment)
+    except ValueError:
+        entry = {}
+    rows = _val_records(tree.folder(entry[RUN_DIR_KEY])) if RUN_DIR_KEY in entry else []
     return pd.DataFrame(rows, columns=["iter", "miou", "pixel_acc"])
-
-
-def curve_summary(curves: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
-    """Per ``(experiment, iter)``: ``mean``, ``min``, ``max``, ``n`` (seeds) of ``metric`` from
-    :func:`val_curves`."""
-    if metric not in curves.columns:
-        raise ValueError(f"metric: {metric!r} is not a column of curves ({list(curves.columns)})")
-    if not len(curves):
-        return pd.DataFrame(columns=["experiment", "label", "iter", "mean", "min", "max", "n"])
-    grouped = curves.groupby(["experiment", "label", "iter"], sort=False)[metric]
-    out = grouped.agg(mean="mean", min="min", max="max", n="count").reset_index()
-    return out.sort_values(["experiment", "iter"], kind="stable").reset_index(drop=True)
-
-
-#: The plateau rule of the book: the mean over seeds rises by less than this (mIoU as a fraction)
-#: between the validation at 75 % of training and the final one.
-PLATEAU_TOLERANCE = 0.01
-PLATEAU_FRACTION = 0.75
-#: What makes a teacher worth distilling in the book: this many mIoU points (as a fraction) above
-#: the converged baseline student's seed mean, and every class at least this IoU.
-TEACHER_GAP = 0.08
-TEACHER_MIN_CLASS_IOU = 0.3
-
-
-def plateau_check(
-    curves: pd.DataFrame,
-    *,
-    fraction: float = PLATEAU_FRACTION,
-    tolerance: float = PLATEAU_TOLERANCE,
-) -> pd.DataFrame:
-    """Per experiment of :func:`val_curves` (finished runs only): the seed mean of the validation
-    mIoU at ``fraction`` of training and at the end, the rise between them, and whether it is
-    below ``tolerance`` (``at_plateau``).
-
-    The iteration at ``fraction`` is the validation record closest to ``fraction * last``
-    (``at_iter`` says which); an experiment whose runs have no record before the last one gets
-    NaN and ``at_plateau`` False. Columns: ``label, n_seeds, at_iter, last_iter, miou_at,
-    miou_last, rise, at_plateau``; the index is the experiment name (curve order).
-
-    Raises:
-        ValueError: ``fraction`` outside (0, 1) or a negative ``tolerance``.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    done = curves[curves["status"] == FINISHED] if len(curves) else curves
-    rows = []
-    for name, runs in done.groupby("experiment", sort=False):
-        last = int(runs["iter"].max())
-        earlier = sorted(i for i in runs["iter"].unique() if i < last)
-        at = min(earlier, key=lambda i: abs(i - fraction * last)) if earlier else None
-        at_mean = runs.loc[runs["iter"] == at, "miou"].mean() if at is not None else math.nan
-        last_mean = runs.loc[runs["iter"] == last, "miou"].mean()
-        rise = last_mean - at_mean
-        rows.append(
-            {
-                "experiment": name,
-                "label": runs["label"].iloc[0],
-                "n_seeds": int(runs["seed"].nunique()),
-                "at_iter": at if at is not None else math.nan,
-                "last_iter": last,
-                "miou_at": at_mean,
-                "miou_last": last_mean,
-                "rise": rise,
-                "at_plateau": bool(rise < tolerance) if not math.isnan(rise) else False,
-            }
-        )
-    columns = ["label", "n_seeds", "at_iter", "last_iter", "miou_at", "miou_last", "rise"]
-    if not rows:
-        return pd.DataFrame(columns=[*columns, "at_plateau"])
-    return pd.DataFrame(rows).set_index("experiment")
-
-
-def plateau_of_groups(
-    index: Mapping[str, Any], groups: Sequence[str], *, profile_dir: PathLike
-) -> pd.DataFrame:
-    """:func:`plateau_check` of every experiment of ``groups``, each once (an experiment in two
-    groups appears where it first does), in the groups' order.
-
-    Raises:
-        ValueError: no group named.
-    """
-    if not groups:
-        raise ValueError("groups: name at least one experiment group")
-    plateau = pd.concat(
-        [plateau_check(val_curves(index, g, profile_dir=profile_dir)) for g in groups]
-    )
-    return plateau[~plateau.index.duplicated()]
-
-
-# --------------------------------------------------------------------------------------------------
-# Noise test
-# --------------------------------------------------------------------------------------------------
-def welch_t(
-    mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int
-) -> tuple[float, float]:
-    """Welch's ``(t, df)`` for ``a - b`` from summary statistics (sample standard deviations).
-
-    ``t = (mean_a - mean_b) / sqrt(std_a^2 / n_a + std_b^2 / n_b)`` and the Welch-Satterthwaite
-    ``df = (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1))`` with ``v = std^2 / n``.
-    Returns ``(nan, nan)`` when either side has fewer than two values or a NaN statistic; with
-    both standard deviations zero, ``t`` is ``±inf`` (or NaN for equal means) and ``df`` NaN.
-    """
-    values = (mean_a, std_a, mean_b, std_b)
-    if n_a < 2 or n_b < 2 or any(v is None or math.isnan(v) for v in values):
-        return math.nan, math.nan
-    if std_a < 0 or std_b < 0:
-        raise ValueError(f"std_a, std_b must be >= 0, got {std_a}, {std_b}")
-    var_a, var_b = std_a**2 / n_a, std_b**2 / n_b
-    diff = mean_a - mean_b
-    if var_a + var_b == 0:
-        return (math.copysign(math.inf, diff) if diff else math.nan), math.nan
-    t = diff / math.sqrt(var_a + var_b)
-    df = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
-    return t, df
-
-
-def noise_comparison(
-    table: pd.DataFrame, reference: str, *, metric: str = "miou", threshold: float = 2.0
-) -> pd.DataFrame:
-    """Which experiments differ from ``reference`` by more than the seed noise (module docstring).
-
-    Args:
-        table: :func:`experiment_table`'s frame (needs ``<metric>_mean``, ``<metric>_std``,
-            ``n_finished``).
-        reference: the experiment (row) to compare against.
-        metric: ``"miou"`` or ``"pixel_acc"``.
-        threshold: ``|t|`` above which a difference is called larger than the noise.
-
-    Returns:
-        One row per other experiment: ``label``, ``diff`` (mean minus the reference's mean),
-        ``se`` (``sqrt(s_a^2/n_a + s_b^2/n_b)``), ``t``, ``df``, ``exceeds`` (bool) and ``verdict``
-        (``"larger than seed noise"``, ``"within seed noise"``, or ``"not testable: ..."``).
-
-    Raises:
-        ValueError: ``reference`` not in the table, a missing column, or ``threshold <= 0``.
-    """
-    needed = [f"{metric}_mean", f"{metric}_std", "n_finished"]
-    lacking = [c for c in needed if c not in table.columns]
-    if lacking:
-        raise ValueError(f"table: lacks the columns {lacking} for metric {metric!r}")
-    if reference not in table.index:
-        raise ValueError(
-            f"reference: {reference!r} is not an experiment of the table ({list(table.index)})"
-        )
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
-    ref = table.loc[reference]
-    rows = []
-    for name, row in table.iterrows():
-        if name == reference:
-            continue
-        n_a, n_b = int(row["n_finished"]), int(ref["n_finished"])
-        mean_a, std_a = float(row[f"{metric}_mean"]), float(row[f"{metric}_std"])
-        mean_b, std_b = float(ref[f"{metric}_mean"]), float(ref[f"{metric}_std"])
-        diff = mean_a - mean_b
-        t, df = welch_t(mean_a, std_a, n_a, mean_b, std_b, n_b)
-        se = math.sqrt(std_a**2 / n_a + std_b**2 / n_b) if n_a >= 2 and n_b >= 2 else math.nan
-        if min(n_a, n_b) < 2:
-            verdict, exceeds = (
-                f"not testable: {min(n_a, n_b)} finished seed(s) on one side (needs 2)",
-                False,
-            )
-        elif math.isnan(t):
-            verdict, exceeds = "within seed noise", False
-        else:
-            exceeds = abs(t) > threshold
-            verdict = "larger than seed noise" if exceeds else "within seed noise"
-        rows.append(
-            {
-                "experiment": name,
-                "label": row.get("label", name),
-                "diff": diff,
-                "se": se,
-                "t": t,
-                "df": df,
-                "exceeds": exceeds,
-                "verdict": verdict,
-            }
-        )
-    columns = ["experiment", "label", "diff", "se", "t", "df", "exceeds", "verdict"]
-    return pd.DataFrame(rows, columns=columns).set_index("experiment")
-
-
-def contrast(
-    table: pd.DataFrame,
-    plus: Sequence[str],
-    minus: Sequence[str],
-    *,
-    metric: str = "miou",
-    threshold: float = 2.0,
-) -> dict[str, Any]:
-    """A contrast of seed means, ``sum(mean[plus]) - sum(mean[minus])``, against the seed noise.
-
-    For "how much more does a term add under preset A than under preset B":
-    ``plus=[A_with, B_without]`` and ``minus=[A_without, B_with]``. The experiments' seeds are
-    independent, so the standard error is ``sqrt(sum over all listed of s^2 / n)``;
-    ``t = value / se``; ``exceeds`` when ``|t| > threshold``. With a single experiment on each side
-    this is :func:`welch_t`'s ``t``.
-
-    Returns:
-        ``{"value", "se", "t", "exceeds", "verdict"}`` (verdict as in :func:`noise_comparison`;
-        "not testable: ..." when a listed experiment has fewer than two finished seeds).
-
-    Raises:
-        ValueError: an experiment not in the table, an empty side, a missing column.
-    """
-    names = [*plus, *minus]
-    if not plus or not minus:
-        raise ValueError(
-            f"plus and minus must both name experiments, got {list(plus)} and {list(minus)}"
-        )
-    lacking = [n for n in names if n not in table.index]
-    if lacking:
-        raise ValueError(f"plus/minus: {lacking} not in the table ({list(table.index)})")
-    for column in (f"{metric}_mean", f"{metric}_std", "n_finished"):
-        if column not in table.columns:
-            raise ValueError(f"table: lacks the column {column!r}")
-    value = sum(float(table.loc[n, f"{metric}_mean"]) for n in plus) - sum(
-        float(table.loc[n, f"{metric}_mean"]) for n in minus
-    )
-    few = [n for n in names if int(table.loc[n, "n_finished"]) < 2]
-    if few:
-        return {
-            "value": value,
-            "se": math.nan,
-            "t": math.nan,
-            "exceeds": False,
-            "verdict": f"not testable: fewer than 2 finished seeds in {few}",
-        }
-    se = math.sqrt(
-        sum(
-            float(table.loc[n, f"{metric}_std"]) ** 2 / int(table.loc[n, "n_finished"])
-            for n in names
-        )
-    )
-    if se != 0:
-        t = value / se
-    elif value:
-        t = math.copysign(math.inf, value)
-    else:
-        t = math.nan
-    exceeds = not math.isnan(t) and abs(t) > threshold
-    return {
-        "value": value,
-        "se": se,
-        "t": t,
-        "exceeds": exceeds,
-        "verdict": "larger than seed noise" if exceeds else "within seed noise",
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# A tiny runs tree for smoke checks and tests
-# --------------------------------------------------------------------------------------------------
-def _plan_path(repo: PathLike | None) -> Path:
-    root = find_repo_root(repo if repo is not None else Path(__file__))
-    return root / "configs" / "experiments.yaml"
-
-
-def demo_experiments(
-    repo: PathLike | None = None, *, profile: str = "smoke"
-) -> dict[str, dict[str, Any]]:
-    """The pipeline's experiments ``{name: {groups, label, description, overrides}}`` from its
-    plan (``configs/experiments.yaml``), their settings expanded as ``profile`` expands them (the
-    smoke profile's tiny sizes by default)."""
-    from skdlib.experiments import load_plan
-
-    plan = load_plan(_plan_path(repo))
-    prof = plan.profile(profile)
-    return {
-        e.name: {
-            "groups": list(e.groups),
-            "label": e.label,
-            "description": e.description,
-            "overrides": list(plan.overrides(e, prof)),
-        }
-        for e in plan.experiments
-    }
-
-
-def make_demo_runs(
-    root: PathLike,
-    experiments: Iterable[str],
-    *,
-    iters: int = 1,
-    repo: PathLike | None = None,
-    num_train: int = 8,
-    num_val: int = 2,
-    reuse: bool = False,
-    threads: int = 1,
-) -> Path:
-    """Train a tiny runs tree with the pipeline itself and return its profile folder
-    (``<root>/smoke``).
-
-    :func:`skdlib.experiments.run_pipeline` runs the smoke profile of the plan in-process (no
-    notebook) for the listed experiments: a teacher and one run per experiment, ``iters``
-    iterations each, on a generated 128x128 embedded data set of ``num_train`` / ``num_val``
-    images placed under ``root`` (as every data set the runs read). About a second per run on a
-    CPU; the numbers mean nothing. ``threads`` torch threads (restored afterwards): on a shared
-    2-core machine one thread was measured 8x faster than two for such a tree.
-
-    Existing run folders are trained again from scratch, unless ``reuse`` is set and the folder
-    holds a finished run of the same config (the pipeline's reuse by config hash). Callers
-    sharing ``root`` across processes should hold a lock (see :func:`open_profile`).
-
-    Raises:
-        ValueError: an unknown experiment name, ``iters < 1`` or ``threads < 1`` (before any
-            work).
-    """
-    from skdlib.experiments import run_pipeline
-
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    plan = _plan_path(repo)
-    sets = [
-        f"data.options={{height: 128, width: 128, num_train: {num_train}, num_val: {num_val}}}",
-        f"train.max_iters={iters}",
-        "train.log_every=1",
-    ]
-    result = run_pipeline(
-        "smoke",
-        plan_path=plan,
-        runs_root=Path(root).resolve(),
-        project_root=plan.parents[1],
-        data_base=Path(root).resolve(),
-        executor="inprocess",
-        force=not reuse,
-        only=list(experiments),
-        sets=sets,
-        jobs=1,
-        threads=threads,
-        teacher_threads=threads,
-    )
-    if result["failed"]:
-        raise RuntimeError(f"demo runs failed: {result['failed']} (see the log)")
-    return Path(result["index"]).parent
-
-
-def _source_digest() -> str:
-    """A short hash of the ``skdlib`` sources: a cached demo tree is reused only by the same
-    code."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def open_profile(
-    repo: PathLike,
-    runs_root: str,
-    profile: str,
-    *,
-    smoke: bool,
-    demo_experiments: Sequence[str],
-    demo_dir: PathLike | None = None,
-) -> tuple[Path, dict[str, Any], str]:
-    """The runs tree a chapter reads: ``(profile_dir, index, note)``.
-
-    * normal mode: ``<repo>/<runs_root>/<profile>`` when its ``index.json`` exists;
-    * smoke mode (``smoke=True``): ``<repo>/<runs_root>/smoke`` when its ``index.json`` exists;
-    * otherwise a demo tree of ``demo_experiments`` (one seed, one iteration,
-      :func:`make_demo_runs`) in ``demo_dir``. When ``demo_dir`` is ``None`` the tree is cached in
-      the temporary folder under a name that hashes the ``skdlib`` sources, so chapters checked one
-      after the other share the runs they have in common (finished runs with the same config are
-      reused; an exclusive file lock serialises processes building it at the same time).
-
-    ``note`` is one Markdown sentence saying which tree was read (for the chapter to display).
-    """
-    import fcntl
-    import tempfile
-
-    repo = Path(repo)
-    wanted = "smoke" if smoke else profile
-    profile_dir = repo / runs_root / wanted
-    if (profile_dir / "index.json").is_file():
-        index = load_index(profile_dir)
-        return (
-            profile_dir,
-            index,
-            f"Runs read from `{runs_root}/{wanted}/` (profile `{index['profile']}`).",
-        )
-    folder = (
-        Path(demo_dir)
-        if demo_dir is not None
-        else (Path(tempfile.gettempdir()) / f"skd-demo-runs-{os.getuid()}-{_source_digest()}")
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    logger.warning(
-        "no index.json in %s: using a one-iteration demo tree in %s", profile_dir, folder
-    )
-    # The index lists this caller's experiments; it is read under the lock, before another caller
-    # rewrites it.
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            tree = make_demo_runs(folder, demo_experiments, iters=1, repo=repo, reuse=True)
-            index = load_index(tree)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    note = (
-        f"**No runs found under `{runs_root}/{wanted}/`**: everything below comes from a demo tree "
-        "(one seed, one training iteration per run, four 128x128 training images) built on the "
-        "spot. Its numbers only show that the chapter's code runs; they say nothing about the "
-        f"method. Run `make experiments PROFILE={profile}` for real results."
-    )
-    return tree, index, note

@@ -11,16 +11,13 @@ name, not from experiment names.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from skdlib.analysis.report import first_config, network, points
-from skdlib.analysis.runs import experiment_table
-from skdlib.train.runfolder import RunFolder
+from skdlib.analysis.report import network, points
+from skdlib.analysis.runs import RunsTree, experiment_table
 
 if TYPE_CHECKING:
     from skdlib.train.config import ExperimentConfig
@@ -33,8 +30,6 @@ __all__ = [
     "unlabeled_setup",
     "unlabeled_table",
 ]
-
-PathLike = str | os.PathLike[str]
 
 _TERMS_ORDER = ("baseline", "+PI", "+PI+PA+HO")  # the chapter's rows, then any other terms
 
@@ -55,10 +50,9 @@ def terms_label(distill: Any) -> str:
 
 
 def unlabeled_table(
-    index: Mapping[str, Any],
+    tree: RunsTree,
     group: str = "unlabeled",
     *,
-    profile_dir: PathLike,
     references: str | None = "ablation",
 ) -> pd.DataFrame:
     """:func:`~skdlib.analysis.runs.experiment_table` of ``group``, and of the ``references``
@@ -67,26 +61,26 @@ def unlabeled_table(
     unlabeled stream, 0 without one) and ``ratio`` (``unlabeled / labelled``), read from the first
     run folder of the experiment that holds a ``config.yaml`` (NaN / ``""`` when none does yet).
     """
-    table = _with_counts(index, group, profile_dir)
+    table = _with_counts(tree, group)
     if references is None:
         return table
-    known = _with_counts(index, references, profile_dir)
+    known = _with_counts(tree, references)
     wanted = {"baseline", *table["terms"]} if len(table) else {"baseline"}
     keep = known[known["terms"].isin(wanted) & (known["unlabeled"] == 0)] if len(known) else known
     return pd.concat([keep, table[~table.index.isin(keep.index)]]) if len(keep) else table
 
 
-def _with_counts(index: Mapping[str, Any], group: str, profile_dir: PathLike) -> pd.DataFrame:
+def _with_counts(tree: RunsTree, group: str) -> pd.DataFrame:
     """``experiment_table`` of ``group`` with the ``terms``, ``labelled``, ``unlabeled`` and
     ``ratio`` columns of :func:`unlabeled_table`."""
-    from skdlib.train.build import build_dataset_for, build_unlabeled_dataset
+    from skdlib.train.build import build_unlabeled_dataset
 
-    table = experiment_table(index, group, profile_dir=profile_dir)
+    table = experiment_table(tree, group)
     extra: dict[str, dict[str, Any]] = {}
-    for exp in index.get("experiments", []):
-        if group not in exp.get("groups", []) or exp["name"] not in table.index:
+    for exp in tree.experiments(group):
+        if exp["name"] not in table.index:
             continue
-        folders = [RunFolder(Path(profile_dir) / run["run_dir"]) for run in exp.get("runs", [])]
+        folders = tree.runs(exp["name"]).values()
         folder = next((f for f in folders if f.config.is_file()), None)
         if folder is None:
             extra[exp["name"]] = {
@@ -98,7 +92,7 @@ def _with_counts(index: Mapping[str, Any], group: str, profile_dir: PathLike) ->
             continue
         cfg = folder.read_config()
         # data.train_limit applied, as in the run
-        labelled = len(build_dataset_for(cfg, cfg.data.train_split))
+        labelled = len(tree.dataset(cfg, cfg.data.train_split))
         stream = build_unlabeled_dataset(cfg)  # None without a stream, as in the run
         unlabeled = 0 if stream is None else len(stream)
         extra[exp["name"]] = {
@@ -176,24 +170,23 @@ def unlabeled_pairs(table: pd.DataFrame, *, baseline: bool = True) -> list[tuple
 
 
 def _configs(
-    table: pd.DataFrame, index: Mapping[str, Any], profile_dir: PathLike
+    table: pd.DataFrame, tree: RunsTree
 ) -> tuple[ExperimentConfig, ExperimentConfig | None]:
     """The first finished run's config of the table's first experiment, and of its first
     experiment with a stream (``None`` without one)."""
     names = list(_finished(table).index)
     if not names:
         raise ValueError("table: no experiment with a finished run")
-    cfg = first_config(index, names[0], profile_dir=profile_dir)
+    cfg = tree.first_config(names[0])
     streaming = [n for n in names if table.loc[n, "unlabeled"] > 0]
-    stream = first_config(index, streaming[0], profile_dir=profile_dir) if streaming else None
+    stream = tree.first_config(streaming[0]) if streaming else None
     return cfg, stream
 
 
 def unlabeled_setup(
     table: pd.DataFrame,
-    index: Mapping[str, Any],
+    tree: RunsTree,
     *,
-    profile_dir: PathLike,
     teacher_miou: float = math.nan,
 ) -> pd.DataFrame:
     """``setting, value`` rows of the experiment, read from the first finished run of the first
@@ -204,14 +197,14 @@ def unlabeled_setup(
     Raises:
         ValueError: no experiment of the table has a finished run.
     """
-    cfg, stream = _configs(table, index, profile_dir)
+    cfg, stream = _configs(table, tree)
     m = cfg.model
     per_step = stream.data.unlabeled.batch_size if stream is not None else 0
     labelled = int(table["labelled"].dropna().iloc[0])
     rows = [
         (
             "student",
-            f"{network(m.student, m.student_options)}, init {m.student_pretrained or 'random'}",
+            f"{network(m.student, m.student_options)}, init {_init(m.student_pretrained, tree)}",
         ),
         (
             "teacher",
@@ -227,18 +220,25 @@ def unlabeled_setup(
     return pd.DataFrame(rows, columns=["setting", "value"])
 
 
+def _init(pretrained: str | None, tree: RunsTree) -> str:
+    """A student's initialisation as the table shows it (a path relative to the project)."""
+    if not pretrained:
+        return "random"
+    return f"the backbone of {tree.display(Path(pretrained).parents[1])}"
+
+
 def _counts(table: pd.DataFrame) -> list[int]:
     return sorted(int(v) for v in table["unlabeled"].dropna().unique())
 
 
-def stream_reuse(table: pd.DataFrame, index: Mapping[str, Any], *, profile_dir: PathLike) -> str:
+def stream_reuse(table: pd.DataFrame, tree: RunsTree) -> str:
     """How often a run with a stream sees each unlabeled image, as a sentence: ``iterations x
     unlabeled images per step`` draws over each pool size of :func:`unlabeled_table`.
 
     Raises:
         ValueError: no experiment of the table has a finished run.
     """
-    stream = _configs(table, index, profile_dir)[1]
+    stream = _configs(table, tree)[1]
     if stream is None:
         return "No run of this tree has an unlabeled stream."
     per_step = stream.data.unlabeled.batch_size

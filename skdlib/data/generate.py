@@ -31,7 +31,6 @@ depend on how many others are drawn, and the same seed gives the same bytes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -39,7 +38,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from skdlib.constants import IGNORE_INDEX
+from skdlib.filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ DEFAULT_NUM_VAL = 100
 #: Size factor of the small objects (persons; poles' thickness and signs). 1.0 draws the original
 #: scenes byte for byte; larger values make them segmentable at output stride 8 on small images.
 DEFAULT_SMALL_OBJECT_SCALE = 1.0
+#: The generator's options (the keyword arguments of :func:`ensure_embedded` that make a data set).
+GENERATOR_OPTIONS = ("seed", "height", "width", "num_train", "num_val", "small_object_scale")
 
 # Colour families (RGB means). Classes draw from overlapping subsets of them.
 _FAMILIES: dict[str, tuple[float, float, float]] = {
@@ -651,22 +653,9 @@ def _remove_stale_temps(out: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _lock(out: Path) -> Iterator[None]:
-    """An exclusive lock on ``<out>.lock`` (POSIX ``flock``; elsewhere racing replaces are
-    tolerated)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(out.parent / f".{out.name}.lock", "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _lock(out: Path) -> FileLock:
+    """The exclusive lock on ``.<out name>.lock`` beside ``out`` (one generating process)."""
+    return FileLock(out.parent / f".{out.name}.lock")
 
 
 def ensure_embedded(

@@ -12,9 +12,9 @@
 - :mod:`skdlib.experiments.pipeline`: :func:`run_pipeline`, the whole job.
 - :mod:`skdlib.experiments.cli`: ``python -m skdlib.experiments {run,status}``.
 
-``python -m skdlib.experiments run --profile quick --notebook NOTEBOOK`` is what
-``make experiments`` calls, with the book's training chapter as the notebook: the library names
-no chapter, the notebook path comes from the caller.
+``python -m skdlib.experiments run --profile quick`` is what ``make experiments`` calls: each run
+executes the training notebook that the plan file names (its ``notebook`` key; ``--notebook``
+replaces it). The library names no chapter: the path lives in the plan.
 """
 
 from skdlib.experiments.cli import main

@@ -82,14 +82,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--executor",
         default="local",
         choices=EXECUTORS,
-        help="local: each run a papermill execution of --notebook (default); inprocess: "
+        help="local: each run an execution of the training notebook (default); inprocess: "
         "train() directly, no notebook; slurm: each run a SLURM job (submitit) running "
-        "--notebook (or train() without one), asking for the SLURM options below",
+        "the notebook (or train() without one), asking for the SLURM options below",
     )
     p.add_argument(
         "--notebook",
         default=None,
-        help="the training notebook each run executes (make passes the training chapter)",
+        help="the training notebook each run executes (default: the plan's `notebook`)",
     )
     p.add_argument(
         "--jobs",

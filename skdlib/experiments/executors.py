@@ -17,8 +17,9 @@ A run never raises into the pipeline: it returns ``{"status": "finished" | "fail
 
 What a run gets is a plain dict (its *payload*, picklable): ``run_dir``, ``config`` (preset
 path), ``overrides`` (list), ``resume``, ``force`` (the pipeline's plan), ``forced``
-(``--force``), ``config_hash`` (the hash a finished run must hold; for a run kept in the
-repository, ``kept_in`` names the project root and the hash is the portable one), ``threads``
+(``--force``), ``config_hash`` (the run's identity, which a finished run's summary must hold:
+its config hash with paths relative to ``roots``, :func:`skdlib.experiments.runs.hash_roots`),
+``roots``, ``threads``
 (torch threads per process), ``nproc`` (processes), ``devices`` (``CUDA_VISIBLE_DEVICES`` or
 None), ``progress``, ``teacher_store`` (the folder of teacher-output stores a student reads, or
 None).
@@ -40,13 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from skdlib.experiments.kernels import WarmKernel, notebook_parameters
-from skdlib.experiments.locks import FileLock, holder_of, run_lock
+from skdlib.experiments.locks import holder_of, run_lock
 from skdlib.experiments.runs import folder_action, mark_portable
-from skdlib.train.runfolder import RunFolder
+from skdlib.filelock import FileLock
+from skdlib.train.runfolder import NOTEBOOK_NAME, RunFolder
 
 __all__ = [
     "BUSY",
-    "NOTEBOOK_NAME",
     "LocalExecutor",
     "claimed",
     "execute_inprocess_run",
@@ -57,8 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The executed training notebook inside a run folder.
-NOTEBOOK_NAME = "notebook.ipynb"
 
 #: The status of a run whose lock another live process holds (the pipeline comes back to it).
 BUSY = "busy"
@@ -110,12 +109,12 @@ def claimed(payload: Payload, run: Callable[[Payload], Result]) -> Result:
         if payload.get("config_hash") is None:
             return run(payload)
         forced = bool(payload.get("forced", False))
-        kept_in = payload.get("kept_in")
-        action, why = folder_action(run_dir, payload["config_hash"], force=forced, kept_in=kept_in)
+        roots = payload["roots"]
+        action, why = folder_action(run_dir, payload["config_hash"], force=forced, roots=roots)
         if action == "reuse":
             return {"status": "finished", "error": None, "elapsed_s": 0.0, "reused": why}
         result = run({**payload, "resume": action == "resume", "force": action == "retrain"})
-        if kept_in is not None and result["status"] == "finished":
+        if result["status"] == "finished":
             mark_portable(run_dir, payload["config_hash"])
         return result
     finally:
@@ -179,15 +178,11 @@ def execute_inprocess_run(payload: Payload) -> Result:
 
 
 def _inprocess_run(payload: Payload) -> Result:
-    import torch
-
     from skdlib.train.config import load_config
     from skdlib.train.launch import launch_train
 
     start = time.perf_counter()
     run_dir = Path(payload["run_dir"])
-    previous = torch.get_num_threads()
-    threads = int(payload.get("threads", 1))
     error: str | None = None
     try:
         cfg = load_config(payload["config"], list(payload["overrides"]))
@@ -198,14 +193,12 @@ def _inprocess_run(payload: Payload) -> Result:
             resume=bool(payload["resume"]),
             force=bool(payload["force"]),
             progress=bool(payload.get("progress", False)),
-            threads=threads,
+            threads=int(payload.get("threads", 1)),  # set for the run, restored after it
             teacher_store=payload.get("teacher_store"),
         )
     except Exception as exc:  # the run failed: recorded, the pipeline goes on
         logger.error("run %s failed:\n%s", run_dir, traceback.format_exc())
         error = short_error(exc)
-    finally:
-        torch.set_num_threads(previous)
     return _result(run_dir, error, start)
 
 

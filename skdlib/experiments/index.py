@@ -27,18 +27,61 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from skdlib.experiments.locks import FileLock
 from skdlib.experiments.plan import PRETRAIN_DIR, Experiment, Plan, Profile
 from skdlib.experiments.runs import RunSpec
+from skdlib.filelock import FileLock
 from skdlib.train.runfolder import RunFolder, atomic_write_json
 
-__all__ = ["INDEX_LOCK_NAME", "INDEX_NAME", "write_index"]
+__all__ = [
+    "EXPERIMENTS_KEY",
+    "FAILED",
+    "FINISHED",
+    "INDEX_LOCK_NAME",
+    "INDEX_NAME",
+    "NUM_CLASSES_KEY",
+    "PENDING",
+    "PRETRAIN_KEY",
+    "PROFILE_KEY",
+    "RUNS_KEY",
+    "RUN_DIR_KEY",
+    "SEED_KEY",
+    "STATUS_KEY",
+    "TEACHERS_KEY",
+    "TEACHER_DIR_KEY",
+    "TEACHER_KEY",
+    "write_index",
+]
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 #: The lock file of the index's read-merge-write, beside it.
 INDEX_LOCK_NAME = ".index.json.lock"
+
+# The keys of index.json that its reader (:class:`skdlib.analysis.runs.RunsTree`) relies on.
+PROFILE_KEY = "profile"
+EXPERIMENTS_KEY = "experiments"
+#: At the top: the profile's default teacher run (an entry with ``run_dir``, ``status``, ...,
+#: as in ``teachers``); in an experiment's entry: the name of the teacher it learns from.
+TEACHER_KEY = "teacher"
+#: Every teacher of the profile the pipeline ran: ``{name: entry}``.
+TEACHERS_KEY = "teachers"
+#: An experiment's own teacher: its run folder relative to the profile folder (an index from
+#: before several teachers lacks it: the experiment's ``teacher`` names one of ``teachers``,
+#: else the profile's teacher).
+TEACHER_DIR_KEY = "teacher_dir"
+#: The students' class count (``None`` before any data set was generated).
+NUM_CLASSES_KEY = "num_classes"
+PRETRAIN_KEY = "pretrain"
+RUNS_KEY = "runs"
+SEED_KEY = "seed"
+#: A run's folder, relative to the profile folder (a kept run lies outside it).
+RUN_DIR_KEY = "run_dir"
+STATUS_KEY = "status"
+# A run's status in the index.
+FINISHED = "finished"
+FAILED = "failed"
+PENDING = "pending"
 
 
 def _entry_dir(spec: RunSpec, profile_dir: Path) -> str:
@@ -59,15 +102,15 @@ def _run_entry(
     done = summary is not None and summary.get("finished") and summary.get(spec.reuse_key)
     mine = dict(state or {})
     if done == spec.reuse_hash:
-        mine = {"status": "finished", "elapsed_s": mine.get("elapsed_s", old.get("elapsed_s"))}
+        mine = {STATUS_KEY: FINISHED, "elapsed_s": mine.get("elapsed_s", old.get("elapsed_s"))}
     elif not mine:
-        mine = dict(old) or {"status": "pending"}
+        mine = dict(old) or {STATUS_KEY: PENDING}
     entry: dict[str, Any] = {
-        "run_dir": _entry_dir(spec, profile_dir),
+        RUN_DIR_KEY: _entry_dir(spec, profile_dir),
         "config_hash": spec.hash,
-        "status": mine["status"],
+        STATUS_KEY: mine[STATUS_KEY],
     }
-    if mine.get("error") and mine["status"] != "finished":
+    if mine.get("error") and mine[STATUS_KEY] != FINISHED:
         entry["error"] = mine["error"]
     if mine.get("elapsed_s") is not None:
         entry["elapsed_s"] = round(float(mine["elapsed_s"]), 2)
@@ -78,15 +121,15 @@ def _previous_runs(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """The previous index's run entries by ``run_dir`` (the teacher's and the pretraining
     run's too)."""
     runs: dict[str, Mapping[str, Any]] = {}
-    teachers = previous.get("teachers")
+    teachers = previous.get(TEACHERS_KEY)
     entries = list(teachers.values()) if isinstance(teachers, dict) else []
-    for entry in [previous.get("teacher"), previous.get("pretrain"), *entries]:
-        if isinstance(entry, dict) and isinstance(entry.get("run_dir"), str):
-            runs[entry["run_dir"]] = entry
-    for exp in previous.get("experiments", []):
-        for run in exp.get("runs", []) if isinstance(exp, dict) else []:
-            if isinstance(run, dict) and isinstance(run.get("run_dir"), str):
-                runs[run["run_dir"]] = run
+    for entry in [previous.get(TEACHER_KEY), previous.get(PRETRAIN_KEY), *entries]:
+        if isinstance(entry, dict) and isinstance(entry.get(RUN_DIR_KEY), str):
+            runs[entry[RUN_DIR_KEY]] = entry
+    for exp in previous.get(EXPERIMENTS_KEY, []):
+        for run in exp.get(RUNS_KEY, []) if isinstance(exp, dict) else []:
+            if isinstance(run, dict) and isinstance(run.get(RUN_DIR_KEY), str):
+                runs[run[RUN_DIR_KEY]] = run
     return runs
 
 
@@ -140,7 +183,7 @@ def _teacher_entries(
 ) -> dict[str, Any]:
     """Every teacher of the profile this writer runs, else its previous entry, by name."""
     old_runs = _previous_runs(previous)
-    old = previous.get("teachers") if isinstance(previous.get("teachers"), dict) else {}
+    old = previous.get(TEACHERS_KEY) if isinstance(previous.get(TEACHERS_KEY), dict) else {}
     specs = {spec.key: spec for spec in runs if spec.is_teacher}
     entries: dict[str, Any] = {}
     for name, teacher in profile.teachers.items():
@@ -173,22 +216,24 @@ def _build_index(
     cfg = next((s for s in runs if s.experiment is not None or s.is_teacher), runs[0]).config
     teachers = _teacher_entries(profile, runs, states, previous, project_root, profile_dir)
     index: dict[str, Any] = {
-        "profile": profile.name,
+        PROFILE_KEY: profile.name,
         "data": {"name": cfg.data.name, "root": _display(Path(cfg.data.root), project_root)},
-        "num_classes": num_classes if num_classes is not None else previous.get("num_classes"),
+        NUM_CLASSES_KEY: (
+            num_classes if num_classes is not None else previous.get(NUM_CLASSES_KEY)
+        ),
     }
     if profile.default_teacher in teachers:
-        index["teacher"] = teachers[profile.default_teacher]
-    index["teachers"] = teachers
-    index["experiments"] = []
+        index[TEACHER_KEY] = teachers[profile.default_teacher]
+    index[TEACHERS_KEY] = teachers
+    index[EXPERIMENTS_KEY] = []
     for spec in runs:
         if spec.key == PRETRAIN_DIR:  # the run the students' backbones start from
             old_entry = old_runs.get(_entry_dir(spec, profile_dir))
-            index["pretrain"] = {
+            index[PRETRAIN_KEY] = {
                 "config": _display(spec.config_path, project_root),
                 **_run_entry(spec, states.get(spec.key), old_entry, profile_dir),
             }
-    old = {e.get("name"): e for e in previous.get("experiments", []) if isinstance(e, dict)}
+    old = {e.get("name"): e for e in previous.get(EXPERIMENTS_KEY, []) if isinstance(e, dict)}
     by_experiment: dict[str, list[RunSpec]] = {}
     for spec in runs:
         if spec.experiment is not None:
@@ -198,17 +243,17 @@ def _build_index(
         if exp.name in by_experiment:
             specs = by_experiment[exp.name]
             entry = _experiment_entry(plan, profile, exp, specs, project_root)
-            entry["teacher_dir"] = _entry_dir(teacher_runs[specs[0].teacher], profile_dir)
-            entry["runs"] = [
+            entry[TEACHER_DIR_KEY] = _entry_dir(teacher_runs[specs[0].teacher], profile_dir)
+            entry[RUNS_KEY] = [
                 {
-                    "seed": s.seed,
+                    SEED_KEY: s.seed,
                     **_run_entry(s, states.get(s.key), old_runs.get(s.key), profile_dir),
                 }
                 for s in specs
             ]
-            index["experiments"].append(entry)
+            index[EXPERIMENTS_KEY].append(entry)
         elif exp.name in old:
-            index["experiments"].append(old[exp.name])
+            index[EXPERIMENTS_KEY].append(old[exp.name])
     return index
 
 
@@ -222,9 +267,9 @@ def _experiment_entry(
         "groups": list(exp.groups),
         "label": exp.label,
         "description": exp.description,
-        "teacher": specs[0].teacher,
-        "teacher_dir": None,
+        TEACHER_KEY: specs[0].teacher,
+        TEACHER_DIR_KEY: None,
         "config": _display(specs[0].config_path, project_root),
         "overrides": list(plan.overrides(exp, profile)),
-        "runs": [],
+        RUNS_KEY: [],
     }

@@ -22,12 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOTEBOOK_NAME", "WarmKernel", "notebook_parameters"]
+__all__ = ["WarmKernel", "notebook_parameters"]
 
 logger = logging.getLogger(__name__)
 
-#: The executed training notebook inside a run folder.
-NOTEBOOK_NAME = "notebook.ipynb"
 _KERNEL = "python3"
 
 
@@ -91,7 +89,7 @@ class WarmKernel:
         from papermill.iorw import load_notebook_node
         from papermill.parameterize import parameterize_notebook
 
-        from skdlib.train.runfolder import RunFolder
+        from skdlib.train.runfolder import NOTEBOOK_NAME, RunFolder
 
         start = time.perf_counter()
         run_dir = Path(payload["run_dir"])

@@ -1,7 +1,7 @@
 """The pipeline: every run of a profile, reused, resumed or trained, and ``index.json``.
 
-``run_pipeline("quick", notebook=NOTEBOOK)`` (what ``make book`` calls first, with the book's
-training chapter):
+``run_pipeline("quick")`` (what ``make book`` calls first; each run executes the training
+notebook the plan names, or ``notebook``):
 
 1. reads and validates the plan and builds the configuration of every run, so a typo fails in
    seconds, before the teacher trains;
@@ -15,10 +15,12 @@ training chapter):
    run in ``nproc_per_run`` processes (torch's elastic launcher);
 4. after every run, merges the run's status into ``<runs_root>/<profile>/index.json``.
 
-Which runs train (see :func:`skdlib.experiments.runs.run_action`): a finished run whose config
-hash equals the one the plan makes now is reused; a folder written for another configuration is
-trained again from scratch; an interrupted run is resumed; ``force`` trains everything again. A
-failed run is recorded as failed and the pipeline goes on.
+Which runs train (see :func:`skdlib.experiments.runs.run_action`): a finished run whose identity
+(its config hash with the paths written relative to the project root, the runs root and the data
+base) equals the one the plan makes now is reused, wherever the checkout or the runs tree lies;
+a folder written for another configuration is trained again from scratch; an interrupted run is
+resumed; ``force`` trains everything again. A failed run is recorded as failed and the pipeline
+goes on.
 
 Several pipelines (on one machine, or cluster jobs on one shared file system) can share a runs
 tree: a run is trained by the process holding its lock (:mod:`skdlib.experiments.locks`), which
@@ -63,7 +65,7 @@ from skdlib.experiments.runs import (
     run_action,
 )
 from skdlib.experiments.stores import ensure_stores
-from skdlib.train.config import ExperimentConfig
+from skdlib.train.build import embedded_data_sets
 from skdlib.train.runfolder import RunFolder
 
 __all__ = ["DEFAULT_POLL_S", "EXECUTORS", "run_pipeline"]
@@ -77,23 +79,6 @@ Executor = Literal["local", "inprocess", "slurm"]
 #: Seconds between two looks at a run another process holds, and at SLURM jobs (``--poll-s``).
 DEFAULT_POLL_S = 10.0
 
-_EMBEDDED_OPTIONS = ("seed", "height", "width", "num_train", "num_val", "small_object_scale")
-
-
-def _embedded_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
-    """The embedded data sets ``cfg`` reads: ``(root, generator options)`` for its labelled data
-    and for its unlabeled stream, when they are the embedded data set."""
-    found = []
-    if cfg.data.name == "embedded":
-        found.append((Path(cfg.data.root), dict(cfg.data.options)))
-    unlabeled = cfg.data.unlabeled
-    if unlabeled.enabled and unlabeled.name == "embedded" and unlabeled.root is not None:
-        found.append((Path(unlabeled.root), dict(unlabeled.options)))
-    return [
-        (root, {k: v for k, v in options.items() if k in _EMBEDDED_OPTIONS})
-        for root, options in found
-    ]
-
 
 def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]) -> int | None:
     """Generate every embedded data set the runs read that is missing, one after the other
@@ -105,9 +90,9 @@ def _ensure_data(runs: Sequence[RunSpec], actions: dict[str, tuple[Action, str]]
     from skdlib.data.generate import ensure_embedded, read_manifest
 
     done: set[str] = set()
-    needed = [s for s in runs if s.kept_in is None or actions[s.key][0] != "reuse"]
+    needed = [s for s in runs if not s.kept or actions[s.key][0] != "reuse"]
     for spec in needed:
-        for root, options in _embedded_sets(spec.config):
+        for root, options in embedded_data_sets(spec.config):
             key = json.dumps([str(root), options], sort_keys=True, default=str)
             if key in done:
                 continue
@@ -182,7 +167,7 @@ class _Progress:
             self.started_count -= 1
             self.reused(spec, f"finished by another process: {result['reused']}")
             return
-        if spec.kept_in is not None and result["status"] == "finished":
+        if result["status"] == "finished":
             mark_portable(spec.run_dir, spec.reuse_hash)
         self.done_count += 1
         self.states[spec.key] = {k: v for k, v in result.items() if k != "holder"}
@@ -303,7 +288,7 @@ def _payload(
         "config": str(spec.config_path),
         "overrides": list(spec.overrides),
         "config_hash": spec.reuse_hash,
-        "kept_in": str(spec.kept_in) if spec.kept_in is not None else None,
+        "roots": dict(spec.roots),
         "resume": action == "resume",
         "force": action == "retrain",
         "forced": forced,
@@ -370,8 +355,9 @@ def run_pipeline(
 
     ``plan_path`` and ``runs_root`` are relative to ``project_root`` (also the notebooks' working
     directory); relative data paths inside the configs are pinned to ``data_base`` (default:
-    ``project_root``). ``notebook`` (MyST ``.md`` or ``.ipynb``) is what each run executes
-    with papermill (``executor="local"`` needs it; ``"slurm"`` runs it in the job when given);
+    ``project_root``). ``notebook`` (MyST ``.md`` or ``.ipynb``; default: the plan's
+    ``notebook``) is what each run executes (``executor="local"`` needs one; ``"slurm"`` runs it
+    in the job when there is one);
     ``"inprocess"`` calls ``train()``. ``jobs``, ``threads``, ``teacher_threads`` and
     ``nproc_per_run`` default to the profile's; ``gpus`` (local executors) runs one run per
     ``nproc_per_run`` of them; ``slurm`` replaces fields of the profile's :class:`SlurmOptions`;
@@ -390,6 +376,7 @@ def run_pipeline(
     root = Path(project_root).resolve()
     plan = load_plan(resolve(plan_path, root))
     prof = plan.profile(profile)
+    notebook = notebook if notebook is not None else plan.notebook
     _check_executor(executor, notebook)
     runs = build_runs(
         plan,
@@ -415,6 +402,9 @@ def run_pipeline(
     )
     _log_start(profile, plan, runs, res, executor)
     actions = {spec.key: run_action(spec, force=force) for spec in runs}
+    for spec in runs:  # a run finished before summaries recorded its identity gets it now
+        if actions[spec.key][0] == "reuse":
+            mark_portable(spec.run_dir, spec.reuse_hash)
     num_classes = _ensure_data(runs, actions)
     todo = [spec for spec in runs if actions[spec.key][0] != "reuse"]
     track = _start_progress(plan, prof, runs, actions, todo, root, runs_root, num_classes, res)
@@ -452,7 +442,10 @@ def _check_executor(executor: str, notebook: str | os.PathLike[str] | None) -> N
     if executor not in EXECUTORS:
         raise PlanError(f"--executor: expected one of {EXECUTORS}, got {executor!r}")
     if executor == "local" and notebook is None:
-        raise PlanError("--executor local runs the training notebook: pass --notebook FILE")
+        raise PlanError(
+            "--executor local runs the training notebook: the plan names none (its `notebook` "
+            "key); pass --notebook FILE"
+        )
 
 
 def _summary(

@@ -32,6 +32,7 @@ __all__ = [
     "SlurmOptions",
     "Teacher",
     "load_plan",
+    "override_list",
 ]
 
 #: The plan ``make book`` runs, relative to the project's root (the current directory).
@@ -70,7 +71,7 @@ _EXPERIMENT_KEYS = {
     "settings",
     "overrides",
 }
-_PLAN_KEYS = {"profiles", "settings", "experiments"}
+_PLAN_KEYS = {"notebook", "profiles", "settings", "experiments"}
 
 
 class PlanError(ValueError):
@@ -225,6 +226,9 @@ class Plan:
     experiments: tuple[Experiment, ...]
     source: Path
     settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The training notebook each run executes (``--executor local``, and ``slurm`` when set),
+    #: relative to the project root; ``--notebook`` replaces it. None: the plan names none.
+    notebook: str | None = None
 
     def profile(self, name: str) -> Profile:
         """The profile ``name``; :class:`PlanError` lists the known ones otherwise."""
@@ -289,7 +293,13 @@ def _str_list(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _override_list(where: str, value: Any) -> tuple[str, ...]:
+def override_list(where: str, value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of ``key=value`` strings (a list in the plan, or ``--set``).
+
+    Raises:
+        PlanError: not a list of strings, or an item without ``=`` or without a key (named by
+            ``where``).
+    """
     items = _str_list(where, value)
     bad = [item for item in items if "=" not in item or not item.partition("=")[0].strip()]
     if bad:
@@ -344,7 +354,7 @@ def _load_pretrain(where: str, raw: Any) -> Pretraining | None:
         value = raw.get(key)
         if (key == "config" or value is not None) and (not isinstance(value, str) or not value):
             raise PlanError(f"{where}.{key}: expected a path, got {value!r}")
-    overrides = _override_list(f"{where}.overrides", raw.get("overrides"))
+    overrides = override_list(f"{where}.overrides", raw.get("overrides"))
     return Pretraining(config=raw["config"], dir=raw.get("dir"), overrides=overrides)
 
 
@@ -370,7 +380,7 @@ def _load_teachers(where: str, raw: Any) -> tuple[dict[str, Teacher], dict[str, 
                 not isinstance(value, str) or not value
             ):
                 raise PlanError(f"{where}.{name}.{field_name}: expected a path, got {value!r}")
-        overrides = _override_list(f"{where}.{name}.overrides", entry.get("overrides"))
+        overrides = override_list(f"{where}.{name}.overrides", entry.get("overrides"))
         pretrain = _load_pretrain(f"{where}.{name}.pretrain", entry.get("pretrain"))
         teachers[name] = Teacher(name, entry["config"], entry.get("dir"), overrides, pretrain)
     if next(iter(raw)) in aliases:
@@ -423,8 +433,8 @@ def _load_profile(name: str, raw: Any, settings: Mapping[str, tuple[str, ...]]) 
         config=raw["config"],
         teachers=teachers,
         seeds=tuple(seeds),
-        overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
-        settings={str(k): _override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
+        overrides=override_list(f"{where}.overrides", raw.get("overrides")),
+        settings={str(k): override_list(f"{where}.settings.{k}", v) for k, v in own.items()},
         groups=_str_list(f"{where}.groups", raw.get("groups")),
         jobs=_positive_int(f"{where}.jobs", raw.get("jobs", 1)),
         threads=threads,
@@ -468,7 +478,7 @@ def _load_experiment(
         label=raw["label"],
         description=str(raw.get("description", "")),
         settings=names,
-        overrides=_override_list(f"{where}.overrides", raw.get("overrides")),
+        overrides=override_list(f"{where}.overrides", raw.get("overrides")),
         teacher=None if teacher is None else _name(f"{where}.teacher", teacher),
         seeds=None if raw.get("seeds") is None else _positive_int(f"{where}.seeds", raw["seeds"]),
     )
@@ -507,7 +517,7 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         raise PlanError(
             f"settings: expected a mapping of named override lists, got {settings_raw!r}"
         )
-    settings = {str(k): _override_list(f"settings.{k}", v) for k, v in settings_raw.items()}
+    settings = {str(k): override_list(f"settings.{k}", v) for k, v in settings_raw.items()}
     profiles_raw = data["profiles"]
     if not isinstance(profiles_raw, Mapping) or not profiles_raw:
         raise PlanError(f"profiles: expected a non-empty mapping, got {profiles_raw!r}")
@@ -524,4 +534,13 @@ def load_plan(path: str | os.PathLike[str] = DEFAULT_PLAN) -> Plan:
         if empty:
             raise PlanError(f"profiles.{prof.name}.groups: no experiment is in group(s) {empty}")
     _check_teachers(profiles, experiments)
-    return Plan(profiles=profiles, experiments=tuple(experiments), source=source, settings=settings)
+    notebook = data.get("notebook")
+    if notebook is not None and (not isinstance(notebook, str) or not notebook.strip()):
+        raise PlanError(f"notebook: expected the training notebook's path, got {notebook!r}")
+    return Plan(
+        profiles=profiles,
+        experiments=tuple(experiments),
+        source=source,
+        settings=settings,
+        notebook=notebook,
+    )

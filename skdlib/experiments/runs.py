@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from skdlib.experiments.plan import PRETRAIN_DIR, Plan, PlanError, Pretraining, _override_list
+from skdlib.experiments.plan import (
+    PRETRAIN_DIR,
+    Plan,
+    PlanError,
+    Pretraining,
+    Profile,
+    override_list,
+)
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder, atomic_write_json
@@ -29,14 +36,17 @@ __all__ = [
     "RunSpec",
     "build_runs",
     "folder_action",
+    "hash_roots",
     "mark_portable",
+    "portable_hash",
     "resolve",
     "run_action",
 ]
 
 Action = Literal["reuse", "train", "resume", "retrain"]
 
-#: ``summary.json`` key of a kept run's portable config hash (written by the pipeline).
+#: ``summary.json`` key of a run's identity, its config hash with paths relative to the project
+#: root, the runs root and the data base (written by the pipeline when the run finishes).
 PORTABLE_HASH = "portable_config_hash"
 
 
@@ -51,11 +61,13 @@ class RunSpec:
     overrides: tuple[str, ...]  #: every override passed to the run, in order
     run_dir: Path
     config: ExperimentConfig = field(compare=False, repr=False)
-
-    #: For a run folder kept in the repository: the project root its paths are relative to.
-    kept_in: Path | None = None
+    #: The folders the run's identity writes its paths relative to (:func:`hash_roots`).
+    roots: tuple[tuple[str, str], ...] = ()
+    #: A run folder kept in the repository (a teacher's ``dir``, ``pretrain.dir``), not in the
+    #: tree.
+    kept: bool = False
     #: The profile's teacher this run is (a teacher run) or learns from (a student run); None
-    #: for the pretraining run.
+    #: for the pretraining runs.
     teacher: str | None = None
 
     @property
@@ -65,21 +77,41 @@ class RunSpec:
 
     @property
     def hash(self) -> str:
-        """The config hash the finished run's ``summary.json`` holds (``config_hash``)."""
+        """The config hash the run's ``summary.json`` holds (``config_hash``, absolute paths)."""
         return config_hash(self.config)
 
     @property
     def reuse_key(self) -> str:
         """The ``summary.json`` key holding the hash a finished run must match to be reused."""
-        return "config_hash" if self.kept_in is None else PORTABLE_HASH
+        return PORTABLE_HASH
 
     @property
     def reuse_hash(self) -> str:
-        """The hash that key must hold: the config hash, or for a kept run the hash with its
-        paths relative to the project root (the same in every checkout)."""
-        if self.kept_in is None:
-            return self.hash
-        return portable_config_hash(self.config, self.kept_in)
+        """The run's identity: the config hash with its paths relative to the project root, the
+        runs root and the data base (:func:`portable_hash`): the same wherever the checkout or
+        the runs tree lies."""
+        return portable_hash(self.config, dict(self.roots))
+
+
+def hash_roots(
+    project_root: str | os.PathLike[str],
+    runs_root: str | os.PathLike[str],
+    data_base: str | os.PathLike[str],
+) -> tuple[tuple[str, str], ...]:
+    """The folders a run's identity is relative to, as ``(name, absolute path)`` pairs: ``""``
+    the project root, ``"runs"`` the runs root, ``"data"`` the data base."""
+    return (
+        ("", str(Path(project_root).resolve())),
+        ("runs", str(Path(runs_root).resolve())),
+        ("data", str(Path(data_base).resolve())),
+    )
+
+
+def portable_hash(cfg: ExperimentConfig, roots: Mapping[str, str]) -> str:
+    """:func:`skdlib.train.build.portable_config_hash` of ``cfg`` against ``roots`` (as
+    :func:`hash_roots` makes them)."""
+    named = {name: folder for name, folder in roots.items() if name}
+    return portable_config_hash(cfg, roots[""], named=named)
 
 
 def resolve(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
@@ -112,9 +144,10 @@ def build_runs(
     """
     prof = plan.profile(profile)
     experiments = plan.select(only, prof)
-    _override_list("--set", list(sets))
+    override_list("--set", list(sets))
     base = resolve(runs_root, project_root) / profile
     pin_base = resolve(data_base if data_base is not None else ".", project_root)
+    roots = hash_roots(project_root, base.parent, pin_base)
 
     def make(
         key: str,
@@ -141,34 +174,13 @@ def build_runs(
             overrides=tuple(overrides),
             run_dir=resolve(kept, project_root) if kept else base / key,
             config=cfg,
-            kept_in=Path(project_root).resolve() if kept else None,
+            roots=roots,
+            kept=bool(kept),
             teacher=teacher,
         )
 
-    used = {prof.teacher_of(e.teacher).name for e in experiments}
-    runs = []
-    # Students follow the runs they need: their weights' files and those runs' config hashes
-    # (quoted: a hash of digits and one "e" would read as a number).
-    needs: dict[str, list[str]] = {}
-    pretrainings: dict[Pretraining, RunSpec] = {}
-    for name, teacher in prof.teachers.items():
-        if not all_teachers and name not in used:
-            continue
-        start: list[str] = []
-        if teacher.pretrain is not None:
-            if teacher.pretrain not in pretrainings:
-                pre = teacher.pretrain
-                key = f"{PRETRAIN_DIR}_{name}"
-                pretrainings[pre] = make(key, pre.config, list(pre.overrides), kept=pre.dir)
-                runs.append(pretrainings[pre])
-            start = _start_from(pretrainings[teacher.pretrain])
-        overrides = [*prof.overrides, *teacher.overrides, *sets, *start]
-        spec = make(name, teacher.config, overrides, kept=teacher.dir, teacher=name)
-        runs.append(spec)
-        needs[name] = [
-            f"model.teacher_checkpoint={json.dumps(str(RunFolder(spec.run_dir).final))}",
-            f"model.teacher_source={json.dumps(spec.reuse_hash)}",
-        ]
+    used = None if all_teachers else {prof.teacher_of(e.teacher).name for e in experiments}
+    runs, needs = _teacher_runs(prof, make, list(sets), used)
     pretrained: list[str] = []
     if prof.pretrain is not None:
         pre = prof.pretrain
@@ -192,6 +204,37 @@ def build_runs(
     return runs
 
 
+def _teacher_runs(
+    prof: Profile, make: Callable[..., RunSpec], sets: list[str], used: set[str] | None
+) -> tuple[list[RunSpec], dict[str, list[str]]]:
+    """The teacher runs of ``prof`` that ``used`` names (None: all), each after its pretraining
+    run (one per distinct pretraining), and what their students need of each, by name: its
+    weights' file and its identity (quoted: a hash of digits and one "e" would read as a
+    number)."""
+    runs: list[RunSpec] = []
+    needs: dict[str, list[str]] = {}
+    pretrainings: dict[Pretraining, RunSpec] = {}
+    for name, teacher in prof.teachers.items():
+        if used is not None and name not in used:
+            continue
+        start: list[str] = []
+        if teacher.pretrain is not None:
+            if teacher.pretrain not in pretrainings:
+                pre = teacher.pretrain
+                key = f"{PRETRAIN_DIR}_{name}"
+                pretrainings[pre] = make(key, pre.config, list(pre.overrides), kept=pre.dir)
+                runs.append(pretrainings[pre])
+            start = _start_from(pretrainings[teacher.pretrain])
+        overrides = [*prof.overrides, *teacher.overrides, *sets, *start]
+        spec = make(name, teacher.config, overrides, kept=teacher.dir, teacher=name)
+        runs.append(spec)
+        needs[name] = [
+            f"model.teacher_checkpoint={json.dumps(str(RunFolder(spec.run_dir).final))}",
+            f"model.teacher_source={json.dumps(spec.reuse_hash)}",
+        ]
+    return runs, needs
+
+
 def _start_from(pretraining: RunSpec) -> list[str]:
     """Overrides that start a run's network from ``pretraining``'s backbone (its ``final.pt``,
     its identity recorded, the whole network's backbone keys)."""
@@ -205,12 +248,13 @@ def _start_from(pretraining: RunSpec) -> list[str]:
 def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
     """What the pipeline does with ``spec``'s folder, and why (one sentence for the log).
 
-    * ``reuse``: ``summary.json`` says finished and its ``config_hash`` equals ``spec.hash``;
+    * ``reuse``: ``summary.json`` says finished and its identity (:data:`PORTABLE_HASH`) equals
+      ``spec.reuse_hash``;
     * ``retrain``: the folder holds a run of another configuration (or ``force``): start over;
     * ``resume``: a partial run of this configuration (from ``checkpoints/last.pt``);
     * ``train``: nothing there yet.
     """
-    return folder_action(spec.run_dir, spec.reuse_hash, force=force, kept_in=spec.kept_in)
+    return folder_action(spec.run_dir, spec.reuse_hash, force=force, roots=dict(spec.roots))
 
 
 def folder_action(
@@ -218,31 +262,38 @@ def folder_action(
     wanted_hash: str,
     *,
     force: bool = False,
-    kept_in: str | os.PathLike[str] | None = None,
+    roots: Mapping[str, str],
 ) -> tuple[Action, str]:
-    """:func:`run_action` from the folder and the config hash alone: what the process that
-    executes a run decides again once it holds the run's lock (another process may have
-    finished or started the run since the pipeline looked).
+    """:func:`run_action` from the folder, the run's identity and the folders it is relative to
+    (:func:`hash_roots`): what the process that executes a run decides again once it holds the
+    run's lock (another process may have finished or started the run since the pipeline looked).
 
-    ``kept_in``: the folder is a run kept in the repository, matched by its portable hash
-    (:data:`PORTABLE_HASH`, paths relative to this project root) instead of the config hash.
+    A finished run is matched by the identity its summary records (:data:`PORTABLE_HASH`); a run
+    finished before the summaries recorded one, by the identity of its ``config.yaml`` read here.
     """
     folder = RunFolder(Path(run_dir))
     if force:
         return "retrain", "--force"
-    key = "config_hash" if kept_in is None else PORTABLE_HASH
     summary = folder.read_summary() if folder.is_finished() else None
     if summary is not None:
-        found = summary.get(key)
+        found = summary.get(PORTABLE_HASH)
+        if found is None and folder.config.is_file():  # a summary from before the identity
+            try:
+                saved = load_config(folder.config)
+            except (ValueError, OSError) as error:
+                return "retrain", f"unreadable config.yaml ({error})"
+            if summary.get("config_hash") == config_hash(saved):
+                found = portable_hash(saved, roots)
         if found == wanted_hash:
-            return "reuse", f"finished with {key} {found}"
-        return "retrain", f"finished run has {key} {found}, the plan now makes {wanted_hash}"
+            return "reuse", f"finished with {PORTABLE_HASH} {found}"
+        return "retrain", (
+            f"finished run has {PORTABLE_HASH} {found}, the plan now makes {wanted_hash}"
+        )
     if not folder.has_partial_run():
         return "train", "new run"
     if folder.config.is_file():
         try:
-            saved = load_config(folder.config)
-            found = config_hash(saved) if kept_in is None else portable_config_hash(saved, kept_in)
+            found = portable_hash(load_config(folder.config), roots)
         except (ValueError, OSError) as error:
             return "retrain", f"unreadable config.yaml ({error})"
         if found != wanted_hash:
@@ -256,8 +307,8 @@ def folder_action(
 
 
 def mark_portable(run_dir: str | os.PathLike[str], portable_hash: str) -> None:
-    """Record in a finished run kept in the repository the hash that matches it in any checkout
-    (:data:`PORTABLE_HASH`); nothing when the run has no summary."""
+    """Record in a finished run the identity that matches it wherever the checkout or the runs
+    tree lies (:data:`PORTABLE_HASH`); nothing when the run has no summary."""
     folder = RunFolder(Path(run_dir))
     summary = folder.read_summary()
     if summary is not None and summary.get(PORTABLE_HASH) != portable_hash:

@@ -4,29 +4,18 @@ Prediction", ICCV 2021): match, per image and channel, the spatial distributions
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from skdlib.losses.pairwise import _full_precision
-from skdlib.losses.pixelwise import _at_least_float32, _check_logits_pair
+from skdlib.losses.checks import (
+    at_least_float32,
+    check_logits_pair,
+    check_nonempty,
+    check_temperature,
+    full_precision,
+)
 
 __all__ = ["cwd_loss"]
-
-
-def _check_nonempty(student_logits: torch.Tensor) -> None:
-    """Raise ``ValueError`` for a zero-sized dimension (the reduction would divide by 0)."""
-    if student_logits.numel() == 0:
-        raise ValueError(
-            "student_logits and teacher_logits must have no zero-sized dimension, got shape "
-            f"{tuple(student_logits.shape)}"
-        )
-
-
-def _check_temperature(temperature: float) -> None:
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
 
 
 def cwd_loss(
@@ -64,13 +53,13 @@ def cwd_loss(
         ValueError: rank not 4, different shapes, a zero-sized dimension, or a temperature that
             is not a finite number ``> 0``.
     """
-    _check_logits_pair(student_logits, teacher_logits)
-    _check_nonempty(student_logits)
-    _check_temperature(temperature)
+    check_logits_pair(student_logits, teacher_logits)
+    check_nonempty(student_logits)
+    check_temperature(temperature)
     n, c = student_logits.shape[:2]
-    with _full_precision(student_logits.device):
-        s = _at_least_float32(student_logits).flatten(2)  # (N, C, H, W) -> (N, C, H*W)
-        t = _at_least_float32(teacher_logits.detach()).flatten(2)  # (N, C, H, W) -> (N, C, H*W)
+    with full_precision(student_logits.device):
+        s = at_least_float32(student_logits).flatten(2)  # (N, C, H, W) -> (N, C, H*W)
+        t = at_least_float32(teacher_logits.detach()).flatten(2)  # (N, C, H, W) -> (N, C, H*W)
         log_p_s = F.log_softmax(s / temperature, dim=2)  # (N, C, H*W), softmax over positions
         log_p_t = F.log_softmax(t / temperature, dim=2)  # (N, C, H*W)
         kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()  # (N, C, H*W) -> ()

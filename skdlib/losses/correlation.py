@@ -10,9 +10,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from skdlib.losses.channelwise import _check_nonempty, _check_temperature
-from skdlib.losses.pairwise import _full_precision
-from skdlib.losses.pixelwise import _at_least_float32, _check_logits_pair
+from skdlib.losses.checks import (
+    at_least_float32,
+    check_logits_pair,
+    check_nonempty,
+    check_temperature,
+    full_precision,
+)
 
 __all__ = ["dist_loss"]
 
@@ -92,15 +96,15 @@ def dist_loss(
         ValueError: rank not 4, different shapes, a zero-sized dimension, a temperature that is
             not a finite number ``> 0``, or a negative / non-finite ``beta`` or ``gamma``.
     """
-    _check_logits_pair(student_logits, teacher_logits)
-    _check_nonempty(student_logits)
-    _check_temperature(temperature)
+    check_logits_pair(student_logits, teacher_logits)
+    check_nonempty(student_logits)
+    check_temperature(temperature)
     _check_weight("beta", beta)
     _check_weight("gamma", gamma)
     k = student_logits.shape[1]
-    with _full_precision(student_logits.device):
-        s = _at_least_float32(student_logits)
-        t = _at_least_float32(teacher_logits.detach())
+    with full_precision(student_logits.device):
+        s = at_least_float32(student_logits)
+        t = at_least_float32(teacher_logits.detach())
         p_s = F.softmax(s / temperature, dim=1)  # (N, K, H, W), softmax over classes
         p_t = F.softmax(t / temperature, dim=1)  # (N, K, H, W)
         p_s = p_s.permute(0, 2, 3, 1).reshape(-1, k)  # (N, K, H, W) -> (N, H, W, K) -> (N*H*W, K)

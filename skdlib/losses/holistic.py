@@ -1,9 +1,10 @@
 """Holistic distillation (Eq. 4 of the paper): a conditional GAN on segmentation maps.
 
 ``l_ho = E[D(Q_s | I)] - E[D(Q_t | I)]``: the critic (the paper's embedding network) ``D`` scores
-a segmentation map given its image; higher means more teacher-like. The critic maximises
-``l_ho`` (minimises :func:`holistic_critic_loss` plus the weighted :func:`gradient_penalty`);
-the student minimises ``-lambda2 * l_ho``, i.e. ``lambda2 *`` :func:`holistic_generator_loss`.
+a segmentation map given its image; higher means more teacher-like. The student S minimises the
+objective ``l = l_mc + lambda1 (l_pi + l_pa) - lambda2 * l_ho``, i.e. ``lambda2 *``
+:func:`holistic_generator_loss` for its holistic part; the critic minimises ``l_ho`` plus the
+weighted :func:`gradient_penalty` (:func:`holistic_critic_loss`), which maximises ``l`` over D.
 
 The critic is any callable ``critic(seg_map, image) -> (N,) or (N, 1)`` scores.
 """
@@ -41,8 +42,8 @@ def holistic_critic_loss(
     """The critic's loss to minimise (the gradient penalty is added by the caller).
 
     - ``"wgan"`` (the authors' ``master`` code): ``mean(D(Q_s|I)) - mean(D(Q_t|I)) = l_ho``
-      estimated on the batch; minimising it maximises the score gap teacher minus student.
-      (With Eq. 4's sign convention the critic maximises ``-l_ho`` of the paper's objective.)
+      estimated on the batch; minimising it widens the score gap teacher minus student, and
+      maximises the paper's objective ``l`` (where ``l_ho`` enters as ``-lambda2 * l_ho``) over D.
     - ``"hinge"`` (the ``cvpr_19`` branch): ``mean(relu(1 - D(Q_t|I))) + mean(relu(1 + D(Q_s|I)))``.
 
     Pass the student's scores computed from a detached map so only the critic trains. The

@@ -11,14 +11,21 @@ gives the same number with ``C x C`` memory (``C_s x C_t`` for the cross term).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["node_grid", "pairwise_similarity_loss", "pairwise_similarity_map", "pool_nodes"]
+from skdlib.losses.checks import compute_dtype, full_precision
+
+__all__ = [
+    "node_grid",
+    "normalised_nodes",
+    "pairwise_similarity_loss",
+    "pairwise_similarity_map",
+    "pool_nodes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,24 +125,7 @@ def node_grid(
     return -(-height // kh), -(-width // kw)
 
 
-def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast off on ``device``: the Gram identity cancels large terms; bf16/fp16 ruin it."""
-    is_available = getattr(torch.amp, "is_autocast_available", None)
-    if is_available is not None and not is_available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-def _compute_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
-    """float32 at least; float64 when asked for or when the input already is float64."""
-    if dtype is not None:
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32, torch.float64 or None, got {dtype}")
-        return dtype
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _normalised_nodes(
+def normalised_nodes(
     feat: torch.Tensor, *, eps: float, detach_norm: bool, dtype: torch.dtype
 ) -> torch.Tensor:
     """``(N, C, h, w)`` -> column-normalised ``(N, C, n)``, ``f / sqrt(|f|^2 + eps^2)``.
@@ -149,19 +139,6 @@ def _normalised_nodes(
     if detach_norm:
         norm = norm.detach()
     return flat / norm  # (N, C, n)
-
-
-def _check_feature_pair(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
-    """Both ``(N, C, H, W)``; batch and spatial sizes equal; channels may differ."""
-    for name, f in (("student_feat", student_feat), ("teacher_feat", teacher_feat)):
-        if f.dim() != 4:
-            raise ValueError(f"{name} must be (N, C, H, W), got shape {tuple(f.shape)}")
-    s, t = student_feat.shape, teacher_feat.shape
-    if s[0] != t[0] or s[2:] != t[2:]:
-        raise ValueError(
-            "student_feat and teacher_feat must have the same batch and spatial sizes "
-            f"(channels may differ), got student {tuple(s)} and teacher {tuple(t)}"
-        )
 
 
 def _check_node_pair(
@@ -213,7 +190,7 @@ class _GramDistance(torch.autograd.Function):
         fs, ft, g_ss, g_st = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        with _full_precision(fs.device):
+        with full_precision(fs.device):
             grad = torch.bmm(g_ss, fs)  # (N, C_s, C_s) x (N, C_s, n) -> (N, C_s, n)
             grad.baddbmm_(g_st, ft, alpha=-1.0)  # -= (N, C_s, C_t) x (N, C_t, n)
             scale = (4.0 * grad_total).to(grad.dtype).reshape(-1, 1, 1)  # (N,) -> (N, 1, 1)
@@ -283,14 +260,14 @@ def pairwise_similarity_loss(
         ValueError: wrong ranks, different batch sizes or node grids, bad node options, bad dtype.
     """
     _check_node_pair(student_feat, teacher_feat, node_size, node_fraction)
-    compute = _compute_dtype(student_feat, dtype)
+    compute = compute_dtype(student_feat, dtype)
     opts = {"node_size": node_size, "pool": pool, "node_fraction": node_fraction}
-    with _full_precision(student_feat.device):
+    with full_precision(student_feat.device):
         fs = pool_nodes(student_feat, **opts)  # (N, C_s, h, w)
         ft = pool_nodes(teacher_feat.detach(), **opts)  # (N, C_t, h, w), the same grid
         n = fs.shape[-2] * fs.shape[-1]
-        fs = _normalised_nodes(fs, eps=eps, detach_norm=detach_norm, dtype=compute)  # (N, C_s, n)
-        ft = _normalised_nodes(ft, eps=eps, detach_norm=True, dtype=compute)  # (N, C_t, n)
+        fs = normalised_nodes(fs, eps=eps, detach_norm=detach_norm, dtype=compute)  # (N, C_s, n)
+        ft = normalised_nodes(ft, eps=eps, detach_norm=True, dtype=compute)  # (N, C_t, n)
         total = _GramDistance.apply(fs, ft)  # (N,) float64: ||A_s - A_t||_F^2 per image
         per_image = total.clamp_min(0.0) / float(n * n)  # (N,)
         return per_image.mean().to(compute)
@@ -318,9 +295,9 @@ def pairwise_similarity_map(
     Returns:
         ``(N, n, n)`` with ``n = h * w`` nodes after pooling, float32 (float64 for float64 input).
     """
-    with _full_precision(feat.device):
+    with full_precision(feat.device):
         nodes = pool_nodes(feat, node_size=node_size, pool=pool, node_fraction=node_fraction)
-        f = _normalised_nodes(
-            nodes, eps=eps, detach_norm=False, dtype=_compute_dtype(feat, None)
+        f = normalised_nodes(
+            nodes, eps=eps, detach_norm=False, dtype=compute_dtype(feat, None)
         )  # (N, C, n)
         return torch.einsum("bci,bcj->bij", f, f)  # (N, C, n) x (N, C, n) -> (N, n, n)

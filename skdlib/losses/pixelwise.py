@@ -8,31 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from skdlib.losses.checks import at_least_float32, check_logits_pair
+
 __all__ = ["pixelwise_kd_loss", "pixelwise_kl_map"]
-
-
-def _check_logits_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
-    """Raise ``ValueError`` unless both logits are ``(N, K, H, W)`` of one shape."""
-    if student_logits.dim() != 4:
-        raise ValueError(
-            f"student_logits must be (N, K, H, W), got rank {student_logits.dim()} "
-            f"shape {tuple(student_logits.shape)}"
-        )
-    if teacher_logits.dim() != 4:
-        raise ValueError(
-            f"teacher_logits must be (N, K, H, W), got rank {teacher_logits.dim()} "
-            f"shape {tuple(teacher_logits.shape)}"
-        )
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            "student_logits and teacher_logits must have the same shape (no broadcasting), got "
-            f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)}"
-        )
-
-
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """Promote half / bfloat16 to float32; float32 and float64 are kept."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def pixelwise_kl_map(
@@ -60,11 +38,11 @@ def pixelwise_kl_map(
     Raises:
         ValueError: wrong rank, different shapes, or ``temperature <= 0``.
     """
-    _check_logits_pair(student_logits, teacher_logits)
+    check_logits_pair(student_logits, teacher_logits)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    s = _at_least_float32(student_logits)
-    t = _at_least_float32(teacher_logits.detach())
+    s = at_least_float32(student_logits)
+    t = at_least_float32(teacher_logits.detach())
     log_q_s = F.log_softmax(s / temperature, dim=1)  # (N, K, H, W)
     log_q_t = F.log_softmax(t / temperature, dim=1)  # (N, K, H, W)
     return (log_q_t.exp() * (log_q_t - log_q_s)).sum(dim=1)  # (N, K, H, W) -> (N, H, W)

@@ -12,12 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from skdlib.losses.pairwise import (
-    _check_feature_pair,
-    _compute_dtype,
-    _normalised_nodes,
-    pool_nodes,
-)
+from skdlib.losses.checks import check_feature_pair, compute_dtype
+from skdlib.losses.pairwise import normalised_nodes, pool_nodes
 
 __all__ = [
     "attention_transfer_loss",
@@ -62,20 +58,20 @@ def mimic_loss(
         ValueError: wrong ranks, different batch/spatial sizes, or an adapter output whose
             shape is not the teacher's.
     """
-    _check_feature_pair(student_feat, teacher_feat)
+    check_feature_pair(student_feat, teacher_feat)
     mapped = adapter(student_feat)  # (N, C_s, H, W) -> (N, C_t, H, W)
     if mapped.shape != teacher_feat.shape:
         raise ValueError(
             f"adapter output {tuple(mapped.shape)} does not match teacher_feat "
             f"{tuple(teacher_feat.shape)}"
         )
-    dtype = _compute_dtype(mapped, None)
+    dtype = compute_dtype(mapped, None)
     return F.mse_loss(mapped.to(dtype), teacher_feat.detach().to(dtype), reduction="mean")
 
 
 def _attention_map(feat: torch.Tensor, p: float) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N, H*W)``: ``sum_c |f|^p``, flattened, unit L2 norm per image."""
-    x = feat.to(_compute_dtype(feat, None))
+    x = feat.to(compute_dtype(feat, None))
     att = x.abs().pow(p).sum(dim=1).flatten(1)  # (N, C, H, W) -> (N, H, W) -> (N, H*W)
     return F.normalize(att, p=2.0, dim=1, eps=1e-12)  # (N, H*W)
 
@@ -98,7 +94,7 @@ def attention_transfer_loss(
     Returns:
         Scalar tensor.
     """
-    _check_feature_pair(student_feat, teacher_feat)
+    check_feature_pair(student_feat, teacher_feat)
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p}")
     a_s = _attention_map(student_feat, p)  # (N, H*W)
@@ -134,15 +130,15 @@ def local_pairwise_loss(
     Raises:
         ValueError: as :func:`pairwise_similarity_loss`, or a single node (no pair).
     """
-    _check_feature_pair(student_feat, teacher_feat)
-    compute = _compute_dtype(student_feat, None)
+    check_feature_pair(student_feat, teacher_feat)
+    compute = compute_dtype(student_feat, None)
     fs = pool_nodes(student_feat, node_size=node_size, pool=pool)  # (N, C_s, h, w)
     ft = pool_nodes(teacher_feat.detach(), node_size=node_size, pool=pool)  # (N, C_t, h, w)
     _, _, h, w = fs.shape
     if h * w < 2:
         raise ValueError(f"local_pairwise_loss needs at least 2 nodes, got {h} x {w}")
-    fs = _normalised_nodes(fs, eps=1e-8, detach_norm=False, dtype=compute)
-    ft = _normalised_nodes(ft, eps=1e-8, detach_norm=True, dtype=compute)
+    fs = normalised_nodes(fs, eps=1e-8, detach_norm=False, dtype=compute)
+    ft = normalised_nodes(ft, eps=1e-8, detach_norm=True, dtype=compute)
     fs = fs.unflatten(2, (h, w))  # (N, C_s, n) -> (N, C_s, h, w)
     ft = ft.unflatten(2, (h, w))  # (N, C_t, n) -> (N, C_t, h, w)
 

@@ -24,7 +24,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Complexity", "Latency", "complexity", "count_parameters", "measure_latency"]
+__all__ = [
+    "Complexity",
+    "Latency",
+    "complexity",
+    "count_parameters",
+    "layer_table",
+    "measure_latency",
+]
 
 _FLOPS_PER_MAC = 2  # FlopCounterMode's convention
 
@@ -198,3 +205,30 @@ def measure_latency(
         batch_size=batch_size,
         threads=torch.get_num_threads(),
     )
+
+
+def layer_table(model: nn.Module) -> list[dict[str, object]]:
+    """The model's top-level modules in order, each as ``{"layer", "type", "shape",
+    "parameters"}`` (``shape``: a convolution's ``in -> out, kernel/stride``, a linear layer's
+    ``in -> out``, else ``""``), and a last ``"total"`` row: a short account of a network in place
+    of its module repr. Modules without parameters are left out."""
+    rows: list[dict[str, object]] = []
+    for name, module in model.named_children():
+        count = sum(p.numel() for p in module.parameters())
+        if not count:
+            continue
+        kind = type(module).__name__.removeprefix("Parametrized")
+        shape = ""
+        if isinstance(module, nn.Conv2d):
+            shape = (
+                f"{module.in_channels} -> {module.out_channels}, "
+                f"{module.kernel_size[0]}x{module.kernel_size[1]} / {module.stride[0]}"
+            )
+        elif isinstance(module, nn.Linear):
+            shape = f"{module.in_features} -> {module.out_features}"
+        if hasattr(module, "parametrizations"):
+            kind += " (spectral norm)"
+        rows.append({"layer": name, "type": kind, "shape": shape, "parameters": count})
+    total = sum(p.numel() for p in model.parameters())
+    rows.append({"layer": "total", "type": "", "shape": "", "parameters": total})
+    return rows

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from skdlib.train.terms import needs_adapter, needs_critic
 
 __all__ = [
     "PINNED_PATHS",
+    "PORTABLE_PATHS",
     "WithoutLabels",
     "autocast_dtype",
     "build_adapter",
@@ -49,6 +50,7 @@ __all__ = [
     "build_student_optimizer",
     "build_teacher",
     "build_unlabeled_dataset",
+    "embedded_data_sets",
     "load_config_pinned",
     "load_run_critic",
     "load_run_network",
@@ -64,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 #: Configuration keys holding file paths that :func:`load_config_pinned` makes absolute.
 PINNED_PATHS = ("data.root", "data.unlabeled.root", "model.student_pretrained")
+#: Every config field that holds a file path (the pipeline also sets the teacher's weights):
+#: :func:`portable_config_hash` writes them relative to the folders they lie in.
+PORTABLE_PATHS = (*PINNED_PATHS, "model.teacher_checkpoint")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,21 +135,41 @@ def load_config_pinned(
     return pinned, (load_config(preset, pinned) if pins else cfg)
 
 
-def portable_config_hash(cfg: ExperimentConfig, root: str | os.PathLike[str]) -> str:
-    """:func:`config_hash` of ``cfg`` with the :data:`PINNED_PATHS` that lie inside ``root``
-    written relative to it: the same run set up in another checkout hashes the same (a run
-    folder kept in the repository is matched this way)."""
+def portable_config_hash(
+    cfg: ExperimentConfig,
+    root: str | os.PathLike[str],
+    *,
+    named: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> str:
+    """:func:`config_hash` of ``cfg`` with its file paths (:data:`PORTABLE_PATHS`) written
+    relative to the folders they lie in, so the same run set up in another checkout, or read from
+    a runs tree mounted at another path, hashes the same.
+
+    A path inside one of the ``named`` folders (checked first, e.g. ``{"runs": <runs root>,
+    "data": <data base>}``) is written ``<name>/<relative path>``; else a path inside ``root``
+    (the project root) is written relative to it, as the runs kept in the repository have always
+    been matched; any other path is kept as it is. A named folder that holds ``root`` is not
+    used (every path of the project would move with it).
+    """
     base = Path(root).resolve()
+    folders = []
+    for name, folder in (named or {}).items():
+        where = Path(folder).resolve()
+        if not base.is_relative_to(where):
+            folders.append((f"<{name}>", where))
+    folders.append(("", base))
     relative = []
-    for key in PINNED_PATHS:
+    for key in PORTABLE_PATHS:
         value = _dotted(cfg, key)
         if value is None or not Path(value).is_absolute():
             continue
-        try:
-            inside = Path(value).resolve().relative_to(base)
-        except ValueError:
-            continue
-        relative.append(f"{key}={json.dumps(str(inside))}")
+        path = Path(value).resolve()
+        for tag, folder in folders:
+            if path.is_relative_to(folder):
+                inside = path.relative_to(folder)
+                text = f"{tag}/{inside}" if tag else str(inside)
+                relative.append(f"{key}={json.dumps(text)}")
+                break
     return config_hash(apply_overrides(cfg, relative) if relative else cfg)
 
 
@@ -188,6 +213,25 @@ def _keep_decoded(dataset: Any) -> None:
     keep = getattr(dataset, "keep_decoded", None)
     if keep is not None:
         keep(DECODED_CACHE_BYTES)
+
+
+def embedded_data_sets(cfg: ExperimentConfig) -> list[tuple[Path, dict[str, Any]]]:
+    """The embedded data sets ``cfg`` reads: ``(root, generator options)`` for its labelled data
+    and for its unlabeled stream, when they are the embedded data set (the options are those of
+    :data:`skdlib.data.generate.GENERATOR_OPTIONS`; others, such as ``class_groups``, act when
+    the data set is read)."""
+    from skdlib.data.generate import GENERATOR_OPTIONS
+
+    found = []
+    if cfg.data.name == "embedded":
+        found.append((Path(cfg.data.root), dict(cfg.data.options)))
+    unlabeled = cfg.data.unlabeled
+    if unlabeled.enabled and unlabeled.name == "embedded" and unlabeled.root is not None:
+        found.append((Path(unlabeled.root), dict(unlabeled.options)))
+    return [
+        (root, {k: v for k, v in options.items() if k in GENERATOR_OPTIONS})
+        for root, options in found
+    ]
 
 
 class WithoutLabels(torch.utils.data.Dataset):

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 
 from skdlib.train.config import ExperimentConfig
@@ -74,12 +73,13 @@ def _process(
 ) -> dict[str, Any]:
     """One process of the run (its rank from the launcher's environment); rank 0 returns the
     summary, the others ``{}``. ``@record`` writes its error for the launcher to report."""
+    from skdlib.train.build import torch_threads
     from skdlib.train.loop import train
 
-    torch.set_num_threads(threads)
-    return train(
-        cfg, run_dir, resume=resume, force=force, progress=progress, teacher_store=teacher_store
-    )
+    with torch_threads(threads):
+        return train(
+            cfg, run_dir, resume=resume, force=force, progress=progress, teacher_store=teacher_store
+        )
 
 
 def _first_failure(error: ChildFailedError) -> str:
@@ -108,15 +108,16 @@ def launch_train(
     Args:
         nproc: processes (one per GPU on CUDA); 1 trains in this process.
         threads: torch threads of each process (default: 1 with several processes, as torchrun;
-            this process's setting with one).
+            this process's setting with one), set for the run and restored after it.
         teacher_store: the folder of teacher-output stores each process reads (see
             :func:`skdlib.train.loop.train`).
 
     Raises:
         ValueError: ``nproc`` or ``threads`` below 1.
         LaunchError: a process failed (its rank and last error line in the message).
-        Whatever :func:`skdlib.train.loop.train` raises, with ``nproc=1``.
+        Exception: whatever :func:`skdlib.train.loop.train` raises, with ``nproc=1``.
     """
+    from skdlib.train.build import torch_threads
     from skdlib.train.loop import train
 
     if nproc < 1:
@@ -124,11 +125,15 @@ def launch_train(
     if threads is not None and threads < 1:
         raise ValueError(f"threads: expected an int >= 1, got {threads!r}")
     if nproc == 1:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        return train(
-            cfg, run_dir, resume=resume, force=force, progress=progress, teacher_store=teacher_store
-        )
+        with torch_threads(threads):
+            return train(
+                cfg,
+                run_dir,
+                resume=resume,
+                force=force,
+                progress=progress,
+                teacher_store=teacher_store,
+            )
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(

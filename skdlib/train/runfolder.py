@@ -8,6 +8,7 @@ Layout of a run folder::
     summary.json         final scores and costs; ``finished: true`` marks a complete run
     checkpoints/last.pt  everything needed to resume (written atomically)
     checkpoints/final.pt the trained network's state dict only (a teacher for the next run)
+    notebook.ipynb       the executed training notebook, when a notebook ran the run
 
 Every file that a crash could leave half-written is written to a temporary file in the same
 folder, flushed, ``fsync``-ed and moved into place with ``os.replace`` (atomic on POSIX).
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from skdlib.train.config import ExperimentConfig
 
 __all__ = [
+    "NOTEBOOK_NAME",
     "RunFolder",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -51,6 +53,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _GIT_TIMEOUT_S = 5.0
+#: The executed training notebook inside a run folder (the experiments' executors write it).
+NOTEBOOK_NAME = "notebook.ipynb"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -214,6 +218,10 @@ class RunFolder:
     @property
     def final(self) -> Path:
         return self.checkpoints / "final.pt"
+
+    @property
+    def notebook(self) -> Path:
+        return self.root / NOTEBOOK_NAME
 
     @property
     def tensorboard(self) -> Path:

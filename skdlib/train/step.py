@@ -5,7 +5,8 @@ The paper's objective (Sec. 3.4) is
     l(S, D) = l_mc(S) + lambda1 (l_pi(S) + l_pa(S)) - lambda2 l_ho(S, D),
     l_ho = E_{Q_s}[D(Q_s | I)] - E_{Q_t}[D(Q_t | I)],
 
-minimised over the student S and maximised over the critic D, alternately:
+minimised over the student S and maximised over the critic D (D minimises ``l_ho`` plus the
+gradient penalty), alternately:
 
 1. :func:`student_step`: the teacher runs in eval mode without gradients; the student is updated
    on ``task + sum(weight * term)`` over the enabled terms of the registry
@@ -207,7 +208,7 @@ def critic_step(
     """Update the critic once with the student fixed: ``scale * (critic + gp_weight * gp)``.
 
     ``critic`` is the holistic critic loss (:func:`skdlib.losses.holistic_critic_loss`, which
-    for WGAN equals ``-l_ho``: the critic maximises ``l_ho``), ``gp`` the gradient penalty between
+    for WGAN equals ``l_ho``: the critic minimises ``l_ho``), ``gp`` the gradient penalty between
     the teacher's and the student's maps (computed for both GAN kinds when ``gp_weight > 0``).
     Both maps are detached: no gradient reaches the student.
 
