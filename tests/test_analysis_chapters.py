@@ -81,6 +81,26 @@ def test_profile_data_and_the_networks_come_from_the_configs() -> None:
     assert networks.loc["teacher", "params (M)"] == pytest.approx(1.015, abs=1e-3)
 
 
+def test_profile_data_shows_the_teacher_not_its_pretraining_run(tmp_path: Path) -> None:
+    """A teacher that starts from its own pretraining run (trained before it, on its own source
+    task): the data chapter shows the teacher's data set, the students' teacher."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    plan_path = tmp_path / "configs" / "experiments.yaml"
+    plan = yaml.safe_load(plan_path.read_text())
+    start = {"config": "configs/pretrain_smoke.yaml", "overrides": ["train.max_iters=2"]}
+    plan["profiles"]["smoke"]["teachers"]["teacher"]["pretrain"] = start
+    plan_path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    data = profile_data("smoke", repo=tmp_path)
+    assert data.teacher.data.options.get("seed") != 2  # the pretraining run's source task's is 2
+    assert data.teacher.model.student_pretrained.endswith("pretrain_teacher/checkpoints/final.pt")
+    assert data.teacher.data.root == data.student.data.root
+
+
 class _Labels:
     """A data set of label maps only (what class_shares reads)."""
 

@@ -28,7 +28,7 @@ class ProfileData:
         profile: the plan's profile.
         student: the configuration of the profile's first student run (as the pipeline builds
             it: the profile's overrides applied, paths absolute).
-        teacher: the configuration of the profile's teacher run.
+        teacher: the configuration of the teacher run that student learns from.
         project_root: the project the paths are shown relative to.
     """
 
@@ -109,7 +109,9 @@ def profile_data(profile: str, *, repo: PathLike) -> ProfileData:
     plan = load_plan(root / DEFAULT_PLAN)
     first = plan.select(None, plan.profile(profile))[0].name
     runs = build_runs(plan, profile, project_root=root, only=[first])
-    return ProfileData(profile, runs[-1].config, runs[0].config, root)
+    student = runs[-1]
+    teacher = next(spec for spec in runs if spec.is_teacher and spec.key == student.teacher)
+    return ProfileData(profile, student.config, teacher.config, root)
 
 
 def class_shares(datasets: Mapping[str, Any]) -> pd.DataFrame:

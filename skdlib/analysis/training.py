@@ -107,7 +107,8 @@ def trained_networks(data: ProfileData) -> pd.DataFrame:
     import torch
 
     from skdlib.data.generate import CLASS_NAMES
-    from skdlib.models import build_model, complexity
+    from skdlib.models import complexity
+    from skdlib.train.build import build_network
 
     rows = []
     for role, cfg in (("teacher", data.teacher), ("students", data.student)):
@@ -116,7 +117,7 @@ def trained_networks(data: ProfileData) -> pd.DataFrame:
         classes = cfg.model.num_classes or (len(CLASS_NAMES) if cfg.data.name == "embedded" else 19)
         model_options = dict(cfg.model.student_options)
         with torch.device("meta"):  # shapes only
-            model = build_model(cfg.model.student, classes, **model_options)
+            model = build_network(cfg, classes, role="student")  # the network the run trains
         counted = complexity(model, size)
         rows.append(
             {
