@@ -432,6 +432,38 @@ def test_several_teachers_and_an_experiments_own_teacher(tree):
         runs.teacher_entry("huge")
 
 
+def test_the_teachers_of_an_index_the_pipeline_writes(tree):
+    """The writer's layout with several teachers: every teacher by name, the default also under
+    ``teacher`` (not the first listed here), each experiment's teacher and teacher_dir; the
+    summary and curve of the teacher an experiment learns from."""
+    _run(tree, "small", miou=0.7, val=((10, 0.65),))
+    index = load_index(tree)
+    small = {"run_dir": "small", "config_hash": "s", "status": "finished"}
+    large = {"run_dir": "teacher", "config_hash": "l", "status": "finished"}
+    index |= {"teachers": {"small": small, "large": large}, "teacher": large}
+    for exp, (name, folder) in zip(
+        index["experiments"], [("small", "small")] + [("large", "teacher")] * 3, strict=True
+    ):
+        exp |= {"teacher": name, "teacher_dir": folder}
+    runs = RunsTree(tree, index, tree.parent)
+    assert runs.teachers == {
+        "small": RunFolder(tree / "small"),
+        "large": RunFolder(tree / "teacher"),
+    }
+    assert runs.teacher() == RunFolder(tree / "teacher")  # the index's default, not the first
+    assert runs.teacher("a") == RunFolder(tree / "small") and runs.teacher("b") == runs.teacher()
+    assert runs.teacher_entry(experiment="a")["config_hash"] == "s"
+    assert teacher_summary(runs, experiment="a")["miou"] == pytest.approx(0.7)
+    assert teacher_summary(runs)["miou"] == pytest.approx(0.8)
+    assert teacher_curve(runs, experiment="a")["miou"].tolist() == [0.65]
+    assert teacher_curve(runs, "large")["iter"].tolist() == []  # the teacher's run logs no val
+    assert teacher_summary(runs, experiment="nope") is None
+    with pytest.raises(ValueError, match="not both"):
+        runs.teacher_entry("small", experiment="a")
+    with pytest.raises(ValueError, match=r"'nope' is not in the index"):
+        runs.teacher("nope")
+
+
 def test_paths_are_resolved_and_shown_relative_to_the_project(tree, tmp_path):
     runs = _open(tree)
     assert runs.resolve("data/embedded") == tmp_path / "data" / "embedded"
