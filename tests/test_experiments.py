@@ -854,6 +854,44 @@ def test_a_moved_project_and_runs_tree_reuse_every_run(tmp_path, monkeypatch, ru
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runs_inside", [True, False])
+def test_every_run_has_one_identity_wherever_the_project_lies(tmp_path, runs_inside) -> None:
+    """Every run build_runs makes (teachers' own pretraining runs, several teachers, one kept in
+    the project, the students' pretraining, students of each teacher) has the same identity in
+    two checkouts at two paths, while its config hash (absolute paths) differs; the store's
+    folder reaches a student as an execution parameter, never in its configuration."""
+
+    def project(root: Path) -> tuple[Path, str]:
+        _copy_project(root, {"teacher_unlabeled": "kept/smoke/teacher_unlabeled"})
+        plan = yaml.safe_load((root / "configs" / "experiments.yaml").read_text())
+        start = {"config": "configs/pretrain_smoke.yaml", "overrides": ["train.max_iters=2"]}
+        plan["profiles"]["smoke"]["teachers"]["teacher"]["pretrain"] = start
+        (root / "configs" / "experiments.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+        return root, "runs" if runs_inside else str(root.parent / "runs")
+
+    specs = []
+    for side in ("a", "b"):
+        root, runs = project(tmp_path / side / "project")
+        plan = ex.load_plan(root / "configs" / "experiments.yaml")
+        specs.append(ex.build_runs(plan, "smoke", runs_root=runs, project_root=root))
+    first, second = ({s.key: s for s in side} for side in specs)
+    assert list(first) == list(second)
+    assert {"pretrain_teacher", "teacher", "teacher_unlabeled", "pretrain", "pi_unl1x/seed0"} <= {
+        *first
+    }
+    assert first["teacher_unlabeled"].kept and not first["teacher"].kept
+    for key, spec in first.items():
+        assert spec.reuse_hash == second[key].reuse_hash, key
+        if spec.experiment is not None:  # its teacher's and pretraining's paths moved with it
+            assert spec.hash != second[key].hash, key
+    store = tmp_path / "a" / "runs" / "smoke" / "teacher_outputs"
+    res = pipeline._Resources(1, None, 1, 1, 1, None, ex.SlurmOptions())
+    student = first["pi_unl1x/seed0"]
+    payload = pipeline._payload(student, "train", 1, res, forced=False, progress=False, store=store)
+    assert payload["teacher_store"] == str(store) and payload["config_hash"] == student.reuse_hash
+    assert "teacher_outputs" not in json.dumps(dataclasses.asdict(student.config), default=str)
+
+
 def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
     """Two smoke pipelines from scratch (papermill runs, two at a time, thread counts from the
     profile): every run's scores and final weights are identical."""
