@@ -37,8 +37,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def _table() -> pd.DataFrame:
     """Three finished experiments of three seeds each, one not run.
 
-    By hand, B - A: diff 0.02, se sqrt(0.01^2/3 + 0.02^2/3) = 0.0129099, t = 1.549 (within);
-    C - A: diff 0.06, se sqrt(2 * 0.01^2/3) = 0.0081650, t = 7.348 (larger than seed noise).
+    By hand, B - A: diff 0.02, se sqrt(0.01^2/3 + 0.02^2/3) = 0.0129099, t = 1.549, Welch's
+    df = (v_a + v_b)^2 / (v_a^2/2 + v_b^2/2) = 2.94, two-sided p = 0.221 (within seed noise);
+    C - A: diff 0.06, se sqrt(2 * 0.01^2/3) = 0.0081650, t = 7.348, df = 4, p = 0.0018 (larger).
     """
     rows = {
         "a": ("A", 3, 3, "", 0.50, 0.01, 0.49, 0.51, 0.80, 0.005),
@@ -75,16 +76,16 @@ def test_seeds_finished_and_experiment_cell() -> None:
 
 def test_difference_words_a_comparison_and_a_contrast() -> None:
     table = _table()
-    assert difference(contrast(table, ["b"], ["a"])) == "+2.00 ± 1.29 points (within seed noise)"
-    row = {"diff": -0.0123, "se": math.nan, "verdict": "not testable: 1 finished seed(s)"}
+    assert difference(contrast(table, ["b"], ["a"])) == "+2.00 points, p = 0.221 (within seed noise)"
+    row = {"diff": -0.0123, "p": math.nan, "verdict": "not testable: 1 finished seed(s)"}
     assert difference(row) == "-1.23 points (not testable: 1 finished seed(s))"
-    plain = {"value": 0.5, "se": 0.25, "verdict": "within the noise"}
-    assert difference(plain, scale=1, unit="", digits=3) == "+0.500 ± 0.250 (within the noise)"
+    plain = {"value": 0.5, "p": 0.0004, "verdict": "larger than seed noise"}
+    assert difference(plain, scale=1, unit="", digits=3) == "+0.500, p < 0.001 (larger than seed noise)"
 
 
 def test_measured_names_what_is_missing() -> None:
     table = _table()
-    assert measured(table, ["c"], ["a"]) == "+6.00 ± 0.82 points (larger than seed noise)"
+    assert measured(table, ["c"], ["a"]) == "+6.00 points, p = 0.002 (larger than seed noise)"
     assert measured(table, ["c", "x"], ["a", "y"]) == (
         "not measured in this tree (no finished runs of x, y)"
     )
@@ -95,10 +96,12 @@ def test_paired_difference_by_hand() -> None:
     result = paired_difference([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])
     assert result["value"] == pytest.approx(3.0)
     assert result["se"] == pytest.approx(1 / math.sqrt(3))
-    assert result["t"] == pytest.approx(3 * math.sqrt(3))
-    assert result["exceeds"] and result["verdict"] == "larger than the noise"
+    assert result["t"] == pytest.approx(3 * math.sqrt(3)) and result["df"] == pytest.approx(2)
+    assert result["p"] == pytest.approx(0.0351, abs=1e-4)  # 2 P(T_2 > 5.196)
+    assert result["exceeds"] and result["verdict"] == "larger than seed noise"
+    assert not paired_difference([3.0, 5.0, 7.0], [1.0, 2.0, 3.0], alpha=0.01)["exceeds"]
     # gaps 1, -1: mean 0, t 0
-    assert paired_difference([1.0, 0.0], [0.0, 1.0])["verdict"] == "within the noise"
+    assert paired_difference([1.0, 0.0], [0.0, 1.0])["verdict"] == "within seed noise"
     one = paired_difference([1.0], [0.0])
     assert one["verdict"].startswith("not testable") and math.isnan(one["se"])
     with pytest.raises(ValueError, match="pair up"):
@@ -114,15 +117,17 @@ def test_comparison_table_by_hand() -> None:
         {
             "comparison": "B vs A",
             "difference (mIoU points)": "+2.00",
-            "standard error": "1.29",
-            "t": "+1.55",
+            "Welch's t": "+1.55",
+            "df": "2.9",
+            "p (two-sided)": "0.221",
             "verdict": "within seed noise",
         },
         {
             "comparison": "C vs A",
             "difference (mIoU points)": "+6.00",
-            "standard error": "0.82",
-            "t": "+7.35",
+            "Welch's t": "+7.35",
+            "df": "4.0",
+            "p (two-sided)": "0.002",
             "verdict": "larger than seed noise",
         },
     ]
@@ -134,8 +139,8 @@ def test_comparison_lines_with_the_papers_difference() -> None:
         _table(), [("b", "a"), ("c", "a"), ("x", "a")], paper={"a": 69.10, "b": 70.51}
     )
     assert lines == [
-        "- B vs A: +2.00 ± 1.29 points (within seed noise); the paper: +1.41.",
-        "- C vs A: +6.00 ± 0.82 points (larger than seed noise).",
+        "- B vs A: +2.00 points, p = 0.221 (within seed noise); the paper: +1.41.",
+        "- C vs A: +6.00 points, p = 0.002 (larger than seed noise).",
     ]
 
 
@@ -156,7 +161,7 @@ def test_results_table_by_hand() -> None:
         "range %",
         "pixel acc %",
         "vs A (points)",
-        "t",
+        "p",
         "verdict",
         "paper mIoU %",
         "paper vs A",
@@ -166,7 +171,7 @@ def test_results_table_by_hand() -> None:
     assert rows.loc["B", "mIoU % (mean ± std)"] == "52.00 ± 2.00"
     assert rows.loc["B", "range %"] == "50.00-54.00"
     assert rows.loc["B", "pixel acc %"] == "81.00"
-    assert rows.loc["C", ["vs A (points)", "t"]].tolist() == ["+6.00", "+7.35"]
+    assert rows.loc["C", ["vs A (points)", "p"]].tolist() == ["+6.00", "0.002"]
     assert rows.loc["C", ["paper mIoU %", "paper vs A"]].tolist() == ["70.00", "+0.90"]
     assert rows.loc["B", "paper vs A"] == ""
     assert rows.loc["X", "range %"] == "n/a"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 import pytest
 
 from skdlib.analysis.demo import demo_experiments, make_demo_runs
@@ -269,8 +270,12 @@ def test_noise_comparison_hand_cases():
     assert (
         out.loc["lonely", "verdict"].startswith("not testable") and not out.loc["lonely", "exceeds"]
     )
-    # A stricter threshold changes the verdict, not the statistic.
-    strict = noise_comparison(table, "ref", threshold=4.0)
+    # Welch's df = 4 for equal spreads and sizes; two-sided p of t = 3.674 on 4 df: 0.0213.
+    assert out.loc["far", "df"] == pytest.approx(4.0)
+    assert out.loc["far", "p"] == pytest.approx(0.02131, abs=1e-5)
+    assert out.loc["close", "p"] == pytest.approx(0.2879, abs=1e-4)
+    # A stricter level changes the verdict, not the statistic.
+    strict = noise_comparison(table, "ref", alpha=0.01)
     assert not strict.loc["far", "exceeds"] and strict.loc["far", "t"] == out.loc["far", "t"]
     # The sign follows "experiment minus reference".
     assert noise_comparison(table, "far").loc["ref", "t"] == pytest.approx(-out.loc["far", "t"])
@@ -280,8 +285,8 @@ def test_noise_comparison_refusals(tree):
     table = experiment_table(_open(tree), "ablation")
     with pytest.raises(ValueError, match="reference"):
         noise_comparison(table, "zzz")
-    with pytest.raises(ValueError, match="threshold"):
-        noise_comparison(table, "a", threshold=0)
+    with pytest.raises(ValueError, match="alpha"):
+        noise_comparison(table, "a", alpha=0)
     with pytest.raises(ValueError, match="columns"):
         noise_comparison(table[["label"]], "a")
     # b and c have < 2 finished seeds: reported as not testable, no crash.
@@ -323,7 +328,9 @@ def test_contrast_by_hand_and_parity_with_welch():
     assert out["se"] == pytest.approx(math.sqrt(0.02 / 3 + 0.0025))
     assert out["t"] == pytest.approx(-0.08 / math.sqrt(0.02 / 3 + 0.0025)) and not out["exceeds"]
     single = contrast(table, ["a1"], ["a0"])
-    assert single["t"] == pytest.approx(welch_t(0.6, 0.1, 3, 0.5, 0.1, 3)[0])
+    t, df = welch_t(0.6, 0.1, 3, 0.5, 0.1, 3)
+    assert single["t"] == pytest.approx(t) and single["df"] == pytest.approx(df)
+    assert single["p"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df))
     assert contrast(table, ["lone"], ["a0"])["verdict"].startswith("not testable")
     with pytest.raises(ValueError, match="not in the table"):
         contrast(table, ["zz"], ["a0"])

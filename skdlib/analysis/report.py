@@ -4,8 +4,8 @@ against the seed noise as sentences, tables of experiments and of their settings
 Every value of :func:`skdlib.analysis.runs.experiment_table` is a fraction in [0, 1]; the chapters
 print percent, i.e. **mIoU points** (``POINTS`` times the fraction). The verdicts come from
 :func:`skdlib.analysis.stats.noise_comparison` and :func:`skdlib.analysis.stats.contrast` (or
-:func:`paired_difference`, the same rule for paired per-image values); this module only words
-them.
+:func:`paired_difference`, a paired t-test for per-image values): a two-sided ``p < 0.05``
+(:mod:`skdlib.analysis.significance`); this module only words them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from skdlib.analysis.runs import RunsTree, as_number, class_ious, collect_runs
+from skdlib.analysis.significance import (
+    ALPHA,
+    LARGER,
+    WITHIN,
+    contrast_from_summaries,
+    format_p,
+)
 from skdlib.analysis.stats import (
     PLATEAU_FRACTION,
     PLATEAU_TOLERANCE,
@@ -91,19 +98,19 @@ def experiment_cell(table: pd.DataFrame, name: str) -> str:
 def difference(
     result: Mapping[str, Any], *, scale: float = POINTS, unit: str = "points", digits: int = 2
 ) -> str:
-    """A difference against the seed noise as words: ``"+1.23 ± 0.45 points (within seed noise)"``.
+    """A difference against the seed noise as words: ``"+1.23 points, p = 0.041 (larger than seed
+    noise)"``.
 
-    ``result`` is a row of :func:`~skdlib.analysis.stats.noise_comparison` (``diff``, ``se``,
+    ``result`` is a row of :func:`~skdlib.analysis.stats.noise_comparison` (``diff``, ``p``,
     ``verdict``), a :func:`~skdlib.analysis.stats.contrast` or a :func:`paired_difference`
-    (``value`` in place of ``diff``); the value and standard error are multiplied by ``scale``
-    (fractions to points by default; 1 for values that are not fractions). No ``±`` without a
-    standard error.
+    (``value`` in place of ``diff``); the value is multiplied by ``scale`` (fractions to points by
+    default; 1 for values that are not fractions). No ``p`` where none was computed.
     """
     value = result["value"] if "value" in result else result["diff"]
-    text = f"{scale * value:+.{digits}f}"
-    if not pd.isna(result.get("se", math.nan)):
-        text += f" ± {scale * result['se']:.{digits}f}"
-    return f"{text}{' ' + unit if unit else ''} ({result['verdict']})"
+    text = f"{scale * value:+.{digits}f}{' ' + unit if unit else ''}"
+    if not pd.isna(result.get("p", math.nan)):
+        text += f", {format_p(result['p'])}"
+    return f"{text} ({result['verdict']})"
 
 
 def measured(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str]) -> str:
@@ -118,30 +125,39 @@ def measured(table: pd.DataFrame, plus: Sequence[str], minus: Sequence[str]) -> 
 
 
 def paired_difference(
-    a: Sequence[float], b: Sequence[float], *, threshold: float = 2.0
+    a: Sequence[float], b: Sequence[float], *, alpha: float = ALPHA
 ) -> dict[str, Any]:
-    """Mean of the paired differences ``a[i] - b[i]`` against their noise, as
-    :func:`~skdlib.analysis.stats.contrast` returns it: ``{"value", "se", "t", "exceeds",
-    "verdict"}`` with ``se = std(a - b, ddof=1) / sqrt(n)``, ``t = value / se`` and ``exceeds`` when
-    ``|t| > threshold``; "not testable" below two pairs.
+    """Mean of the paired differences ``a[i] - b[i]`` against their noise (a paired two-sided
+    t-test), as :func:`~skdlib.analysis.stats.contrast` returns it: ``{"value", "se", "t", "df",
+    "p", "exceeds", "verdict"}`` with ``se = std(a - b, ddof=1) / sqrt(n)``, ``t = value / se``,
+    ``df = n - 1`` and ``exceeds`` when ``p < alpha``; "not testable" below two pairs.
 
     Raises:
-        ValueError: ``a`` and ``b`` differ in length, or ``threshold <= 0``.
+        ValueError: ``a`` and ``b`` differ in length, or ``alpha`` not in (0, 1).
     """
     if len(a) != len(b):
         raise ValueError(f"a and b must pair up, got {len(a)} and {len(b)} values")
-    if threshold <= 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     gaps = pd.Series([float(x) - float(y) for x, y in zip(a, b, strict=True)], dtype=float)
     value = float(gaps.mean()) if len(gaps) else math.nan
-    if len(gaps) < 2:
+    test = contrast_from_summaries(
+        [value], [float(gaps.std(ddof=1)) if len(gaps) > 1 else math.nan], [len(gaps)], [1.0],
+        kind="paired",
+    )
+    if test.untestable:
         verdict = f"not testable: {len(gaps)} pair(s) (needs 2)"
-        return {"value": value, "se": math.nan, "t": math.nan, "exceeds": False, "verdict": verdict}
-    se = float(gaps.std(ddof=1)) / math.sqrt(len(gaps))
-    t = value / se if se else (math.copysign(math.inf, value) if value else math.nan)
-    exceeds = not math.isnan(t) and abs(t) > threshold
-    verdict = "larger than the noise" if exceeds else "within the noise"
-    return {"value": value, "se": se, "t": t, "exceeds": exceeds, "verdict": verdict}
+    else:
+        verdict = LARGER if test.significant(alpha) else WITHIN
+    return {
+        "value": value,
+        "se": test.se,
+        "t": test.t,
+        "df": test.df,
+        "p": test.p,
+        "exceeds": test.significant(alpha),
+        "verdict": verdict,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,7 +174,7 @@ def _label(table: pd.DataFrame, name: str) -> str:
 def comparison_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """One row per ``(experiment, reference)`` pair of an
     :func:`~skdlib.analysis.runs.experiment_table`: ``comparison`` (their labels), ``difference
-    (mIoU points)``, ``standard error``, ``t`` and ``verdict`` of
+    (mIoU points)``, Welch's ``t`` and ``df``, the two-sided ``p`` and the ``verdict`` of
     :func:`~skdlib.analysis.stats.noise_comparison`, as text; pairs naming an experiment the table
     lacks are left out."""
     rows = []
@@ -170,15 +186,14 @@ def comparison_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> p
             {
                 "comparison": f"{_label(table, name)} vs {_label(table, reference)}",
                 "difference (mIoU points)": f"{POINTS * result['diff']:+.2f}",
-                "standard error": "n/a"
-                if pd.isna(result["se"])
-                else f"{POINTS * result['se']:.2f}",
-                "t": "n/a" if pd.isna(result["t"]) else f"{result['t']:+.2f}",
+                "Welch's t": "n/a" if pd.isna(result["t"]) else f"{result['t']:+.2f}",
+                "df": "n/a" if pd.isna(result["df"]) else f"{result['df']:.1f}",
+                "p (two-sided)": _p_cell(result["p"]) or "n/a",
                 "verdict": result["verdict"],
             }
         )
-    columns = ["comparison", "difference (mIoU points)", "standard error", "t", "verdict"]
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["comparison", "difference (mIoU points)", "Welch's t", "df", "p (two-sided)"]
+    return pd.DataFrame(rows, columns=[*columns, "verdict"])
 
 
 def comparison_lines(
@@ -272,13 +287,18 @@ def _range(row: Mapping[str, Any]) -> str:
 def _against(table: pd.DataFrame, name: str, reference: str) -> dict[str, str]:
     column = f"vs {_label(table, reference)} (points)"
     if name == reference:
-        return {column: "reference", "t": "", "verdict": ""}
+        return {column: "reference", "p": "", "verdict": ""}
     result = _compare(table, name, reference)
     return {
         column: "n/a" if pd.isna(result["diff"]) else f"{POINTS * result['diff']:+.2f}",
-        "t": "" if pd.isna(result["t"]) else f"{result['t']:+.2f}",
+        "p": _p_cell(result["p"]),
         "verdict": result["verdict"],
     }
+
+
+def _p_cell(p: float) -> str:
+    """A table cell for a two-sided p-value: ``"0.012"``, ``"< 0.001"``, ``""`` when untested."""
+    return "" if pd.isna(p) else format_p(p).removeprefix("p = ").replace("p < ", "< ")
 
 
 def _paper(

@@ -30,6 +30,7 @@ __all__ = [
     "LARGER",
     "WITHIN",
     "TTest",
+    "contrast_from_summaries",
     "contrast_test",
     "format_p",
     "p_value",
@@ -139,20 +140,47 @@ def contrast_test(
             f"and {len(coefficients)}"
         )
     summaries = [_summary(s) for s in samples]
-    counts = tuple(n for _, _, n in summaries)
-    value = sum(c * m for c, (m, _, _) in zip(coefficients, summaries, strict=True))
-    few = [k for k, n in enumerate(counts) if n < 2]
-    if few:
+    return contrast_from_summaries(
+        [m for m, _, _ in summaries],
+        [sd for _, sd, _ in summaries],
+        [n for _, _, n in summaries],
+        coefficients,
+        kind=kind,
+    )
+
+
+def contrast_from_summaries(
+    means: Sequence[float],
+    stds: Sequence[float],
+    counts: Sequence[int],
+    coefficients: Sequence[float],
+    *,
+    kind: str = "contrast",
+) -> TTest:
+    """:func:`contrast_test` from each sample's mean, sample standard deviation and size (what a
+    table of seed means holds). A sample of fewer than two values makes the test untestable.
+
+    Raises:
+        ValueError: the four sequences differ in length, or are empty.
+    """
+    sizes = {len(means), len(stds), len(counts), len(coefficients)}
+    if len(sizes) != 1 or not means:
+        raise ValueError(
+            "means, stds, counts and coefficients must be equally many and not empty, got "
+            f"{len(means)}, {len(stds)}, {len(counts)} and {len(coefficients)}"
+        )
+    counts = tuple(int(n) for n in counts)
+    value = sum(c * m for c, m in zip(coefficients, means, strict=True))
+    if min(counts) < 2:
         why = f"{min(counts)} value(s) on one side (needs 2)"
         return TTest(value, math.nan, math.nan, math.nan, math.nan, counts, kind, why)
-    parts = [c * c * s * s / n for c, (_, s, n) in zip(coefficients, summaries, strict=True)]
-    var = sum(parts)
-    se = math.sqrt(var)
+    parts = [c * c * s * s / n for c, s, n in zip(coefficients, stds, counts, strict=True)]
+    se = math.sqrt(sum(parts))
     if se == 0:
         t = math.copysign(math.inf, value) if value else math.nan
         p = 0.0 if value else math.nan
         return TTest(value, se, t, math.nan, p, counts, kind)
-    df = var**2 / sum(v * v / (n - 1) for v, n in zip(parts, counts, strict=True) if v > 0)
+    df = se**4 / sum(v * v / (n - 1) for v, n in zip(parts, counts, strict=True) if v > 0)
     t = value / se
     return TTest(value, se, t, df, p_value(t, df), counts, kind)
 

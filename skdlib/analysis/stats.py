@@ -1,15 +1,13 @@
 """The statistics of the book's runs: the seed-noise test, contrasts, curve bands and the
 plateau rule.
 
-Noise test (:func:`noise_comparison`): no SciPy is installed, so the test is written out here.
-For two experiments with means ``m``, sample standard deviations ``s`` and ``n`` finished seeds,
-Welch's statistic ``t = (m_a - m_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)``; a difference is called
-*larger than the seed noise* when ``|t| > threshold`` (default 2, about a two-sided 5 % level for a
-normal statistic). With three seeds per experiment Welch's degrees of freedom (returned as ``df``)
-are about 2-4, whose two-sided 5 % critical values are 4.3-2.8, so ``|t| > 2`` is a lenient rule:
-a difference it flags is worth a look, not a proof. :func:`contrast` applies the same rule to sums
-and differences of several experiments' means (e.g. a term's gain under one preset minus its gain
-under another).
+Noise test (:func:`noise_comparison`): for two experiments with means ``m``, sample standard
+deviations ``s`` and ``n`` finished seeds, Welch's ``t = (m_a - m_b) / sqrt(s_a^2 / n_a + s_b^2 /
+n_b)`` with Welch-Satterthwaite degrees of freedom; a difference is called *larger than seed
+noise* when the two-sided ``p < 0.05`` (:data:`skdlib.analysis.significance.ALPHA`, the book's one
+rule, computed by :mod:`skdlib.analysis.significance`). :func:`contrast` applies the same test to
+sums and differences of several experiments' means (e.g. a term's gain under one preset minus its
+gain under another).
 
 The tables these functions read come from :mod:`skdlib.analysis.runs`
 (:func:`~skdlib.analysis.runs.experiment_table`, :func:`~skdlib.analysis.runs.val_curves`).
@@ -24,6 +22,13 @@ from typing import Any
 import pandas as pd
 
 from skdlib.analysis.runs import FINISHED, RunsTree, val_curves
+from skdlib.analysis.significance import (
+    ALPHA,
+    LARGER,
+    WITHIN,
+    TTest,
+    contrast_from_summaries,
+)
 
 __all__ = [
     "PLATEAU_FRACTION",
@@ -154,8 +159,20 @@ def welch_t(
     return t, df
 
 
+def _test_row(
+    table: pd.DataFrame, names: Sequence[str], coefficients: Sequence[float], metric: str
+) -> TTest:
+    """The contrast test of ``sum_k c_k mean[names_k]`` from the table's summary statistics."""
+    return contrast_from_summaries(
+        [float(table.loc[n, f"{metric}_mean"]) for n in names],
+        [float(table.loc[n, f"{metric}_std"]) for n in names],
+        [int(table.loc[n, "n_finished"]) for n in names],
+        coefficients,
+    )
+
+
 def noise_comparison(
-    table: pd.DataFrame, reference: str, *, metric: str = "miou", threshold: float = 2.0
+    table: pd.DataFrame, reference: str, *, metric: str = "miou", alpha: float = ALPHA
 ) -> pd.DataFrame:
     """Which experiments differ from ``reference`` by more than the seed noise (module docstring).
 
@@ -164,61 +181,61 @@ def noise_comparison(
             ``<metric>_std``, ``n_finished``).
         reference: the experiment (row) to compare against.
         metric: ``"miou"`` or ``"pixel_acc"``.
-        threshold: ``|t|`` above which a difference is called larger than the noise.
+        alpha: the two-sided level below which ``p`` calls a difference larger than the noise.
 
     Returns:
         One row per other experiment: ``label``, ``diff`` (mean minus the reference's mean),
-        ``se`` (``sqrt(s_a^2/n_a + s_b^2/n_b)``), ``t``, ``df``, ``exceeds`` (bool) and ``verdict``
-        (``"larger than seed noise"``, ``"within seed noise"``, or ``"not testable: ..."``).
+        ``se`` (``sqrt(s_a^2/n_a + s_b^2/n_b)``), Welch's ``t`` and ``df``, the two-sided ``p``,
+        ``exceeds`` (``p < alpha``) and ``verdict`` (``"larger than seed noise"``,
+        ``"within seed noise"``, or ``"not testable: ..."``).
 
     Raises:
-        ValueError: ``reference`` not in the table, a missing column, or ``threshold <= 0``.
+        ValueError: ``reference`` not in the table, a missing column, or ``alpha`` not in (0, 1).
     """
-    needed = [f"{metric}_mean", f"{metric}_std", "n_finished"]
-    lacking = [c for c in needed if c not in table.columns]
-    if lacking:
-        raise ValueError(f"table: lacks the columns {lacking} for metric {metric!r}")
+    _check_columns(table, metric)
     if reference not in table.index:
         raise ValueError(
             f"reference: {reference!r} is not an experiment of the table ({list(table.index)})"
         )
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
-    ref = table.loc[reference]
+    _check_alpha(alpha)
     rows = []
     for name, row in table.iterrows():
         if name == reference:
             continue
-        n_a, n_b = int(row["n_finished"]), int(ref["n_finished"])
-        mean_a, std_a = float(row[f"{metric}_mean"]), float(row[f"{metric}_std"])
-        mean_b, std_b = float(ref[f"{metric}_mean"]), float(ref[f"{metric}_std"])
-        diff = mean_a - mean_b
-        t, df = welch_t(mean_a, std_a, n_a, mean_b, std_b, n_b)
-        se = math.sqrt(std_a**2 / n_a + std_b**2 / n_b) if n_a >= 2 and n_b >= 2 else math.nan
-        if min(n_a, n_b) < 2:
-            verdict, exceeds = (
-                f"not testable: {min(n_a, n_b)} finished seed(s) on one side (needs 2)",
-                False,
-            )
-        elif math.isnan(t):
-            verdict, exceeds = "within seed noise", False
-        else:
-            exceeds = abs(t) > threshold
-            verdict = "larger than seed noise" if exceeds else "within seed noise"
+        test = _test_row(table, [name, reference], [1.0, -1.0], metric)
         rows.append(
             {
                 "experiment": name,
                 "label": row.get("label", name),
-                "diff": diff,
-                "se": se,
-                "t": t,
-                "df": df,
-                "exceeds": exceeds,
-                "verdict": verdict,
+                "diff": test.value,
+                "se": test.se,
+                "t": test.t,
+                "df": test.df,
+                "p": test.p,
+                "exceeds": test.significant(alpha),
+                "verdict": _verdict(test, alpha),
             }
         )
-    columns = ["experiment", "label", "diff", "se", "t", "df", "exceeds", "verdict"]
+    columns = ["experiment", "label", "diff", "se", "t", "df", "p", "exceeds", "verdict"]
     return pd.DataFrame(rows, columns=columns).set_index("experiment")
+
+
+def _check_columns(table: pd.DataFrame, metric: str) -> None:
+    needed = [f"{metric}_mean", f"{metric}_std", "n_finished"]
+    lacking = [c for c in needed if c not in table.columns]
+    if lacking:
+        raise ValueError(f"table: lacks the columns {lacking} for metric {metric!r}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def _verdict(test: TTest, alpha: float) -> str:
+    if test.untestable:
+        return f"not testable: {test.untestable}"
+    return LARGER if test.significant(alpha) else WITHIN
 
 
 def contrast(
@@ -227,22 +244,23 @@ def contrast(
     minus: Sequence[str],
     *,
     metric: str = "miou",
-    threshold: float = 2.0,
+    alpha: float = ALPHA,
 ) -> dict[str, Any]:
     """A contrast of seed means, ``sum(mean[plus]) - sum(mean[minus])``, against the seed noise.
 
     For "how much more does a term add under preset A than under preset B":
     ``plus=[A_with, B_without]`` and ``minus=[A_without, B_with]``. The experiments' seeds are
-    independent, so the standard error is ``sqrt(sum over all listed of s^2 / n)``;
-    ``t = value / se``; ``exceeds`` when ``|t| > threshold``. With a single experiment on each side
-    this is :func:`welch_t`'s ``t``.
+    independent, so the standard error is ``sqrt(sum over all listed of s^2 / n)``,
+    ``t = value / se`` with Welch-Satterthwaite degrees of freedom, and ``exceeds`` when the
+    two-sided ``p < alpha``. With one experiment on each side this is Welch's test.
 
     Returns:
-        ``{"value", "se", "t", "exceeds", "verdict"}`` (verdict as in :func:`noise_comparison`;
-        "not testable: ..." when a listed experiment has fewer than two finished seeds).
+        ``{"value", "se", "t", "df", "p", "exceeds", "verdict"}`` (verdict as in
+        :func:`noise_comparison`; "not testable: ..." when a listed experiment has fewer than two
+        finished seeds).
 
     Raises:
-        ValueError: an experiment not in the table, an empty side, a missing column.
+        ValueError: an experiment not in the table, an empty side, a missing column, a bad alpha.
     """
     names = [*plus, *minus]
     if not plus or not minus:
@@ -252,38 +270,15 @@ def contrast(
     lacking = [n for n in names if n not in table.index]
     if lacking:
         raise ValueError(f"plus/minus: {lacking} not in the table ({list(table.index)})")
-    for column in (f"{metric}_mean", f"{metric}_std", "n_finished"):
-        if column not in table.columns:
-            raise ValueError(f"table: lacks the column {column!r}")
-    value = sum(float(table.loc[n, f"{metric}_mean"]) for n in plus) - sum(
-        float(table.loc[n, f"{metric}_mean"]) for n in minus
-    )
-    few = [n for n in names if int(table.loc[n, "n_finished"]) < 2]
-    if few:
-        return {
-            "value": value,
-            "se": math.nan,
-            "t": math.nan,
-            "exceeds": False,
-            "verdict": f"not testable: fewer than 2 finished seeds in {few}",
-        }
-    se = math.sqrt(
-        sum(
-            float(table.loc[n, f"{metric}_std"]) ** 2 / int(table.loc[n, "n_finished"])
-            for n in names
-        )
-    )
-    if se != 0:
-        t = value / se
-    elif value:
-        t = math.copysign(math.inf, value)
-    else:
-        t = math.nan
-    exceeds = not math.isnan(t) and abs(t) > threshold
+    _check_columns(table, metric)
+    _check_alpha(alpha)
+    test = _test_row(table, names, [1.0] * len(plus) + [-1.0] * len(minus), metric)
     return {
-        "value": value,
-        "se": se,
-        "t": t,
-        "exceeds": exceeds,
-        "verdict": "larger than seed noise" if exceeds else "within seed noise",
+        "value": test.value,
+        "se": test.se,
+        "t": test.t,
+        "df": test.df,
+        "p": test.p,
+        "exceeds": test.significant(alpha),
+        "verdict": _verdict(test, alpha),
     }
