@@ -76,11 +76,16 @@ def test_seeds_finished_and_experiment_cell() -> None:
 
 def test_difference_words_a_comparison_and_a_contrast() -> None:
     table = _table()
-    assert difference(contrast(table, ["b"], ["a"])) == "+2.00 points, p = 0.221 (within seed noise)"
+    assert (
+        difference(contrast(table, ["b"], ["a"])) == "+2.00 points, p = 0.221 (within seed noise)"
+    )
     row = {"diff": -0.0123, "p": math.nan, "verdict": "not testable: 1 finished seed(s)"}
     assert difference(row) == "-1.23 points (not testable: 1 finished seed(s))"
     plain = {"value": 0.5, "p": 0.0004, "verdict": "larger than seed noise"}
-    assert difference(plain, scale=1, unit="", digits=3) == "+0.500, p < 0.001 (larger than seed noise)"
+    assert (
+        difference(plain, scale=1, unit="", digits=3)
+        == "+0.500, p < 0.001 (larger than seed noise)"
+    )
 
 
 def test_measured_names_what_is_missing() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 import pytest
+from scipy import stats as scipy_stats
 
 from skdlib.analysis.demo import demo_experiments, make_demo_runs
 from skdlib.analysis.runs import (

@@ -142,7 +142,10 @@ def paired_difference(
     gaps = pd.Series([float(x) - float(y) for x, y in zip(a, b, strict=True)], dtype=float)
     value = float(gaps.mean()) if len(gaps) else math.nan
     test = contrast_from_summaries(
-        [value], [float(gaps.std(ddof=1)) if len(gaps) > 1 else math.nan], [len(gaps)], [1.0],
+        [value],
+        [float(gaps.std(ddof=1)) if len(gaps) > 1 else math.nan],
+        [len(gaps)],
+        [1.0],
         kind="paired",
     )
     if test.untestable:
