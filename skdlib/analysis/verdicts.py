@@ -31,7 +31,11 @@ __all__ = [
     "label_of",
     "seed_scores",
     "sentence",
+    "verdict_with_control",
 ]
+
+#: A setting's convergence control: the same seeds, twice the iterations (``<name>_2x``).
+TWICE_SUFFIX = "_2x"
 
 _FINISHED = "finished"
 
@@ -158,3 +162,36 @@ def convergence_table(runs: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> p
             }
         )
     return pd.DataFrame(rows)
+
+
+def verdict_with_control(
+    runs: pd.DataFrame, reference: str, setting: str, *, question: str = ""
+) -> str:
+    """:func:`sentence` for ``setting`` against ``reference``, then what the convergence controls
+    say: when ``<setting>_2x`` or ``<reference>_2x`` moved its seeds' mean by
+    :data:`~skdlib.analysis.regimes.CONVERGED_WITHIN` points or more, the sentence says the
+    comparison is not yet converged and adds the same comparison at twice the iterations (when
+    both controls ran); when every control that ran moved less, it says the comparison converged.
+    """
+    text = sentence(compare(runs, reference, setting), question=question)
+    names = [n for n in (reference, setting) if len(seed_scores(runs, n + TWICE_SUFFIX))]
+    if not names:
+        return text + " (No twice-as-long control of either side was run.)"
+    table = convergence_table(runs, [(n, n + TWICE_SUFFIX) for n in names])
+    moved = table[~table["converged"]]
+    if not len(moved):
+        return (
+            text
+            + " Both sides' controls at twice the iterations moved less than "
+            + (
+                f"{CONVERGED_WITHIN} point: converged."
+                if len(names) == 2
+                else f"{CONVERGED_WITHIN} point (the one that ran)."
+            )
+        )
+    shifts = ", ".join(f"{r['setting']} {r['change']:+.2f}" for _, r in moved.iterrows())
+    text += f" Not converged: twice the iterations moved {shifts} points."
+    if len(names) == 2:
+        later = compare(runs, reference + TWICE_SUFFIX, setting + TWICE_SUFFIX)
+        text += f" At twice the iterations: {later.test.describe()}: {later.test.verdict}."
+    return text
