@@ -78,3 +78,29 @@ def test_convergence_on_the_shared_seeds() -> None:
     assert bool(base["converged"]) and not bool(pi["converged"])  # 59.17 -> 60.17
     none = convergence_table(RUNS, [("baseline", "missing_2x")]).iloc[0]
     assert none["seeds"] == "none" and not bool(none["converged"])
+
+
+def test_verdict_with_control_says_what_twice_the_iterations_show() -> None:
+    from skdlib.analysis.verdicts import verdict_with_control
+
+    runs = _runs(
+        {
+            "baseline": [57.0, 56.0, 58.0],
+            "baseline_2x": [57.2, 56.2, 58.2],  # +0.2: converged
+            "pi": [55.0, 56.0, 57.0],
+            "pi_2x": [56.0, 57.0, 58.0],  # +1.0: not converged
+            "dist": [58.0, 59.0, 60.0],
+        }
+    )
+    text = verdict_with_control(runs, "baseline", "pi", question="Does it help")
+    assert text.startswith("Does it help: +pi against baseline: 57.00 -> 56.00, -1.00 points")
+    assert "Not converged: twice the iterations moved +pi +1.00 points." in text
+    # At 2x: 57.2 vs 57.0, both sd 1, n 3: t = -0.2 / sqrt(2/3), df 4.
+    p = 2 * stats.t.sf(0.2 / math.sqrt(2 / 3), 4)
+    assert f"At twice the iterations: -0.20 points, p = {p:.3f}" in text
+    only_one = verdict_with_control(runs, "baseline", "dist")
+    assert only_one.endswith("moved less than 0.5 point (the one that ran).")
+    none = verdict_with_control(
+        runs.loc[~runs["experiment"].str.endswith("_2x")], "baseline", "dist"
+    )
+    assert none.endswith("(No twice-as-long control of either side was run.)")
