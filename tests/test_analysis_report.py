@@ -103,10 +103,10 @@ def test_paired_difference_by_hand() -> None:
     assert result["se"] == pytest.approx(1 / math.sqrt(3))
     assert result["t"] == pytest.approx(3 * math.sqrt(3)) and result["df"] == pytest.approx(2)
     assert result["p"] == pytest.approx(0.0351, abs=1e-4)  # 2 P(T_2 > 5.196)
-    assert result["exceeds"] and result["verdict"] == "larger than seed noise"
+    assert result["exceeds"] and result["verdict"] == "larger than the noise"
     assert not paired_difference([3.0, 5.0, 7.0], [1.0, 2.0, 3.0], alpha=0.01)["exceeds"]
     # gaps 1, -1: mean 0, t 0
-    assert paired_difference([1.0, 0.0], [0.0, 1.0])["verdict"] == "within seed noise"
+    assert paired_difference([1.0, 0.0], [0.0, 1.0])["verdict"] == "within the noise"
     one = paired_difference([1.0], [0.0])
     assert one["verdict"].startswith("not testable") and math.isnan(one["se"])
     with pytest.raises(ValueError, match="pair up"):

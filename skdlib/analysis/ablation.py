@@ -198,18 +198,19 @@ def reading(runs: pd.DataFrame, teacher_miou: float) -> list[str]:
 
 
 def _best_lambda(runs: pd.DataFrame) -> str:
-    """``"Best λ1: ..."``: per terms, the λ1 with the highest seed mean and its test against the
-    baseline."""
+    """``"Which λ1: ..."``: per terms run at two λ1 or more, the λ1 with the highest seed mean
+    and its test against the baseline."""
     parts = []
     for terms, by_lambda in LAMBDA_SETTINGS.items():
         means = {v: float(seed_scores(runs, n).mean()) for v, n in by_lambda.items()
                  if len(seed_scores(runs, n))}  # fmt: skip
-        if not means or not present(runs, ["baseline"]):
+        if len(means) < 2 or not present(runs, ["baseline"]):  # no sensitivity run: no choice
             continue
         value = max(means, key=means.__getitem__)
         test = compare(runs, "baseline", by_lambda[value]).test
+        verdict = "" if test.untestable else f": {test.verdict}"
         parts.append(
             f"{terms} at λ1 = {value} ({means[value]:.2f}; against the baseline "
-            f"{test.describe()}: {test.verdict})"
+            f"{test.describe()}{verdict})"
         )
     return ("Which λ1: the best mean of each term is " + "; ".join(parts) + ".") if parts else ""

@@ -21,8 +21,6 @@ import pandas as pd
 from skdlib.analysis.runs import RunsTree, as_number, class_ious, collect_runs
 from skdlib.analysis.significance import (
     ALPHA,
-    LARGER,
-    WITHIN,
     contrast_from_summaries,
     format_p,
 )
@@ -150,8 +148,8 @@ def paired_difference(
     )
     if test.untestable:
         verdict = f"not testable: {len(gaps)} pair(s) (needs 2)"
-    else:
-        verdict = LARGER if test.significant(alpha) else WITHIN
+    else:  # the noise of the pairs (e.g. images), not of seeds
+        verdict = "larger than the noise" if test.significant(alpha) else "within the noise"
     return {
         "value": value,
         "se": test.se,
