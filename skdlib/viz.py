@@ -200,7 +200,8 @@ def show_row(
 # --------------------------------------------------------------------------------------------------
 #: The colour of each experiment of the plan (and of the teacher) in every chapter: the paper's
 #: ladder baseline -> +PI -> +PI+PA -> +PI+PA+HO in grey, blue, orange, green; the authors'-code
-#: runs in the light tone of the same hue; lambda and pool variants in darker / lighter tones.
+#: runs in the light tone of the same hue; lambda and pool variants in darker / lighter tones; the
+#: convergence controls (``<name>_2x``, twice the iterations) in a dark tone of their setting's hue.
 SETTING_COLOURS: Mapping[str, str] = {
     "teacher": "#000000",
     "baseline": "#7f7f7f",
@@ -222,12 +223,16 @@ SETTING_COLOURS: Mapping[str, str] = {
     "cwd": "#d62728",
     "dist": "#c5b0d5",
     "pi_cwd": "#ff9896",
+    "baseline_2x": "#3f3f3f",
+    "pi_2x": "#08306b",
+    "pi_pa_ho_2x": "#00441b",
+    "cwd_2x": "#a50f15",
+    "dist_2x": "#54278f",
+    "pi_unl0x": "#c6dbef",
     "pi_unl1x": "#9ecae1",
-    "pi_unl4x": "#4292c6",
-    "pi_unl16x": "#08306b",
+    "pi_unl1x_2x": "#4292c6",
     "pi_pa_ho_unl1x": "#a1d99b",
-    "pi_pa_ho_unl4x": "#41ab5d",
-    "pi_pa_ho_unl16x": "#00441b",
+    "pi_pa_ho_unl1x_2x": "#41ab5d",
 }
 # The colours a name outside SETTING_COLOURS draws from (matplotlib's tab20).
 _FALLBACK_COLOURS = (

@@ -68,16 +68,24 @@ def test_loss_terms_and_run_tables_read_a_run_folder(tmp_path: Path) -> None:
 
 
 def test_profile_data_and_the_networks_come_from_the_configs() -> None:
+    from skdlib.experiments import load_plan
+    from skdlib.train.config import load_config
+
     data = profile_data("quick", repo=REPO)
     table = data.table().set_index("what")
     assert table.loc["image size (pixels)"].tolist() == ["64 x 128", "64 x 128"]
-    assert table.loc["labelled training scenes"].tolist() == ["100", "3000"]
+    # The teacher's column is the plan's default teacher's (not the unlabeled chapter's).
+    quick = load_plan(REPO / "configs" / "experiments.yaml").profile("quick")
+    teacher = load_config(REPO / quick.teacher_of(None).config)
+    scenes = str(teacher.data.options["num_train"])
+    assert table.loc["labelled training scenes"].tolist() == ["100", scenes]
     assert table.loc["small objects' scale"].tolist() == ["2", "2"]
     assert table.loc["folder", "students"] == "data/embedded_quick"
     assert data.generator_options["num_train"] == 100
     networks = trained_networks(data).set_index("role")
-    assert networks.loc["students", "network"] == "pspnet_resnet18 width 0.125"
-    assert networks.loc["students", "params (M)"] == pytest.approx(0.255, abs=1e-3)
+    # The sixteenth-width student of configs/quick.yaml (65 k parameters).
+    assert networks.loc["students", "network"] == "pspnet_resnet18 width 0.0625"
+    assert networks.loc["students", "params (M)"] == pytest.approx(0.065, abs=1e-3)
     assert networks.loc["teacher", "params (M)"] == pytest.approx(1.015, abs=1e-3)
 
 

@@ -311,10 +311,13 @@ def test_setup_table_reads_configs_and_data(tmp_path: Path) -> None:
         "setting"
     )["these runs"]
     assert frame["data"] == "embedded, 3 train / 2 val"
-    # The teacher's data is not on disk here: counted from its generator options.
-    assert frame["teacher data"] == "embedded, 3000 train (labelled)"
-    assert frame["student"] == "pspnet_resnet18 width 0.125, init random"
-    assert frame["optimiser"] == "adamw, lr 0.01, weight decay 0.0005"
+    # The teacher's data is not on disk here: counted from its generator options (not the
+    # students' 3 scenes on disk).
+    scenes = teacher.data.options["num_train"]
+    assert scenes != 3 and frame["teacher data"] == f"embedded, {scenes} train (labelled)"
+    # The preset's student and optimiser (configs/quick.yaml: a sixteenth of ResNet18's width).
+    assert frame["student"] == "pspnet_resnet18 width 0.0625, init random"
+    assert frame["optimiser"] == f"adamw, lr {student.train.lr:g}, weight decay 0.0005"
     assert frame["crop"] == "64 x 128" and frame["random scale"] == "1-1"
     assert frame["node size beta"] == "2 x 2"
     assert frame["lambda1 (PI, PA) / lambda2 (HO)"] == "10, 10 / 0.1"

@@ -135,7 +135,10 @@ def test_unlabeled_setup_and_stream_reuse_read_the_runs(tmp_path: Path) -> None:
     assert setup.loc["labelled / unlabeled images per step", "value"] == "8 / 4"
     assert setup.loc["labelled images", "value"] == "16 training images of embedded"
     assert setup.loc["unlabeled images", "value"] == "0, 16"
-    assert setup.loc["iterations", "value"] == "600"  # the first experiment's (quick's) iterations
+    # The first experiment's (quick's) iterations, not pi_unl1x's 40.
+    quick = load_config(REPO / "configs" / "quick.yaml")
+    assert quick.train.max_iters != 40
+    assert setup.loc["iterations", "value"] == str(quick.train.max_iters)
     assert setup.loc["teacher", "value"].endswith("val mIoU 60.00 %)")
     assert stream_reuse(frame, tree) == (
         "Each run with a stream draws 40 x 4 = 160 unlabeled images, so it sees each image of the "

@@ -24,6 +24,8 @@
 - :mod:`skdlib.analysis.findings`: the book's findings in a few lines (the introduction).
 - :mod:`skdlib.analysis.significance`: two-sided Welch's t-tests of seed means and contrasts, the
   book's one rule for "larger than seed noise".
+- :mod:`skdlib.analysis.verdicts`: comparisons of settings with p-values, the convergence
+  controls' table, and the verdicts in words the result chapters print.
 - :mod:`skdlib.analysis.regimes`: the search for a profile's recipe, read back from its record
   folders.
 - :mod:`skdlib.analysis.training`: the training chapter's loss terms, validation panels and
