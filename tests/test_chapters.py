@@ -24,7 +24,7 @@ _OVER = "more than 60 lines of code until its tables and plots move into skdlib.
 RESULT_CHAPTERS = [
     "ablation",
     "later_methods",
-    pytest.param("unlabeled", marks=pytest.mark.xfail(strict=False, reason=_OVER)),
+    "unlabeled",
     "embedding_scores",
     "paper_vs_code",
     "pairwise_variants",
