@@ -19,7 +19,7 @@
 - :mod:`skdlib.analysis.explorer`: everything the interactive explorer shows for one image and
   pixel.
 - :mod:`skdlib.analysis.unlabeled`: the unlabeled-images experiment (terms, labelled and unlabeled
-  image counts per experiment).
+  image counts and iterations per experiment, the chapter's questions as pairs, its reading).
 - :mod:`skdlib.analysis.fit`: how finished networks fit the students' labelled scenes.
 - :mod:`skdlib.analysis.findings`: the book's findings in a few lines (the introduction).
 - :mod:`skdlib.analysis.significance`: two-sided Welch's t-tests of seed means and contrasts, the

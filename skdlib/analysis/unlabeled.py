@@ -133,20 +133,22 @@ def unlabeled_pairs(table: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
     * ``"terms"``: with a pool, ``+PI`` against more terms (same pool size and iterations);
     * ``"baseline"``: the baseline against each distilled setting of its iterations;
     * ``"convergence"``: each setting against its ``<name>_2x`` control.
+
+    The first three pair a control only with a control (the baseline has none).
     """
     done = table[table["n_finished"] > 0]
-    rows = list(done.iterrows())
+    controls = {
+        n for n in done.index if n.endswith(_CONTROL) and n.removesuffix(_CONTROL) in done.index
+    }
+    rows = [(name, row, name in controls) for name, row in done.iterrows()]
     out: dict[str, list[tuple[str, str]]] = {"pool": [], "terms": [], "baseline": []}
-    for a, ra in rows:
-        for b, rb in rows:
-            same_run = ra["iterations"] == rb["iterations"]
+    for a, ra, ca in rows:
+        for b, rb, cb in rows:
+            same_run = ca == cb and ra["iterations"] == rb["iterations"]
             if same_run and ra["terms"] == rb["terms"] and ra["unlabeled"] == 0 < rb["unlabeled"]:
                 out["pool"].append((a, b))
-            if (
-                same_run
-                and ra["unlabeled"] == rb["unlabeled"] > 0
-                and ra["terms"] == "+PI" != rb["terms"]
-            ):
+            pool = ra["unlabeled"] == rb["unlabeled"] > 0
+            if same_run and pool and ra["terms"] == "+PI" != rb["terms"]:
                 out["terms"].append((a, b))
             if same_run and ra["terms"] == "baseline" != rb["terms"]:
                 out["baseline"].append((a, b))
@@ -179,7 +181,7 @@ def _convergence_lines(runs: pd.DataFrame, pairs: dict[str, list[tuple[str, str]
     controls = {control for _, control in pairs["convergence"]}
     converged = {
         name: bool(ok)
-        for (name, _), ok in zip(pairs["convergence"], table["converged"], strict=True)
+        for (name, _), ok in zip(pairs["convergence"], table.get("converged", []), strict=True)
     }
     lines = [
         f"Convergence: {row.setting} moved {row.change:+.2f} points at twice the iterations "
