@@ -41,28 +41,28 @@ def test_terms_label_names_the_switched_on_terms(overrides: list[str], label: st
 
 @pytest.mark.slow
 def test_unlabeled_table_reads_counts_from_the_runs_data(tmp_path: Path) -> None:
-    # The smoke profile's sizes: 8 labelled images, the 4x pool has 32 fresh scenes; the
+    # The smoke profile's sizes: 8 labelled images, the pool as many fresh scenes; the
     # ablation's runs of the same terms (and its baseline) are the students without a stream.
-    names = ["baseline", "pi", "pi_pa", "pi_unl4x"]
+    names = ["baseline", "pi", "pi_pa", "pi_unl1x"]
     root = make_demo_runs(tmp_path / "tree", names, iters=1, repo=REPO)
     tree = RunsTree.read(root, project_root=REPO)
     index = dict(tree.index)
     table = unlabeled_table(tree)
-    assert list(table.index) == ["baseline", "pi", "pi_unl4x"]  # +PI+PA has no stream here
+    assert list(table.index) == ["baseline", "pi", "pi_unl1x"]  # +PI+PA has no stream here
     columns = ["terms", "labelled", "unlabeled", "ratio"]
     assert table.loc["baseline", columns].tolist() == ["baseline", 8, 0, 0]
     assert table.loc["pi", columns].tolist() == ["+PI", 8, 0, 0]
-    assert table.loc["pi_unl4x", columns].tolist() == ["+PI", 8, 32, 4]
+    assert table.loc["pi_unl1x", columns].tolist() == ["+PI", 8, 8, 1]
     assert (table["n_finished"] == 1).all() and table["miou_mean"].notna().all()
     # The demo placed each experiment's own data sets inside the tree, never in the repository.
-    entry = next(e for e in index["experiments"] if e["name"] == "pi_unl4x")
+    entry = next(e for e in index["experiments"] if e["name"] == "pi_unl1x")
     run_dir = root / entry["runs"][0]["run_dir"]
     pool = Path(load_config(run_dir / "config.yaml").data.unlabeled.root)
     assert pool.is_relative_to(root.parent) and (pool / "train" / "images").is_dir()
     # An experiment whose runs have not started yet: counts unknown, not guessed.
-    entry["runs"][0]["run_dir"] = "pi_unl4x/seed7"
+    entry["runs"][0]["run_dir"] = "pi_unl1x/seed7"
     table = unlabeled_table(RunsTree(root, index, REPO))
-    assert table.loc["pi_unl4x", "terms"] == "" and math.isnan(table.loc["pi_unl4x", "labelled"])
+    assert table.loc["pi_unl1x", "terms"] == "" and math.isnan(table.loc["pi_unl1x", "labelled"])
 
 
 def _unlabeled_frame() -> pd.DataFrame:
