@@ -156,7 +156,7 @@ def test_two_pipelines_on_one_tree_train_each_run_once(tmp_path: Path) -> None:
     codes = [proc.wait(timeout=600) for proc in procs]
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0], texts
-    keys = ["teacher", "pretrain", *(f"{name}/seed0" for name in names)]
+    keys = ["pretrain_teacher", "teacher", "pretrain", *(f"{name}/seed0" for name in names)]
     trained = [key for text in texts for key in _logged(text, "finished")]
     assert sorted(trained) == sorted(keys), texts  # each run trained once, by one of them
     for text in texts:  # each pipeline trained some and took the others' over
