@@ -104,14 +104,16 @@ def test_one_run_per_free_gpu_group(tmp_path: Path) -> None:
 
 def train_then_die(payload: dict) -> dict:
     """A job that trains its run to the end, then dies before it writes its result (as a job
-    killed by SLURM does): the run folder keeps checkpoints/last.pt."""
+    killed by SLURM does): the run folder keeps checkpoints/last.pt. The teacher's own
+    pretraining run, before it, trains to the end."""
     import skdlib.train.loop as loop
     from skdlib.experiments.executors import execute_inprocess_run
 
     def die(state):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    loop._finish = die
+    if Path(payload["run_dir"]).name != "pretrain_teacher":
+        loop._finish = die
     return execute_inprocess_run(payload)
 
 
@@ -144,6 +146,7 @@ def _check_jobs_die_and_resume(tmp_path: Path, cluster: str) -> None:
     # Running the pipeline again resumes the run the dead job left, with the notebook.
     again = _slurm_pipeline(tmp_path, SlurmExecutor(notebook=NOTEBOOK, **common))
     assert again["failed"] == [] and again["actions"]["teacher"] == "resume"
+    assert again["actions"]["pretrain_teacher"] == "reuse"
     records = [json.loads(line) for line in (root / "teacher" / "metrics.jsonl").open()]
     assert [r["iter"] for r in records if "split" not in r] == [1, 2, 3]  # 3 trained again
     assert (root / "teacher" / "notebook.ipynb").is_file()

@@ -44,23 +44,32 @@ TABLE = {
     "cwd": (("later",), "+CWD"),
     "dist": (("later",), "+DIST"),
     "pi_cwd": (("later",), "+PI+CWD"),
-    "official_pi": (("official",), "+PI (authors' code)"),
+    "official_pi": (("official_scaling",), "+PI (authors' code)"),
     "official_pi_pa": (("official",), "+PI+PA (authors' code)"),
     "official_pi_pa_ho": (("official",), "+PI+PA+HO (authors' code)"),
-    "pi_unl1x": (("unlabeled",), "+PI, 1x unlabeled"),
-    "pi_unl4x": (("unlabeled",), "+PI, 4x unlabeled"),
-    "pi_unl16x": (("unlabeled",), "+PI, 16x unlabeled"),
-    "pi_pa_ho_unl1x": (("unlabeled",), "+PI+PA+HO, 1x unlabeled"),
-    "pi_pa_ho_unl4x": (("unlabeled",), "+PI+PA+HO, 4x unlabeled"),
-    "pi_pa_ho_unl16x": (("unlabeled",), "+PI+PA+HO, 16x unlabeled"),
+    "baseline_2x": (("convergence",), "baseline, 2x iterations"),
+    "pi_pa_ho_2x": (("convergence",), "+PI+PA+HO, 2x iterations"),
+    "pi_2x": (("convergence",), "+PI, 2x iterations"),
+    "cwd_2x": (("convergence",), "+CWD, 2x iterations"),
+    "dist_2x": (("convergence",), "+DIST, 2x iterations"),
+    "pi_unl0x": (("unlabeled",), "+PI, no pool"),
+    "pi_unl1x": (("unlabeled",), "+PI, pool"),
+    "pi_pa_ho_unl1x": (("unlabeled",), "+PI+PA+HO, pool"),
+    "pi_unl1x_2x": (("unlabeled",), "+PI, pool, 2x iterations"),
+    "pi_pa_ho_unl1x_2x": (("unlabeled",), "+PI+PA+HO, pool, 2x iterations"),
 }
-# The groups each profile runs (the paper profile leaves out the embedded-only unlabeled group).
+# The groups each profile runs: the paper profile leaves out the embedded-only unlabeled group;
+# quick and gpu, whose recipe has no random scaling, leave out official_scaling (+PI again there).
+_COMMON_GROUPS = {"ablation", "variants", "official", "lambda", "later", "convergence"}
 PROFILE_GROUPS = {
-    "quick": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
-    "smoke": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
-    "paper": {"ablation", "variants", "official", "lambda", "later"},
-    "gpu": {"ablation", "variants", "official", "unlabeled", "lambda", "later"},
+    "quick": _COMMON_GROUPS | {"unlabeled"},
+    "smoke": _COMMON_GROUPS | {"unlabeled", "official_scaling"},
+    "paper": _COMMON_GROUPS | {"official_scaling"},
+    "gpu": _COMMON_GROUPS | {"unlabeled"},
 }
+# The experiments that run all five seeds of the quick, paper and gpu profiles (the ablation's
+# four settings and the baseline's convergence control); every other runs the first three.
+FIVE_SEEDS = {"baseline", "pi", "pi_pa", "pi_pa_ho", "baseline_2x"}
 SWITCHES = (
     "pixelwise",
     "pairwise",
@@ -92,8 +101,16 @@ TERMS = {
     "official_pi": {"pixelwise"},
     "official_pi_pa": {"pixelwise", "pairwise"},
     "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
-    **{f"pi_unl{k}x": {"pixelwise"} for k in (1, 4, 16)},
-    **{f"pi_pa_ho_unl{k}x": {"pixelwise", "pairwise", "holistic"} for k in (1, 4, 16)},
+    "baseline_2x": set(),
+    "pi_pa_ho_2x": {"pixelwise", "pairwise", "holistic"},
+    "pi_2x": {"pixelwise"},
+    "cwd_2x": {"cwd"},
+    "dist_2x": {"dist"},
+    "pi_unl0x": {"pixelwise"},
+    "pi_unl1x": {"pixelwise"},
+    "pi_pa_ho_unl1x": {"pixelwise", "pairwise", "holistic"},
+    "pi_unl1x_2x": {"pixelwise"},
+    "pi_pa_ho_unl1x_2x": {"pixelwise", "pairwise", "holistic"},
 }
 
 
@@ -103,34 +120,62 @@ TERMS = {
 def test_plan_has_the_contracts_profiles_and_experiments() -> None:
     plan = ex.load_plan(PLAN)
     assert set(plan.profiles) == {"quick", "smoke", "paper", "gpu"}
-    assert plan.profile("quick").seeds == (0, 1, 2) == plan.profile("paper").seeds
+    for name in ("quick", "paper", "gpu"):
+        prof = plan.profile(name)
+        assert (prof.seeds, prof.default_seeds) == ((0, 1, 2, 3, 4), 3), name
+        seeds = {e.name: prof.seeds_of(e) for e in plan.experiments}
+        assert seeds == {n: (0, 1, 2, 3, 4) if n in FIVE_SEEDS else (0, 1, 2) for n in TABLE}
     assert plan.profile("smoke").seeds == (0,)
     assert [e.name for e in plan.experiments] == list(TABLE)
     for exp in plan.experiments:
         assert (exp.groups, exp.label) == TABLE[exp.name]
         assert exp.description
+    for name, groups in PROFILE_GROUPS.items():
+        ran = {g for e in plan.select(None, name) for g in e.groups}
+        assert ran == groups, name
 
 
 @pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "gpu"])
 def test_every_run_of_every_profile_validates(profile: str, tmp_path: Path) -> None:
     plan = ex.load_plan(PLAN)
     runs = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO)
-    seeds = plan.profile(profile).seeds
+    prof = plan.profile(profile)
+    experiments = {e.name: e for e in plan.experiments}
     ran = [name for name, (groups, _) in TABLE.items() if set(groups) & PROFILE_GROUPS[profile]]
     students = [s for s in runs if s.experiment is not None]
-    assert [s.key for s in students] == [f"{name}/seed{seed}" for name in ran for seed in seeds]
-    # The runs the students need come first: the teachers (each in the folder of its name, or
-    # its kept one), and a pretraining run when the profile has one.
-    prof = plan.profile(profile)
-    assert [s.key for s in runs[: len(runs) - len(students)]] == [*prof.teachers] + (
-        ["pretrain"] if prof.pretrain is not None else []
-    )
+    assert [s.key for s in students] == [
+        f"{name}/seed{seed}" for name in ran for seed in prof.seeds_of(experiments[name])
+    ]
+    # The runs the students need come first: each teacher (in the folder of its name, or its
+    # kept one) after its own pretraining run (pretrain_<the first teacher that has it>, one for
+    # the teachers that share it), then the students' pretraining run when the profile has one.
+    needed: list[str] = []
+    for name, entry in prof.teachers.items():
+        first = next(n for n, t in prof.teachers.items() if t.pretrain == entry.pretrain)
+        if entry.pretrain is not None and first == name:
+            needed.append(f"pretrain_{name}")
+        needed.append(name)
+    needed += ["pretrain"] if prof.pretrain is not None else []
+    assert [s.key for s in runs[: len(runs) - len(students)]] == needed
+    by_key = {s.key: s for s in runs}
     teachers = {s.key: s for s in runs if s.is_teacher}
+    assert list(teachers) == list(prof.teachers)
     for name, entry in prof.teachers.items():
         spec = teachers[name]
         assert spec.run_dir == (REPO / entry.dir if entry.dir else tmp_path / profile / name)
         assert not spec.config.distill.enabled and spec.config.model.teacher is None
-    experiments = {e.name: e for e in plan.experiments}
+        if entry.pretrain is not None:  # its backbone from its own pretraining run's
+            first = next(n for n, t in prof.teachers.items() if t.pretrain == entry.pretrain)
+            pre = by_key[f"pretrain_{first}"]
+            assert not pre.is_teacher and pre.experiment is None
+            assert pre.run_dir == (
+                REPO / entry.pretrain.dir
+                if entry.pretrain.dir
+                else tmp_path / profile / f"pretrain_{first}"
+            )
+            m = spec.config.model
+            assert m.student_pretrained == str(pre.run_dir / "checkpoints" / "final.pt")
+            assert m.student_pretrained_source == pre.reuse_hash
     for spec in students:
         cfg = spec.config
         # Each student learns from the teacher its experiment names (else the default).
@@ -162,7 +207,9 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
     maxhalf = runs["pi_pa_maxhalf/seed0"].distill
     assert (maxhalf.pool, maxhalf.node_size, maxhalf.node_fraction) == ("max", 1, 0.5)
     official = load_config(REPO / "configs" / "official_code.yaml").distill
-    for key in ("official_pi", "official_pi_pa", "official_pi_pa_ho"):
+    # (official_pi is in official_scaling, which quick leaves out: see the next test.)
+    assert "official_pi/seed1" not in runs
+    for key in ("official_pi_pa", "official_pi_pa_ho"):
         cfg = runs[f"{key}/seed1"]
         d = cfg.distill
         assert (d.lambda_pa, d.pool, d.node_size, d.node_fraction) == (0.5, "max", 1, 0.5)
@@ -197,11 +244,30 @@ def test_experiment_settings_match_the_table(tmp_path: Path) -> None:
         1,
         1,
     )
+    # The paper's question: the ablation's students learn from the teacher trained on their own
+    # labelled scenes; the unlabeled chapter's from the one trained on many more.
+    labelled = base.data.options["num_train"]
+    assert runs["teacher"].data.options["num_train"] == labelled == 100
+    assert runs["pi/seed0"].data.options["num_train"] == labelled
+    assert runs["teacher_unlabeled"].data.options["num_train"] > labelled
+    # A convergence control is its setting trained twice as long, nothing else changed.
+    twice = {"max_iters": 2 * base.train.max_iters, "eval_every": 500, "checkpoint_every": 1000}
+    assert twice["max_iters"] == 2000
+    controls = ("baseline_2x", "pi_2x", "pi_pa_ho_2x", "cwd_2x", "dist_2x")
+    for control in (*controls, "pi_unl1x_2x", "pi_pa_ho_unl1x_2x"):
+        cfg, setting = runs[f"{control}/seed0"], runs[f"{control.removesuffix('_2x')}/seed0"]
+        assert cfg.train == dataclasses.replace(setting.train, **twice), control
+        assert (cfg.data, cfg.model, cfg.distill) == (
+            setting.data,
+            setting.model,
+            setting.distill,
+        ), control
 
 
 def test_official_scaling_follows_the_profile_recipe(tmp_path: Path) -> None:
     # Profiles whose recipe scales at random keep the authors' 0.7-2.1 (no teacher cache, a scene
     # never comes again the same); quick and gpu have no random scaling and keep their recipe.
+    # There official_pi would be +PI again: they leave out its group (official_scaling).
     plan = ex.load_plan(PLAN)
     for profile, scale, cache in (
         ("paper", (0.7, 2.1), False),
@@ -209,48 +275,69 @@ def test_official_scaling_follows_the_profile_recipe(tmp_path: Path) -> None:
         ("quick", (1.0, 1.0), True),
         ("gpu", (1.0, 1.0), True),
     ):
-        runs = ex.build_runs(
-            plan, profile, runs_root=tmp_path, project_root=REPO, only=["pi", "official_pi"]
-        )
+        scaled = profile not in ("quick", "gpu")
+        only = ["pi", "official_pi_pa", *(["official_pi"] if scaled else [])]
+        runs = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=only)
         by_name = {s.experiment: s.config for s in runs if s.experiment is not None}
-        official = by_name["official_pi"]
-        assert (official.data.scale_range, official.train.teacher_cache) == (scale, cache), profile
-        assert (by_name["pi"].data.scale_range == scale) is (profile in ("quick", "gpu")), profile
+        for name in only[1:]:
+            official = by_name[name]
+            assert (official.data.scale_range, official.train.teacher_cache) == (scale, cache), (
+                profile,
+                name,
+            )
+        assert (by_name["pi"].data.scale_range == scale) is not scaled, profile
+        if not scaled:
+            with pytest.raises(ex.PlanError, match=r"\['official_pi'\] are not in the groups"):
+                ex.build_runs(
+                    plan, profile, runs_root=tmp_path, project_root=REPO, only=["official_pi"]
+                )
+        assert ("official_pi" in {e.name for e in plan.select(None, profile)}) is scaled, profile
 
 
 def test_command_line_sets_apply_to_every_run(tmp_path: Path) -> None:
+    plan = ex.load_plan(PLAN)
     runs = ex.build_runs(
-        ex.load_plan(PLAN),
+        plan,
         "paper",
         runs_root=tmp_path,
         project_root=REPO,
         sets=["data.name=camvid", f"data.root={tmp_path / 'camvid'}"],
         only=["pi"],
     )
-    assert [s.key for s in runs] == ["teacher", "pi/seed0", "pi/seed1", "pi/seed2"]
+    # The paper profile's teacher (no pretraining run) and pi's seeds.
+    seeds = plan.profile("paper").seeds_of(next(e for e in plan.experiments if e.name == "pi"))
+    assert [s.key for s in runs] == ["teacher", *(f"pi/seed{k}" for k in seeds)]
     assert {(s.config.data.name, s.config.data.root) for s in runs} == {
         ("camvid", str(tmp_path / "camvid"))
     }
 
 
 def test_profiles_expand_named_settings_their_own_way(tmp_path: Path) -> None:
+    import re
+
     plan = ex.load_plan(PLAN)
-    pools = [e.name for e in plan.experiments if "unlabeled" in e.groups]
+    group = [e.name for e in plan.experiments if "unlabeled" in e.groups]
+    assert len(group) == 5
     for profile, labelled, per_step in (("quick", 100, 8), ("smoke", 8, 2), ("gpu", 100, 8)):
-        runs = {
-            s.experiment: s.config
-            for s in ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=pools)
-            if s.experiment is not None
-        }
-        ablation = ex.build_runs(plan, profile, runs_root=tmp_path, project_root=REPO, only=["pi"])[
-            -1
-        ].config
-        for name, cfg in runs.items():
-            # The ablation's labelled data and recipe, plus a pool of unlabeled scenes.
-            assert cfg.data == dataclasses.replace(ablation.data, unlabeled=cfg.data.unlabeled)
-            assert cfg.train == ablation.train, (profile, name)
+        specs = ex.build_runs(
+            plan, profile, runs_root=tmp_path, project_root=REPO, only=[*group, "pi", "pi_2x"]
+        )
+        students = [s for s in specs if s.experiment is not None and s.seed == 0]
+        assert {s.experiment for s in students if s.teacher == "teacher_unlabeled"} == set(group)
+        runs = {s.experiment: s.config for s in students}
+        assert runs["pi_2x"].train.max_iters == 2 * runs["pi"].train.max_iters, profile
+        for name in group:
+            cfg = runs[name]
+            # The ablation's labelled data and recipe (its 2x control's for a 2x control), plus
+            # a pool of unlabeled scenes (none for the 0x setting).
+            recipe = runs["pi_2x" if name.endswith("_2x") else "pi"]
+            assert cfg.data == dataclasses.replace(recipe.data, unlabeled=cfg.data.unlabeled)
+            assert cfg.train == recipe.train, (profile, name)
             unl = cfg.data.unlabeled
-            k = int(name.rpartition("_unl")[2].removesuffix("x"))
+            k = int(re.search(r"_unl(\d+)x", name).group(1))
+            if k == 0:
+                assert not unl.enabled and unl == recipe.data.unlabeled, (profile, name)
+                continue
             # A pool of k x the labelled images, fresh scenes (generator seed 1), under the
             # repository, the same scene size as the labelled ones.
             options = dict(unl.options)
@@ -437,6 +524,7 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     args += ["--fresh-kernels"]  # the faked papermill execution
     assert ex.main(args) == 1
     assert [Path(c["run_dir"]).relative_to(tmp_path / "smoke").as_posix() for c in calls] == [
+        "pretrain_teacher",  # the teacher starts from its own pretraining run
         "teacher",
         "pretrain",  # the smoke students start from a pretraining run
         "baseline/seed0",
@@ -450,23 +538,27 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
     assert status["pi"]["status"] == "failed" and status["pi"]["error"] == "RuntimeError: boom"
     assert status["baseline"]["status"] == status["pi_pa"]["status"] == "finished"
 
-    # A failed teacher: no student starts, every one is recorded as failed.
-    calls.clear()
-    monkeypatch.setattr(
-        executors,
-        "execute_notebook_run",
-        lambda nb, p, cwd: (
-            calls.append(p)
-            or {"status": "failed", "error": "FileNotFoundError: x", "elapsed_s": 0.5}
-        ),
-    )
-    assert ex.main([*args, "--force"]) == 1
-    assert len(calls) == 1
-    index = json.loads((tmp_path / "smoke" / "index.json").read_text())
-    assert index["teacher"]["status"] == "failed"
-    assert {r["error"] for e in index["experiments"] for r in e["runs"]} == {
-        "the teacher run failed"
-    }
+    # A failed teacher: no student starts (nor the students' pretraining), every one is
+    # recorded as failed; a failed pretraining of the teacher: the teacher does not start either.
+    for failing, ran in (("teacher", ["pretrain_teacher", "teacher"]), ("pretrain_teacher", [])):
+
+        def fail(nb, p, cwd, failing=failing):
+            calls.append(Path(p["run_dir"]).name)
+            if Path(p["run_dir"]).name == failing:
+                return {"status": "failed", "error": "FileNotFoundError: x", "elapsed_s": 0.5}
+            return {"status": "finished", "error": None, "elapsed_s": 0.5}
+
+        calls.clear()
+        monkeypatch.setattr(executors, "execute_notebook_run", fail)
+        assert ex.main([*args, "--force"]) == 1
+        assert calls == (ran or ["pretrain_teacher"]), failing
+        index = json.loads((tmp_path / "smoke" / "index.json").read_text())
+        assert index["teacher"]["status"] == "failed"
+        error = "FileNotFoundError: x" if ran else "the pretrain_teacher run failed"
+        assert index["teacher"]["error"] == error
+        assert {r["error"] for e in index["experiments"] for r in e["runs"]} == {
+            f"the {failing} run failed"
+        }
 
 
 def test_a_failed_teacher_fails_only_its_students(tmp_path: Path, monkeypatch) -> None:
@@ -484,7 +576,13 @@ def test_a_failed_teacher_fails_only_its_students(tmp_path: Path, monkeypatch) -
     args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
     args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi_unl1x", "--jobs", "1"]
     assert ex.main([*args, "--fresh-kernels"]) == 1
-    assert calls == ["teacher", "teacher_unlabeled", "pretrain", "baseline/seed0"]
+    assert calls == [
+        "pretrain_teacher",
+        "teacher",
+        "teacher_unlabeled",
+        "pretrain",
+        "baseline/seed0",
+    ]
     index = json.loads((tmp_path / "smoke" / "index.json").read_text())
     runs = {e["name"]: e["runs"][0] for e in index["experiments"]}
     assert runs["baseline"]["status"] == "finished"
@@ -509,10 +607,13 @@ def test_thread_counts_come_from_the_profile_or_the_command_line(tmp_path, monke
     args = ["run", "--profile", "quick", "--root", str(root), "--runs-root", str(tmp_path)]
     args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "--jobs", "1", "--fresh-kernels"]
     ex.main(args)
-    assert [c["threads"] for c in calls] == [2, 2, 1, 1, 1]  # teacher, pretraining, seeds 0-2
+    # The teacher's pretraining, the teacher, the students' pretraining, then baseline's seeds.
+    baseline = next(e for e in ex.load_plan(PLAN).experiments if e.name == "baseline")
+    students = len(quick.seeds_of(baseline))
+    assert students == 5 and [c["threads"] for c in calls] == [2] * 3 + [1] * students
     calls.clear()
     ex.main([*args, "--force", "--threads", "3", "--teacher-threads", "4"])
-    assert [c["threads"] for c in calls] == [4, 4, 3, 3, 3]
+    assert [c["threads"] for c in calls] == [4] * 3 + [3] * students
     assert ex.main([*args, "--threads", "0"]) == 2
 
 
@@ -522,7 +623,7 @@ def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None
     plan = ex.load_plan(PLAN)
     runs = ex.build_runs(plan, "gpu", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
     quick = ex.build_runs(plan, "quick", runs_root=tmp_path, project_root=REPO, only=["pi_pa_ho"])
-    keys = ["teacher", "pretrain", *(f"pi_pa_ho/seed{k}" for k in range(3))]
+    keys = ["pretrain_teacher", "teacher", "pretrain", *(f"pi_pa_ho/seed{k}" for k in range(5))]
     assert [s.key for s in runs] == [s.key for s in quick] == keys
     for spec, small in zip(runs, quick, strict=True):
         cfg, q = spec.config, small.config
@@ -538,7 +639,7 @@ def test_the_gpu_profile_is_the_quick_recipe_at_gpu_size(tmp_path: Path) -> None
         width, q_width = cfg.model.student_options["width"], q.model.student_options["width"]
         assert cfg.model.student == q.model.student and width == 2 * q_width
         assert (cfg.train.max_iters, cfg.train.optimizer) == (q.train.max_iters, q.train.optimizer)
-    assert runs[2].config.data.batch_size == 8
+    assert runs[keys.index("pi_pa_ho/seed0")].config.data.batch_size == 8
 
 
 def test_the_local_executor_needs_a_notebook(tmp_path) -> None:
@@ -681,7 +782,7 @@ def test_second_invocation_reuses_every_run(smoke, monkeypatch) -> None:
         sets=smoke["sets"],
     )
     assert result["failed"] == [] and result["actions"] == dict.fromkeys(
-        ["teacher", "pretrain", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
+        ["pretrain_teacher", "teacher", "pretrain", "baseline/seed0", "pi_pa_ho/seed0"], "reuse"
     )
     after = {
         p: p.stat().st_mtime_ns
@@ -715,7 +816,13 @@ def test_interrupted_run_is_resumed(smoke) -> None:
         sets=smoke["sets"],
     )
     assert (
-        result["actions"] == {"teacher": "reuse", "pretrain": "reuse", "pi_pa_ho/seed0": "resume"}
+        result["actions"]
+        == {
+            "pretrain_teacher": "reuse",
+            "teacher": "reuse",
+            "pretrain": "reuse",
+            "pi_pa_ho/seed0": "resume",
+        }
         and result["failed"] == []
     )
     assert "RESUME = True" in _injected_parameters(folder / "notebook.ipynb")
@@ -765,11 +872,13 @@ def test_teachers_kept_in_the_repository_are_reused_in_any_checkout(tmp_path, mo
     args = ["run", "--profile", "smoke", "--notebook", str(NOTEBOOK), "--only", "baseline"]
     args += ["pi_unl1x", "--jobs", "1", "--fresh-kernels"]
     assert ex.main([*args, "--root", str(first)]) == 0
-    assert trained == ["smoke", "smoke_unlabeled", "pretrain", "seed0", "seed0"]
+    # The first teacher's own pretraining, the two teachers, the students' pretraining, students.
+    assert trained == ["pretrain_teacher", "smoke", "smoke_unlabeled", "pretrain", "seed0", "seed0"]
     index = json.loads((first / "runs" / "smoke" / "index.json").read_text())
     specs = ex.build_runs(ex.load_plan(first / "configs" / "experiments.yaml"), "smoke",
                           project_root=first, only=["baseline", "pi_unl1x"])  # fmt: skip
-    for spec, name in zip(specs[:2], dirs, strict=True):
+    teachers = [s for s in specs if s.is_teacher]
+    for spec, name in zip(teachers, dirs, strict=True):
         kept = first / dirs[name]
         summary = json.loads((kept / "summary.json").read_text())
         assert spec.key == name and spec.run_dir == kept.resolve()
@@ -790,7 +899,8 @@ def test_teachers_kept_in_the_repository_are_reused_in_any_checkout(tmp_path, mo
         shutil.copytree(first / folder, second / folder)
     trained.clear()
     assert ex.main([*args, "--root", str(second)]) == 0
-    assert trained == ["pretrain", "seed0", "seed0"]  # the kept teachers are not trained again
+    # The kept teachers are not trained again (the runs tree's pretraining runs were not copied).
+    assert trained == ["pretrain_teacher", "pretrain", "seed0", "seed0"]
     # A teacher configuration that differs: trained again; --teacher-only trains every teacher
     # (the pretraining run, which --set does not reach, is reused) and stops.
     trained.clear()
@@ -833,7 +943,8 @@ def test_a_moved_project_and_runs_tree_reuse_every_run(tmp_path, monkeypatch, ru
     args = ["--profile", "smoke", "--only", "baseline", "pi_pa_ho"]
     run = ["run", "--notebook", str(NOTEBOOK), "--jobs", "1", "--fresh-kernels"]
     assert ex.main([*run, *args, "--root", str(first), "--runs-root", runs]) == 0
-    assert len(trained) == 4  # teacher, pretraining, two students
+    # The teacher's pretraining, the teacher, the students' pretraining, two students.
+    assert trained == ["pretrain_teacher", "teacher", "pretrain", "seed0", "seed0"]
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     second = tmp_path / "b" / "project"
     moved = "runs" if runs_inside else str(tmp_path / "b" / "runs")
@@ -843,7 +954,7 @@ def test_a_moved_project_and_runs_tree_reuse_every_run(tmp_path, monkeypatch, ru
     unused = [line for line in lines if line.startswith("teacher_unlabeled")]
     assert len(unused) == 1 and "no selected experiment learns from it" in unused[0], unused
     lines = [line for line in lines if line not in unused]  # the teacher these runs never needed
-    assert len(lines) == 4 and all(line.split()[1] == "reuse" for line in lines), lines
+    assert len(lines) == 5 and all(line.split()[1] == "reuse" for line in lines), lines
     trained.clear()
     assert ex.main([*run, *args, "--root", str(second), "--runs-root", moved]) == 0
     assert trained == []
@@ -907,9 +1018,10 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
             notebook=NOTEBOOK,
             runs_root=root / "runs",
             only=only,
-            # 3 scenes: a student's 6 draws make a store of their 6 (scene, flip) pairs.
+            # 3 scenes: a student's 6 draws make a store of their 6 (scene, flip) pairs. Beside
+            # the data sets the configs place under the data base (root/data/...), not above them.
             sets=[
-                f"data.root={root / 'data'}",
+                f"data.root={root / 'data' / 'embedded_labelled'}",
                 "data.options={height: 128, width: 128, num_train: 3, num_val: 4}",
             ],
         )
@@ -929,7 +1041,8 @@ def test_the_same_commit_gives_bit_identical_scores(tmp_path) -> None:
         env = json.loads((trees[0] / name / "seed0" / "env.json").read_text())
         assert list(env["teacher_stores"]) == ["augment"], name
     assert len(list((trees[0] / "teacher_outputs").glob("*/manifest.json"))) == 2
-    keys = ["teacher", "teacher_unlabeled", "pretrain", *(f"{name}/seed0" for name in only)]
+    keys = ["pretrain_teacher", "teacher", "teacher_unlabeled", "pretrain"]
+    keys += [f"{name}/seed0" for name in only]
     for key in keys:
         a, b = (json.loads((tree / key / "summary.json").read_text()) for tree in trees)
         for field in ("miou", "pixel_acc", "class_iou"):
@@ -945,13 +1058,14 @@ def test_status_shows_every_teacher(tmp_path: Path, capsys) -> None:
     assert ex.main([*args, "--only", "pi"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [
+        "pretrain_teacher",
         "teacher",
         "teacher_unlabeled",
         "pretrain",
         "pi/seed0",
     ]
-    assert "no selected experiment learns from it" in lines[1]
-    assert "learns from" not in lines[0]
+    assert "no selected experiment learns from it" in lines[2]
+    assert not any("learns from" in line for line in (*lines[:2], *lines[3:]))
 
 
 def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -> None:
@@ -959,8 +1073,8 @@ def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -
 
     plan = ex.load_plan(PLAN)
     runs = ex.build_runs(plan, "smoke", runs_root=tmp_path, project_root=REPO, only=["pi"])
-    assert [s.key for s in runs] == ["teacher", "pretrain", "pi/seed0"]
-    teacher, pre, student = runs
+    assert [s.key for s in runs] == ["pretrain_teacher", "teacher", "pretrain", "pi/seed0"]
+    teacher, pre, student = runs[1:]
     assert pre.experiment is None and pre.config.data.options["seed"] == 2  # its own source task
     m = student.config.model
     assert m.student_pretrained == str(pre.run_dir / "checkpoints" / "final.pt")
@@ -973,8 +1087,8 @@ def test_students_start_from_the_pretraining_run_and_follow_it(tmp_path: Path) -
         plan, profiles={**plan.profiles, "smoke": dataclasses.replace(prof, pretrain=changed)}
     )
     again = ex.build_runs(other, "smoke", runs_root=tmp_path, project_root=REPO, only=["pi"])
-    assert again[1].hash != pre.hash and again[2].hash != student.hash
-    assert again[0].hash == teacher.hash
+    assert again[2].hash != pre.hash and again[3].hash != student.hash
+    assert again[1].hash == teacher.hash and again[0].hash == runs[0].hash
 
 
 def test_teachers_start_from_their_own_pretraining_shared_when_equal(tmp_path: Path) -> None:

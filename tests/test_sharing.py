@@ -156,7 +156,7 @@ def test_two_pipelines_on_one_tree_train_each_run_once(tmp_path: Path) -> None:
     codes = [proc.wait(timeout=600) for proc in procs]
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0], texts
-    keys = ["teacher", "pretrain", *(f"{name}/seed0" for name in names)]
+    keys = ["pretrain_teacher", "teacher", "pretrain", *(f"{name}/seed0" for name in names)]
     trained = [key for text in texts for key in _logged(text, "finished")]
     assert sorted(trained) == sorted(keys), texts  # each run trained once, by one of them
     for text in texts:  # each pipeline trained some and took the others' over
@@ -213,8 +213,13 @@ def test_the_pipeline_waits_for_a_teacher_and_comes_back_to_held_runs(tmp_path, 
 
     monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
     options = {"runs_root": tmp_path, "project_root": REPO, "only": ["baseline", "pi"]}
-    teacher, pretrain, baseline, pi = ex.build_runs(ex.load_plan(PLAN), "smoke", **options)
-    _finish_by_hand(pretrain)  # the students' pretraining run is done already
+    specs = {s.key: s for s in ex.build_runs(ex.load_plan(PLAN), "smoke", **options)}
+    teacher, baseline, pi = specs["teacher"], specs["baseline/seed0"], specs["pi/seed0"]
+    # The pretraining runs (the teacher's own, the students') are done already.
+    done = [s for s in specs.values() if s.experiment is None and not s.is_teacher]
+    assert [s.key for s in done] == ["pretrain_teacher", "pretrain"]
+    for spec in done:
+        _finish_by_hand(spec)
     locks = {spec.key: FileLock(run_lock(spec.run_dir)) for spec in (teacher, pi)}
     for lock in locks.values():
         assert lock.acquire(timeout=0)

@@ -48,7 +48,6 @@ from skdlib.experiments.index import INDEX_NAME, write_index
 from skdlib.experiments.locks import holder_of, run_lock, wait_until_free
 from skdlib.experiments.plan import (
     DEFAULT_PLAN,
-    PRETRAIN_DIR,
     STORE_DIR,
     Plan,
     PlanError,
@@ -539,22 +538,25 @@ def _execute(
 ) -> None:
     """The runs the students need alone first (the teachers, a pretraining run: the students
     read their final.pt), then ``prepare(students)`` (the teacher-output stores), then the
-    students; a student whose teacher or pretraining run failed is recorded failed."""
+    students; a run that needs a failed run (its teacher, its pretraining run, or theirs: a
+    teacher's own pretraining) is recorded failed."""
     failed: list[str] = []
+    upstream = _upstream(todo)
 
     def blocked(spec: RunSpec) -> list[str]:
-        return [key for key in failed if key in (spec.teacher, PRETRAIN_DIR)]
+        return [key for key in failed if key in upstream(spec)]
 
     while todo and todo[0].experiment is None:
         needed = todo.pop(0)
         waiting = [s for s in todo if s.experiment is not None]
-        if (
-            failed
-            and waiting
-            and all(blocked(s) or needed.key not in (s.teacher, PRETRAIN_DIR) for s in waiting)
+        if blocked(needed) or (
+            failed and waiting and all(blocked(s) or needed.key not in upstream(s) for s in waiting)
         ):
-            # Not run: every student to train that needs it needs a failed run too.
-            error = {"status": "failed", "error": f"the {failed[0]} run failed"}
+            # Not run: it needs a failed run, or every student to train that needs it does.
+            error = {
+                "status": "failed",
+                "error": f"the {(blocked(needed) or failed)[0]} run failed",
+            }
             track.finished(needed, {**error, "elapsed_s": 0.0})
             continue
         _run_teacher(runner, needed, actions, track, payload(needed, res.teacher_threads), poll_s)
@@ -571,6 +573,22 @@ def _execute(
             students.append(spec)
     prepare(students)
     _run_students(runner, students, actions, track, lambda s: payload(s, res.threads), poll_s)
+
+
+def _upstream(runs: Sequence[RunSpec]) -> Callable[[RunSpec], set[str]]:
+    """The keys of the runs among the teachers and pretraining runs of ``runs`` whose final.pt
+    a run starts from or learns from, and theirs in turn (a student's teacher's own pretraining)."""
+    finals = {str(RunFolder(s.run_dir).final): s for s in runs if s.experiment is None}
+
+    def upstream(spec: RunSpec) -> set[str]:
+        model = spec.config.model
+        keys: set[str] = set()
+        for path in (model.teacher_checkpoint, model.student_pretrained):
+            if path in finals:
+                keys |= {finals[path].key, *upstream(finals[path])}
+        return keys
+
+    return upstream
 
 
 def _run_teacher(
