@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-<<<<<<< HEAD
 def test_findings_answer_the_questions_whose_runs_finished(tmp_path: Path) -> None:
     names = ["baseline", "pi", "pi_unl0x", "pi_unl1x"]
     root = make_demo_runs(tmp_path / "tree", names, iters=1, repo=REPO)
@@ -28,18 +27,6 @@ def test_findings_answer_the_questions_whose_runs_finished(tmp_path: Path) -> No
     assert lines[2].startswith("- Do unlabeled scenes help the pixel-wise term: ")
     # No +PI+PA, +PI+PA+HO, CWD or DIST runs: those questions (and Fig. 3) are left out.
     assert len(lines) == 3
-=======
-def test_findings_read_the_teacher_the_ablation_and_the_pools(tmp_path: Path) -> None:
-    root = make_demo_runs(tmp_path / "tree", ["baseline", "pi", "pi_unl1x"], iters=1, repo=REPO)
-    tree = RunsTree.read(root, project_root=REPO)
-    lines = findings(tree)
-    assert lines[0].startswith("- The teacher scores ") and "above the baseline" in lines[0]
-    assert lines[1].startswith("- +PI vs baseline: ")
-    assert lines[2].startswith("- +PI, pool vs +PI: ")
-    # One validation per run (one iteration): no record at 75 % of training, so no plateau.
-    assert lines[3].startswith("- Not at a plateau: ") and "(of 3 settings)" in lines[3]
-    assert len(lines) == 4
->>>>>>> tests19
     # Nothing finished: no line.
     index = dict(tree.index)
     for exp in index["experiments"]:

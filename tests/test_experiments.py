@@ -1115,6 +1115,12 @@ def test_teachers_start_from_their_own_pretraining_shared_when_equal(tmp_path: P
             pre.reuse_hash,
             "backbone.",
         )
+    # A selection that needs only the second teacher trains the same pretraining folder.
+    only = ex.build_runs(
+        plan, "smoke", runs_root=tmp_path / "runs", project_root=REPO, only=["pi_unl1x"]
+    )
+    shared = [s for s in only if s.key.startswith("pretrain_")]
+    assert [s.key for s in shared] == ["pretrain_teacher"] and shared[0].run_dir == pre.run_dir
     with pytest.raises(ex.PlanError, match=r"teachers.teacher.pretrain: missing key"):
         ex.load_plan(
             _write_plan(

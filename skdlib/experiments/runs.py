@@ -214,6 +214,12 @@ def _teacher_runs(
     runs: list[RunSpec] = []
     needs: dict[str, list[str]] = {}
     pretrainings: dict[Pretraining, RunSpec] = {}
+    # A shared pretraining is named after the profile's first teacher that uses it, whichever
+    # teachers a selection needs: one folder for it in every pipeline.
+    first_user: dict[Pretraining, str] = {}
+    for name, teacher in prof.teachers.items():
+        if teacher.pretrain is not None:
+            first_user.setdefault(teacher.pretrain, name)
     for name, teacher in prof.teachers.items():
         if used is not None and name not in used:
             continue
@@ -221,7 +227,7 @@ def _teacher_runs(
         if teacher.pretrain is not None:
             if teacher.pretrain not in pretrainings:
                 pre = teacher.pretrain
-                key = f"{PRETRAIN_DIR}_{name}"
+                key = f"{PRETRAIN_DIR}_{first_user[pre]}"
                 pretrainings[pre] = make(key, pre.config, list(pre.overrides), kept=pre.dir)
                 runs.append(pretrainings[pre])
             start = _start_from(pretrainings[teacher.pretrain])
