@@ -342,7 +342,9 @@ def _own_plan(root: Path) -> Path:
     own = plan["profiles"]["smoke"]
     own.pop("pretrain", None)
     own["config"] = "configs/own_student.yaml"
-    own["overrides"] = [*own["overrides"], f"data.root={root / 'data'}"]
+    # Beside the data sets the configs place under root/data (the teacher's own pretraining's
+    # source task), not above them.
+    own["overrides"] = [*own["overrides"], f"data.root={root / 'data' / 'embedded_labelled'}"]
     plan["profiles"] = {"own": own}
     path = root / "configs" / "experiments.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))

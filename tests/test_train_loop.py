@@ -419,7 +419,17 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
         ),
         # The quick presets name their own data options: the tiny set here has none.
         ("quick.yaml", ["data.options=null", "model.teacher_options.width=0.5"]),
-        ("teacher_quick.yaml", ["data.options=null", "model.student_options.width=0.5"]),
+        # The teachers start from their own pretraining (kept or trained first): not here.
+        (
+            "teacher_quick.yaml",
+            [
+                "data.options=null",
+                "model.student_options.width=0.5",
+                "model.student_pretrained=null",
+            ],
+        ),
+        ("teacher_quick_3000.yaml", ["data.options=null", "model.student_pretrained=null"]),
+        ("pretrain_teacher_quick.yaml", ["data.options=null"]),
         ("pretrain_quick.yaml", ["data.options=null"]),
         # The gpu presets on the CPU (train.device=cpu): AMP and channels-last then stay off.
         (
@@ -430,7 +440,14 @@ def test_an_isolated_nonfinite_loss_is_skipped(assets, tmp_path, monkeypatch):
                 "distill.disc_widths=[8,8,8,8]",
             ],
         ),
-        ("teacher_gpu.yaml", ["data.options=null", "model.student_options.width=0.5"]),
+        (
+            "teacher_gpu.yaml",
+            [
+                "data.options=null",
+                "model.student_options.width=0.5",
+                "model.student_pretrained=null",
+            ],
+        ),
         (
             "teacher_paper.yaml",
             ["model.student=pspnet_resnet18", "model.student_options.width=0.5"],
