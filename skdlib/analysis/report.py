@@ -23,6 +23,7 @@ from skdlib.analysis.significance import (
     ALPHA,
     contrast_from_summaries,
     format_p,
+    p_cell,
 )
 from skdlib.analysis.stats import (
     PLATEAU_FRACTION,
@@ -189,7 +190,7 @@ def comparison_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> p
                 "difference (mIoU points)": f"{POINTS * result['diff']:+.2f}",
                 "Welch's t": "n/a" if pd.isna(result["t"]) else f"{result['t']:+.2f}",
                 "df": "n/a" if pd.isna(result["df"]) else f"{result['df']:.1f}",
-                "p (two-sided)": _p_cell(result["p"]) or "n/a",
+                "p (two-sided)": p_cell(result["p"]),
                 "verdict": result["verdict"],
             }
         )
@@ -292,14 +293,9 @@ def _against(table: pd.DataFrame, name: str, reference: str) -> dict[str, str]:
     result = _compare(table, name, reference)
     return {
         column: "n/a" if pd.isna(result["diff"]) else f"{POINTS * result['diff']:+.2f}",
-        "p": _p_cell(result["p"]),
+        "p": "" if pd.isna(result["p"]) else p_cell(result["p"]),
         "verdict": result["verdict"],
     }
-
-
-def _p_cell(p: float) -> str:
-    """A table cell for a two-sided p-value: ``"0.012"``, ``"< 0.001"``, ``""`` when untested."""
-    return "" if pd.isna(p) else format_p(p).removeprefix("p = ").replace("p < ", "< ")
 
 
 def _paper(

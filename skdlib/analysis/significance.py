@@ -33,6 +33,7 @@ __all__ = [
     "contrast_from_summaries",
     "contrast_test",
     "format_p",
+    "p_cell",
     "p_value",
     "welch_test",
 ]
@@ -93,6 +94,11 @@ def format_p(p: float) -> str:
     if math.isnan(p):
         return "p = n/a"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def p_cell(p: float) -> str:
+    """A table cell for a two-sided p-value: ``"0.012"``, ``"< 0.001"``, ``"n/a"``."""
+    return format_p(p).removeprefix("p = ").replace("p < ", "< ")
 
 
 def p_value(t: float, df: float) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from skdlib.analysis.regimes import CONVERGED_WITHIN
-from skdlib.analysis.significance import TTest, format_p, welch_test
+from skdlib.analysis.significance import TTest, p_cell, welch_test
 
 __all__ = [
     "Comparison",
@@ -107,7 +107,7 @@ def comparison_table(runs: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd
                 "difference": round(c.difference, 2),
                 "Welch's t": round(c.test.t, 2),
                 "df": round(c.test.df, 1),
-                "p (two-sided)": _p_cell(c.test.p),
+                "p (two-sided)": p_cell(c.test.p),
                 "verdict": c.test.verdict,
             }
         )
@@ -118,10 +118,6 @@ def _mean_sd(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
-
-
-def _p_cell(p: float) -> str:
-    return format_p(p).removeprefix("p = ").replace("p < ", "< ")
 
 
 def sentence(c: Comparison, *, question: str = "") -> str:
