@@ -84,5 +84,5 @@ def test_regime_view_marks_the_chosen_recipe() -> None:
         "0.30",
     )
     assert row["converged"] == "yes" and row["chosen"].startswith("<-")
-    assert row["gap"] == "15.20" and row["AdamW lr"] == "0.02"
+    assert row["gap"] == "15.20" and row["AdamW lr"] == "0.02" and row["student width"] == "0.0625"
     assert math.isclose(float(row["teacher (same scenes)"]), 73.0)

@@ -117,7 +117,8 @@ def chosen_regime(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def regime_view(records: pd.DataFrame, chosen: Mapping[str, Any] | None) -> pd.DataFrame:
     """:func:`~skdlib.analysis.regimes.regime_table` for reading: scores as text to 0.01 point,
-    ``converged`` and ``chosen`` as yes/no and "<- the book's recipe"."""
+    ``converged`` and ``chosen`` as yes/no and "<- the book's recipe", the student as its width
+    (``"student width"``)."""
     table = regime_table(records, chosen=chosen)
     if not len(table):
         return table
@@ -125,8 +126,12 @@ def regime_view(records: pd.DataFrame, chosen: Mapping[str, Any] | None) -> pd.D
         table[column] = [("n/a" if math.isnan(v) else f"{v:.2f}") for v in table[column]]
     table["AdamW lr"] = [f"{v:g}" for v in table["AdamW lr"]]
     table["converged"] = table["converged"].map({True: "yes", False: "no"})
+    # The student's width only (a narrow table): every regime tried a PSPNet-ResNet18.
+    table["student"] = [name.rsplit(" x", 1)[-1] for name in table["student"]]
     table["chosen"] = table["chosen"].map({True: "<- the book's recipe", False: ""})
-    return table.rename(columns={"at T": "baseline at T", "at 2T": "baseline at 2T"})
+    return table.rename(
+        columns={"student": "student width", "at T": "baseline at T", "at 2T": "baseline at 2T"}
+    )
 
 
 def steps_table(runs: pd.DataFrame) -> pd.DataFrame:
