@@ -202,20 +202,9 @@ def noise_comparison(
     for name, row in table.iterrows():
         if name == reference:
             continue
-        test = _test_row(table, [name, reference], [1.0, -1.0], metric)
-        rows.append(
-            {
-                "experiment": name,
-                "label": row.get("label", name),
-                "diff": test.value,
-                "se": test.se,
-                "t": test.t,
-                "df": test.df,
-                "p": test.p,
-                "exceeds": test.significant(alpha),
-                "verdict": _verdict(test, alpha),
-            }
-        )
+        result = _result(_test_row(table, [name, reference], [1.0, -1.0], metric), alpha)
+        result["diff"] = result.pop("value")
+        rows.append({"experiment": name, "label": row.get("label", name), **result})
     columns = ["experiment", "label", "diff", "se", "t", "df", "p", "exceeds", "verdict"]
     return pd.DataFrame(rows, columns=columns).set_index("experiment")
 
@@ -230,6 +219,19 @@ def _check_columns(table: pd.DataFrame, metric: str) -> None:
 def _check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def _result(test: TTest, alpha: float) -> dict[str, Any]:
+    """A test as the chapters' helpers read it: value, se, t, df, p, exceeds, verdict."""
+    return {
+        "value": test.value,
+        "se": test.se,
+        "t": test.t,
+        "df": test.df,
+        "p": test.p,
+        "exceeds": test.significant(alpha),
+        "verdict": _verdict(test, alpha),
+    }
 
 
 def _verdict(test: TTest, alpha: float) -> str:
@@ -272,13 +274,4 @@ def contrast(
         raise ValueError(f"plus/minus: {lacking} not in the table ({list(table.index)})")
     _check_columns(table, metric)
     _check_alpha(alpha)
-    test = _test_row(table, names, [1.0] * len(plus) + [-1.0] * len(minus), metric)
-    return {
-        "value": test.value,
-        "se": test.se,
-        "t": test.t,
-        "df": test.df,
-        "p": test.p,
-        "exceeds": test.significant(alpha),
-        "verdict": _verdict(test, alpha),
-    }
+    return _result(_test_row(table, names, [1.0] * len(plus) + [-1.0] * len(minus), metric), alpha)
