@@ -853,18 +853,7 @@ def _copy_project(root: Path, teacher_dirs: dict[str, str] | None) -> Path:
 
 def test_teachers_kept_in_the_repository_are_reused_in_any_checkout(tmp_path, monkeypatch):
     trained: list[str] = []
-
-    def fake(notebook, payload, cwd):
-        cfg = load_config(payload["config"], payload["overrides"])
-        folder = Path(payload["run_dir"])
-        folder.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, folder / "config.yaml")
-        summary = {"finished": True, "config_hash": config_hash(cfg)}
-        (folder / "summary.json").write_text(json.dumps(summary))
-        trained.append(folder.name)
-        return {"status": "finished", "error": None, "elapsed_s": 0.0}
-
-    monkeypatch.setattr(executors, "execute_notebook_run", fake)
+    monkeypatch.setattr(executors, "execute_notebook_run", _fake_training(trained))
     monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
     dirs = {"teacher": "teachers/smoke", "teacher_unlabeled": "teachers/smoke_unlabeled"}
     first = _copy_project(tmp_path / "a", dirs)
