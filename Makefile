@@ -46,17 +46,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_chapters.py -k ruff
 
-# pytest exits 5 when it collects no test: that is a failure here, said clearly.
+# The tests run in TEST_WORKERS processes (pytest-xdist), each on one thread: a module's tests
+# stay in one process (their module fixtures run once), the notebooks one file per process.
+# TEST_WORKERS=0 runs them in this process. pytest exits 5 when it collects no test: that is a
+# failure here, said clearly.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 test-lib: $(STAMP)
-	$(BIN)/python -m pytest tests -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q $(XDIST) $(if $(XDIST),--dist loadscope) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
 
 # The fast loop while working: lint, then every library test not marked slow.
 test-fast: lint
-	$(BIN)/python -m pytest tests -q -m "not slow" || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -m "not slow" $(XDIST) $(if $(XDIST),--dist loadscope) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
 
 # Every chapter notebook runs under nbval in the smoke size (SKD_SMOKE=1 is read in each parameters cell).
 test-notebooks: $(NOTEBOOKS)
-	SKD_SMOKE=1 $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider $(NOTEBOOKS) || { rc=$$?; [ $$rc -eq 5 ] && echo "nbval collected no notebooks"; exit $$rc; }
+	SKD_SMOKE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider $(XDIST) $(if $(XDIST),--dist loadfile) $(NOTEBOOKS) || { rc=$$?; [ $$rc -eq 5 ] && echo "nbval collected no notebooks"; exit $$rc; }
 
 # The main job end to end in the smoke profile (every experiment, tiny sizes) in a temporary runs folder.
 test-pipeline: $(STAMP)

@@ -43,12 +43,12 @@ TABLE = {
     "pi_pa_l3": (("lambda",), "+PI+PA (λ1 = 3)"),
     "cwd": (("later",), "+CWD"),
     "dist": (("later",), "+DIST"),
-    "pi_cwd": (("later",), "+PI+CWD"),
     "official_pi": (("official_scaling",), "+PI (authors' code)"),
     "official_pi_pa": (("official",), "+PI+PA (authors' code)"),
     "official_pi_pa_ho": (("official",), "+PI+PA+HO (authors' code)"),
     "baseline_2x": (("convergence",), "baseline, 2x iterations"),
     "pi_pa_ho_2x": (("convergence",), "+PI+PA+HO, 2x iterations"),
+    "pi_pa_2x": (("convergence",), "+PI+PA, 2x iterations"),
     "pi_2x": (("convergence",), "+PI, 2x iterations"),
     "cwd_2x": (("convergence",), "+CWD, 2x iterations"),
     "dist_2x": (("convergence",), "+DIST, 2x iterations"),
@@ -97,12 +97,12 @@ TERMS = {
     "pi_pa_l3": {"pixelwise", "pairwise"},
     "cwd": {"cwd"},
     "dist": {"dist"},
-    "pi_cwd": {"pixelwise", "cwd"},
     "official_pi": {"pixelwise"},
     "official_pi_pa": {"pixelwise", "pairwise"},
     "official_pi_pa_ho": {"pixelwise", "pairwise", "holistic"},
     "baseline_2x": set(),
     "pi_pa_ho_2x": {"pixelwise", "pairwise", "holistic"},
+    "pi_pa_2x": {"pixelwise", "pairwise"},
     "pi_2x": {"pixelwise"},
     "cwd_2x": {"cwd"},
     "dist_2x": {"dist"},
@@ -559,6 +559,41 @@ def test_failures_are_recorded_and_the_pipeline_goes_on(tmp_path: Path, monkeypa
         assert {r["error"] for e in index["experiments"] for r in e["runs"]} == {
             f"the {failing} run failed"
         }
+
+
+def test_students_start_costliest_first(tmp_path: Path, monkeypatch) -> None:
+    """Longest processing time first: the plan's order among equal costs, a critic's or a
+    pool's run and twice the iterations before the rest."""
+    plan = ex.load_plan(PLAN)
+    runs = ex.build_runs(plan, "quick", runs_root=tmp_path, project_root=REPO)
+    students = [s for s in runs if s.experiment is not None]
+    cost = {s.experiment: ex.expected_cost(s) for s in students}
+    assert cost["baseline"] == 1000 * 8  # iterations x images per step
+    assert cost["pi_unl1x"] == 1000 * (8 + 8)  # and the pool's 8 unlabeled images
+    assert cost["pi_pa_ho"] == pytest.approx(1000 * 8 * 1.8)  # and the critic's step
+    assert cost["pi_pa_ho_unl1x_2x"] == pytest.approx(2000 * 16 * 1.8)
+    ordered = ex.longest_first(students)
+    assert ordered[0].key == "pi_pa_ho_unl1x_2x/seed0"
+    assert [ex.expected_cost(s) for s in ordered] == sorted(cost[s.experiment] for s in ordered)[
+        ::-1
+    ]
+    equal = [s.key for s in ordered if s.experiment in ("baseline", "pi", "pi_pa")]
+    assert equal == [s.key for s in students if s.experiment in ("baseline", "pi", "pi_pa")]
+
+    started: list[str] = []
+    trained: list[str] = []
+    fake = _fake_training(trained)
+
+    def record(notebook, payload, cwd):
+        started.append(Path(payload["run_dir"]).relative_to(tmp_path / "smoke").as_posix())
+        return fake(notebook, payload, cwd)
+
+    monkeypatch.setattr(executors, "execute_notebook_run", record)
+    monkeypatch.setattr(pipeline, "_ensure_data", lambda runs, actions: 8)
+    args = ["run", "--profile", "smoke", "--root", str(REPO), "--runs-root", str(tmp_path)]
+    args += ["--notebook", str(NOTEBOOK), "--only", "baseline", "pi_pa_ho", "--jobs", "1"]
+    assert ex.main([*args, "--fresh-kernels"]) == 0
+    assert started[-2:] == ["pi_pa_ho/seed0", "baseline/seed0"]  # the plan has them the other way
 
 
 def test_a_failed_teacher_fails_only_its_students(tmp_path: Path, monkeypatch) -> None:

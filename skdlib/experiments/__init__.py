@@ -29,7 +29,7 @@ from skdlib.experiments.plan import (
     Teacher,
     load_plan,
 )
-from skdlib.experiments.runs import RunSpec, build_runs, run_action
+from skdlib.experiments.runs import RunSpec, build_runs, expected_cost, longest_first, run_action
 
 __all__ = [
     "DEFAULT_PLAN",
@@ -42,7 +42,9 @@ __all__ = [
     "SlurmOptions",
     "Teacher",
     "build_runs",
+    "expected_cost",
     "load_plan",
+    "longest_first",
     "main",
     "run_action",
     "run_pipeline",

@@ -59,6 +59,7 @@ from skdlib.experiments.runs import (
     Action,
     RunSpec,
     build_runs,
+    longest_first,
     mark_portable,
     resolve,
     run_action,
@@ -538,8 +539,9 @@ def _execute(
 ) -> None:
     """The runs the students need alone first (the teachers, a pretraining run: the students
     read their final.pt), then ``prepare(students)`` (the teacher-output stores), then the
-    students; a run that needs a failed run (its teacher, its pretraining run, or theirs: a
-    teacher's own pretraining) is recorded failed."""
+    students, the costliest first (:func:`~skdlib.experiments.runs.longest_first`); a run that
+    needs a failed run (its teacher, its pretraining run, or theirs: a teacher's own
+    pretraining) is recorded failed."""
     failed: list[str] = []
     upstream = _upstream(todo)
 
@@ -572,6 +574,7 @@ def _execute(
         else:
             students.append(spec)
     prepare(students)
+    students = longest_first(students)
     _run_students(runner, students, actions, track, lambda s: payload(s, res.threads), poll_s)
 
 

@@ -29,14 +29,17 @@ from skdlib.experiments.plan import (
 from skdlib.train.build import load_config_pinned, portable_config_hash
 from skdlib.train.config import ExperimentConfig, config_hash, load_config
 from skdlib.train.runfolder import RunFolder, atomic_write_json
+from skdlib.train.terms import needs_critic
 
 __all__ = [
     "PORTABLE_HASH",
     "Action",
     "RunSpec",
     "build_runs",
+    "expected_cost",
     "folder_action",
     "hash_roots",
+    "longest_first",
     "mark_portable",
     "portable_hash",
     "resolve",
@@ -249,6 +252,28 @@ def _start_from(pretraining: RunSpec) -> list[str]:
         f"model.student_pretrained_source={json.dumps(pretraining.reuse_hash)}",
         "model.student_pretrained_prefix=backbone.",  # a whole network: take its backbone
     ]
+
+
+#: How much a critic step adds to a student step, as a multiple of it (quick profile, measured:
+#: +PI+PA+HO 60 s against +PI+PA 34 s for the same 1000 iterations).
+CRITIC_STEP_COST = 0.8
+
+
+def expected_cost(spec: RunSpec) -> float:
+    """A run's relative cost: ``max_iters`` x images per step (labelled and unlabeled) x
+    ``1 + CRITIC_STEP_COST`` when a term trains the critic. Only its order matters: the
+    pipeline starts the costliest student runs first (:func:`longest_first`)."""
+    cfg = spec.config
+    images = cfg.data.batch_size + (cfg.data.unlabeled.batch_size or 0)
+    critic = 1.0 + CRITIC_STEP_COST if needs_critic(cfg.distill) else 1.0
+    return float(cfg.train.max_iters * images * critic)
+
+
+def longest_first(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """``specs`` by decreasing :func:`expected_cost`, the plan's order among equals: with
+    ``jobs`` runs at a time, the long runs do not end the pipeline alone on one job while the
+    others sit idle (longest processing time first)."""
+    return sorted(specs, key=lambda spec: -expected_cost(spec))
 
 
 def run_action(spec: RunSpec, *, force: bool = False) -> tuple[Action, str]:
