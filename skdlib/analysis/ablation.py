@@ -18,6 +18,7 @@ import pandas as pd
 
 from skdlib.analysis.regimes import regime_table
 from skdlib.analysis.verdicts import (
+    TWICE_SUFFIX,
     compare,
     comparison_table,
     convergence_table,
@@ -35,7 +36,6 @@ __all__ = [
     "PAPER_MIOU",
     "PAPER_SETUP",
     "STEPS",
-    "TWICE",
     "chosen_regime",
     "convergence_view",
     "lambda_table",
@@ -87,8 +87,6 @@ STEPS = (
     ("baseline", "pi_pa"),
     ("baseline", "pi_pa_ho"),
 )
-#: A setting's convergence control: the same seeds, twice the iterations.
-TWICE = "_2x"
 #: The λ1 sensitivity: terms -> {λ1: experiment}; λ1 = 10 is the ablation's own run.
 LAMBDA_SETTINGS = {
     "+PI": {1: "pi_l1", 3: "pi_l3", 10: "pi"},
@@ -145,7 +143,11 @@ def convergence_view(runs: pd.DataFrame) -> pd.DataFrame:
     """:func:`~skdlib.analysis.verdicts.convergence_table` of every setting with a finished
     ``<name>_2x`` control, the baseline first."""
     names = sorted(set(runs["experiment"]) if len(runs) else set(), key=_baseline_first)
-    pairs = [(n, n + TWICE) for n in names if not n.endswith(TWICE) and present(runs, [n + TWICE])]
+    pairs = [
+        (n, n + TWICE_SUFFIX)
+        for n in names
+        if not n.endswith(TWICE_SUFFIX) and present(runs, [n + TWICE_SUFFIX])
+    ]
     table = convergence_table(runs, [p for p in pairs if present(runs, p[:1])])
     if len(table):
         table["converged"] = table["converged"].map({True: "yes", False: "no"})

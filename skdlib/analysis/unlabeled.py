@@ -24,7 +24,13 @@ import pandas as pd
 from skdlib.analysis.regimes import CONVERGED_WITHIN
 from skdlib.analysis.report import network, points
 from skdlib.analysis.runs import RunsTree, collect_runs, experiment_table
-from skdlib.analysis.verdicts import compare, convergence_table, label_of, sentence
+from skdlib.analysis.verdicts import (
+    TWICE_SUFFIX,
+    compare,
+    convergence_table,
+    label_of,
+    sentence,
+)
 
 if TYPE_CHECKING:
     from skdlib.train.config import ExperimentConfig
@@ -41,7 +47,6 @@ __all__ = [
     "unlabeled_table",
 ]
 
-_CONTROL = "_2x"  # the suffix of a convergence control (verdicts' rule)
 _COUNTS = ("terms", "labelled", "unlabeled", "iterations")
 
 #: The paper's CamVid results (test mIoU %, its CamVid table): student, baseline, with
@@ -138,7 +143,9 @@ def unlabeled_pairs(table: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
     """
     done = table[table["n_finished"] > 0]
     controls = {
-        n for n in done.index if n.endswith(_CONTROL) and n.removesuffix(_CONTROL) in done.index
+        n
+        for n in done.index
+        if n.endswith(TWICE_SUFFIX) and n.removesuffix(TWICE_SUFFIX) in done.index
     }
     rows = [(name, row, name in controls) for name, row in done.iterrows()]
     out: dict[str, list[tuple[str, str]]] = {"pool": [], "terms": [], "baseline": []}
@@ -152,7 +159,9 @@ def unlabeled_pairs(table: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
                 out["terms"].append((a, b))
             if same_run and ra["terms"] == "baseline" != rb["terms"]:
                 out["baseline"].append((a, b))
-    out["convergence"] = [(n, n + _CONTROL) for n in done.index if n + _CONTROL in done.index]
+    out["convergence"] = [
+        (n, n + TWICE_SUFFIX) for n in done.index if n + TWICE_SUFFIX in done.index
+    ]
     return out
 
 
