@@ -51,17 +51,18 @@ lint: $(STAMP)
 # TEST_WORKERS=0 runs them in this process. pytest exits 5 when it collects no test: that is a
 # failure here, said clearly.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+# $(call XDIST,<xdist distribution mode>): the pytest-xdist options, none for TEST_WORKERS=0.
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist $(1))
 test-lib: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q $(XDIST) $(if $(XDIST),--dist loadscope) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q $(call XDIST,loadscope) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
 
 # The fast loop while working: lint, then every library test not marked slow.
 test-fast: lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -m "not slow" $(XDIST) $(if $(XDIST),--dist loadscope) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -m "not slow" $(call XDIST,loadscope) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests"; exit $$rc; }
 
 # Every chapter notebook runs under nbval in the smoke size (SKD_SMOKE=1 is read in each parameters cell).
 test-notebooks: $(NOTEBOOKS)
-	SKD_SMOKE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider $(XDIST) $(if $(XDIST),--dist loadfile) $(NOTEBOOKS) || { rc=$$?; [ $$rc -eq 5 ] && echo "nbval collected no notebooks"; exit $$rc; }
+	SKD_SMOKE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider $(call XDIST,loadfile) $(NOTEBOOKS) || { rc=$$?; [ $$rc -eq 5 ] && echo "nbval collected no notebooks"; exit $$rc; }
 
 # The main job end to end in the smoke profile (every experiment, tiny sizes) in a temporary runs folder.
 test-pipeline: $(STAMP)
